@@ -1,0 +1,44 @@
+// bench ARTIFACT: prefill and decode tokens/s, load time, peak RSS.
+#include <iostream>
+#include <memory>
+
+#include "cli/common.h"
+#include "validators/speed.h"
+
+namespace sf::cli {
+
+namespace {
+struct Opts {
+  std::string dir;
+  int64_t prefill = 128, decode = 64, threads = 0;
+  bool json_out = false;
+};
+
+int run(const Opts& o) {
+  const SpeedResult r = measure_speed(o.dir, o.prefill, o.decode, o.threads);
+  if (o.json_out) {
+    print_json({{"artifact", o.dir}, {"threads", r.threads}, {"load_seconds", r.load_seconds},
+                {"prefill_tokens", r.prefill_tokens}, {"prefill_tokens_per_s", r.prefill_tokens_per_s},
+                {"decode_tokens", r.decode_tokens}, {"decode_tokens_per_s", r.decode_tokens_per_s},
+                {"peak_rss_bytes", r.peak_rss_bytes}});
+    return 0;
+  }
+  print_table({"load", "prefill tok/s", "decode tok/s", "peak RSS", "threads"},
+              {{fmt("%.3f s", r.load_seconds), fmt("%.1f", r.prefill_tokens_per_s), fmt("%.1f", r.decode_tokens_per_s),
+                human_bytes(uint64_t(r.peak_rss_bytes)), std::to_string(r.threads)}});
+  return 0;
+}
+}  // namespace
+
+void add_bench(CLI::App& app, int& exit_code) {
+  auto o = std::make_shared<Opts>();
+  auto* c = app.add_subcommand("bench", "Measure load time, prefill and decode speed, and peak memory");
+  c->add_option("artifact", o->dir, "artifact directory")->required();
+  c->add_option("-p", o->prefill, "prompt tokens")->default_val(128)->check(CLI::PositiveNumber);
+  c->add_option("-n", o->decode, "generated tokens")->default_val(64)->check(CLI::NonNegativeNumber);
+  c->add_option("-t,--threads", o->threads, "worker threads (0 = all cores)")->default_val(0);
+  c->add_flag("--json", o->json_out, "print one JSON object");
+  c->callback([o, &exit_code] { exit_code = run(*o); });
+}
+
+}  // namespace sf::cli

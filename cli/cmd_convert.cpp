@@ -1,0 +1,59 @@
+// convert SOURCE -o OUT: stream a checkpoint through the pipeline into an artifact.
+#include <unistd.h>
+
+#include <iostream>
+#include <memory>
+
+#include "cli/common.h"
+#include "pipeline/convert.h"
+
+namespace sf::cli {
+
+namespace {
+
+struct Opts {
+  ConvertOptions c;
+  std::string dtype, quant;
+  bool json_out = false;
+};
+
+int run(Opts& o) {
+  o.c.scheme = !o.quant.empty() ? o.quant : !o.dtype.empty() ? o.dtype : "f32";
+  o.c.progress = !o.json_out && ::isatty(STDERR_FILENO);
+  const ConvertReport r = convert(o.c);
+  const json& m = r.manifest;
+  if (o.json_out) {
+    print_json({{"out", o.c.out}, {"seconds", r.seconds}, {"summary", m["summary"]}, {"files", m["files"]},
+                {"model", m["model"]}, {"pipeline", m["pipeline"]}});
+    return 0;
+  }
+  uint64_t bytes = 0;
+  for (const auto& f : m["files"]) bytes += f["bytes"].get<uint64_t>();
+  std::cout << "wrote " << o.c.out << ": " << m["files"].size() << " files, " << human_bytes(bytes) << ", "
+            << fmt("%.2f", m["summary"]["bits_per_weight"].get<double>()) << " bits/weight, "
+            << fmt("%.1f", r.seconds) << " s\n";
+  return 0;
+}
+
+}  // namespace
+
+void add_convert(CLI::App& app, int& exit_code) {
+  auto o = std::make_shared<Opts>();
+  auto* c = app.add_subcommand("convert", "Convert a checkpoint into a quantized per-block artifact");
+  c->add_option("source", o->c.source, "checkpoint file, directory, or sharded index")->required();
+  c->add_option("-o,--out", o->c.out, "output artifact directory")->required();
+  auto* dt = c->add_option("--dtype", o->dtype, "float type for all matrices: f32, f16, bf16")
+                 ->check(CLI::IsMember({"f32", "f16", "bf16"}));
+  c->add_option("--quant", o->quant, "scheme: f32, f16, bf16, int8, int4[:g32|:g64|:g128][:sym|:asym]")->excludes(dt);
+  c->add_option("--tensor-quant", o->c.overrides, "per-tensor override PATTERN=SCHEME (glob over canonical names)");
+  c->add_option("--tokenizer", o->c.tokenizer, "SentencePiece model, when it is not beside the checkpoint");
+  c->add_option("--format", o->c.format, "output format")->default_val("shards");
+  c->add_option("--arch", o->c.arch, "architecture: auto, llama, llama/hf, llama/meta")->default_val("auto");
+  c->add_option("--pipeline", o->c.pipeline_file, "JSON pipeline file replacing the default stages");
+  c->add_option("--threads", o->c.threads, "worker threads (0 = all cores)")->default_val(0);
+  c->add_flag("--force", o->c.force, "replace OUT if it exists");
+  c->add_flag("--json", o->json_out, "print a JSON report");
+  c->callback([o, &exit_code] { exit_code = run(*o); });
+}
+
+}  // namespace sf::cli

@@ -1,0 +1,96 @@
+// inspect SOURCE|ARTIFACT: architecture, hyper-parameters, tensor table, sizes.
+#include <filesystem>
+#include <iostream>
+#include <memory>
+
+#include "cli/common.h"
+#include "converters/architectures/architecture.h"
+#include "converters/reader_registry.h"
+#include "core/fs_util.h"
+#include "formats/artifact.h"
+#include "formats/manifest.h"
+
+namespace sf::cli {
+
+namespace {
+
+struct Opts {
+  std::string path;
+  bool json_out = false;
+};
+
+json inspect_artifact(const std::string& dir) {
+  Artifact a(dir);
+  json tensors = json::array();
+  auto add = [&](const TensorView& t) {
+    json e = {{"name", t.name}, {"type", qtype_traits(t.type).name}, {"shape", t.shape}, {"bytes", t.nbytes}};
+    if (t.group) e["group"] = t.group;
+    tensors.push_back(e);
+  };
+  for (UnitKind k : {UnitKind::Embedding, UnitKind::Block, UnitKind::Head}) {
+    const int64_t n = k == UnitKind::Block ? a.desc().n_layers : 1;
+    for (int64_t i = 0; i < n; ++i)
+      for (const auto& s : unit_tensors(a.desc(), k, i)) add(a.tensor(s.name));
+  }
+  const json& m = a.manifest();
+  return {{"kind", "artifact"}, {"path", dir}, {"model", m["model"]}, {"source", m.value("source", json())},
+          {"pipeline", m.value("pipeline", json())}, {"summary", m.value("summary", json())},
+          {"file_bytes", a.file_bytes()}, {"tensors", tensors}};
+}
+
+json inspect_source(const std::string& path) {
+  auto src = open_source(path);
+  const CanonicalModel cm = map_architecture(*src);
+  json tensors = json::array();
+  uint64_t total = 0;
+  for (const auto& [name, t] : cm.tensors) {
+    const uint64_t bytes = uint64_t(t.source->numel()) * dtype_size(t.source->dtype);
+    total += bytes;
+    tensors.push_back({{"name", name}, {"source_name", t.source->name}, {"dtype", dtype_name(t.source->dtype)},
+                       {"shape", t.shape}, {"bytes", bytes}});
+  }
+  return {{"kind", "source"}, {"path", path}, {"format", src->format},
+          {"architecture", cm.family + "/" + cm.variant}, {"model", cm.desc.to_json()},
+          {"tokenizer", src->tokenizer_path.empty() ? json(nullptr) : json(src->tokenizer_path)},
+          {"tensor_bytes", total}, {"tensors", tensors}};
+}
+
+int run(const Opts& o) {
+  const bool artifact = file_exists(o.path + "/" + kManifestName);
+  const json info = artifact ? inspect_artifact(o.path) : inspect_source(o.path);
+  if (o.json_out) {
+    print_json(info);
+    return 0;
+  }
+  std::cout << info["kind"].get<std::string>() << ": " << o.path << "\n";
+  if (!artifact) std::cout << "architecture: " << info["architecture"].get<std::string>() << "\n";
+  else std::cout << "made from: " << info["source"].value("architecture", "?") << ", pipeline "
+                 << info["pipeline"].dump() << "\n";
+  std::cout << "model:";
+  for (const auto& [k, v] : info["model"].items()) std::cout << " " << k << "=" << v.dump();
+  std::cout << "\n\n";
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& t : info["tensors"]) {
+    std::string shape;
+    for (const auto& d : t["shape"]) shape += (shape.empty() ? "" : "x") + d.dump();
+    std::string type = artifact ? t["type"].get<std::string>() : t["dtype"].get<std::string>();
+    if (t.contains("group")) type += ":g" + t["group"].dump();
+    rows.push_back({t["name"].get<std::string>(), type, shape, human_bytes(t["bytes"].get<uint64_t>())});
+  }
+  print_table({"tensor", "type", "shape", "size"}, rows);
+  const uint64_t total = artifact ? info["file_bytes"].get<uint64_t>() : info["tensor_bytes"].get<uint64_t>();
+  std::cout << "\ntotal: " << human_bytes(total) << "\n";
+  return 0;
+}
+
+}  // namespace
+
+void add_inspect(CLI::App& app, int& exit_code) {
+  auto o = std::make_shared<Opts>();
+  auto* c = app.add_subcommand("inspect", "Show architecture, hyper-parameters and tensors of a source or artifact");
+  c->add_option("path", o->path, "checkpoint file, directory or artifact directory")->required();
+  c->add_flag("--json", o->json_out, "print one JSON object");
+  c->callback([o, &exit_code] { exit_code = run(*o); });
+}
+
+}  // namespace sf::cli

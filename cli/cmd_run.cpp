@@ -1,0 +1,83 @@
+// run ARTIFACT -p PROMPT: generate text with the reference executor.
+#include <cmath>
+#include <iostream>
+#include <memory>
+#include <random>
+
+#include "cli/common.h"
+#include "core/error.h"
+#include "executor/session.h"
+#include "validators/tokenizer.h"
+
+namespace sf::cli {
+
+namespace {
+struct Opts {
+  std::string dir, prompt;
+  int64_t n = 64;
+  double temp = 0.0;
+  uint64_t seed = 0;
+  size_t threads = 0;
+  bool ignore_eos = false, json_out = false;
+};
+
+int32_t pick(const float* logits, int64_t vocab, double temp, std::mt19937_64& rng) {
+  int32_t best = 0;
+  for (int64_t v = 1; v < vocab; ++v)
+    if (logits[v] > logits[best]) best = int32_t(v);
+  if (temp <= 0) return best;
+  std::vector<double> p(static_cast<size_t>(vocab));
+  double sum = 0;
+  for (int64_t v = 0; v < vocab; ++v) sum += (p[size_t(v)] = std::exp((double(logits[v]) - logits[best]) / temp));
+  double r = std::uniform_real_distribution<double>(0.0, sum)(rng);
+  for (int64_t v = 0; v < vocab; ++v)
+    if ((r -= p[size_t(v)]) <= 0) return int32_t(v);
+  return int32_t(vocab - 1);
+}
+
+int run(const Opts& o) {
+  ExecModel model(o.dir);
+  const std::string tpath = model.artifact().tokenizer_path();
+  if (tpath.empty()) fail_file(o.dir, "artifact has no tokenizer (convert with --tokenizer FILE)");
+  Tokenizer tok(tpath);
+  std::vector<int> prompt = {tok.bos()};
+  for (int id : tok.encode(o.prompt)) prompt.push_back(id);
+  ThreadPool pool(o.threads);
+  Session s(model, int64_t(prompt.size()) + o.n, &pool);
+  const float* logits = nullptr;
+  for (size_t i = 0; i < prompt.size(); ++i) logits = s.forward(prompt[i], i + 1 == prompt.size());
+  std::mt19937_64 rng(o.seed);
+  std::vector<int> out;
+  int prev = prompt.back();
+  if (!o.json_out) std::cout << o.prompt << std::flush;
+  for (int64_t i = 0; i < o.n; ++i) {
+    const int32_t next = pick(logits, model.desc().vocab_size, o.temp, rng);
+    if (next == tok.eos() && !o.ignore_eos) break;
+    out.push_back(next);
+    if (!o.json_out) std::cout << tok.piece_text(prev, next) << std::flush;
+    prev = next;
+    if (i + 1 < o.n) logits = s.forward(next);
+  }
+  if (o.json_out)
+    print_json({{"prompt_ids", prompt}, {"ids", out}, {"text", tok.decode(out)}});
+  else
+    std::cout << "\n";
+  return 0;
+}
+}  // namespace
+
+void add_run(CLI::App& app, int& exit_code) {
+  auto o = std::make_shared<Opts>();
+  auto* c = app.add_subcommand("run", "Generate text from a prompt with the reference executor");
+  c->add_option("artifact", o->dir, "artifact directory")->required();
+  c->add_option("-p,--prompt", o->prompt, "prompt text (BOS is prepended)")->required();
+  c->add_option("-n", o->n, "tokens to generate")->default_val(64)->check(CLI::NonNegativeNumber);
+  c->add_option("--temp", o->temp, "sampling temperature; 0 = greedy")->default_val(0.0)->check(CLI::NonNegativeNumber);
+  c->add_option("--seed", o->seed, "random seed for sampling")->default_val(0);
+  c->add_option("-t,--threads", o->threads, "worker threads (0 = all cores)")->default_val(0);
+  c->add_flag("--ignore-eos", o->ignore_eos, "keep generating past the end-of-sequence token");
+  c->add_flag("--json", o->json_out, "print prompt ids, generated ids and text as JSON");
+  c->callback([o, &exit_code] { exit_code = run(*o); });
+}
+
+}  // namespace sf::cli

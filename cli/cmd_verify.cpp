@@ -1,0 +1,37 @@
+// verify ARTIFACT: checksums and structure.
+#include <iostream>
+#include <memory>
+
+#include "cli/common.h"
+#include "formats/artifact.h"
+
+namespace sf::cli {
+
+namespace {
+struct Opts {
+  std::string dir;
+  bool json_out = false;
+};
+
+int run(const Opts& o) {
+  const auto problems = verify_artifact(o.dir);
+  if (o.json_out) {
+    print_json({{"artifact", o.dir}, {"ok", problems.empty()}, {"problems", problems}});
+  } else if (problems.empty()) {
+    std::cout << o.dir << ": OK\n";
+  } else {
+    for (const auto& p : problems) std::cerr << "shardforge: verify: " << p << "\n";
+  }
+  return problems.empty() ? 0 : 1;
+}
+}  // namespace
+
+void add_verify(CLI::App& app, int& exit_code) {
+  auto o = std::make_shared<Opts>();
+  auto* c = app.add_subcommand("verify", "Check an artifact's files against its manifest (sizes, sha256, structure)");
+  c->add_option("artifact", o->dir, "artifact directory")->required();
+  c->add_flag("--json", o->json_out, "print one JSON object");
+  c->callback([o, &exit_code] { exit_code = run(*o); });
+}
+
+}  // namespace sf::cli

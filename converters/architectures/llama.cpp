@@ -1,0 +1,116 @@
+// LLaMA family: Hugging Face LlamaForCausalLM naming (config.json) and Meta / llama2.c naming
+// (params.json, or model_args saved inside the checkpoint).
+#include "converters/architectures/architecture.h"
+#include "core/error.h"
+
+namespace sf {
+
+namespace {
+
+const LazyTensor& need_tensor(const SourceModel& src, const std::string& name) {
+  auto it = src.tensors.find(name);
+  if (it == src.tensors.end()) fail(src.path + ": missing tensor " + name);
+  if (it->second.shape.size() != 2) fail(src.path + ": tensor " + name + " is not a matrix");
+  return it->second;
+}
+
+int64_t count_layers(const SourceModel& src, const std::string& prefix, const std::string& suffix) {
+  int64_t n = 0;
+  while (src.tensors.count(prefix + std::to_string(n) + suffix)) ++n;
+  return n;
+}
+
+ModelDesc hf_hyperparams(const SourceModel& src) {
+  if (src.config_kind != "hf_config")
+    fail(src.path + ": Hugging Face LLaMA naming needs a config.json beside the checkpoint");
+  const LazyTensor& embed = need_tensor(src, "model.embed_tokens.weight");
+  ModelDesc m;
+  m.family = "llama";
+  m.vocab_size = config_int(src, "vocab_size", embed.shape[0]);
+  m.d_model = config_int(src, "hidden_size");
+  m.n_layers = config_int(src, "num_hidden_layers");
+  m.n_heads = config_int(src, "num_attention_heads");
+  m.n_kv_heads = config_int(src, "num_key_value_heads", m.n_heads);
+  m.head_dim = config_int(src, "head_dim", m.n_heads > 0 ? m.d_model / m.n_heads : 0);
+  m.ffn_dim = config_int(src, "intermediate_size");
+  m.norm_eps = config_num(src, "rms_norm_eps", 1e-6);
+  m.rope_theta = config_num(src, "rope_theta", 10000.0);
+  m.rope_dims = m.head_dim;
+  m.max_seq = config_int(src, "max_position_embeddings", 0);
+  if (src.config.contains("rope_scaling") && !src.config["rope_scaling"].is_null())
+    fail(src.path + ": rope_scaling is not supported yet");
+  const std::string act = src.config.value("hidden_act", std::string("silu"));
+  if (act != "silu") fail(src.path + ": hidden_act '" + act + "' is not supported (LLaMA uses silu)");
+  const bool tie = src.config.value("tie_word_embeddings", false);
+  m.tied_embeddings = tie || !src.tensors.count("lm_head.weight");
+  return m;
+}
+
+ModelDesc meta_hyperparams(const SourceModel& src) {
+  const LazyTensor& embed = need_tensor(src, "tok_embeddings.weight");
+  ModelDesc m;
+  m.family = "llama";
+  const bool have = src.config.is_object() && !src.config.empty();
+  m.d_model = have ? config_int(src, "dim") : embed.shape[1];
+  m.n_layers = have ? config_int(src, "n_layers") : count_layers(src, "layers.", ".attention.wq.weight");
+  if (!have) fail(src.path + ": Meta LLaMA naming needs params.json or model_args to know the head count");
+  m.n_heads = config_int(src, "n_heads");
+  m.n_kv_heads = config_int(src, "n_kv_heads", m.n_heads);
+  m.head_dim = m.n_heads > 0 ? m.d_model / m.n_heads : 0;
+  // params.json writes vocab_size -1 when the tokenizer decides it; the embedding knows.
+  const int64_t vocab = config_int(src, "vocab_size", embed.shape[0]);
+  m.vocab_size = vocab > 0 ? vocab : embed.shape[0];
+  // Meta derives the FFN width from multiple_of / ffn_dim_multiplier; the weight states it.
+  m.ffn_dim = config_int(src, "hidden_dim", need_tensor(src, "layers.0.feed_forward.w1.weight").shape[0]);
+  m.norm_eps = config_num(src, "norm_eps", 1e-5);
+  m.rope_theta = config_num(src, "rope_theta", 10000.0);
+  m.rope_dims = m.head_dim;
+  m.max_seq = config_int(src, "max_seq_len", 0);
+  auto out = src.tensors.find("output.weight");
+  m.tied_embeddings = out == src.tensors.end() || out->second.same_data(embed);
+  return m;
+}
+
+}  // namespace
+
+const std::vector<ArchitectureMap>& architecture_maps() {
+  static const std::vector<ArchitectureMap> maps = {
+      {"llama", "hf", {"LlamaForCausalLM"}, "model.layers.{i}.self_attn.q_proj.weight",
+       {
+           {"embed.weight", "model.embed_tokens.weight"},
+           {"blocks.{i}.attn_norm.weight", "model.layers.{i}.input_layernorm.weight"},
+           {"blocks.{i}.attn.q.weight", "model.layers.{i}.self_attn.q_proj.weight", Transform::RopeHalfToInterleavedQ},
+           {"blocks.{i}.attn.k.weight", "model.layers.{i}.self_attn.k_proj.weight", Transform::RopeHalfToInterleavedK},
+           {"blocks.{i}.attn.v.weight", "model.layers.{i}.self_attn.v_proj.weight"},
+           {"blocks.{i}.attn.o.weight", "model.layers.{i}.self_attn.o_proj.weight"},
+           {"blocks.{i}.ffn_norm.weight", "model.layers.{i}.post_attention_layernorm.weight"},
+           {"blocks.{i}.ffn.gate.weight", "model.layers.{i}.mlp.gate_proj.weight"},
+           {"blocks.{i}.ffn.up.weight", "model.layers.{i}.mlp.up_proj.weight"},
+           {"blocks.{i}.ffn.down.weight", "model.layers.{i}.mlp.down_proj.weight"},
+           {"head.norm.weight", "model.norm.weight"},
+           {"head.output.weight", "lm_head.weight"},
+       },
+       {"model.layers.{i}.self_attn.rotary_emb.inv_freq"},
+       hf_hyperparams, "lm_head.weight", "model.embed_tokens.weight"},
+      {"llama", "meta", {}, "layers.{i}.attention.wq.weight",
+       {
+           {"embed.weight", "tok_embeddings.weight"},
+           {"blocks.{i}.attn_norm.weight", "layers.{i}.attention_norm.weight"},
+           {"blocks.{i}.attn.q.weight", "layers.{i}.attention.wq.weight"},
+           {"blocks.{i}.attn.k.weight", "layers.{i}.attention.wk.weight"},
+           {"blocks.{i}.attn.v.weight", "layers.{i}.attention.wv.weight"},
+           {"blocks.{i}.attn.o.weight", "layers.{i}.attention.wo.weight"},
+           {"blocks.{i}.ffn_norm.weight", "layers.{i}.ffn_norm.weight"},
+           {"blocks.{i}.ffn.gate.weight", "layers.{i}.feed_forward.w1.weight"},
+           {"blocks.{i}.ffn.up.weight", "layers.{i}.feed_forward.w3.weight"},
+           {"blocks.{i}.ffn.down.weight", "layers.{i}.feed_forward.w2.weight"},
+           {"head.norm.weight", "norm.weight"},
+           {"head.output.weight", "output.weight"},
+       },
+       {"rope.freqs", "freqs_cis"},
+       meta_hyperparams, "output.weight", "tok_embeddings.weight"},
+  };
+  return maps;
+}
+
+}  // namespace sf

@@ -1,0 +1,66 @@
+#pragma once
+// An allow-listed interpreter for pickle protocols 2-5. It builds a tree of plain values; the only
+// "calls" it can make are the functions in the AllowList it is given, which build values too.
+// Any other global - os.system, builtins.eval, anything - stops the run with an Error naming it.
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/dtype.h"
+
+namespace sf::pickle {
+
+struct Value;
+using ValuePtr = std::shared_ptr<Value>;
+
+enum class Kind { None, Bool, Int, Float, Str, Bytes, List, Tuple, Dict, Set, Global, Storage, Tensor };
+
+// A torch storage as the persistent id names it: bytes live in the archive entry data/<key>.
+struct StorageRef {
+  std::string key;
+  DType dtype = DType::U8;
+  int64_t numel = 0;
+};
+
+struct TensorRef {
+  std::shared_ptr<StorageRef> storage;
+  int64_t offset = 0;
+  std::vector<int64_t> shape, strides;
+};
+
+struct Value {
+  Kind kind = Kind::None;
+  bool b = false;
+  int64_t i = 0;
+  double f = 0;
+  std::string s;                                   // Str, Bytes, Global ("module.name")
+  std::vector<ValuePtr> items;                     // List, Tuple, Set
+  std::vector<std::pair<ValuePtr, ValuePtr>> dict; // Dict, in insertion order
+  std::shared_ptr<StorageRef> storage;
+  std::shared_ptr<TensorRef> tensor;
+
+  const Value* get(const std::string& key) const;  // Dict lookup by string key
+};
+
+ValuePtr make(Kind k);
+ValuePtr make_str(std::string s);
+ValuePtr make_int(int64_t v);
+
+using Callable = std::function<ValuePtr(const std::vector<ValuePtr>& args)>;
+using PersistentLoad = std::function<ValuePtr(const ValuePtr& pid)>;
+
+struct AllowList {
+  std::map<std::string, Callable> callables;  // may be called by REDUCE / NEWOBJ
+  std::set<std::string> names;                // may be named (type tags, dtypes), never called
+};
+
+// Runs the pickle in data[0, n). `where` prefixes every error ("model.pt: archive/data.pkl").
+ValuePtr run(const uint8_t* data, size_t n, const AllowList& allow, const PersistentLoad& persistent_load,
+             const std::string& where);
+
+}  // namespace sf::pickle

@@ -1,0 +1,182 @@
+#include "converters/pytorch/pytorch_reader.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <set>
+
+#include "converters/pytorch/torch_checkpoint.h"
+#include "core/error.h"
+#include "core/fs_util.h"
+
+namespace sf {
+
+namespace fs = std::filesystem;
+using pickle::Kind;
+using pickle::Value;
+
+namespace {
+
+constexpr const char* kIndexName = "pytorch_model.bin.index.json";
+// Keys under which trainers nest the state dict, tried in order.
+constexpr const char* kStateDictKeys[] = {"state_dict", "model_state_dict", "model", "module"};
+// Keys under which trainers store hyper-parameters next to it.
+constexpr const char* kArgsKeys[] = {"model_args", "config", "args"};
+// Prefixes wrappers add to every name (torch.compile, DataParallel).
+constexpr const char* kNamePrefixes[] = {"_orig_mod.", "module."};
+
+bool starts_with_zip_magic(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return false;
+  unsigned char m[4] = {0, 0, 0, 0};
+  const size_t n = std::fread(m, 1, 4, f);
+  std::fclose(f);
+  return n == 4 && m[0] == 'P' && m[1] == 'K' && m[2] == 3 && m[3] == 4;
+}
+
+bool has_tensor(const Value& v) {
+  for (const auto& [k, x] : v.dict)
+    if (x->kind == Kind::Tensor) return true;
+  return false;
+}
+
+// The dict of tensors inside a checkpoint root, following the usual nesting.
+const Value* find_state_dict(const Value& root) {
+  if (root.kind != Kind::Dict) return nullptr;
+  if (has_tensor(root)) return &root;
+  for (const char* key : kStateDictKeys)
+    if (const Value* v = root.get(key); v && v->kind == Kind::Dict)
+      if (const Value* inner = find_state_dict(*v)) return inner;
+  return nullptr;
+}
+
+std::string strip_prefixes(std::string name) {
+  for (bool again = true; again;) {
+    again = false;
+    for (const char* p : kNamePrefixes)
+      if (name.rfind(p, 0) == 0) {
+        name.erase(0, std::char_traits<char>::length(p));
+        again = true;
+      }
+  }
+  return name;
+}
+
+void add_tensors(TorchCheckpoint& ck, SourceModel& m, const std::set<std::string>* only) {
+  const Value* sd = find_state_dict(*ck.root);
+  if (!sd) fail_file(ck.path, "no state dict of tensors found in the checkpoint");
+  for (const auto& [k, v] : sd->dict) {
+    if (k->kind != Kind::Str || v->kind != Kind::Tensor) continue;
+    if (only && !only->count(k->s)) continue;
+    const std::string name = strip_prefixes(k->s);
+    LazyTensor t = ck.tensor(name, *v);
+    t.check_bounds();
+    if (!m.tensors.emplace(name, std::move(t)).second) fail_file(ck.path, "tensor " + name + " appears twice");
+  }
+  if (ck.root->kind == Kind::Dict && m.config.is_null())
+    for (const char* key : kArgsKeys)
+      if (const Value* a = ck.root->get(key); a && a->kind == Kind::Dict) {
+        m.config = pickle_to_json(*a);
+        m.config_kind = "model_args";
+        break;
+      }
+}
+
+json read_json(const std::string& path) {
+  try {
+    return json::parse(read_text_file(path));
+  } catch (const json::exception& e) {
+    fail_file(path, std::string("invalid JSON: ") + e.what());
+  }
+}
+
+// Picks the checkpoint inside a directory.
+std::string checkpoint_in_dir(const std::string& dir) {
+  for (const char* name : {kIndexName, "pytorch_model.bin", "consolidated.00.pth", "model.pt", "model.pth"})
+    if (file_exists(dir + "/" + name)) return dir + "/" + name;
+  std::vector<std::string> found;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string ext = e.path().extension().string();
+    if (e.is_regular_file() && (ext == ".pt" || ext == ".pth" || ext == ".bin") && starts_with_zip_magic(e.path()))
+      found.push_back(e.path().string());
+  }
+  if (found.size() == 1) return found[0];
+  if (found.empty()) fail_file(dir, "directory holds no PyTorch checkpoint (*.pt, *.pth, pytorch_model.bin)");
+  fail_file(dir, "directory holds several checkpoints; name one");
+}
+
+}  // namespace
+
+bool pytorch_probe(const std::string& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    for (const char* name : {kIndexName, "pytorch_model.bin", "consolidated.00.pth", "model.pt", "model.pth"})
+      if (file_exists(path + "/" + name)) return true;
+    for (const auto& e : fs::directory_iterator(path, ec)) {
+      const std::string ext = e.path().extension().string();
+      if (ext == ".pt" || ext == ".pth") return true;
+    }
+    return false;
+  }
+  if (path.size() >= 11 && path.compare(path.size() - 11, 11, ".index.json") == 0) return true;
+  const std::string ext = fs::path(path).extension().string();
+  return starts_with_zip_magic(path) || ext == ".pt" || ext == ".pth" || ext == ".bin" || ext == ".ckpt";
+}
+
+std::unique_ptr<SourceModel> pytorch_open(const std::string& path) {
+  auto m = std::make_unique<SourceModel>();
+  m->path = path;
+  m->format = "pytorch";
+  std::error_code ec;
+  const std::string file = fs::is_directory(path, ec) ? checkpoint_in_dir(path) : path;
+  const std::string dir = fs::path(file).parent_path().empty() ? "." : fs::path(file).parent_path().string();
+
+  if (file.size() >= 11 && file.compare(file.size() - 11, 11, ".index.json") == 0) {
+    // Hugging Face sharded checkpoint: weight_map names the shard holding each tensor.
+    const json index = read_json(file);
+    if (!index.contains("weight_map") || !index["weight_map"].is_object())
+      fail_file(file, "index has no weight_map object");
+    std::map<std::string, std::set<std::string>> by_shard;
+    for (const auto& [name, shard] : index["weight_map"].items()) {
+      if (!shard.is_string()) fail_file(file, "weight_map entry for " + name + " is not a file name");
+      const std::string s = shard.get<std::string>();
+      if (s.find('/') != std::string::npos || s.find("..") != std::string::npos)
+        fail_file(file, "weight_map names a file outside the directory: " + s);
+      by_shard[s].insert(name);
+    }
+    for (const auto& [shard, names] : by_shard) {
+      const std::string shard_path = dir + "/" + shard;
+      TorchCheckpoint ck = TorchCheckpoint::open(shard_path);
+      const size_t before = m->tensors.size();
+      add_tensors(ck, *m, &names);
+      if (m->tensors.size() - before != names.size())
+        fail_file(shard_path, "holds " + std::to_string(m->tensors.size() - before) + " of the " +
+                                  std::to_string(names.size()) + " tensors the index assigns to it");
+      m->files.push_back(shard_path);
+    }
+  } else {
+    if (!starts_with_zip_magic(file)) {
+      FILE* f = std::fopen(file.c_str(), "rb");
+      int first = f ? std::fgetc(f) : EOF;
+      if (f) std::fclose(f);
+      if (!f) fail_file(file, "cannot open for reading");
+      fail_file(file, first == 0x80 ? "legacy (pre-zip) torch.save format is not supported; re-save with torch >= 1.6"
+                                    : "not a zip archive");
+    }
+    TorchCheckpoint ck = TorchCheckpoint::open(file);
+    add_tensors(ck, *m, nullptr);
+    m->files.push_back(file);
+  }
+
+  if (file_exists(dir + "/config.json")) {
+    m->config = read_json(dir + "/config.json");
+    m->config_kind = "hf_config";
+  } else if (file_exists(dir + "/params.json")) {
+    m->config = read_json(dir + "/params.json");
+    m->config_kind = "params_json";
+  }
+  if (file_exists(dir + "/tokenizer.model")) m->tokenizer_path = dir + "/tokenizer.model";
+  return m;
+}
+
+}  // namespace sf

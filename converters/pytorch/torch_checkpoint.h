@@ -1,0 +1,34 @@
+#pragma once
+// One torch.save zip file: its pickle run through the torch allow-list, with every tensor turned
+// into a LazyTensor over the archive's storage entries.
+#include <map>
+#include <memory>
+#include <string>
+
+#include "converters/pytorch/pickle_vm.h"
+#include "converters/pytorch/zip_archive.h"
+#include "converters/source_model.h"
+
+namespace sf {
+
+struct TorchCheckpoint {
+  std::string path;
+  pickle::ValuePtr root;  // the unpickled object tree; tensors appear as Kind::Tensor
+  std::shared_ptr<ZipArchive> archive;
+  std::string prefix;     // archive directory holding data.pkl, with trailing '/'
+
+  static TorchCheckpoint open(const std::string& path);
+  // A LazyTensor for a tensor value; tensors sharing a storage share one Storage object.
+  LazyTensor tensor(const std::string& name, const pickle::Value& v);
+
+ private:
+  std::map<std::string, std::shared_ptr<Storage>> storages_;
+};
+
+// The allow-list torch checkpoints need: containers, tensor/parameter rebuilders, storage types.
+const pickle::AllowList& torch_allow_list();
+
+// Plain values (numbers, strings, lists, dicts) as JSON; tensors and other objects are skipped.
+json pickle_to_json(const pickle::Value& v);
+
+}  // namespace sf

@@ -1,0 +1,28 @@
+#include "converters/reader_registry.h"
+
+#include <filesystem>
+
+#include "converters/pytorch/pytorch_reader.h"
+#include "core/error.h"
+
+namespace sf {
+
+const std::vector<ReaderEntry>& readers() {
+  static const std::vector<ReaderEntry> table = {
+      {"pytorch", pytorch_probe, pytorch_open},
+  };
+  return table;
+}
+
+std::unique_ptr<SourceModel> open_source(const std::string& path, const std::string& format) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) fail_file(path, "no such file or directory");
+  for (const auto& r : readers()) {
+    if (format == r.name) return r.open(path);
+    if (format == "auto" && r.probe(path)) return r.open(path);
+  }
+  if (format != "auto") fail("unknown source format '" + format + "'");
+  fail_file(path, "not a recognised model source (expected a torch.save zip checkpoint or a directory holding one)");
+}
+
+}  // namespace sf

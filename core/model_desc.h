@@ -1,0 +1,49 @@
+#pragma once
+// The canonical transformer description every reader maps onto and every writer/executor reads:
+// hyper-parameters plus the canonical tensor names and shapes of each streaming unit.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace sf {
+
+using json = nlohmann::json;
+
+struct ModelDesc {
+  std::string family = "llama";
+  int64_t vocab_size = 0;
+  int64_t d_model = 0;
+  int64_t n_layers = 0;
+  int64_t n_heads = 0;
+  int64_t n_kv_heads = 0;
+  int64_t head_dim = 0;
+  int64_t ffn_dim = 0;
+  std::string norm = "rms";
+  double norm_eps = 1e-5;
+  std::string activation = "silu_gated";
+  double rope_theta = 10000.0;
+  int64_t rope_dims = 0;  // rotated dims per head; canonical RoPE rotates interleaved pairs (2i, 2i+1)
+  bool tied_embeddings = false;
+  int64_t max_seq = 0;    // 0 = not stated by the source
+
+  json to_json() const;
+  static ModelDesc from_json(const json& j);
+  void validate() const;  // throws Error on inconsistent values
+};
+
+enum class UnitKind { Embedding, Block, Head };
+const char* unit_kind_name(UnitKind k);
+
+struct TensorSpec {
+  std::string name;             // canonical name, e.g. "blocks.3.attn.q.weight"
+  std::vector<int64_t> shape;   // [rows, cols] for matrices, [n] for vectors
+  bool is_norm = false;
+};
+
+// The canonical tensors of one unit (index is the block number for blocks, ignored otherwise).
+std::vector<TensorSpec> unit_tensors(const ModelDesc& m, UnitKind kind, int64_t index);
+std::string unit_name(UnitKind kind, int64_t index);  // "embedding", "block_003", "head"
+
+}  // namespace sf

@@ -1,0 +1,182 @@
+#include "core/quant_types.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+
+#include "core/dtype.h"
+
+namespace sf {
+
+namespace {
+
+size_t n_groups(size_t cols, size_t group) { return (cols + group - 1) / group; }
+
+float load_f32(const uint8_t* p) { float v; std::memcpy(&v, p, 4); return v; }
+uint16_t load_u16(const uint8_t* p) { uint16_t v; std::memcpy(&v, p, 2); return v; }
+void store_f32(uint8_t* p, float v) { std::memcpy(p, &v, 4); }
+void store_u16(uint8_t* p, uint16_t v) { std::memcpy(p, &v, 2); }
+
+// ---- f32 ----
+size_t f32_bytes(size_t cols, size_t) { return cols * 4; }
+void f32_quant(const float* x, size_t cols, size_t, uint8_t* out) { std::memcpy(out, x, cols * 4); }
+void f32_dequant(const uint8_t* r, size_t cols, size_t, float* out) { std::memcpy(out, r, cols * 4); }
+float f32_dot(const uint8_t* r, const float* x, size_t cols, size_t) {
+  const float* w = reinterpret_cast<const float*>(r);  // tensors are 64-byte aligned, rows 4-byte
+  float s = 0;
+  for (size_t i = 0; i < cols; ++i) s += w[i] * x[i];
+  return s;
+}
+
+// ---- f16 / bf16 ----
+size_t half_bytes(size_t cols, size_t) { return cols * 2; }
+void f16_quant(const float* x, size_t cols, size_t, uint8_t* out) {
+  for (size_t i = 0; i < cols; ++i) store_u16(out + 2 * i, f32_to_f16(x[i]));
+}
+void f16_dequant(const uint8_t* r, size_t cols, size_t, float* out) {
+  for (size_t i = 0; i < cols; ++i) out[i] = f16_to_f32(load_u16(r + 2 * i));
+}
+float f16_dot(const uint8_t* r, const float* x, size_t cols, size_t) {
+  float s = 0;
+  for (size_t i = 0; i < cols; ++i) s += f16_to_f32(load_u16(r + 2 * i)) * x[i];
+  return s;
+}
+void bf16_quant(const float* x, size_t cols, size_t, uint8_t* out) {
+  for (size_t i = 0; i < cols; ++i) store_u16(out + 2 * i, f32_to_bf16(x[i]));
+}
+void bf16_dequant(const uint8_t* r, size_t cols, size_t, float* out) {
+  for (size_t i = 0; i < cols; ++i) out[i] = bf16_to_f32(load_u16(r + 2 * i));
+}
+float bf16_dot(const uint8_t* r, const float* x, size_t cols, size_t) {
+  float s = 0;
+  for (size_t i = 0; i < cols; ++i) s += bf16_to_f32(load_u16(r + 2 * i)) * x[i];
+  return s;
+}
+
+// ---- int8: one f32 scale per row, then cols int8 codes in [-127, 127] ----
+size_t i8_bytes(size_t cols, size_t) { return 4 + cols; }
+void i8_quant(const float* x, size_t cols, size_t, uint8_t* out) {
+  float amax = 0;
+  for (size_t i = 0; i < cols; ++i) amax = std::max(amax, std::fabs(x[i]));
+  const float d = amax / 127.0f;
+  const float id = d > 0 ? 1.0f / d : 0.0f;
+  store_f32(out, d);
+  for (size_t i = 0; i < cols; ++i)
+    out[4 + i] = uint8_t(int8_t(std::clamp(std::nearbyint(x[i] * id), -127.0f, 127.0f)));
+}
+void i8_dequant(const uint8_t* r, size_t cols, size_t, float* out) {
+  const float d = load_f32(r);
+  for (size_t i = 0; i < cols; ++i) out[i] = d * float(int8_t(r[4 + i]));
+}
+float i8_dot(const uint8_t* r, const float* x, size_t cols, size_t) {
+  const int8_t* q = reinterpret_cast<const int8_t*>(r + 4);
+  float s = 0;
+  for (size_t i = 0; i < cols; ++i) s += float(q[i]) * x[i];
+  return s * load_f32(r);
+}
+
+// ---- int4, group-wise. Row: G f16 scales, [G f16 minimums if asym], then ceil(cols/2) bytes of
+// 4-bit codes, element 2j in the low nibble of byte j. The last group of a row may be shorter. ----
+uint8_t nibble(const uint8_t* codes, size_t i) { return (codes[i >> 1] >> ((i & 1) * 4)) & 15; }
+void put_nibble(uint8_t* codes, size_t i, uint8_t v) {
+  codes[i >> 1] = uint8_t(codes[i >> 1] | (v << ((i & 1) * 4)));
+}
+
+size_t q4s_bytes(size_t cols, size_t group) { return n_groups(cols, group) * 2 + (cols + 1) / 2; }
+size_t q4a_bytes(size_t cols, size_t group) { return n_groups(cols, group) * 4 + (cols + 1) / 2; }
+
+void q4s_quant(const float* x, size_t cols, size_t group, uint8_t* out) {
+  const size_t G = n_groups(cols, group);
+  uint8_t* codes = out + G * 2;
+  std::memset(codes, 0, (cols + 1) / 2);
+  for (size_t g = 0; g < G; ++g) {
+    const size_t b = g * group, e = std::min(cols, b + group);
+    float m = 0;  // the value of largest magnitude, sign kept: it maps to code -8 exactly
+    for (size_t i = b; i < e; ++i)
+      if (std::fabs(x[i]) > std::fabs(m)) m = x[i];
+    const uint16_t dh = f32_to_f16(m / -8.0f);
+    store_u16(out + 2 * g, dh);
+    const float d = f16_to_f32(dh);
+    const float id = d != 0 ? 1.0f / d : 0.0f;
+    for (size_t i = b; i < e; ++i)
+      put_nibble(codes, i, uint8_t(std::clamp(std::nearbyint(x[i] * id), -8.0f, 7.0f) + 8.0f));
+  }
+}
+void q4s_dequant(const uint8_t* r, size_t cols, size_t group, float* out) {
+  const size_t G = n_groups(cols, group);
+  const uint8_t* codes = r + G * 2;
+  for (size_t i = 0; i < cols; ++i)
+    out[i] = f16_to_f32(load_u16(r + 2 * (i / group))) * float(int(nibble(codes, i)) - 8);
+}
+float q4s_dot(const uint8_t* r, const float* x, size_t cols, size_t group) {
+  const size_t G = n_groups(cols, group);
+  const uint8_t* codes = r + G * 2;
+  float s = 0;
+  for (size_t g = 0; g < G; ++g) {
+    const size_t b = g * group, e = std::min(cols, b + group);
+    float acc = 0;
+    for (size_t i = b; i < e; ++i) acc += float(int(nibble(codes, i)) - 8) * x[i];
+    s += f16_to_f32(load_u16(r + 2 * g)) * acc;
+  }
+  return s;
+}
+
+void q4a_quant(const float* x, size_t cols, size_t group, uint8_t* out) {
+  const size_t G = n_groups(cols, group);
+  uint8_t* codes = out + G * 4;
+  std::memset(codes, 0, (cols + 1) / 2);
+  for (size_t g = 0; g < G; ++g) {
+    const size_t b = g * group, e = std::min(cols, b + group);
+    float lo = x[b], hi = x[b];
+    for (size_t i = b; i < e; ++i) { lo = std::min(lo, x[i]); hi = std::max(hi, x[i]); }
+    const uint16_t dh = f32_to_f16((hi - lo) / 15.0f), mh = f32_to_f16(lo);
+    store_u16(out + 2 * g, dh);
+    store_u16(out + 2 * G + 2 * g, mh);
+    const float d = f16_to_f32(dh), mn = f16_to_f32(mh);
+    const float id = d != 0 ? 1.0f / d : 0.0f;
+    for (size_t i = b; i < e; ++i)
+      put_nibble(codes, i, uint8_t(std::clamp(std::nearbyint((x[i] - mn) * id), 0.0f, 15.0f)));
+  }
+}
+void q4a_dequant(const uint8_t* r, size_t cols, size_t group, float* out) {
+  const size_t G = n_groups(cols, group);
+  const uint8_t* codes = r + G * 4;
+  for (size_t i = 0; i < cols; ++i) {
+    const size_t g = i / group;
+    out[i] = f16_to_f32(load_u16(r + 2 * g)) * float(nibble(codes, i)) + f16_to_f32(load_u16(r + 2 * G + 2 * g));
+  }
+}
+float q4a_dot(const uint8_t* r, const float* x, size_t cols, size_t group) {
+  const size_t G = n_groups(cols, group);
+  const uint8_t* codes = r + G * 4;
+  float s = 0;
+  for (size_t g = 0; g < G; ++g) {
+    const size_t b = g * group, e = std::min(cols, b + group);
+    float acc = 0, xs = 0;
+    for (size_t i = b; i < e; ++i) { acc += float(nibble(codes, i)) * x[i]; xs += x[i]; }
+    s += f16_to_f32(load_u16(r + 2 * g)) * acc + f16_to_f32(load_u16(r + 2 * G + 2 * g)) * xs;
+  }
+  return s;
+}
+
+constexpr std::array<QTypeTraits, 6> kTraits = {{
+    {QType::F32, "f32", false, f32_bytes, f32_quant, f32_dequant, f32_dot},
+    {QType::F16, "f16", false, half_bytes, f16_quant, f16_dequant, f16_dot},
+    {QType::BF16, "bf16", false, half_bytes, bf16_quant, bf16_dequant, bf16_dot},
+    {QType::Int8, "int8", false, i8_bytes, i8_quant, i8_dequant, i8_dot},
+    {QType::Int4Sym, "int4_sym", true, q4s_bytes, q4s_quant, q4s_dequant, q4s_dot},
+    {QType::Int4Asym, "int4_asym", true, q4a_bytes, q4a_quant, q4a_dequant, q4a_dot},
+}};
+
+}  // namespace
+
+const QTypeTraits& qtype_traits(QType t) { return kTraits[static_cast<size_t>(t)]; }
+
+std::optional<QType> qtype_from_name(std::string_view name) {
+  for (const auto& t : kTraits)
+    if (name == t.name) return t.type;
+  return std::nullopt;
+}
+
+}  // namespace sf

@@ -1,0 +1,28 @@
+#pragma once
+// Storage types of artifact tensors and their traits, as one table (like ggml's type traits).
+// Every type stores a matrix as independent rows, so a row (one token's embedding, one output
+// channel) can be found and decoded alone. Row layouts are specified in docs/format.md.
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace sf {
+
+enum class QType : uint8_t { F32, F16, BF16, Int8, Int4Sym, Int4Asym };
+
+struct QTypeTraits {
+  QType type;
+  const char* name;  // as written in shard tables: "f32", "int4_sym", ...
+  bool grouped;      // has a group size
+  size_t (*row_bytes)(size_t cols, size_t group);
+  void (*quantize_row)(const float* x, size_t cols, size_t group, uint8_t* out);
+  void (*dequantize_row)(const uint8_t* row, size_t cols, size_t group, float* out);
+  float (*dot_row)(const uint8_t* row, const float* x, size_t cols, size_t group);
+};
+
+const QTypeTraits& qtype_traits(QType t);
+std::optional<QType> qtype_from_name(std::string_view name);
+
+}  // namespace sf

@@ -1,0 +1,116 @@
+#include "formats/artifact.h"
+
+#include <filesystem>
+#include <set>
+
+#include "core/error.h"
+#include "core/fs_util.h"
+#include "core/sha256.h"
+#include "formats/manifest.h"
+
+namespace sf {
+
+namespace fs = std::filesystem;
+
+Artifact::Artifact(const std::string& dir) : dir_(dir) {
+  manifest_ = read_manifest(dir);
+  const std::string mpath = dir + "/" + kManifestName;
+  try {
+    desc_ = ModelDesc::from_json(manifest_.at("model"));
+    const json& units = manifest_.at("units");
+    const json& emb = units.at("embedding");
+    const std::string efile = dir + "/" + emb.at("file").get<std::string>();
+    embedding_ = std::make_shared<MappedFile>(efile);
+    const auto type = qtype_from_name(emb.at("type").get<std::string>());
+    if (!type) fail_file(mpath, "embedding has unknown type");
+    views_["embed.weight"] = make_view(efile, "embed.weight", *type, emb.value("group", size_t(0)),
+                                       emb.at("shape").get<std::vector<int64_t>>(), embedding_->data(),
+                                       embedding_->size());
+    std::vector<std::string> files;
+    for (const auto& b : units.at("blocks")) files.push_back(b.get<std::string>());
+    files.push_back(units.at("head").get<std::string>());
+    if (int64_t(files.size()) != desc_.n_layers + 1)
+      fail_file(mpath, "lists " + std::to_string(files.size() - 1) + " blocks for a model with " +
+                           std::to_string(desc_.n_layers) + " layers");
+    for (const auto& f : files) {
+      shards_.push_back(std::make_unique<ShardFile>(dir + "/" + f));
+      for (const auto& t : shards_.back()->tensors()) views_[t.name] = t;
+    }
+  } catch (const json::exception& e) {
+    fail_file(mpath, std::string("malformed manifest: ") + e.what());
+  }
+  // Every canonical tensor must be present with the shape the hyper-parameters imply.
+  for (UnitKind k : {UnitKind::Embedding, UnitKind::Block, UnitKind::Head}) {
+    const int64_t n = k == UnitKind::Block ? desc_.n_layers : 1;
+    for (int64_t i = 0; i < n; ++i)
+      for (const auto& spec : unit_tensors(desc_, k, i)) {
+        auto it = views_.find(spec.name);
+        if (it == views_.end()) fail_file(dir, "artifact lacks tensor " + spec.name);
+        const auto& shape = it->second.shape;
+        const bool vec_ok = spec.shape.size() == 1 && shape.size() == 1 && shape[0] == spec.shape[0];
+        if (!vec_ok && shape != spec.shape) fail_file(dir, "tensor " + spec.name + " has the wrong shape");
+      }
+  }
+}
+
+const TensorView& Artifact::tensor(const std::string& canonical) const {
+  auto it = views_.find(canonical);
+  if (it == views_.end()) fail_file(dir_, "artifact lacks tensor " + canonical);
+  return it->second;
+}
+
+std::string Artifact::tokenizer_path() const {
+  if (!manifest_.contains("tokenizer") || manifest_["tokenizer"].is_null()) return "";
+  return dir_ + "/" + manifest_["tokenizer"].value("file", "tokenizer.model");
+}
+
+uint64_t Artifact::file_bytes() const {
+  uint64_t n = 0;
+  for (const auto& f : manifest_.value("files", json::array())) n += f.value("bytes", uint64_t(0));
+  return n;
+}
+
+std::vector<std::string> verify_artifact(const std::string& dir) {
+  std::vector<std::string> problems;
+  json m;
+  try {
+    m = read_manifest(dir);
+  } catch (const Error& e) {
+    return {e.what()};
+  }
+  std::set<std::string> listed = {kManifestName};
+  if (!m.contains("files") || !m["files"].is_array()) return {dir + "/manifest.json: has no file list"};
+  for (const auto& f : m["files"]) {
+    const std::string name = f.value("path", ""), path = dir + "/" + name;
+    listed.insert(name);
+    if (name.empty() || name.find('/') != std::string::npos) {
+      problems.push_back(dir + "/manifest.json: bad file entry " + f.dump());
+      continue;
+    }
+    if (!file_exists(path)) {
+      problems.push_back(path + ": missing");
+      continue;
+    }
+    const uint64_t size = fs::file_size(path);
+    if (size != f.value("bytes", uint64_t(0))) {
+      problems.push_back(path + ": size " + std::to_string(size) + " differs from the manifest's " +
+                         std::to_string(f.value("bytes", uint64_t(0))));
+      continue;
+    }
+    if (sha256_file(path) != f.value("sha256", "")) problems.push_back(path + ": sha256 differs from the manifest");
+  }
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (!listed.count(e.path().filename().string()))
+      problems.push_back(e.path().string() + ": not listed in the manifest");
+  if (problems.empty()) {
+    try {
+      Artifact a(dir);
+    } catch (const Error& e) {
+      problems.push_back(e.what());
+    }
+  }
+  return problems;
+}
+
+}  // namespace sf

@@ -1,0 +1,41 @@
+#pragma once
+// Reading an artifact directory: the manifest, and every tensor as a view into mapped files.
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/mapped_file.h"
+#include "core/model_desc.h"
+#include "formats/shard_file.h"
+
+namespace sf {
+
+class Artifact {
+ public:
+  explicit Artifact(const std::string& dir);  // maps files and checks structure; no hashing
+
+  const std::string& dir() const { return dir_; }
+  const json& manifest() const { return manifest_; }
+  const ModelDesc& desc() const { return desc_; }
+  const TensorView& tensor(const std::string& canonical) const;
+  bool has(const std::string& canonical) const { return views_.count(canonical) > 0; }
+  std::string tokenizer_path() const;  // empty when the artifact has none
+  uint64_t file_bytes() const;         // all files listed in the manifest
+
+ private:
+  std::string dir_;
+  json manifest_;
+  ModelDesc desc_;
+  std::shared_ptr<MappedFile> embedding_;
+  std::vector<std::unique_ptr<ShardFile>> shards_;
+  std::map<std::string, TensorView> views_;
+};
+
+// Checks an artifact completely: manifest, presence, size and sha256 of every listed file, no
+// unlisted files, and the structure of every shard. Returns the problems found (empty = good).
+std::vector<std::string> verify_artifact(const std::string& dir);
+
+}  // namespace sf

@@ -1,0 +1,25 @@
+#include "formats/format_registry.h"
+
+#include "core/error.h"
+#include "formats/shard_format.h"
+
+namespace sf {
+
+const std::vector<FormatEntry>& formats() {
+  static const std::vector<FormatEntry> table = {
+      {"shards", "per-unit .shard files + raw embedding rows + manifest.json", make_shard_writer},
+  };
+  return table;
+}
+
+std::unique_ptr<FormatWriter> make_format_writer(const std::string& name, const std::string& out_dir, bool force,
+                                                 const ModelDesc& desc) {
+  std::string known;
+  for (const auto& f : formats()) {
+    if (name == f.name) return f.make(out_dir, force, desc);
+    known += std::string(known.empty() ? "" : ", ") + f.name;
+  }
+  fail("unknown output format '" + name + "' (known: " + known + ")");
+}
+
+}  // namespace sf

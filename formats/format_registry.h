@@ -1,0 +1,34 @@
+#pragma once
+// Output formats by name. A FormatWriter receives units one at a time, in order (embedding,
+// blocks, head), and writes them out before the next arrives.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/model_desc.h"
+#include "formats/encoded.h"
+
+namespace sf {
+
+class FormatWriter {
+ public:
+  virtual ~FormatWriter() = default;
+  virtual void write_unit(const EncodedUnit& unit) = 0;
+  virtual void add_file(const std::string& name, const std::string& src_path) = 0;
+  // manifest holds everything but the format's own entries; the writer completes and commits it.
+  virtual void finish(json manifest) = 0;
+};
+
+struct FormatEntry {
+  const char* name;
+  const char* description;
+  std::unique_ptr<FormatWriter> (*make)(const std::string& out_dir, bool force, const ModelDesc& desc);
+};
+
+const std::vector<FormatEntry>& formats();
+std::unique_ptr<FormatWriter> make_format_writer(const std::string& name, const std::string& out_dir, bool force,
+                                                 const ModelDesc& desc);
+
+}  // namespace sf

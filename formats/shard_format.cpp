@@ -1,0 +1,60 @@
+#include "formats/shard_format.h"
+
+#include "core/error.h"
+#include "formats/artifact_writer.h"
+#include "formats/shard_file.h"
+
+namespace sf {
+
+namespace {
+
+class ShardWriter : public FormatWriter {
+ public:
+  ShardWriter(const std::string& out, bool force) : w_(out, force) {}
+
+  void write_unit(const EncodedUnit& u) override {
+    const std::string name = unit_name(u.kind, u.index);
+    if (u.kind == UnitKind::Embedding) {
+      // Raw rows, no header: an edge runtime seeks to row_bytes * token_id.
+      if (u.tensors.size() != 1) fail("embedding unit must hold exactly one tensor");
+      const EncodedTensor& t = u.tensors[0];
+      w_.write_file("embedding.bin", t.data);
+      json e = {{"file", "embedding.bin"}, {"tensor", t.name}, {"type", qtype_traits(t.type).name},
+                {"shape", t.shape}, {"row_bytes", t.row_bytes()}};
+      if (qtype_traits(t.type).grouped) e["group"] = t.group;
+      units_["embedding"] = e;
+    } else {
+      const std::string file = name + ".shard";
+      w_.write_file(file, encode_shard(name, u.tensors));
+      if (u.kind == UnitKind::Block) units_["blocks"].push_back(file);
+      else units_["head"] = file;
+    }
+    for (const auto& t : u.tensors) {
+      bytes_ += t.data.size();
+      params_ += t.rows() * t.cols();
+    }
+  }
+
+  void add_file(const std::string& name, const std::string& src_path) override { w_.copy_file(name, src_path); }
+
+  void finish(json manifest) override {
+    manifest["units"] = units_;
+    manifest["summary"] = {{"parameters", params_}, {"tensor_bytes", bytes_},
+                           {"bits_per_weight", params_ ? 8.0 * double(bytes_) / double(params_) : 0.0}};
+    w_.commit(std::move(manifest));
+  }
+
+ private:
+  ArtifactWriter w_;
+  json units_ = {{"blocks", json::array()}};
+  uint64_t bytes_ = 0;
+  int64_t params_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<FormatWriter> make_shard_writer(const std::string& out_dir, bool force, const ModelDesc&) {
+  return std::make_unique<ShardWriter>(out_dir, force);
+}
+
+}  // namespace sf

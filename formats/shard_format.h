@@ -1,0 +1,9 @@
+#pragma once
+#include "formats/format_registry.h"
+
+namespace sf {
+
+// The "shards" format: embedding.bin, block_NNN.shard, head.shard, manifest.json.
+std::unique_ptr<FormatWriter> make_shard_writer(const std::string& out_dir, bool force, const ModelDesc& desc);
+
+}  // namespace sf

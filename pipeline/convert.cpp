@@ -1,0 +1,95 @@
+#include "pipeline/convert.h"
+
+#include <chrono>
+#include <filesystem>
+
+#include "converters/reader_registry.h"
+#include "core/error.h"
+#include "core/fs_util.h"
+#include "core/progress.h"
+#include "core/sha256.h"
+#include "formats/manifest.h"
+#include "pipeline/stage.h"
+#include "validators/tokenizer.h"
+
+namespace sf {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+json default_pipeline(const ConvertOptions& opt) {
+  return {{"stages",
+           {{{"name", "load"}},
+            {{"name", "quantize"}, {"params", {{"scheme", opt.scheme}, {"overrides", opt.overrides}}}},
+            {{"name", "write"}}}}};
+}
+
+json read_pipeline_file(const std::string& path) {
+  try {
+    return json::parse(read_text_file(path));
+  } catch (const json::exception& e) {
+    fail_file(path, std::string("invalid JSON: ") + e.what());
+  }
+}
+
+}  // namespace
+
+ConvertReport convert(const ConvertOptions& opt) {
+  const auto start = std::chrono::steady_clock::now();
+  auto src = open_source(opt.source);
+  const CanonicalModel model = map_architecture(*src, opt.arch);
+
+  std::vector<std::unique_ptr<Stage>> stages;
+  try {
+    stages = make_pipeline(opt.pipeline_file.empty() ? default_pipeline(opt) : read_pipeline_file(opt.pipeline_file));
+  } catch (const Error& e) {
+    if (opt.pipeline_file.empty()) throw;
+    fail_file(opt.pipeline_file, e.what());
+  }
+
+  const std::string tokenizer = opt.tokenizer.empty() ? src->tokenizer_path : opt.tokenizer;
+  if (!tokenizer.empty()) {
+    const Tokenizer tok(tokenizer);  // fail before writing anything if it is not a tokenizer
+    if (tok.vocab_size() > model.desc.vocab_size)
+      fail_file(tokenizer, "tokenizer has " + std::to_string(tok.vocab_size()) + " pieces but the model only " +
+                               std::to_string(model.desc.vocab_size) + " embeddings");
+  }
+
+  json manifest = manifest_header();
+  manifest["model"] = model.desc.to_json();
+  json files = json::array();
+  for (const auto& f : src->files)
+    files.push_back({{"name", fs::path(f).filename().string()}, {"sha256", sha256_file(f)}});
+  manifest["source"] = {{"format", src->format}, {"architecture", model.family + "/" + model.variant},
+                        {"files", files}};
+  json stage_list = json::array();
+  for (const auto& s : stages) stage_list.push_back({{"name", s->name()}, {"params", s->params()}});
+  manifest["pipeline"] = {{"stages", stage_list}};
+  manifest["tokenizer"] = tokenizer.empty() ? json(nullptr)
+                                            : json{{"file", "tokenizer.model"}, {"sha256", sha256_file(tokenizer)}};
+
+  ThreadPool pool(opt.threads);
+  auto writer = make_format_writer(opt.format, opt.out, opt.force, model.desc);
+  StageContext ctx{model, *writer, pool};
+  std::vector<std::pair<UnitKind, int64_t>> order = {{UnitKind::Embedding, 0}};
+  for (int64_t i = 0; i < model.desc.n_layers; ++i) order.emplace_back(UnitKind::Block, i);
+  order.emplace_back(UnitKind::Head, 0);
+  {
+    std::unique_ptr<Progress> bar;
+    if (opt.progress) bar = std::make_unique<Progress>("convert", order.size());
+    for (const auto& [kind, index] : order) {
+      Unit unit = Unit::make(model.desc, kind, index);
+      for (auto& s : stages) s->process(unit, ctx);
+      if (bar) bar->step(unit.name());
+    }
+  }
+  if (!tokenizer.empty()) writer->add_file("tokenizer.model", tokenizer);
+  writer->finish(manifest);
+  ConvertReport r;
+  r.manifest = read_manifest(opt.out);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return r;
+}
+
+}  // namespace sf

@@ -1,0 +1,34 @@
+#pragma once
+// `convert`: source -> architecture map -> units streamed through the stages -> artifact.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace sf {
+
+using json = nlohmann::json;
+
+struct ConvertOptions {
+  std::string source;
+  std::string out;
+  std::string scheme = "f32";            // base scheme for the quantize stage
+  std::vector<std::string> overrides;    // PATTERN=SCHEME
+  std::string tokenizer;                 // overrides the one found beside the source
+  std::string format = "shards";
+  std::string arch = "auto";
+  std::string pipeline_file;             // JSON pipeline replacing the default stages
+  size_t threads = 0;                    // 0 = all cores
+  bool force = false;
+  bool progress = true;
+};
+
+struct ConvertReport {
+  json manifest;
+  double seconds = 0;
+};
+
+ConvertReport convert(const ConvertOptions& opt);
+
+}  // namespace sf

@@ -1,0 +1,11 @@
+#pragma once
+#include "pipeline/stage.h"
+
+namespace sf {
+
+std::unique_ptr<Stage> make_load_stage(const json& params);
+// params: {"scheme": "int4:g32:sym", "overrides": ["PATTERN=SCHEME", ...]}
+std::unique_ptr<Stage> make_quantize_stage(const json& params);
+std::unique_ptr<Stage> make_write_stage(const json& params);
+
+}  // namespace sf

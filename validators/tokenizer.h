@@ -1,0 +1,27 @@
+#pragma once
+// SentencePiece tokenizer, as shipped inside an artifact or beside a checkpoint.
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace sentencepiece { class SentencePieceProcessor; }
+
+namespace sf {
+
+class Tokenizer {
+ public:
+  explicit Tokenizer(const std::string& model_path);
+  ~Tokenizer();
+  std::vector<int> encode(const std::string& text) const;  // no BOS
+  std::string decode(const std::vector<int>& ids) const;
+  std::string piece_text(int prev, int id) const;          // text of one generated token, for streaming
+  int bos() const;
+  int eos() const;
+  int vocab_size() const;
+
+ private:
+  std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
+  std::string path_;
+};
+
+}  // namespace sf

@@ -4,6 +4,8 @@
 #include <memory>
 #include <random>
 
+#include <cstdio>
+
 #include "cli/common.h"
 #include "core/error.h"
 #include "executor/session.h"
@@ -13,7 +15,8 @@ namespace sf::cli {
 
 namespace {
 struct Opts {
-  std::string dir, prompt;
+  std::string dir, prompt, logits_file;
+  std::vector<int> ids;
   int64_t n = 64;
   double temp = 0.0;
   uint64_t seed = 0;
@@ -35,33 +38,69 @@ int32_t pick(const float* logits, int64_t vocab, double temp, std::mt19937_64& r
   return int32_t(vocab - 1);
 }
 
+// Raw little-endian f32 rows, one per position whose logits were computed.
+class LogitsDump {
+ public:
+  LogitsDump(const std::string& path, int64_t vocab) : vocab_(vocab) {
+    if (path.empty()) return;
+    f_ = std::fopen(path.c_str(), "wb");
+    if (!f_) fail_file(path, "cannot create");
+  }
+  ~LogitsDump() { if (f_) std::fclose(f_); }
+  void add(const float* logits) {
+    if (f_ && std::fwrite(logits, sizeof(float), size_t(vocab_), f_) != size_t(vocab_)) fail("logits dump: write failed");
+  }
+ private:
+  FILE* f_ = nullptr;
+  int64_t vocab_;
+};
+
 int run(const Opts& o) {
   ExecModel model(o.dir);
+  const int64_t vocab = model.desc().vocab_size;
+  std::unique_ptr<Tokenizer> tok;
   const std::string tpath = model.artifact().tokenizer_path();
-  if (tpath.empty()) fail_file(o.dir, "artifact has no tokenizer (convert with --tokenizer FILE)");
-  Tokenizer tok(tpath);
-  std::vector<int> prompt = {tok.bos()};
-  for (int id : tok.encode(o.prompt)) prompt.push_back(id);
+  if (!tpath.empty()) tok = std::make_unique<Tokenizer>(tpath);
+  std::vector<int> prompt;
+  if (!o.ids.empty()) {
+    prompt = o.ids;  // exactly as given: no BOS added
+  } else {
+    if (!tok) fail_file(o.dir, "artifact has no tokenizer (convert with --tokenizer FILE, or pass --ids)");
+    prompt = {tok->bos()};
+    for (int id : tok->encode(o.prompt)) prompt.push_back(id);
+  }
+  const bool dump_all = !o.logits_file.empty();
+  LogitsDump dump(o.logits_file, vocab);
   ThreadPool pool(o.threads);
   Session s(model, int64_t(prompt.size()) + o.n, &pool);
   const float* logits = nullptr;
-  for (size_t i = 0; i < prompt.size(); ++i) logits = s.forward(prompt[i], i + 1 == prompt.size());
+  for (size_t i = 0; i < prompt.size(); ++i) {
+    logits = s.forward(prompt[i], dump_all || i + 1 == prompt.size());
+    if (dump_all) dump.add(logits);
+  }
   std::mt19937_64 rng(o.seed);
   std::vector<int> out;
   int prev = prompt.back();
-  if (!o.json_out) std::cout << o.prompt << std::flush;
+  const bool stream = !o.json_out && tok;
+  if (stream) std::cout << o.prompt << std::flush;
   for (int64_t i = 0; i < o.n; ++i) {
-    const int32_t next = pick(logits, model.desc().vocab_size, o.temp, rng);
-    if (next == tok.eos() && !o.ignore_eos) break;
+    const int32_t next = pick(logits, vocab, o.temp, rng);
+    if (tok && next == tok->eos() && !o.ignore_eos) break;
     out.push_back(next);
-    if (!o.json_out) std::cout << tok.piece_text(prev, next) << std::flush;
+    if (stream) std::cout << tok->piece_text(prev, next) << std::flush;
     prev = next;
-    if (i + 1 < o.n) logits = s.forward(next);
+    if (i + 1 < o.n) {
+      logits = s.forward(next);
+      if (dump_all) dump.add(logits);
+    }
   }
-  if (o.json_out)
-    print_json({{"prompt_ids", prompt}, {"ids", out}, {"text", tok.decode(out)}});
-  else
+  if (o.json_out || !tok) {
+    json j = {{"prompt_ids", prompt}, {"ids", out}};
+    if (tok) j["text"] = tok->decode(out);
+    print_json(j);
+  } else {
     std::cout << "\n";
+  }
   return 0;
 }
 }  // namespace
@@ -70,14 +109,20 @@ void add_run(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<Opts>();
   auto* c = app.add_subcommand("run", "Generate text from a prompt with the reference executor");
   c->add_option("artifact", o->dir, "artifact directory")->required();
-  c->add_option("-p,--prompt", o->prompt, "prompt text (BOS is prepended)")->required();
+  auto* p = c->add_option("-p,--prompt", o->prompt, "prompt text (BOS is prepended)");
+  auto* ids = c->add_option("--ids", o->ids, "prompt as token ids, used as given (no BOS added)")->delimiter(',')->excludes(p);
+  p->excludes(ids);
+  c->add_option("--logits", o->logits_file, "write every computed position's logits as raw f32 rows to FILE");
   c->add_option("-n", o->n, "tokens to generate")->default_val(64)->check(CLI::NonNegativeNumber);
   c->add_option("--temp", o->temp, "sampling temperature; 0 = greedy")->default_val(0.0)->check(CLI::NonNegativeNumber);
   c->add_option("--seed", o->seed, "random seed for sampling")->default_val(0);
   c->add_option("-t,--threads", o->threads, "worker threads (0 = all cores)")->default_val(0);
   c->add_flag("--ignore-eos", o->ignore_eos, "keep generating past the end-of-sequence token");
   c->add_flag("--json", o->json_out, "print prompt ids, generated ids and text as JSON");
-  c->callback([o, &exit_code] { exit_code = run(*o); });
+  c->callback([o, p, ids, &exit_code] {
+    if (p->count() == 0 && ids->count() == 0) throw CLI::RequiredError("--prompt or --ids");
+    exit_code = run(*o);
+  });
 }
 
 }  // namespace sf::cli

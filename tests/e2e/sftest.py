@@ -1,0 +1,58 @@
+"""Helpers shared by the end-to-end tests: where the binary, fixtures and shared data are."""
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import unittest
+import warnings
+
+warnings.simplefilter("ignore", ResourceWarning)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+SF = os.environ.get("SHARDFORGE", os.path.join(ROOT, "build", "shardforge"))
+FIXTURES = os.environ.get("SF_FIXTURES", os.path.join(ROOT, "build", "fixtures"))
+SHARED = os.environ.get("SF_SHARED", os.path.join(ROOT, "..", "shared"))
+STORIES = os.path.join(SHARED, "models", "stories260K")
+CORPUS = os.path.join(SHARED, "corpus")
+
+
+def sf(*args, check=True, **kw):
+    """Runs shardforge; returns the CompletedProcess. check=True asserts exit code 0."""
+    p = subprocess.run([SF, *map(str, args)], capture_output=True, text=True, **kw)
+    if check and p.returncode != 0:
+        raise AssertionError(f"shardforge {' '.join(map(str, args))} exited {p.returncode}:\n{p.stderr}")
+    return p
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def sf_json(*args):
+    return json.loads(sf(*args, "--json").stdout)
+
+
+class TempDirTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="sf-test-")
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def path(self, *parts):
+        return os.path.join(self.tmp, *parts)
+
+
+def fixture(name):
+    p = os.path.join(FIXTURES, name)
+    if not os.path.exists(p):
+        raise unittest.SkipTest(f"fixture {p} missing: run tests/fixtures/make_fixtures.py (ctest does)")
+    return p
+
+
+def need_stories():
+    if not os.path.exists(os.path.join(STORIES, "stories260K.pt")):
+        raise unittest.SkipTest(f"real model not found at {STORIES}: ../shared is absent, skipping")

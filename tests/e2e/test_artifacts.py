@@ -1,0 +1,219 @@
+"""Artifacts: verify, determinism, safe writing, the quantization policy, and the CLI contract."""
+import glob
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import torch
+
+from sftest import SF, TempDirTest, fixture, read_json, sf, sf_json
+
+
+def tree_digest(d):
+    return {f: hashlib.sha256(open(os.path.join(d, f), "rb").read()).hexdigest() for f in sorted(os.listdir(d))}
+
+
+class Verify(TempDirTest):
+    def setUp(self):
+        super().setUp()
+        self.art = self.path("art")
+        sf("convert", fixture("hf_gqa"), "-o", self.art, "--quant", "int4:g32")
+
+    def test_clean_artifact_verifies(self):
+        r = sf_json("verify", self.art)
+        self.assertTrue(r["ok"])
+        self.assertEqual(r["problems"], [])
+
+    def test_flipped_byte_is_caught(self):
+        shard = os.path.join(self.art, "block_001.shard")
+        data = bytearray(open(shard, "rb").read())
+        data[len(data) - 10] ^= 0x01
+        open(shard, "wb").write(bytes(data))
+        p = sf("verify", self.art, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("block_001.shard", p.stderr)
+        self.assertIn("sha256", p.stderr)
+
+    def test_missing_file_is_caught(self):
+        os.remove(os.path.join(self.art, "head.shard"))
+        p = sf("verify", self.art, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("head.shard: missing", p.stderr)
+
+    def test_unlisted_file_is_caught(self):
+        open(os.path.join(self.art, "stray.bin"), "w").write("x")
+        p = sf("verify", self.art, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("stray.bin", p.stderr)
+
+    def test_directory_without_manifest_is_not_an_artifact(self):
+        os.remove(os.path.join(self.art, "manifest.json"))
+        p = sf("verify", self.art, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("manifest.json is missing", p.stderr)
+        p = sf("eval", "ppl", self.art, "--text", __file__, check=False)
+        self.assertEqual(p.returncode, 1)
+
+
+class Determinism(TempDirTest):
+    def test_same_bytes_whatever_the_thread_count(self):
+        for scheme in ["int4:g64:asym", "bf16"]:
+            a, b = self.path("a" + scheme), self.path("b" + scheme)
+            sf("convert", fixture("meta_params"), "-o", a, "--quant", scheme, "--threads", 1)
+            sf("convert", fixture("meta_params"), "-o", b, "--quant", scheme, "--threads", 2)
+            self.assertEqual(tree_digest(a), tree_digest(b))
+
+
+class Writing(TempDirTest):
+    def test_existing_output_needs_force(self):
+        out = self.path("art")
+        sf("convert", fixture("hf_gqa"), "-o", out)
+        before = tree_digest(out)
+        p = sf("convert", fixture("hf_gqa"), "-o", out, "--quant", "int8", check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("already exists", p.stderr)
+        self.assertEqual(tree_digest(out), before)
+        sf("convert", fixture("hf_gqa"), "-o", out, "--quant", "int8", "--force")
+        self.assertEqual(read_json(os.path.join(out, "manifest.json"))["pipeline"]["stages"][1]["params"]["scheme"], "int8")
+
+    def test_conversion_killed_midway_leaves_no_manifest(self):
+        # A checkpoint big enough that conversion takes a while: 16 blocks of d_model 512.
+        src = self.path("big")
+        os.makedirs(src)
+        d, ffn, layers = 512, 1536, 16
+        sd = {"tok_embeddings.weight": torch.randn(2048, d), "norm.weight": torch.ones(d),
+              "output.weight": torch.randn(2048, d)}
+        for i in range(layers):
+            p = f"layers.{i}."
+            for n, shape in [("attention.wq.weight", (d, d)), ("attention.wk.weight", (d, d)),
+                             ("attention.wv.weight", (d, d)), ("attention.wo.weight", (d, d)),
+                             ("feed_forward.w1.weight", (ffn, d)), ("feed_forward.w2.weight", (d, ffn)),
+                             ("feed_forward.w3.weight", (ffn, d))]:
+                sd[p + n] = torch.randn(*shape)
+            sd[p + "attention_norm.weight"] = torch.ones(d)
+            sd[p + "ffn_norm.weight"] = torch.ones(d)
+        torch.save(sd, os.path.join(src, "consolidated.00.pth"))
+        json.dump({"dim": d, "n_layers": layers, "n_heads": 8, "vocab_size": 2048}, open(os.path.join(src, "params.json"), "w"))
+        out = self.path("out")
+        proc = subprocess.Popen([SF, "convert", src, "-o", out, "--quant", "int4:g32:asym", "--threads", "1"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while time.time() < deadline and not glob.glob(out + ".partial-*/block_001.shard") and proc.poll() is None:
+            time.sleep(0.005)
+        self.assertIsNone(proc.poll(), "conversion finished before it could be killed")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        self.assertFalse(os.path.exists(out))
+        leftovers = glob.glob(out + "*")
+        self.assertTrue(leftovers, "expected the partial directory of the killed run")
+        for d in leftovers:
+            self.assertFalse(os.path.exists(os.path.join(d, "manifest.json")), f"{d} looks complete")
+        # The next run with --force finishes and replaces nothing it should not.
+        sf("convert", src, "-o", out, "--quant", "int8")
+        self.assertTrue(sf_json("verify", out)["ok"])
+
+
+class Policy(TempDirTest):
+    def types(self, out):
+        return {t["name"]: (t["type"], t.get("group")) for t in sf_json("inspect", out)["tensors"]}
+
+    def test_defaults(self):
+        out = self.path("q4")
+        sf("convert", fixture("hf_gqa"), "-o", out, "--quant", "int4:g64")
+        t = self.types(out)
+        self.assertEqual(t["blocks.0.attn_norm.weight"], ("f32", None))
+        self.assertEqual(t["head.norm.weight"], ("f32", None))
+        self.assertEqual(t["embed.weight"], ("int8", None))
+        self.assertEqual(t["head.output.weight"], ("int8", None))
+        self.assertEqual(t["blocks.1.ffn.down.weight"], ("int4_sym", 64))
+        out = self.path("bf")
+        sf("convert", fixture("hf_gqa"), "-o", out, "--dtype", "bf16")
+        t = self.types(out)
+        self.assertEqual(t["embed.weight"], ("bf16", None))
+        self.assertEqual(t["blocks.0.ffn_norm.weight"], ("f32", None))
+
+    def test_overrides_by_pattern(self):
+        out = self.path("ov")
+        sf("convert", fixture("hf_gqa"), "-o", out, "--quant", "int4", "--tensor-quant", "blocks.*.ffn.down.weight=int8",
+           "--tensor-quant", "embed.weight=f16", "--tensor-quant", "blocks.1.ffn.down.weight=int4:g128:asym")
+        t = self.types(out)
+        self.assertEqual(t["blocks.0.ffn.down.weight"], ("int8", None))
+        self.assertEqual(t["blocks.1.ffn.down.weight"], ("int4_asym", 128))  # the last match wins
+        self.assertEqual(t["embed.weight"], ("f16", None))
+        self.assertEqual(t["blocks.0.ffn.up.weight"], ("int4_sym", 32))
+
+    def test_group_larger_than_row_and_ragged_rows(self):
+        # ffn_dim 100: rows of ffn.down are 100 wide, so g32 leaves a 4-wide last group; g128 > row.
+        for scheme in ["int4:g32", "int4:g128:asym"]:
+            out = self.path(scheme.replace(":", "_"))
+            sf("convert", fixture("hf_gqa"), "-o", out, "--quant", scheme)
+            self.assertTrue(sf_json("verify", out)["ok"])
+            ref = read_json(os.path.join(fixture("hf_gqa"), "ref.json"))
+            r = sf_json("run", out, "--ids", ",".join(map(str, ref["prompt_ids"])), "-n", 4)
+            self.assertEqual(len(r["ids"]), 4)
+
+    def test_pipeline_file(self):
+        spec = self.path("p.json")
+        json.dump({"stages": [{"name": "load"}, {"name": "quantize", "params": {"scheme": "int8"}}, {"name": "write"}]},
+                  open(spec, "w"))
+        out = self.path("pf")
+        sf("convert", fixture("hf_gqa"), "-o", out, "--pipeline", spec)
+        stages = read_json(os.path.join(out, "manifest.json"))["pipeline"]["stages"]
+        self.assertEqual([s["name"] for s in stages], ["load", "quantize", "write"])
+        self.assertEqual(self.types(out)["blocks.0.attn.q.weight"], ("int8", None))
+        json.dump({"stages": [{"name": "load"}, {"name": "shuffle"}, {"name": "write"}]}, open(spec, "w"))
+        p = sf("convert", fixture("hf_gqa"), "-o", self.path("bad"), "--pipeline", spec, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("unknown pipeline stage 'shuffle'", p.stderr)
+
+
+class Cli(TempDirTest):
+    def test_help_and_usage_errors(self):
+        for cmd in [[], ["inspect"], ["convert"], ["verify"], ["run"], ["eval", "ppl"], ["bench"]]:
+            with self.subTest(cmd=cmd):
+                p = sf(*cmd, "--help", check=False)
+                self.assertEqual(p.returncode, 0)
+                self.assertIn("Usage", p.stdout)
+        self.assertEqual(sf(check=False).returncode, 2)
+        self.assertEqual(sf("convert", fixture("hf_gqa"), check=False).returncode, 2)  # no -o
+        self.assertEqual(sf("convert", fixture("hf_gqa"), "-o", self.path("x"), "--bogus", check=False).returncode, 2)
+        self.assertEqual(sf("convert", fixture("hf_gqa"), "-o", self.path("x"), "--dtype", "int8", check=False).returncode, 2)
+        p = sf("convert", fixture("hf_gqa"), "-o", self.path("x"), "--quant", "int3", check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("unknown quantization scheme 'int3'", p.stderr)
+        self.assertFalse(os.path.exists(self.path("x")))
+
+    def test_manifest_records_how_it_was_made(self):
+        out = self.path("m")
+        sf("convert", fixture("hf_gqa"), "-o", out, "--quant", "int4:g32:asym", "--tensor-quant", "embed.weight=bf16")
+        m = read_json(os.path.join(out, "manifest.json"))
+        self.assertEqual(m["format"], "shardforge")
+        self.assertEqual(m["source"]["architecture"], "llama/hf")
+        src_sha = hashlib.sha256(open(os.path.join(fixture("hf_gqa"), "pytorch_model.bin"), "rb").read()).hexdigest()
+        self.assertEqual(m["source"]["files"][0]["sha256"], src_sha)
+        q = m["pipeline"]["stages"][1]
+        self.assertEqual(q["params"], {"scheme": "int4:g32:asym", "overrides": ["embed.weight=bf16"]})
+        listed = {f["path"]: f for f in m["files"]}
+        self.assertEqual(set(listed) | {"manifest.json"}, set(os.listdir(out)))
+        for name, f in listed.items():
+            data = open(os.path.join(out, name), "rb").read()
+            self.assertEqual(f["bytes"], len(data))
+            self.assertEqual(f["sha256"], hashlib.sha256(data).hexdigest())
+
+    def test_bench_reports_speed_and_memory(self):
+        out = self.path("b")
+        sf("convert", fixture("hf_gqa"), "-o", out, "--quant", "int8")
+        r = sf_json("bench", out, "-p", 16, "-n", 8, "-t", 1)
+        for k in ["prefill_tokens_per_s", "decode_tokens_per_s", "load_seconds", "peak_rss_bytes"]:
+            self.assertGreater(r[k], 0, k)
+        self.assertEqual(r["prefill_tokens"], 16)
+        self.assertEqual(r["decode_tokens"], 8)
+
+
+if __name__ == "__main__":
+    import unittest
+    unittest.main()

@@ -1,0 +1,79 @@
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "converters/pytorch/pickle_vm.h"
+#include "converters/pytorch/torch_checkpoint.h"
+#include "core/error.h"
+
+namespace sf::pickle {
+namespace {
+
+ValuePtr run_bytes(const std::string& p) {
+  return run(reinterpret_cast<const uint8_t*>(p.data()), p.size(), torch_allow_list(), nullptr, "test.pkl");
+}
+
+std::string error_of(const std::string& p) {
+  try {
+    run_bytes(p);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// Bytes as Python's pickle (protocol 2) writes {'a': [1, 2.5, 'x'], 'b': (True, None)}.
+const unsigned char kPlainBytes[] = {
+    0x80, 0x02, '}', 'q', 0x00, '(', 'X', 0x01, 0x00, 0x00, 0x00, 'a', 'q', 0x01, ']', 'q', 0x02, '(', 'K', 0x01,
+    'G', '@', 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 'X', 0x01, 0x00, 0x00, 0x00, 'x', 'q', 0x03, 'e', 'X',
+    0x01, 0x00, 0x00, 0x00, 'b', 'q', 0x04, 0x88, 'N', 0x86, 'q', 0x05, 'u', '.'};
+const std::string kPlain(reinterpret_cast<const char*>(kPlainBytes), sizeof kPlainBytes);
+
+TEST(PickleVM, ReadsPlainContainers) {
+  ValuePtr v = run_bytes(kPlain);
+  ASSERT_EQ(v->kind, Kind::Dict);
+  const Value* a = v->get("a");
+  ASSERT_NE(a, nullptr);
+  ASSERT_EQ(a->items.size(), 3u);
+  EXPECT_EQ(a->items[0]->i, 1);
+  EXPECT_DOUBLE_EQ(a->items[1]->f, 2.5);
+  EXPECT_EQ(a->items[2]->s, "x");
+  const Value* b = v->get("b");
+  ASSERT_EQ(b->kind, Kind::Tuple);
+  EXPECT_TRUE(b->items[0]->b);
+  EXPECT_EQ(b->items[1]->kind, Kind::None);
+}
+
+TEST(PickleVM, ReadsNegativeAndWideIntegers) {
+  // LONG1 with 8 bytes: -2^40;  BININT: -5
+  const std::string p = std::string("\x80\x02(\x8a\x08\x00\x00\x00\x00\x00\xff\xff\xffJ\xfb\xff\xff\xfft.", 20);
+  ValuePtr v = run_bytes(p);
+  EXPECT_EQ(v->items[0]->i, -(int64_t(1) << 40));
+  EXPECT_EQ(v->items[1]->i, -5);
+}
+
+TEST(PickleVM, RejectsGlobalsOffTheListByName) {
+  EXPECT_NE(error_of("\x80\x02" "cos\nsystem\n(X\x02\x00\x00\x00lstR.").find("'os.system'"), std::string::npos);
+  EXPECT_NE(error_of("\x80\x04\x8c\x08" "builtins\x8c\x04" "eval\x93.").find("'builtins.eval'"), std::string::npos);
+}
+
+TEST(PickleVM, RejectsCallsOfNamesThatMayNotBeCalled) {
+  EXPECT_NE(error_of("\x80\x02" "ctorch\nFloatStorage\n)R.").find("may be named but not called"), std::string::npos);
+}
+
+TEST(PickleVM, RejectsMalformedStreams) {
+  EXPECT_NE(error_of("\x80\x02]q\x00(K\x01").find("truncated"), std::string::npos);      // no STOP
+  EXPECT_NE(error_of("\x80\x02h\x07.").find("never stored"), std::string::npos);           // BINGET unknown
+  EXPECT_NE(error_of("\x80\x02K\x01K\x02.").find("STOP with 2"), std::string::npos);
+  EXPECT_NE(error_of("\x80\x02" "a.").find("underflow"), std::string::npos);
+  EXPECT_NE(error_of("\x80\x02I1\n.").find("unsupported pickle opcode"), std::string::npos);  // protocol-0 INT
+  EXPECT_NE(error_of("\x80\x09N.").find("unsupported pickle protocol"), std::string::npos);
+  EXPECT_NE(error_of(std::string("\x80\x02X\xff\xff\xff\x7f", 7)).find("past the end"), std::string::npos);
+}
+
+TEST(PickleVM, ErrorsNameTheFile) {
+  EXPECT_EQ(error_of("\x80\x02h\x07.").rfind("test.pkl: ", 0), 0u);
+}
+
+}  // namespace
+}  // namespace sf::pickle

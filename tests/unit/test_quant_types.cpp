@@ -1,0 +1,140 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/error.h"
+#include "core/quant_types.h"
+#include "quantizers/policy.h"
+#include "quantizers/scheme.h"
+
+namespace sf {
+namespace {
+
+std::vector<float> random_row(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+// Largest error any element may have: half a quantization step of its group, plus f16 scale rounding.
+double step_bound(QType t, const std::vector<float>& x, size_t b, size_t e) {
+  float lo = x[b], hi = x[b], amax = 0;
+  for (size_t i = b; i < e; ++i) {
+    lo = std::min(lo, x[i]);
+    hi = std::max(hi, x[i]);
+    amax = std::max(amax, std::fabs(x[i]));
+  }
+  switch (t) {
+    case QType::Int8: return amax / 127.0 * 0.5 + 1e-6;
+    case QType::Int4Sym: return amax / 8.0 * 0.5 * 1.01 + 1e-3 * amax;
+    case QType::Int4Asym: return (hi - lo) / 15.0 * 0.5 * 1.01 + 2e-3 * std::max(std::fabs(lo), std::fabs(hi));
+    case QType::F16: return amax * std::ldexp(1.0, -11);
+    case QType::BF16: return amax * std::ldexp(1.0, -8);
+    case QType::F32: return 0;
+  }
+  return 0;
+}
+
+struct Case { QType type; size_t group; };
+
+TEST(QuantTypes, RoundTripErrorIsWithinHalfAStepForEveryWidth) {
+  const Case cases[] = {{QType::F32, 0}, {QType::F16, 0}, {QType::BF16, 0}, {QType::Int8, 0},
+                        {QType::Int4Sym, 32}, {QType::Int4Sym, 64}, {QType::Int4Sym, 128},
+                        {QType::Int4Asym, 32}, {QType::Int4Asym, 128}};
+  for (const Case& c : cases) {
+    const auto& tr = qtype_traits(c.type);
+    for (size_t cols : {1, 2, 7, 31, 32, 33, 100, 172, 300}) {
+      SCOPED_TRACE(std::string(tr.name) + " cols=" + std::to_string(cols) + " g=" + std::to_string(c.group));
+      const auto x = random_row(cols, uint32_t(cols * 31 + c.group));
+      std::vector<uint8_t> q(tr.row_bytes(cols, c.group), 0xAB);
+      tr.quantize_row(x.data(), cols, c.group, q.data());
+      std::vector<float> y(cols);
+      tr.dequantize_row(q.data(), cols, c.group, y.data());
+      const size_t g = c.group ? c.group : cols;
+      for (size_t b = 0; b < cols; b += g) {
+        const size_t e = std::min(cols, b + g);
+        const double bound = step_bound(c.type, x, b, e);
+        for (size_t i = b; i < e; ++i) {
+          // Symmetric int4 spans [-8d, 7d] with d signed so the largest magnitude is exactly -8d:
+          // a value of the other sign beyond 7|d| is clamped, costing up to one whole step.
+          const bool clamped = c.type == QType::Int4Sym && std::fabs(x[i]) > bound * 2 * 7 / 1.01;
+          ASSERT_LE(std::fabs(double(x[i]) - y[i]), clamped ? 2 * bound : bound) << "i=" << i;
+        }
+      }
+      // The fused dot product computes the same thing as dequantize-then-dot.
+      const auto v = random_row(cols, 7);
+      double want = 0, mag = 0;
+      for (size_t i = 0; i < cols; ++i) {
+        want += double(y[i]) * v[i];
+        mag += std::fabs(double(y[i]) * v[i]);
+      }
+      EXPECT_NEAR(tr.dot_row(q.data(), v.data(), cols, c.group), want, 1e-5 * mag + 1e-6);
+    }
+  }
+}
+
+TEST(QuantTypes, RowBytesFollowTheLayout) {
+  EXPECT_EQ(qtype_traits(QType::Int4Sym).row_bytes(172, 32), 6 * 2 + 86u);   // 6 groups, last one 12 wide
+  EXPECT_EQ(qtype_traits(QType::Int4Asym).row_bytes(172, 256), 1 * 4 + 86u); // group larger than the row
+  EXPECT_EQ(qtype_traits(QType::Int4Sym).row_bytes(33, 32), 2 * 2 + 17u);    // odd width: last byte half used
+  EXPECT_EQ(qtype_traits(QType::Int8).row_bytes(64, 0), 4 + 64u);
+  EXPECT_EQ(qtype_traits(QType::BF16).row_bytes(64, 0), 128u);
+}
+
+TEST(QuantTypes, SymmetricInt4MapsTheLargestMagnitudeExactly) {
+  const std::vector<float> x = {0.5f, -2.0f, 1.0f, 0.25f};
+  const auto& tr = qtype_traits(QType::Int4Sym);
+  std::vector<uint8_t> q(tr.row_bytes(4, 32));
+  tr.quantize_row(x.data(), 4, 32, q.data());
+  std::vector<float> y(4);
+  tr.dequantize_row(q.data(), 4, 32, y.data());
+  EXPECT_EQ(y[1], -2.0f);
+  EXPECT_EQ(y[2], 1.0f);
+}
+
+TEST(QuantTypes, ZeroRowsStayZero) {
+  for (QType t : {QType::Int8, QType::Int4Sym, QType::Int4Asym}) {
+    const auto& tr = qtype_traits(t);
+    std::vector<float> x(40, 0.0f), y(40, 1.0f);
+    std::vector<uint8_t> q(tr.row_bytes(40, 32));
+    tr.quantize_row(x.data(), 40, 32, q.data());
+    tr.dequantize_row(q.data(), 40, 32, y.data());
+    for (float v : y) EXPECT_EQ(v, 0.0f) << tr.name;
+  }
+}
+
+TEST(Scheme, ParsesNamesAndRejectsTheRest) {
+  EXPECT_EQ(parse_scheme("int4"), (Scheme{QType::Int4Sym, 32}));
+  EXPECT_EQ(parse_scheme("int4:g128:asym"), (Scheme{QType::Int4Asym, 128}));
+  EXPECT_EQ(parse_scheme("int4:asym:g64").name(), "int4:g64:asym");
+  EXPECT_EQ(parse_scheme("bf16"), (Scheme{QType::BF16, 0}));
+  EXPECT_THROW(parse_scheme("int3"), Error);
+  EXPECT_THROW(parse_scheme("int8:g32"), Error);
+  EXPECT_THROW(parse_scheme("int4:g33"), Error);
+  EXPECT_THROW(parse_scheme("int4:gx"), Error);
+}
+
+TEST(Policy, DefaultsAndOverrides) {
+  Policy p(parse_scheme("int4:g64"));
+  EXPECT_EQ(p.scheme_for("blocks.0.attn_norm.weight", true).type, QType::F32);
+  EXPECT_EQ(p.scheme_for("embed.weight", false).type, QType::Int8);
+  EXPECT_EQ(p.scheme_for("head.output.weight", false).type, QType::Int8);
+  EXPECT_EQ(p.scheme_for("blocks.3.ffn.up.weight", false), (Scheme{QType::Int4Sym, 64}));
+  p.add_override("blocks.*.ffn.*=int8");
+  p.add_override("*_norm.weight=bf16");
+  EXPECT_EQ(p.scheme_for("blocks.3.ffn.up.weight", false).type, QType::Int8);
+  EXPECT_EQ(p.scheme_for("blocks.3.attn.q.weight", false).type, QType::Int4Sym);
+  EXPECT_EQ(p.scheme_for("blocks.0.ffn_norm.weight", true).type, QType::BF16);
+  EXPECT_THROW(p.add_override("no-equals-sign"), Error);
+  Policy f(parse_scheme("f16"));
+  EXPECT_EQ(f.scheme_for("embed.weight", false).type, QType::F16);
+  EXPECT_EQ(f.scheme_for("head.norm.weight", true).type, QType::F32);
+}
+
+}  // namespace
+}  // namespace sf

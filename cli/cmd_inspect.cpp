@@ -19,6 +19,17 @@ struct Opts {
   bool json_out = false;
 };
 
+// Canonical names in streaming order: embedding, blocks, head.
+std::vector<std::string> canonical_order(const ModelDesc& d) {
+  std::vector<std::string> names;
+  for (UnitKind k : {UnitKind::Embedding, UnitKind::Block, UnitKind::Head}) {
+    const int64_t n = k == UnitKind::Block ? d.n_layers : 1;
+    for (int64_t i = 0; i < n; ++i)
+      for (const auto& s : unit_tensors(d, k, i)) names.push_back(s.name);
+  }
+  return names;
+}
+
 json inspect_artifact(const std::string& dir) {
   Artifact a(dir);
   json tensors = json::array();
@@ -27,11 +38,7 @@ json inspect_artifact(const std::string& dir) {
     if (t.group) e["group"] = t.group;
     tensors.push_back(e);
   };
-  for (UnitKind k : {UnitKind::Embedding, UnitKind::Block, UnitKind::Head}) {
-    const int64_t n = k == UnitKind::Block ? a.desc().n_layers : 1;
-    for (int64_t i = 0; i < n; ++i)
-      for (const auto& s : unit_tensors(a.desc(), k, i)) add(a.tensor(s.name));
-  }
+  for (const auto& name : canonical_order(a.desc())) add(a.tensor(name));
   const json& m = a.manifest();
   return {{"kind", "artifact"}, {"path", dir}, {"model", m["model"]}, {"source", m.value("source", json())},
           {"pipeline", m.value("pipeline", json())}, {"summary", m.value("summary", json())},
@@ -43,7 +50,8 @@ json inspect_source(const std::string& path) {
   const CanonicalModel cm = map_architecture(*src);
   json tensors = json::array();
   uint64_t total = 0;
-  for (const auto& [name, t] : cm.tensors) {
+  for (const auto& name : canonical_order(cm.desc)) {
+    const CanonicalTensor& t = cm.at(name);
     const uint64_t bytes = uint64_t(t.source->numel()) * dtype_size(t.source->dtype);
     total += bytes;
     tensors.push_back({{"name", name}, {"source_name", t.source->name}, {"dtype", dtype_name(t.source->dtype)},

@@ -1,5 +1,7 @@
 #include "converters/source_model.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 
 namespace sf {
@@ -51,7 +53,14 @@ std::vector<float> LazyTensor::to_f32() const {
     expect *= shape[i];
   }
   if (contiguous) {
-    convert_to_f32(dtype, base + size_t(offset) * esize, size_t(n), out.data());
+    // In chunks, handing each converted chunk's source pages back at once.
+    constexpr size_t kChunk = size_t(4) << 20;  // elements
+    for (size_t done = 0; done < size_t(n); done += kChunk) {
+      const size_t k = std::min(kChunk, size_t(n) - done);
+      const size_t byte_off = (size_t(offset) + done) * esize;
+      convert_to_f32(dtype, base + byte_off, k, out.data() + done);
+      storage->release_range(byte_off, k * esize);
+    }
     return out;
   }
   // Non-contiguous view: walk the index space row-major, converting one innermost run at a time.

@@ -18,6 +18,8 @@ class Storage {
   virtual size_t size() const = 0;              // bytes available
   virtual const uint8_t* bytes() = 0;           // all bytes; valid until release()
   virtual void release() = 0;                   // drop what bytes() brought into memory
+  // Drop part of it: lets a large tensor be converted without the source and the copy both resident.
+  virtual void release_range(size_t /*offset*/, size_t /*n*/) {}
   virtual std::string describe() const = 0;     // "model.pt: archive/data/3", for messages
 };
 

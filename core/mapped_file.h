@@ -19,6 +19,8 @@ class MappedFile {
   const std::string& path() const { return path_; }
   // Drops the resident pages covering [offset, offset+n); the bytes stay readable (refaulted on use).
   void release(size_t offset, size_t n) const;
+  // Same, but only the pages lying wholly inside the range.
+  void release_inner(size_t offset, size_t n) const;
 
  private:
   std::string path_;

@@ -1,5 +1,7 @@
 #include "converters/pytorch/torch_checkpoint.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 
 namespace sf {
@@ -18,6 +20,10 @@ class MappedRegion : public Storage {
   size_t size() const override { return size_; }
   const uint8_t* bytes() override { return map_->data() + offset_; }
   void release() override { map_->release(offset_, size_); }
+  void release_range(size_t offset, size_t n) override {
+    // Only whole pages inside the range: a neighbour's partly shared page stays.
+    map_->release_inner(offset_ + offset, std::min(n, size_ - std::min(offset, size_)));
+  }
   std::string describe() const override { return what_; }
 
  private:

@@ -26,6 +26,21 @@ def sf(*args, check=True, **kw):
     return p
 
 
+def read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def write_bytes(path, data):
+    with open(path, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+
+
+def write_json(path, obj):
+    with open(path, "w") as f:
+        json.dump(obj, f)
+
+
 def read_json(path):
     with open(path) as f:
         return json.load(f)

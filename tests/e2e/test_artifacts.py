@@ -1,7 +1,6 @@
 """Artifacts: verify, determinism, safe writing, the quantization policy, and the CLI contract."""
 import glob
 import hashlib
-import json
 import os
 import shutil
 import signal
@@ -10,11 +9,11 @@ import time
 
 import torch
 
-from sftest import SF, TempDirTest, fixture, read_json, sf, sf_json
+from sftest import SF, TempDirTest, fixture, read_bytes, read_json, sf, sf_json, write_bytes, write_json
 
 
 def tree_digest(d):
-    return {f: hashlib.sha256(open(os.path.join(d, f), "rb").read()).hexdigest() for f in sorted(os.listdir(d))}
+    return {f: hashlib.sha256(read_bytes(os.path.join(d, f))).hexdigest() for f in sorted(os.listdir(d))}
 
 
 class Verify(TempDirTest):
@@ -30,9 +29,9 @@ class Verify(TempDirTest):
 
     def test_flipped_byte_is_caught(self):
         shard = os.path.join(self.art, "block_001.shard")
-        data = bytearray(open(shard, "rb").read())
+        data = bytearray(read_bytes(shard))
         data[len(data) - 10] ^= 0x01
-        open(shard, "wb").write(bytes(data))
+        write_bytes(shard, bytes(data))
         p = sf("verify", self.art, check=False)
         self.assertEqual(p.returncode, 1)
         self.assertIn("block_001.shard", p.stderr)
@@ -45,7 +44,7 @@ class Verify(TempDirTest):
         self.assertIn("head.shard: missing", p.stderr)
 
     def test_unlisted_file_is_caught(self):
-        open(os.path.join(self.art, "stray.bin"), "w").write("x")
+        write_bytes(os.path.join(self.art, "stray.bin"), "x")
         p = sf("verify", self.art, check=False)
         self.assertEqual(p.returncode, 1)
         self.assertIn("stray.bin", p.stderr)
@@ -97,7 +96,7 @@ class Writing(TempDirTest):
             sd[p + "attention_norm.weight"] = torch.ones(d)
             sd[p + "ffn_norm.weight"] = torch.ones(d)
         torch.save(sd, os.path.join(src, "consolidated.00.pth"))
-        json.dump({"dim": d, "n_layers": layers, "n_heads": 8, "vocab_size": 2048}, open(os.path.join(src, "params.json"), "w"))
+        write_json(os.path.join(src, "params.json"), {"dim": d, "n_layers": layers, "n_heads": 8, "vocab_size": 2048})
         out = self.path("out")
         proc = subprocess.Popen([SF, "convert", src, "-o", out, "--quant", "int4:g32:asym", "--threads", "1"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -158,14 +157,14 @@ class Policy(TempDirTest):
 
     def test_pipeline_file(self):
         spec = self.path("p.json")
-        json.dump({"stages": [{"name": "load"}, {"name": "quantize", "params": {"scheme": "int8"}}, {"name": "write"}]},
-                  open(spec, "w"))
+        write_json(spec, {"stages": [{"name": "load"}, {"name": "quantize", "params": {"scheme": "int8"}},
+                                     {"name": "write"}]})
         out = self.path("pf")
         sf("convert", fixture("hf_gqa"), "-o", out, "--pipeline", spec)
         stages = read_json(os.path.join(out, "manifest.json"))["pipeline"]["stages"]
         self.assertEqual([s["name"] for s in stages], ["load", "quantize", "write"])
         self.assertEqual(self.types(out)["blocks.0.attn.q.weight"], ("int8", None))
-        json.dump({"stages": [{"name": "load"}, {"name": "shuffle"}, {"name": "write"}]}, open(spec, "w"))
+        write_json(spec, {"stages": [{"name": "load"}, {"name": "shuffle"}, {"name": "write"}]})
         p = sf("convert", fixture("hf_gqa"), "-o", self.path("bad"), "--pipeline", spec, check=False)
         self.assertEqual(p.returncode, 1)
         self.assertIn("unknown pipeline stage 'shuffle'", p.stderr)
@@ -193,14 +192,14 @@ class Cli(TempDirTest):
         m = read_json(os.path.join(out, "manifest.json"))
         self.assertEqual(m["format"], "shardforge")
         self.assertEqual(m["source"]["architecture"], "llama/hf")
-        src_sha = hashlib.sha256(open(os.path.join(fixture("hf_gqa"), "pytorch_model.bin"), "rb").read()).hexdigest()
+        src_sha = hashlib.sha256(read_bytes(os.path.join(fixture("hf_gqa"), "pytorch_model.bin"))).hexdigest()
         self.assertEqual(m["source"]["files"][0]["sha256"], src_sha)
         q = m["pipeline"]["stages"][1]
         self.assertEqual(q["params"], {"scheme": "int4:g32:asym", "overrides": ["embed.weight=bf16"]})
         listed = {f["path"]: f for f in m["files"]}
         self.assertEqual(set(listed) | {"manifest.json"}, set(os.listdir(out)))
         for name, f in listed.items():
-            data = open(os.path.join(out, name), "rb").read()
+            data = read_bytes(os.path.join(out, name))
             self.assertEqual(f["bytes"], len(data))
             self.assertEqual(f["sha256"], hashlib.sha256(data).hexdigest())
 

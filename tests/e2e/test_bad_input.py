@@ -13,7 +13,7 @@ from collections import OrderedDict
 
 import torch
 
-from sftest import TempDirTest, fixture, sf
+from sftest import TempDirTest, fixture, read_bytes, sf, write_bytes
 
 
 def torch_zip(path, pickle_bytes, storages=None, prefix="archive"):
@@ -95,17 +95,15 @@ class BadInput(TempDirTest):
 
     def test_not_a_zip(self):
         src = self.path("model.pt")
-        with open(src, "w") as f:
-            f.write("this is not a checkpoint\n" * 10)
+        write_bytes(src, "this is not a checkpoint\n" * 10)
         self.expect_failure(src, src, "not a zip archive")
 
     def test_truncated_zip(self):
         real = self.path("real.pt")
         torch.save({"w": torch.zeros(1000)}, real)
-        data = open(real, "rb").read()
+        data = read_bytes(real)
         src = self.path("truncated.pt")
-        with open(src, "wb") as f:
-            f.write(data[: len(data) // 2])
+        write_bytes(src, data[: len(data) // 2])
         self.expect_failure(src, src)
 
     def test_zip_without_data_pkl(self):
@@ -185,8 +183,7 @@ class BadInput(TempDirTest):
         src = self.path("hf")
         shutil.copytree(fixture("hf_gqa"), src)
         cfg = os.path.join(src, "config.json")
-        text = open(cfg).read().replace('"intermediate_size": 100', '"intermediate_size": 128')
-        open(cfg, "w").write(text)
+        write_bytes(cfg, read_bytes(cfg).replace(b'"intermediate_size": 100', b'"intermediate_size": 128'))
         self.expect_failure(src, "mlp.gate_proj.weight", "[100, 64]", "[128, 64]")
 
     def test_missing_tensor(self):
@@ -214,7 +211,7 @@ class BadInput(TempDirTest):
 
     def test_bad_tokenizer(self):
         tok = self.path("tok.model")
-        open(tok, "w").write("not a sentencepiece model")
+        write_bytes(tok, "not a sentencepiece model")
         self.expect_failure(fixture("hf_gqa"), tok, extra=("--tokenizer", tok))
 
 

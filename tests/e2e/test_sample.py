@@ -5,7 +5,7 @@ import unittest
 
 import torch
 
-from sftest import ROOT, TempDirTest, read_json, sf, sf_json
+from sftest import ROOT, TempDirTest, read_bytes, read_json, sf, sf_json
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
 from llama_ref import Config, HFLlama, windowed_ppl  # noqa: E402
@@ -32,7 +32,7 @@ class Sample(TempDirTest):
         model.load_state_dict(torch.load(os.path.join(SAMPLE, "pytorch_model.bin")))
         model.eval()
         sp = spm.SentencePieceProcessor(model_file=os.path.join(SAMPLE, "tokenizer.model"))
-        ref = windowed_ppl(model, sp.encode(open(HELDOUT, encoding="utf-8").read()), 128, chunks=60)
+        ref = windowed_ppl(model, sp.encode(read_bytes(HELDOUT).decode("utf-8")), 128, chunks=60)
         self.assertEqual(r["tokens_scored"], ref["tokens_scored"])
         self.assertLess(abs(r["ppl"] / ref["ppl"] - 1), 0.001, f"{r['ppl']} vs PyTorch {ref['ppl']}")
         self.assertLess(abs(r["ppl_stderr"] / ref["ppl_stderr"] - 1), 0.01)

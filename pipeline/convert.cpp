@@ -6,6 +6,7 @@
 #include "converters/reader_registry.h"
 #include "core/error.h"
 #include "core/fs_util.h"
+#include "core/interrupt.h"
 #include "core/progress.h"
 #include "core/sha256.h"
 #include "formats/manifest.h"
@@ -69,6 +70,7 @@ ConvertReport convert(const ConvertOptions& opt) {
   manifest["tokenizer"] = tokenizer.empty() ? json(nullptr)
                                             : json{{"file", "tokenizer.model"}, {"sha256", sha256_file(tokenizer)}};
 
+  const InterruptGuard interrupt;
   ThreadPool pool(opt.threads);
   auto writer = make_format_writer(opt.format, opt.out, opt.force, model.desc);
   StageContext ctx{model, *writer, pool};
@@ -79,12 +81,14 @@ ConvertReport convert(const ConvertOptions& opt) {
     std::unique_ptr<Progress> bar;
     if (opt.progress) bar = std::make_unique<Progress>("convert", order.size());
     for (const auto& [kind, index] : order) {
+      interrupt.check();
       Unit unit = Unit::make(model.desc, kind, index);
       for (auto& s : stages) s->process(unit, ctx);
       if (bar) bar->step(unit.name());
     }
   }
   if (!tokenizer.empty()) writer->add_file("tokenizer.model", tokenizer);
+  interrupt.check();
   writer->finish(manifest);
   ConvertReport r;
   r.manifest = read_manifest(opt.out);

@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import time
+import zipfile
 
 import torch
 
@@ -67,6 +68,49 @@ class Determinism(TempDirTest):
             self.assertEqual(tree_digest(a), tree_digest(b))
 
 
+class SourceVariants(TempDirTest):
+    """The same weights stored differently must give the same artifact, byte for byte."""
+
+    def baseline(self):
+        out = self.path("base")
+        sf("convert", fixture("hf_gqa"), "-o", out, "--quant", "int8")
+        return tree_digest(out)
+
+    def variant_dir(self, name):
+        d = self.path(name)
+        os.makedirs(d)
+        shutil.copy(os.path.join(fixture("hf_gqa"), "config.json"), d)
+        return d
+
+    def test_compressed_zip_entries_read_through_libzip(self):
+        base = self.baseline()
+        d = self.variant_dir("deflated")
+        with zipfile.ZipFile(os.path.join(fixture("hf_gqa"), "pytorch_model.bin")) as zin, \
+                zipfile.ZipFile(os.path.join(d, "pytorch_model.bin"), "w", zipfile.ZIP_DEFLATED) as zout:
+            for item in zin.infolist():
+                zout.writestr(item.filename, zin.read(item.filename))
+        with zipfile.ZipFile(os.path.join(d, "pytorch_model.bin")) as z:
+            self.assertTrue(any(i.compress_type == zipfile.ZIP_DEFLATED and "/data/" in i.filename for i in z.infolist()))
+        out = self.path("out_deflated")
+        sf("convert", d, "-o", out, "--quant", "int8")
+        got = tree_digest(out)
+        self.assertEqual({k: v for k, v in got.items() if k != "manifest.json"},
+                         {k: v for k, v in base.items() if k != "manifest.json"})
+
+    def test_every_pickle_protocol(self):
+        base = self.baseline()
+        sd = torch.load(os.path.join(fixture("hf_gqa"), "pytorch_model.bin"))
+        for proto in [3, 4, 5]:
+            with self.subTest(protocol=proto):
+                d = self.variant_dir(f"p{proto}")
+                torch.save(sd, os.path.join(d, "pytorch_model.bin"), pickle_protocol=proto)
+                out = self.path(f"out_p{proto}")
+                sf("convert", d, "-o", out, "--quant", "int8")
+                got = tree_digest(out)
+                self.assertEqual({k: v for k, v in got.items() if k != "manifest.json"},
+                                 {k: v for k, v in base.items() if k != "manifest.json"})
+
+
 class Writing(TempDirTest):
     def test_existing_output_needs_force(self):
         out = self.path("art")
@@ -78,6 +122,18 @@ class Writing(TempDirTest):
         self.assertEqual(tree_digest(out), before)
         sf("convert", fixture("hf_gqa"), "-o", out, "--quant", "int8", "--force")
         self.assertEqual(read_json(os.path.join(out, "manifest.json"))["pipeline"]["stages"][1]["params"]["scheme"], "int8")
+
+    def test_progress_bar_only_on_a_terminal(self):
+        out = self.path("tty")
+        # `script` gives the command a pseudo-terminal, as an interactive user has.
+        p = subprocess.run(["script", "-qec", f"{SF} convert {fixture('hf_gqa')} -o {out}", "/dev/null"],
+                           capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stdout)
+        self.assertIn("convert [", p.stdout)
+        self.assertIn("head", p.stdout)
+        p = sf("convert", fixture("hf_gqa"), "-o", self.path("notty"))
+        self.assertNotIn("convert [", p.stderr)
+        self.assertEqual(p.stderr, "")
 
     def test_conversion_killed_midway_leaves_no_manifest(self):
         # A checkpoint big enough that conversion takes a while: 16 blocks of d_model 512.
@@ -111,7 +167,21 @@ class Writing(TempDirTest):
         self.assertTrue(leftovers, "expected the partial directory of the killed run")
         for d in leftovers:
             self.assertFalse(os.path.exists(os.path.join(d, "manifest.json")), f"{d} looks complete")
-        # The next run with --force finishes and replaces nothing it should not.
+        for d in leftovers:
+            shutil.rmtree(d)
+        # SIGTERM (or Ctrl-C) is caught between units: exit 1, and the partial directory is removed.
+        proc = subprocess.Popen([SF, "convert", src, "-o", out, "--quant", "int4:g32:asym", "--threads", "1"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while time.time() < deadline and not glob.glob(out + ".partial-*/block_001.shard") and proc.poll() is None:
+            time.sleep(0.005)
+        self.assertIsNone(proc.poll(), "conversion finished before it could be interrupted")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate()
+        self.assertEqual(proc.returncode, 1)
+        self.assertIn("interrupted", err)
+        self.assertEqual(glob.glob(out + "*"), [])
+        # A full run afterwards completes.
         sf("convert", src, "-o", out, "--quant", "int8")
         self.assertTrue(sf_json("verify", out)["ok"])
 

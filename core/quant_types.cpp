@@ -31,28 +31,23 @@ float f32_dot(const uint8_t* r, const float* x, size_t cols, size_t) {
 
 // ---- f16 / bf16 ----
 size_t half_bytes(size_t cols, size_t) { return cols * 2; }
-void f16_quant(const float* x, size_t cols, size_t, uint8_t* out) {
-  for (size_t i = 0; i < cols; ++i) store_u16(out + 2 * i, f32_to_f16(x[i]));
-}
-void f16_dequant(const uint8_t* r, size_t cols, size_t, float* out) {
-  for (size_t i = 0; i < cols; ++i) out[i] = f16_to_f32(load_u16(r + 2 * i));
-}
-float f16_dot(const uint8_t* r, const float* x, size_t cols, size_t) {
-  float s = 0;
-  for (size_t i = 0; i < cols; ++i) s += f16_to_f32(load_u16(r + 2 * i)) * x[i];
-  return s;
-}
-void bf16_quant(const float* x, size_t cols, size_t, uint8_t* out) {
-  for (size_t i = 0; i < cols; ++i) store_u16(out + 2 * i, f32_to_bf16(x[i]));
-}
-void bf16_dequant(const uint8_t* r, size_t cols, size_t, float* out) {
-  for (size_t i = 0; i < cols; ++i) out[i] = bf16_to_f32(load_u16(r + 2 * i));
-}
-float bf16_dot(const uint8_t* r, const float* x, size_t cols, size_t) {
-  float s = 0;
-  for (size_t i = 0; i < cols; ++i) s += bf16_to_f32(load_u16(r + 2 * i)) * x[i];
-  return s;
-}
+// One implementation for both 16-bit float types, parameterised by the conversions.
+template <uint16_t (*Encode)(float), float (*Decode)(uint16_t)>
+struct Half16 {
+  static void quant(const float* x, size_t cols, size_t, uint8_t* out) {
+    for (size_t i = 0; i < cols; ++i) store_u16(out + 2 * i, Encode(x[i]));
+  }
+  static void dequant(const uint8_t* r, size_t cols, size_t, float* out) {
+    for (size_t i = 0; i < cols; ++i) out[i] = Decode(load_u16(r + 2 * i));
+  }
+  static float dot(const uint8_t* r, const float* x, size_t cols, size_t) {
+    float s = 0;
+    for (size_t i = 0; i < cols; ++i) s += Decode(load_u16(r + 2 * i)) * x[i];
+    return s;
+  }
+};
+using F16 = Half16<f32_to_f16, f16_to_f32>;
+using BF16 = Half16<f32_to_bf16, bf16_to_f32>;
 
 // ---- int8: one f32 scale per row, then cols int8 codes in [-127, 127] ----
 size_t i8_bytes(size_t cols, size_t) { return 4 + cols; }
@@ -162,8 +157,8 @@ float q4a_dot(const uint8_t* r, const float* x, size_t cols, size_t group) {
 
 constexpr std::array<QTypeTraits, 6> kTraits = {{
     {QType::F32, "f32", false, f32_bytes, f32_quant, f32_dequant, f32_dot},
-    {QType::F16, "f16", false, half_bytes, f16_quant, f16_dequant, f16_dot},
-    {QType::BF16, "bf16", false, half_bytes, bf16_quant, bf16_dequant, bf16_dot},
+    {QType::F16, "f16", false, half_bytes, F16::quant, F16::dequant, F16::dot},
+    {QType::BF16, "bf16", false, half_bytes, BF16::quant, BF16::dequant, BF16::dot},
     {QType::Int8, "int8", false, i8_bytes, i8_quant, i8_dequant, i8_dot},
     {QType::Int4Sym, "int4_sym", true, q4s_bytes, q4s_quant, q4s_dequant, q4s_dot},
     {QType::Int4Asym, "int4_asym", true, q4a_bytes, q4a_quant, q4a_dequant, q4a_dot},

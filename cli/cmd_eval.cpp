@@ -1,10 +1,12 @@
 // eval ppl ARTIFACT --text FILE: windowed perplexity with its standard error.
+// eval kld ARTIFACT --ref ARTIFACT --text FILE: KL-divergence from a reference and top-1 agreement.
 #include <iostream>
 #include <memory>
 
 #include "cli/common.h"
 #include "core/error.h"
 #include "core/fs_util.h"
+#include "validators/kl_divergence.h"
 #include "validators/perplexity.h"
 #include "validators/tokenizer.h"
 
@@ -18,11 +20,16 @@ struct PplOpts {
   bool json_out = false;
 };
 
+std::unique_ptr<Tokenizer> artifact_tokenizer(const ExecModel& model, const std::string& dir) {
+  const std::string tpath = model.artifact().tokenizer_path();
+  if (tpath.empty()) fail_file(dir, "artifact has no tokenizer (convert with --tokenizer FILE)");
+  return std::make_unique<Tokenizer>(tpath);
+}
+
 int run_ppl(const PplOpts& o) {
   ExecModel model(o.dir);
-  const std::string tpath = model.artifact().tokenizer_path();
-  if (tpath.empty()) fail_file(o.dir, "artifact has no tokenizer (convert with --tokenizer FILE)");
-  Tokenizer tok(tpath);
+  const auto tok_ptr = artifact_tokenizer(model, o.dir);
+  const Tokenizer& tok = *tok_ptr;
   const std::vector<int> tokens = tok.encode(read_text_file(o.text));
   ThreadPool pool(o.threads);
   const PerplexityResult r = perplexity(model, tokens, o.ctx, tok.bos(), o.chunks, pool);
@@ -36,6 +43,40 @@ int run_ppl(const PplOpts& o) {
   }
   return 0;
 }
+struct KldOpts : PplOpts {
+  std::string ref;
+};
+
+int run_kld(const KldOpts& o) {
+  ExecModel model(o.dir), reference(o.ref);
+  const auto tok = artifact_tokenizer(reference, o.ref);
+  const std::vector<int> tokens = tok->encode(read_text_file(o.text));
+  ThreadPool pool(o.threads);
+  const KldResult r = kl_divergence(model, reference, tokens, o.ctx, tok->bos(), o.chunks, pool);
+  if (o.json_out) {
+    print_json({{"artifact", o.dir}, {"reference", o.ref}, {"text", o.text}, {"kld", r.kld_mean},
+                {"kld_stderr", r.kld_stderr}, {"kld_max", r.kld_max}, {"top1_agreement", r.top1_agreement},
+                {"ppl", r.ppl}, {"ref_ppl", r.ref_ppl}, {"tokens_scored", r.tokens_scored},
+                {"windows", r.windows}, {"ctx", r.ctx}});
+  } else {
+    std::cout << "KL-divergence " << fmt("%.6f", r.kld_mean) << " +/- " << fmt("%.6f", r.kld_stderr) << " (max "
+              << fmt("%.4f", r.kld_max) << "), top-1 agreement " << fmt("%.2f%%", 100 * r.top1_agreement)
+              << ", PPL " << fmt("%.4f", r.ppl) << " vs reference " << fmt("%.4f", r.ref_ppl) << " ("
+              << r.tokens_scored << " tokens scored)\n";
+  }
+  return 0;
+}
+
+template <typename Opts>
+void add_window_options(CLI::App* c, Opts& o) {
+  c->add_option("artifact", o.dir, "artifact directory")->required();
+  c->add_option("--text", o.text, "UTF-8 text file")->required();
+  c->add_option("--ctx", o.ctx, "window length in tokens")->default_val(256)->check(CLI::Range(int64_t(2), int64_t(1) << 20));
+  c->add_option("--chunks", o.chunks, "use only the first K windows")->check(CLI::PositiveNumber);
+  c->add_option("-t,--threads", o.threads, "worker threads (0 = all cores)")->default_val(0);
+  c->add_flag("--json", o.json_out, "print one JSON object");
+}
+
 }  // namespace
 
 void add_eval(CLI::App& app, int& exit_code) {
@@ -43,13 +84,13 @@ void add_eval(CLI::App& app, int& exit_code) {
   e->require_subcommand(1);
   auto o = std::make_shared<PplOpts>();
   auto* c = e->add_subcommand("ppl", "Perplexity over non-overlapping windows, second half of each scored");
-  c->add_option("artifact", o->dir, "artifact directory")->required();
-  c->add_option("--text", o->text, "UTF-8 text file")->required();
-  c->add_option("--ctx", o->ctx, "window length in tokens")->default_val(256)->check(CLI::Range(int64_t(2), int64_t(1) << 20));
-  c->add_option("--chunks", o->chunks, "use only the first K windows")->check(CLI::PositiveNumber);
-  c->add_option("-t,--threads", o->threads, "worker threads (0 = all cores)")->default_val(0);
-  c->add_flag("--json", o->json_out, "print one JSON object");
+  add_window_options(c, *o);
   c->callback([o, &exit_code] { exit_code = run_ppl(*o); });
+  auto k = std::make_shared<KldOpts>();
+  auto* kc = e->add_subcommand("kld", "KL-divergence from a reference artifact, and top-1 agreement, on the ppl windows");
+  add_window_options(kc, *k);
+  kc->add_option("--ref", k->ref, "reference artifact (usually the f32 conversion)")->required();
+  kc->callback([k, &exit_code] { exit_code = run_kld(*k); });
 }
 
 }  // namespace sf::cli

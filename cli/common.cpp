@@ -27,16 +27,25 @@ std::string fmt(const char* format, double v) {
   return buf;
 }
 
+namespace {
+// Display width of UTF-8 text: code points, not bytes ("±" is one column).
+size_t width(const std::string& s) {
+  size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+}  // namespace
+
 void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows) {
   std::vector<size_t> w(header.size());
-  for (size_t i = 0; i < header.size(); ++i) w[i] = header[i].size();
+  for (size_t i = 0; i < header.size(); ++i) w[i] = width(header[i]);
   for (const auto& r : rows)
-    for (size_t i = 0; i < r.size() && i < w.size(); ++i) w[i] = std::max(w[i], r[i].size());
+    for (size_t i = 0; i < r.size() && i < w.size(); ++i) w[i] = std::max(w[i], width(r[i]));
   auto line = [&](const std::vector<std::string>& r) {
     std::string s;
     for (size_t i = 0; i < w.size(); ++i) {
       std::string c = i < r.size() ? r[i] : "";
-      c.resize(w[i], ' ');
+      c.append(w[i] - std::min(w[i], width(c)), ' ');
       s += (i ? "  " : "") + c;
     }
     while (!s.empty() && s.back() == ' ') s.pop_back();

@@ -22,6 +22,7 @@ void add_verify(CLI::App& app, int& exit_code);
 void add_run(CLI::App& app, int& exit_code);
 void add_eval(CLI::App& app, int& exit_code);
 void add_bench(CLI::App& app, int& exit_code);
+void add_compare(CLI::App& app, int& exit_code);
 
 void print_json(const json& j);
 std::string human_bytes(uint64_t n);

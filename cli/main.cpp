@@ -11,6 +11,7 @@ namespace {
 constexpr sf::cli::Command kCommands[] = {
     {"inspect", sf::cli::add_inspect}, {"convert", sf::cli::add_convert}, {"verify", sf::cli::add_verify},
     {"run", sf::cli::add_run},         {"eval", sf::cli::add_eval},       {"bench", sf::cli::add_bench},
+    {"compare", sf::cli::add_compare},
 };
 }  // namespace
 

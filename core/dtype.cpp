@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cmath>
+#include <vector>
 
 namespace sf {
 
@@ -98,6 +99,15 @@ uint16_t f32_to_bf16(float f) {
   const uint32_t rounding = 0x7fffu + ((x >> 16) & 1u);
   return uint16_t((x + rounding) >> 16);
 }
+
+namespace {
+const std::vector<float> g_f16_table = [] {
+  std::vector<float> t(65536);
+  for (uint32_t i = 0; i < 65536; ++i) t[i] = f16_to_f32(uint16_t(i));
+  return t;
+}();
+}  // namespace
+const float* const detail::f16_table = g_f16_table.data();
 
 void convert_to_f32(DType t, const uint8_t* src, size_t n, float* dst) {
   switch (t) {

@@ -28,6 +28,9 @@ inline const char* dtype_name(DType t) { return dtype_info(t).name; }
 // IEEE binary16 and bfloat16. Both directions round to nearest, ties to even; NaN stays NaN.
 uint16_t f32_to_f16(float f);
 float f16_to_f32(uint16_t h);
+// The same as f16_to_f32, through a 256 KiB table filled at start-up: for kernels.
+namespace detail { extern const float* const f16_table; }
+inline float f16_to_f32_fast(uint16_t h) { return detail::f16_table[h]; }
 uint16_t f32_to_bf16(float f);
 inline float bf16_to_f32(uint16_t b) {
   uint32_t u = uint32_t(b) << 16;

@@ -46,7 +46,7 @@ struct Half16 {
     return s;
   }
 };
-using F16 = Half16<f32_to_f16, f16_to_f32>;
+using F16 = Half16<f32_to_f16, f16_to_f32_fast>;
 using BF16 = Half16<f32_to_bf16, bf16_to_f32>;
 
 // ---- int8: one f32 scale per row, then cols int8 codes in [-127, 127] ----
@@ -102,7 +102,7 @@ void q4s_dequant(const uint8_t* r, size_t cols, size_t group, float* out) {
   const size_t G = n_groups(cols, group);
   const uint8_t* codes = r + G * 2;
   for (size_t i = 0; i < cols; ++i)
-    out[i] = f16_to_f32(load_u16(r + 2 * (i / group))) * float(int(nibble(codes, i)) - 8);
+    out[i] = f16_to_f32_fast(load_u16(r + 2 * (i / group))) * float(int(nibble(codes, i)) - 8);
 }
 float q4s_dot(const uint8_t* r, const float* x, size_t cols, size_t group) {
   const size_t G = n_groups(cols, group);
@@ -112,7 +112,7 @@ float q4s_dot(const uint8_t* r, const float* x, size_t cols, size_t group) {
     const size_t b = g * group, e = std::min(cols, b + group);
     float acc = 0;
     for (size_t i = b; i < e; ++i) acc += float(int(nibble(codes, i)) - 8) * x[i];
-    s += f16_to_f32(load_u16(r + 2 * g)) * acc;
+    s += f16_to_f32_fast(load_u16(r + 2 * g)) * acc;
   }
   return s;
 }
@@ -139,7 +139,7 @@ void q4a_dequant(const uint8_t* r, size_t cols, size_t group, float* out) {
   const uint8_t* codes = r + G * 4;
   for (size_t i = 0; i < cols; ++i) {
     const size_t g = i / group;
-    out[i] = f16_to_f32(load_u16(r + 2 * g)) * float(nibble(codes, i)) + f16_to_f32(load_u16(r + 2 * G + 2 * g));
+    out[i] = f16_to_f32_fast(load_u16(r + 2 * g)) * float(nibble(codes, i)) + f16_to_f32_fast(load_u16(r + 2 * G + 2 * g));
   }
 }
 float q4a_dot(const uint8_t* r, const float* x, size_t cols, size_t group) {
@@ -150,7 +150,7 @@ float q4a_dot(const uint8_t* r, const float* x, size_t cols, size_t group) {
     const size_t b = g * group, e = std::min(cols, b + group);
     float acc = 0, xs = 0;
     for (size_t i = b; i < e; ++i) { acc += float(nibble(codes, i)) * x[i]; xs += x[i]; }
-    s += f16_to_f32(load_u16(r + 2 * g)) * acc + f16_to_f32(load_u16(r + 2 * G + 2 * g)) * xs;
+    s += f16_to_f32_fast(load_u16(r + 2 * g)) * acc + f16_to_f32_fast(load_u16(r + 2 * G + 2 * g)) * xs;
   }
   return s;
 }

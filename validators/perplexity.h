@@ -1,7 +1,5 @@
 #pragma once
-// Windowed perplexity: cut the token stream into consecutive windows of ctx tokens, replace each
-// window's first token with BOS, score positions ctx/2 .. ctx-1 (each predicts the next token of
-// the text). A window is used only when ctx+1 tokens are available.
+// Windowed perplexity over the windows of validators/windows.h.
 #include <cstdint>
 #include <vector>
 
@@ -14,6 +12,11 @@ struct PerplexityResult {
   double ppl = 0, ppl_stderr = 0, mean_nll = 0;
   int64_t tokens_scored = 0, windows = 0, ctx = 0;
 };
+
+struct MeanStderr {
+  double mean = 0, stderr_ = 0;
+};
+MeanStderr mean_stderr(const std::vector<double>& v);
 
 // chunks < 0: all windows. Windows run in parallel, one per thread; sums are taken in window order
 // so the result does not depend on the thread count.

@@ -242,7 +242,8 @@ class Policy(TempDirTest):
 
 class Cli(TempDirTest):
     def test_help_and_usage_errors(self):
-        for cmd in [[], ["inspect"], ["convert"], ["verify"], ["run"], ["eval", "ppl"], ["bench"]]:
+        for cmd in [[], ["inspect"], ["convert"], ["verify"], ["run"], ["eval", "ppl"], ["eval", "kld"], ["bench"],
+                    ["compare"]]:
             with self.subTest(cmd=cmd):
                 p = sf(*cmd, "--help", check=False)
                 self.assertEqual(p.returncode, 0)

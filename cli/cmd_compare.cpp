@@ -1,0 +1,96 @@
+// compare SOURCE --schemes LIST --text FILE: the PPL / KLD / size / speed table in one command.
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <sstream>
+
+#include "cli/common.h"
+#include "core/error.h"
+#include "pipeline/compare.h"
+
+namespace sf::cli {
+
+namespace {
+struct Opts {
+  CompareOptions c;
+  std::string out_md;
+  bool json_out = false;
+};
+
+std::vector<std::vector<std::string>> table_rows(const std::vector<CompareRow>& rows) {
+  std::vector<std::vector<std::string>> t;
+  const double ref_ppl = rows[0].ppl;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const CompareRow& r = rows[i];
+    t.push_back({r.scheme, fmt("%.2f", r.bits_per_weight), human_bytes(r.weight_bytes),
+                 fmt("%.4f", r.ppl) + " ± " + fmt("%.4f", r.ppl_stderr),
+                 i == 0 ? "ref" : fmt("%+.2f%%", 100 * (r.ppl / ref_ppl - 1)),
+                 i == 0 ? "ref" : fmt("%.2e", r.kld) + " ± " + fmt("%.1e", r.kld_stderr),
+                 i == 0 ? "ref" : fmt("%.2f%%", 100 * r.top1), fmt("%.1f", r.decode_tokens_per_s)});
+  }
+  return t;
+}
+
+const std::vector<std::string> kHeader = {"scheme", "bits/w", "size", "PPL ± stderr", "ΔPPL", "KLD ± stderr",
+                                          "top-1", "decode tok/s"};
+
+int run(const Opts& o) {
+  const auto rows = compare_schemes(o.c);
+  if (!o.out_md.empty()) {
+    std::ostringstream md;
+    md << "| " ;
+    for (size_t i = 0; i < kHeader.size(); ++i) md << (i ? " | " : "") << kHeader[i];
+    md << " |\n|";
+    for (size_t i = 0; i < kHeader.size(); ++i) md << " --- |";
+    md << "\n";
+    for (const auto& r : table_rows(rows)) {
+      md << "|";
+      for (const auto& c : r) md << " " << c << " |";
+      md << "\n";
+    }
+    const std::string tmp = o.out_md + ".tmp";
+    std::ofstream f(tmp);
+    f << md.str();
+    f.close();
+    if (!f || std::rename(tmp.c_str(), o.out_md.c_str()) != 0) fail_file(o.out_md, "cannot write the report");
+  }
+  if (o.json_out) {
+    json a = json::array();
+    for (const auto& r : rows)
+      a.push_back({{"scheme", r.scheme}, {"bits_per_weight", r.bits_per_weight}, {"weight_bytes", r.weight_bytes},
+                   {"ppl", r.ppl}, {"ppl_stderr", r.ppl_stderr}, {"kld", r.kld}, {"kld_stderr", r.kld_stderr},
+                   {"top1_agreement", r.top1}, {"tokens_scored", r.tokens_scored},
+                   {"prefill_tokens_per_s", r.prefill_tokens_per_s}, {"decode_tokens_per_s", r.decode_tokens_per_s}});
+    print_json({{"source", o.c.source}, {"text", o.c.text}, {"ctx", o.c.ctx}, {"reference", o.c.schemes[0]},
+                {"rows", a}});
+    return 0;
+  }
+  print_table(kHeader, table_rows(rows));
+  return 0;
+}
+}  // namespace
+
+void add_compare(CLI::App& app, int& exit_code) {
+  auto o = std::make_shared<Opts>();
+  auto* c = app.add_subcommand("compare", "Convert with several schemes and tabulate size, PPL, KLD and speed");
+  c->add_option("source", o->c.source, "checkpoint file or directory")->required();
+  c->add_option("--schemes", o->c.schemes, "comma-separated schemes; the first is the reference")
+      ->delimiter(',')
+      ->default_str("f32,f16,bf16,int8,int4:g32,int4:g128");
+  c->add_option("--text", o->c.text, "UTF-8 evaluation text")->required();
+  c->add_option("--ctx", o->c.ctx, "window length in tokens")->default_val(256)->check(CLI::Range(int64_t(2), int64_t(1) << 20));
+  c->add_option("--chunks", o->c.chunks, "use only the first K windows")->check(CLI::PositiveNumber);
+  c->add_option("--tokenizer", o->c.tokenizer, "SentencePiece model, when it is not beside the source");
+  c->add_option("--keep", o->c.keep_dir, "keep the artifacts in this directory (one per scheme)");
+  c->add_option("--bench-tokens", o->c.bench_tokens, "prompt and generated tokens for the speed column (0: skip)")
+      ->default_val(32)->check(CLI::NonNegativeNumber);
+  c->add_option("--out", o->out_md, "also write the table as Markdown to this file");
+  c->add_option("-t,--threads", o->c.threads, "worker threads (0 = all cores)")->default_val(0);
+  c->add_flag("--json", o->json_out, "print one JSON object");
+  c->callback([o, &exit_code] {
+    if (o->c.schemes.empty()) o->c.schemes = {"f32", "f16", "bf16", "int8", "int4:g32", "int4:g128"};
+    exit_code = run(*o);
+  });
+}
+
+}  // namespace sf::cli

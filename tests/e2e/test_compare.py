@@ -1,0 +1,50 @@
+"""eval kld and compare: the quantization cost table."""
+import os
+import unittest
+
+from sftest import ROOT, TempDirTest, sf, sf_json
+
+SAMPLE = os.path.join(ROOT, "samples", "jargon-llama")
+HELDOUT = os.path.join(ROOT, "samples", "heldout.txt")
+
+
+class Compare(TempDirTest):
+    def test_kld_of_an_artifact_against_itself_is_zero(self):
+        out = self.path("f32")
+        sf("convert", SAMPLE, "-o", out)
+        r = sf_json("eval", "kld", out, "--ref", out, "--text", HELDOUT, "--ctx", 64, "--chunks", 8)
+        self.assertEqual(r["kld"], 0.0)
+        self.assertEqual(r["top1_agreement"], 1.0)
+        self.assertEqual(r["ppl"], r["ref_ppl"])
+        p = sf_json("eval", "ppl", out, "--text", HELDOUT, "--ctx", 64, "--chunks", 8)
+        self.assertAlmostEqual(r["ppl"], p["ppl"], places=9)
+
+    def test_table_orders_schemes_by_cost(self):
+        keep = self.path("keep")
+        md = self.path("report.md")
+        r = sf_json("compare", SAMPLE, "--schemes", "f32,int8,int4:g128:asym", "--text", HELDOUT, "--ctx", 64,
+                    "--chunks", 20, "--keep", keep, "--out", md, "--bench-tokens", 4)
+        rows = {x["scheme"]: x for x in r["rows"]}
+        self.assertEqual(r["reference"], "f32")
+        self.assertEqual(rows["f32"]["kld"], 0.0)
+        self.assertGreater(rows["int8"]["kld"], 0.0)
+        self.assertGreater(rows["int4:g128:asym"]["kld"], rows["int8"]["kld"])
+        self.assertGreater(rows["f32"]["weight_bytes"], rows["int8"]["weight_bytes"])
+        self.assertGreater(rows["int8"]["weight_bytes"], rows["int4:g128:asym"]["weight_bytes"])
+        self.assertLess(rows["int4:g128:asym"]["top1_agreement"], 1.0)
+        # The PPL column is the same number eval ppl gives for the kept artifact.
+        p = sf_json("eval", "ppl", os.path.join(keep, "int8"), "--text", HELDOUT, "--ctx", 64, "--chunks", 20)
+        self.assertAlmostEqual(rows["int8"]["ppl"], p["ppl"], places=9)
+        with open(md) as f:
+            lines = f.read().splitlines()
+        self.assertEqual(len(lines), 2 + 3)
+        self.assertTrue(lines[3].startswith("| int8 |"))
+
+    def test_bad_scheme_fails_cleanly(self):
+        p = sf("compare", SAMPLE, "--schemes", "f32,int5", "--text", HELDOUT, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("int5", p.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,55 @@
+#include "validators/windows.h"
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <string>
+
+#include "core/error.h"
+#include "executor/session.h"
+
+namespace sf {
+
+WindowPlan plan_windows(size_t n_tokens, int64_t ctx, int64_t chunks) {
+  if (ctx < 2) fail("--ctx must be at least 2");
+  WindowPlan p;
+  p.ctx = ctx;
+  p.first_scored = ctx / 2;
+  p.windows = n_tokens > 0 ? (int64_t(n_tokens) - 1) / ctx : 0;
+  if (chunks >= 0) p.windows = std::min(p.windows, chunks);
+  if (p.windows <= 0)
+    fail("text has " + std::to_string(n_tokens) + " tokens: too few for one window of " + std::to_string(ctx) +
+         " (+1)");
+  return p;
+}
+
+void run_windows(const std::vector<const ExecModel*>& models, const std::vector<int>& tokens, const WindowPlan& plan,
+                 int bos, ThreadPool& pool, const ScoreFn& fn) {
+  const int64_t ctx = plan.ctx, first = plan.first_scored, per = plan.scored_per_window();
+  pool.parallel_for(size_t(plan.windows), [&](size_t b, size_t e) {
+    std::vector<std::unique_ptr<Session>> sessions;
+    for (const ExecModel* m : models) sessions.push_back(std::make_unique<Session>(*m, ctx, nullptr));
+    std::vector<const float*> logits(models.size());
+    for (size_t w = b; w < e; ++w) {
+      for (auto& s : sessions) s->reset();
+      const size_t base = w * size_t(ctx);
+      for (int64_t p = 0; p < ctx; ++p) {
+        const int tok = p == 0 ? bos : tokens[base + size_t(p)];
+        for (size_t m = 0; m < sessions.size(); ++m) logits[m] = sessions[m]->forward(tok, p >= first);
+        if (p >= first) fn(w * size_t(per) + size_t(p - first), logits, tokens[base + size_t(p) + 1]);
+      }
+    }
+  });
+}
+
+void log_softmax(const float* logits, size_t n, std::vector<double>& out) {
+  out.resize(n);
+  double mx = logits[0];
+  for (size_t i = 1; i < n; ++i) mx = std::max(mx, double(logits[i]));
+  double sum = 0;
+  for (size_t i = 0; i < n; ++i) sum += std::exp(double(logits[i]) - mx);
+  const double lse = mx + std::log(sum);
+  for (size_t i = 0; i < n; ++i) out[i] = double(logits[i]) - lse;
+}
+
+}  // namespace sf

@@ -20,7 +20,7 @@ int run(const Opts& o) {
   } else if (problems.empty()) {
     std::cout << o.dir << ": OK\n";
   } else {
-    for (const auto& p : problems) std::cerr << "shardforge: verify: " << p << "\n";
+    for (const auto& p : problems) std::cerr << "shardforge: verify: " << printable(p) << "\n";
   }
   return problems.empty() ? 0 : 1;
 }

@@ -25,6 +25,9 @@ void add_bench(CLI::App& app, int& exit_code);
 void add_compare(CLI::App& app, int& exit_code);
 
 void print_json(const json& j);
+// Messages may quote names read from a file. Keep them one printable line: valid UTF-8 passes,
+// control characters and invalid bytes become \xNN.
+std::string printable(const std::string& s);
 std::string human_bytes(uint64_t n);
 // A plain-text table with columns padded to the widest cell.
 void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows);

@@ -2,12 +2,14 @@
 // input, failed check), 2 usage error.
 #include <cstdio>
 #include <iostream>
+#include <string>
 
 #include "cli/common.h"
 #include "core/error.h"
 #include "shardforge_version.h"
 
 namespace {
+
 constexpr sf::cli::Command kCommands[] = {
     {"inspect", sf::cli::add_inspect}, {"convert", sf::cli::add_convert}, {"verify", sf::cli::add_verify},
     {"run", sf::cli::add_run},         {"eval", sf::cli::add_eval},       {"bench", sf::cli::add_bench},
@@ -28,13 +30,13 @@ int main(int argc, char** argv) {
     const int code = app.exit(e);
     return code == 0 ? 0 : 2;
   } catch (const sf::Error& e) {
-    std::fprintf(stderr, "shardforge: error: %s\n", e.what());
+    std::fprintf(stderr, "shardforge: error: %s\n", sf::cli::printable(e.what()).c_str());
     return 1;
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "shardforge: error: out of memory\n");
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "shardforge: error: %s\n", e.what());
+    std::fprintf(stderr, "shardforge: error: %s\n", sf::cli::printable(e.what()).c_str());
     return 1;
   }
   return exit_code;

@@ -17,7 +17,7 @@ uint64_t u64(const uint8_t* p) { return uint64_t(u32(p)) | uint64_t(u32(p + 4)) 
 ZipArchive::ZipArchive(const std::string& path) : path_(path) {
   map_ = std::make_shared<MappedFile>(path);  // also proves the file exists and is regular
   int err = 0;
-  za_ = zip_open(path.c_str(), ZIP_RDONLY | ZIP_CHECKCONS, &err);
+  za_.reset(zip_open(path.c_str(), ZIP_RDONLY | ZIP_CHECKCONS, &err));
   if (!za_) {
     zip_error_t ze;
     zip_error_init_with_code(&ze, err);
@@ -26,11 +26,11 @@ ZipArchive::ZipArchive(const std::string& path) : path_(path) {
     if (err == ZIP_ER_NOZIP) why = "not a zip archive";
     fail_file(path, why);
   }
-  const zip_int64_t n = zip_get_num_entries(za_, 0);
+  const zip_int64_t n = zip_get_num_entries(za_.get(), 0);
   for (zip_int64_t i = 0; i < n; ++i) {
     zip_stat_t st;
     zip_stat_init(&st);
-    if (zip_stat_index(za_, zip_uint64_t(i), 0, &st) != 0) fail_file(path, "unreadable zip entry " + std::to_string(i));
+    if (zip_stat_index(za_.get(), zip_uint64_t(i), 0, &st) != 0) fail_file(path, "unreadable zip entry " + std::to_string(i));
     ZipEntry e;
     e.name = st.name ? st.name : "";
     e.index = zip_uint64_t(i);
@@ -41,9 +41,7 @@ ZipArchive::ZipArchive(const std::string& path) : path_(path) {
   locate_stored_entries();
 }
 
-ZipArchive::~ZipArchive() {
-  if (za_) zip_discard(za_);
-}
+void ZipArchive::Closer::operator()(zip* z) const { zip_discard(z); }
 
 // libzip does not expose where an entry's bytes start, so walk the central directory (which
 // libzip has already validated) to the local headers.
@@ -105,8 +103,8 @@ std::vector<uint8_t> ZipArchive::read(const ZipEntry& e) const {
     std::memcpy(out.data(), map_->data() + e.data_offset, e.size);
     return out;
   }
-  zip_file_t* f = zip_fopen_index(za_, e.index, 0);
-  if (!f) fail_file(path_, "cannot open zip entry " + e.name + ": " + zip_strerror(za_));
+  zip_file_t* f = zip_fopen_index(za_.get(), e.index, 0);
+  if (!f) fail_file(path_, "cannot open zip entry " + e.name + ": " + zip_strerror(za_.get()));
   const zip_int64_t got = e.size ? zip_fread(f, out.data(), e.size) : 0;
   const bool ok = got == zip_int64_t(e.size);
   std::string why = ok ? "" : zip_file_strerror(f);

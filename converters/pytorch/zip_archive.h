@@ -24,7 +24,6 @@ struct ZipEntry {
 class ZipArchive {
  public:
   explicit ZipArchive(const std::string& path);
-  ~ZipArchive();
   ZipArchive(const ZipArchive&) = delete;
   ZipArchive& operator=(const ZipArchive&) = delete;
 
@@ -37,7 +36,10 @@ class ZipArchive {
  private:
   void locate_stored_entries();
   std::string path_;
-  zip* za_ = nullptr;
+  struct Closer {
+    void operator()(zip* z) const;
+  };
+  std::unique_ptr<zip, Closer> za_;  // freed even when the constructor throws
   std::shared_ptr<MappedFile> map_;
   std::vector<ZipEntry> entries_;
 };

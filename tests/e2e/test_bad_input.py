@@ -204,6 +204,13 @@ class BadInput(TempDirTest):
             f.write('{"architectures": ["GPT2LMHeadModel"]}')
         self.expect_failure(src, "unknown architecture 'GPT2LMHeadModel'")
 
+    def test_names_from_the_file_are_escaped_in_messages(self):
+        src = self.path("names.pt")
+        name = "evil\nname\x1b[31m"
+        torch_zip(src, torch_pickle(OrderedDict([(name, TensorRecord(4, 0, (2, 2), (2, 1)))])), {"0": b"\0" * 16})
+        msg = self.expect_failure(src, "unknown architecture")
+        self.assertIn("evil\\x0aname\\x1b[31m", msg)
+
     def test_legacy_pickle_format(self):
         src = self.path("legacy.pt")
         torch.save({"w": torch.zeros(3)}, src, _use_new_zipfile_serialization=False)

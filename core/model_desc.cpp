@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "core/error.h"
+#include "core/json_util.h"
 
 namespace sf {
 
@@ -19,20 +20,22 @@ ModelDesc ModelDesc::from_json(const json& j) {
   ModelDesc m;
   try {
     m.family = j.at("family").get<std::string>();
-    m.vocab_size = j.at("vocab_size").get<int64_t>();
-    m.d_model = j.at("d_model").get<int64_t>();
-    m.n_layers = j.at("n_layers").get<int64_t>();
-    m.n_heads = j.at("n_heads").get<int64_t>();
-    m.n_kv_heads = j.at("n_kv_heads").get<int64_t>();
-    m.head_dim = j.at("head_dim").get<int64_t>();
-    m.ffn_dim = j.at("ffn_dim").get<int64_t>();
+    const std::string what = "model description";
+    constexpr int64_t kMax = int64_t(1) << 40;
+    m.vocab_size = json_int(j, "vocab_size", what, 1, kMax);
+    m.d_model = json_int(j, "d_model", what, 1, kMax);
+    m.n_layers = json_int(j, "n_layers", what, 1, 1 << 20);
+    m.n_heads = json_int(j, "n_heads", what, 1, 1 << 20);
+    m.n_kv_heads = json_int(j, "n_kv_heads", what, 1, 1 << 20);
+    m.head_dim = json_int(j, "head_dim", what, 1, kMax);
+    m.ffn_dim = json_int(j, "ffn_dim", what, 1, kMax);
     m.norm = j.at("norm").get<std::string>();
     m.norm_eps = j.at("norm_eps").get<double>();
     m.activation = j.at("activation").get<std::string>();
     m.rope_theta = j.at("rope_theta").get<double>();
-    m.rope_dims = j.at("rope_dims").get<int64_t>();
+    m.rope_dims = json_int(j, "rope_dims", what, 0, kMax);
     m.tied_embeddings = j.at("tied_embeddings").get<bool>();
-    m.max_seq = j.value("max_seq", int64_t(0));
+    m.max_seq = j.contains("max_seq") ? json_int(j, "max_seq", what, 0, kMax) : 0;
   } catch (const json::exception& e) {
     fail(std::string("model description: ") + e.what());
   }

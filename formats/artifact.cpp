@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/fs_util.h"
+#include "core/json_util.h"
 #include "core/sha256.h"
 #include "formats/manifest.h"
 
@@ -23,9 +24,9 @@ Artifact::Artifact(const std::string& dir) : dir_(dir) {
     embedding_ = std::make_shared<MappedFile>(efile);
     const auto type = qtype_from_name(emb.at("type").get<std::string>());
     if (!type) fail_file(mpath, "embedding has unknown type");
-    views_["embed.weight"] = make_view(efile, "embed.weight", *type, emb.value("group", size_t(0)),
-                                       emb.at("shape").get<std::vector<int64_t>>(), embedding_->data(),
-                                       embedding_->size());
+    const size_t group = emb.contains("group") ? size_t(json_int(emb, "group", mpath, 0, 1 << 30)) : 0;
+    views_["embed.weight"] = make_view(efile, "embed.weight", *type, group, json_int_list(emb, "shape", mpath),
+                                       embedding_->data(), embedding_->size());
     std::vector<std::string> files;
     for (const auto& b : units.at("blocks")) files.push_back(b.get<std::string>());
     files.push_back(units.at("head").get<std::string>());
@@ -66,7 +67,8 @@ std::string Artifact::tokenizer_path() const {
 
 uint64_t Artifact::file_bytes() const {
   uint64_t n = 0;
-  for (const auto& f : manifest_.value("files", json::array())) n += f.value("bytes", uint64_t(0));
+  for (const auto& f : manifest_.value("files", json::array()))
+    if (f.is_object() && f.contains("bytes") && f["bytes"].is_number_unsigned()) n += f["bytes"].get<uint64_t>();
   return n;
 }
 
@@ -92,9 +94,10 @@ std::vector<std::string> verify_artifact(const std::string& dir) {
       continue;
     }
     const uint64_t size = fs::file_size(path);
-    if (size != f.value("bytes", uint64_t(0))) {
+    const bool listed_size = f.contains("bytes") && f["bytes"].is_number_unsigned();
+    if (!listed_size || size != f["bytes"].get<uint64_t>()) {
       problems.push_back(path + ": size " + std::to_string(size) + " differs from the manifest's " +
-                         std::to_string(f.value("bytes", uint64_t(0))));
+                         (listed_size ? f["bytes"].dump() : std::string("(none)")));
       continue;
     }
     if (sha256_file(path) != f.value("sha256", "")) problems.push_back(path + ": sha256 differs from the manifest");

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json_util.h"
 
 namespace sf {
 
@@ -82,12 +83,12 @@ ShardFile::ShardFile(const std::string& path) : map_(std::make_shared<MappedFile
       const std::string name = e.at("name").get<std::string>();
       const auto type = qtype_from_name(e.at("type").get<std::string>());
       if (!type) fail_file(path, "tensor " + name + " has unknown type " + e.at("type").dump());
-      const size_t off = e.at("offset").get<size_t>(), nb = e.at("nbytes").get<size_t>();
+      const size_t off = size_t(json_int(e, "offset", path, 0)), nb = size_t(json_int(e, "nbytes", path, 0));
       if (off % kShardAlign) fail_file(path, "tensor " + name + " is not 64-byte aligned");
       if (off < prev_end || off > n || nb > n - off) fail_file(path, "tensor " + name + " lies outside the data area (truncated?)");
       prev_end = off + nb;
-      tensors_.push_back(make_view(path, name, *type, e.value("group", size_t(0)),
-                                   e.at("shape").get<std::vector<int64_t>>(), d + off, nb));
+      const size_t group = e.contains("group") ? size_t(json_int(e, "group", path, 0, 1 << 30)) : 0;
+      tensors_.push_back(make_view(path, name, *type, group, json_int_list(e, "shape", path), d + off, nb));
     }
   } catch (const json::exception& e) {
     fail_file(path, std::string("malformed shard header: ") + e.what());

@@ -29,6 +29,13 @@ const Value* Value::get(const std::string& key) const {
   return nullptr;
 }
 
+Tree::~Tree() {
+  for (auto& c : containers) {
+    c->items.clear();
+    c->dict.clear();
+  }
+}
+
 namespace {
 
 constexpr size_t kMaxStack = 1 << 20;
@@ -39,7 +46,7 @@ class Machine {
   Machine(const uint8_t* d, size_t n, const AllowList& a, const PersistentLoad& pl, const std::string& w)
       : p_(d), end_(d + n), allow_(a), pload_(pl), where_(w) {}
 
-  ValuePtr run() {
+  Tree run() {
     for (;;) {
       const uint8_t op = byte();
       switch (op) {
@@ -110,7 +117,8 @@ class Machine {
         case '2': push(top()); break;
         case '.': {
           if (stack_.size() != 1) error("STOP with " + std::to_string(stack_.size()) + " values on the stack");
-          return stack_.back();
+          tree_.root = stack_.back();
+          return std::move(tree_);
         }
         default: {
           char buf[8];
@@ -175,6 +183,11 @@ class Machine {
   }
   void push(ValuePtr v) {
     if (stack_.size() >= kMaxStack) error("pickle stack too deep");
+    const Kind k = v->kind;
+    if ((k == Kind::List || k == Kind::Tuple || k == Kind::Dict || k == Kind::Set) && !owned_.count(v.get())) {
+      owned_.insert(v.get());
+      tree_.containers.push_back(v);
+    }
     stack_.push_back(std::move(v));
   }
   void need(size_t k) {
@@ -263,12 +276,14 @@ class Machine {
   std::vector<ValuePtr> stack_;
   std::vector<size_t> marks_;
   std::map<uint64_t, ValuePtr> memo_;
+  Tree tree_;  // owns every container, also on error (its destructor breaks cycles)
+  std::set<const Value*> owned_;
 };
 
 }  // namespace
 
-ValuePtr run(const uint8_t* data, size_t n, const AllowList& allow, const PersistentLoad& persistent_load,
-             const std::string& where) {
+Tree run(const uint8_t* data, size_t n, const AllowList& allow, const PersistentLoad& persistent_load,
+         const std::string& where) {
   Machine m(data, n, allow, persistent_load, where);
   return m.run();
 }

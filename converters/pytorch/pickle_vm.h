@@ -59,8 +59,21 @@ struct AllowList {
   std::set<std::string> names;                // may be named (type tags, dtypes), never called
 };
 
+// The unpickled tree. A pickle can build containers that hold themselves (a list appended to
+// itself) and nestings as deep as the file is long; Tree owns every container and, when it goes,
+// empties them one by one, so neither cycles leak nor deep nesting recurses.
+class Tree {
+ public:
+  Tree() = default;
+  Tree(Tree&&) = default;
+  Tree& operator=(Tree&&) = default;
+  ~Tree();
+  ValuePtr root;
+  std::vector<ValuePtr> containers;
+};
+
 // Runs the pickle in data[0, n). `where` prefixes every error ("model.pt: archive/data.pkl").
-ValuePtr run(const uint8_t* data, size_t n, const AllowList& allow, const PersistentLoad& persistent_load,
-             const std::string& where);
+Tree run(const uint8_t* data, size_t n, const AllowList& allow, const PersistentLoad& persistent_load,
+         const std::string& where);
 
 }  // namespace sf::pickle

@@ -40,13 +40,14 @@ bool has_tensor(const Value& v) {
   return false;
 }
 
-// The dict of tensors inside a checkpoint root, following the usual nesting.
-const Value* find_state_dict(const Value& root) {
-  if (root.kind != Kind::Dict) return nullptr;
+// The dict of tensors inside a checkpoint root, following the usual nesting (a few levels at most:
+// a pickle can make a dict that contains itself).
+const Value* find_state_dict(const Value& root, int depth = 0) {
+  if (root.kind != Kind::Dict || depth > 4) return nullptr;
   if (has_tensor(root)) return &root;
   for (const char* key : kStateDictKeys)
     if (const Value* v = root.get(key); v && v->kind == Kind::Dict)
-      if (const Value* inner = find_state_dict(*v)) return inner;
+      if (const Value* inner = find_state_dict(*v, depth + 1)) return inner;
   return nullptr;
 }
 
@@ -63,7 +64,7 @@ std::string strip_prefixes(std::string name) {
 }
 
 void add_tensors(TorchCheckpoint& ck, SourceModel& m, const std::set<std::string>* only) {
-  const Value* sd = find_state_dict(*ck.root);
+  const Value* sd = find_state_dict(*ck.root());
   if (!sd) fail_file(ck.path, "no state dict of tensors found in the checkpoint");
   for (const auto& [k, v] : sd->dict) {
     if (k->kind != Kind::Str || v->kind != Kind::Tensor) continue;
@@ -73,9 +74,9 @@ void add_tensors(TorchCheckpoint& ck, SourceModel& m, const std::set<std::string
     t.check_bounds();
     if (!m.tensors.emplace(name, std::move(t)).second) fail_file(ck.path, "tensor " + name + " appears twice");
   }
-  if (ck.root->kind == Kind::Dict && m.config.is_null())
+  if (ck.root()->kind == Kind::Dict && m.config.is_null())
     for (const char* key : kArgsKeys)
-      if (const Value* a = ck.root->get(key); a && a->kind == Kind::Dict) {
+      if (const Value* a = ck.root()->get(key); a && a->kind == Kind::Dict) {
         m.config = pickle_to_json(*a);
         m.config_kind = "model_args";
         break;

@@ -1,6 +1,7 @@
 #include "converters/pytorch/torch_checkpoint.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "core/error.h"
 
@@ -11,6 +12,8 @@ using pickle::Value;
 using pickle::ValuePtr;
 
 namespace {
+
+constexpr uint64_t kMaxPickleBytes = uint64_t(1) << 30;
 
 // Bytes of a stored (uncompressed) entry, read in place from the archive's memory map.
 class MappedRegion : public Storage {
@@ -152,6 +155,7 @@ TorchCheckpoint TorchCheckpoint::open(const std::string& path) {
     auto b = ck.archive->read(*bo);
     if (std::string(b.begin(), b.end()) != "little") fail_file(path, "big-endian checkpoints are not supported");
   }
+  if (pkl->size > kMaxPickleBytes) fail_file(path, pkl->name + " is larger than " + std::to_string(kMaxPickleBytes) + " bytes");
   const std::vector<uint8_t> bytes = ck.archive->read(*pkl);
   const std::string where = path + ": " + pkl->name;
   auto load = [&](const ValuePtr& pid) -> ValuePtr {
@@ -173,12 +177,14 @@ TorchCheckpoint TorchCheckpoint::open(const std::string& path) {
     const ZipEntry* e = ck.archive->find(ck.prefix + "data/" + v->storage->key);
     if (!e) fail(where + ": storage data/" + v->storage->key + " is missing from the archive");
     const uint64_t want = uint64_t(v->storage->numel) * dtype_size(*dt);
-    if (v->storage->numel < 0 || e->size < want)
+    // Stored entries are read in place, so a longer entry is harmless; a compressed one is inflated
+    // whole, so it must be exactly the declared size (no zip bomb behind a small storage).
+    if (v->storage->numel < 0 || e->size < want || (!e->stored && e->size != want))
       fail(path + ": storage data/" + v->storage->key + " holds " + std::to_string(e->size) +
            " bytes but the pickle declares " + std::to_string(want));
     return v;
   };
-  ck.root = pickle::run(bytes.data(), bytes.size(), torch_allow_list(), load, where);
+  ck.tree = pickle::run(bytes.data(), bytes.size(), torch_allow_list(), load, where);
   return ck;
 }
 
@@ -205,27 +211,40 @@ LazyTensor TorchCheckpoint::tensor(const std::string& name, const Value& v) {
   return lt;
 }
 
-json pickle_to_json(const Value& v) {
+namespace {
+constexpr size_t kMaxJsonNodes = 1 << 20;
+
+json to_json(const Value& v, std::vector<const Value*>& path, size_t& budget) {
+  if (++budget > kMaxJsonNodes) fail("checkpoint metadata is too large");
+  if (std::find(path.begin(), path.end(), &v) != path.end()) return nullptr;  // a cycle
+  path.push_back(&v);
+  json out;
   switch (v.kind) {
-    case Kind::None: return nullptr;
-    case Kind::Bool: return v.b;
-    case Kind::Int: return v.i;
-    case Kind::Float: return v.f;
-    case Kind::Str: return v.s;
+    case Kind::Bool: out = v.b; break;
+    case Kind::Int: out = v.i; break;
+    case Kind::Float: out = v.f; break;
+    case Kind::Str: out = v.s; break;
     case Kind::List:
-    case Kind::Tuple: {
-      json a = json::array();
-      for (const auto& x : v.items) a.push_back(pickle_to_json(*x));
-      return a;
-    }
-    case Kind::Dict: {
-      json o = json::object();
+    case Kind::Tuple:
+      out = json::array();
+      for (const auto& x : v.items) out.push_back(to_json(*x, path, budget));
+      break;
+    case Kind::Dict:
+      out = json::object();
       for (const auto& [k, x] : v.dict)
-        if (k->kind == Kind::Str && x->kind != Kind::Tensor) o[k->s] = pickle_to_json(*x);
-      return o;
-    }
-    default: return nullptr;
+        if (k->kind == Kind::Str && x->kind != Kind::Tensor) out[k->s] = to_json(*x, path, budget);
+      break;
+    default: break;
   }
+  path.pop_back();
+  return out;
+}
+}  // namespace
+
+json pickle_to_json(const Value& v) {
+  std::vector<const Value*> path;
+  size_t budget = 0;
+  return to_json(v, path, budget);
 }
 
 }  // namespace sf

@@ -13,7 +13,8 @@ namespace sf {
 
 struct TorchCheckpoint {
   std::string path;
-  pickle::ValuePtr root;  // the unpickled object tree; tensors appear as Kind::Tensor
+  pickle::Tree tree;      // the unpickled objects; tree.root is the checkpoint's top object
+  const pickle::ValuePtr& root() const { return tree.root; }
   std::shared_ptr<ZipArchive> archive;
   std::string prefix;     // archive directory holding data.pkl, with trailing '/'
 
@@ -28,7 +29,8 @@ struct TorchCheckpoint {
 // The allow-list torch checkpoints need: containers, tensor/parameter rebuilders, storage types.
 const pickle::AllowList& torch_allow_list();
 
-// Plain values (numbers, strings, lists, dicts) as JSON; tensors and other objects are skipped.
+// Plain values (numbers, strings, lists, dicts) as JSON; tensors and other objects are skipped, and
+// so are containers met again on the way down (cycles). Throws Error past a size budget.
 json pickle_to_json(const pickle::Value& v);
 
 }  // namespace sf

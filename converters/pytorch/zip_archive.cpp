@@ -99,6 +99,7 @@ const ZipEntry* ZipArchive::find(const std::string& name) const {
 
 std::vector<uint8_t> ZipArchive::read(const ZipEntry& e) const {
   std::vector<uint8_t> out(e.size);
+  if (e.size == 0) return out;
   if (e.stored) {
     std::memcpy(out.data(), map_->data() + e.data_offset, e.size);
     return out;

@@ -9,7 +9,7 @@
 namespace sf::pickle {
 namespace {
 
-ValuePtr run_bytes(const std::string& p) {
+Tree run_bytes(const std::string& p) {
   return run(reinterpret_cast<const uint8_t*>(p.data()), p.size(), torch_allow_list(), nullptr, "test.pkl");
 }
 
@@ -30,7 +30,8 @@ const unsigned char kPlainBytes[] = {
 const std::string kPlain(reinterpret_cast<const char*>(kPlainBytes), sizeof kPlainBytes);
 
 TEST(PickleVM, ReadsPlainContainers) {
-  ValuePtr v = run_bytes(kPlain);
+  Tree t = run_bytes(kPlain);
+  const ValuePtr& v = t.root;
   ASSERT_EQ(v->kind, Kind::Dict);
   const Value* a = v->get("a");
   ASSERT_NE(a, nullptr);
@@ -47,9 +48,25 @@ TEST(PickleVM, ReadsPlainContainers) {
 TEST(PickleVM, ReadsNegativeAndWideIntegers) {
   // LONG1 with 8 bytes: -2^40;  BININT: -5
   const std::string p = std::string("\x80\x02(\x8a\x08\x00\x00\x00\x00\x00\xff\xff\xffJ\xfb\xff\xff\xfft.", 20);
-  ValuePtr v = run_bytes(p);
+  Tree t = run_bytes(p);
+  const ValuePtr& v = t.root;
   EXPECT_EQ(v->items[0]->i, -(int64_t(1) << 40));
   EXPECT_EQ(v->items[1]->i, -5);
+}
+
+TEST(PickleVM, SelfContainingListsAndDeepNestingAreSafe) {
+  // l = []; l.append(l)  ->  ] q0 h0 a .
+  Tree t = run_bytes(std::string("\x80\x02]q\x00h\x00" "a.", 9));
+  ASSERT_EQ(t.root->items.size(), 1u);
+  EXPECT_EQ(t.root->items[0].get(), t.root.get());
+  EXPECT_TRUE(sf::pickle_to_json(*t.root).is_array());  // the cycle becomes null, not a hang
+  // 200000 nested lists, each appended into the one below: destroying them must not recurse.
+  std::string deep = "\x80\x02";
+  for (int i = 0; i < 200000; ++i) deep += "]";
+  for (int i = 0; i < 199999; ++i) deep += "a";
+  deep += ".";
+  Tree d = run_bytes(deep);
+  EXPECT_EQ(d.root->kind, Kind::List);
 }
 
 TEST(PickleVM, RejectsGlobalsOffTheListByName) {

@@ -75,6 +75,14 @@ TEST(ShardFile, RejectsDamage) {
   b = good;
   b[17] = '#';  // inside the JSON
   expect_error(b, "malformed shard header");
+  // A negative size: the header is valid JSON, the number is not a size.
+  const std::string text(good.begin(), good.end());
+  const size_t at = text.find("\"nbytes\":20");
+  ASSERT_NE(at, std::string::npos);
+  b = good;
+  b[at + 9] = '-';
+  b[at + 10] = '1';
+  expect_error(b, "'nbytes' is out of range");
   std::remove(path.c_str());
 }
 

@@ -1,0 +1,36 @@
+#include "core/json_util.h"
+
+#include "core/error.h"
+
+namespace sf {
+
+namespace {
+int64_t as_int(const nlohmann::json& v, const std::string& what, const char* key, int64_t lo, int64_t hi) {
+  int64_t x;
+  if (v.is_number_unsigned()) {
+    const uint64_t u = v.get<uint64_t>();
+    if (u > uint64_t(INT64_MAX)) fail(what + ": '" + key + "' is out of range");
+    x = int64_t(u);
+  } else if (v.is_number_integer()) {
+    x = v.get<int64_t>();
+  } else {
+    fail(what + ": '" + key + "' is not an integer");
+  }
+  if (x < lo || x > hi) fail(what + ": '" + key + "' is out of range");
+  return x;
+}
+}  // namespace
+
+int64_t json_int(const nlohmann::json& j, const char* key, const std::string& what, int64_t lo, int64_t hi) {
+  if (!j.is_object() || !j.contains(key)) fail(what + ": '" + key + "' is missing");
+  return as_int(j[key], what, key, lo, hi);
+}
+
+std::vector<int64_t> json_int_list(const nlohmann::json& j, const char* key, const std::string& what) {
+  if (!j.is_object() || !j.contains(key) || !j[key].is_array()) fail(what + ": '" + key + "' is not a list");
+  std::vector<int64_t> out;
+  for (const auto& v : j[key]) out.push_back(as_int(v, what, key, INT64_MIN, INT64_MAX));
+  return out;
+}
+
+}  // namespace sf

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every libFuzzer target for SECONDS each, seeded from real torch.save checkpoints, their
 # pickles and real shards. Crashes are left in WORK/crash-*; exit 1 if any target found one.
-# Usage: bench/fuzz.sh FUZZ_BUILD_DIR [SECONDS]   (build: see tests/fuzz/CMakeLists.txt)
+# Usage: bench/fuzz.sh FUZZ_BUILD_DIR [SECONDS]   (build: see tests/fuzz/CMakeLists.txt; needs build/shardforge)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FUZZ=${1:?usage: bench/fuzz.sh FUZZ_BUILD_DIR [SECONDS]}
@@ -23,8 +23,8 @@ for i, ck in enumerate(sorted(glob.glob(f"{work}/fixtures/*/*.bin") + glob.glob(
         pkl = next(n for n in z.namelist() if n.endswith("data.pkl"))
         open(f"{work}/pickle/seed{i}", "wb").write(z.read(pkl))
 PY
-build/shardforge convert "$WORK/fixtures/hf_gqa" -o "$WORK/art" --quant int4:g32:asym >/dev/null 2>&1 ||
-  "$FUZZ/../build/shardforge" convert "$WORK/fixtures/hf_gqa" -o "$WORK/art" --quant int4:g32:asym >/dev/null
+[ -x build/shardforge ] || { echo "fuzz.sh: build/shardforge missing (run scripts/setup.sh first)" >&2; exit 2; }
+build/shardforge convert "$WORK/fixtures/hf_gqa" -o "$WORK/art" --quant int4:g32:asym >/dev/null
 cp "$WORK"/art/*.shard "$WORK/shard/"
 
 status=0
@@ -32,9 +32,10 @@ for t in pickle:fuzz_pickle zip:fuzz_torch_zip shard:fuzz_shard; do
   corpus=${t%%:*} target=${t##*:}
   echo "== $target ($SECONDS_EACH s)"
   if ! (cd "$WORK" && "$OLDPWD/$FUZZ/tests/fuzz/$target" -max_total_time="$SECONDS_EACH" -max_len=200000 \
-          -artifact_prefix="$WORK/crash-$target-" "$WORK/$corpus" 2>&1 | grep -E "^#[0-9]+ *DONE|ERROR|SUMMARY" ); then
+          -artifact_prefix="$WORK/crash-$target-" "$WORK/$corpus" 2>&1 | grep -E "^Done [0-9]+ runs|ERROR|SUMMARY" ); then
     :
   fi
   ls "$WORK"/crash-"$target"-* >/dev/null 2>&1 && { echo "$target: crash found"; status=1; }
 done
+[ "$status" -eq 0 ] && rm -rf "$WORK"
 exit $status

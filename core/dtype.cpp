@@ -8,16 +8,16 @@ namespace sf {
 
 namespace {
 constexpr std::array<DTypeInfo, 10> kTypes = {{
-    {DType::F32, "f32", "FloatStorage", "float32", 4},
-    {DType::F16, "f16", "HalfStorage", "float16", 2},
-    {DType::BF16, "bf16", "BFloat16Storage", "bfloat16", 2},
-    {DType::F64, "f64", "DoubleStorage", "float64", 8},
-    {DType::I64, "i64", "LongStorage", "int64", 8},
-    {DType::I32, "i32", "IntStorage", "int32", 4},
-    {DType::I16, "i16", "ShortStorage", "int16", 2},
-    {DType::I8, "i8", "CharStorage", "int8", 1},
-    {DType::U8, "u8", "ByteStorage", "uint8", 1},
-    {DType::Bool, "bool", "BoolStorage", "bool", 1},
+    {DType::F32, "f32", "FloatStorage", 4},
+    {DType::F16, "f16", "HalfStorage", 2},
+    {DType::BF16, "bf16", "BFloat16Storage", 2},
+    {DType::F64, "f64", "DoubleStorage", 8},
+    {DType::I64, "i64", "LongStorage", 8},
+    {DType::I32, "i32", "IntStorage", 4},
+    {DType::I16, "i16", "ShortStorage", 2},
+    {DType::I8, "i8", "CharStorage", 1},
+    {DType::U8, "u8", "ByteStorage", 1},
+    {DType::Bool, "bool", "BoolStorage", 1},
 }};
 
 template <typename T>
@@ -33,12 +33,6 @@ const DTypeInfo& dtype_info(DType t) { return kTypes[static_cast<size_t>(t)]; }
 std::optional<DType> dtype_from_torch_storage(std::string_view storage_class) {
   for (const auto& info : kTypes)
     if (storage_class == info.torch_storage) return info.type;
-  return std::nullopt;
-}
-
-std::optional<DType> dtype_from_torch_dtype(std::string_view dtype_name) {
-  for (const auto& info : kTypes)
-    if (dtype_name == info.torch_dtype) return info.type;
   return std::nullopt;
 }
 

@@ -15,13 +15,11 @@ struct DTypeInfo {
   DType type;
   const char* name;          // "f32"
   const char* torch_storage; // pickle global name of the typed storage, e.g. "FloatStorage"
-  const char* torch_dtype;   // "float32", as torch.<name>
   size_t size;
 };
 
 const DTypeInfo& dtype_info(DType t);
 std::optional<DType> dtype_from_torch_storage(std::string_view storage_class);
-std::optional<DType> dtype_from_torch_dtype(std::string_view dtype_name);
 inline size_t dtype_size(DType t) { return dtype_info(t).size; }
 inline const char* dtype_name(DType t) { return dtype_info(t).name; }
 

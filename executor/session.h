@@ -17,7 +17,6 @@ class Session {
   const float* forward(int32_t token, bool want_logits = true);
   void reset() { pos_ = 0; }
   int64_t pos() const { return pos_; }
-  int64_t max_ctx() const { return max_ctx_; }
 
  private:
   const ExecModel& m_;

@@ -29,10 +29,4 @@ Scheme Policy::scheme_for(const std::string& name, bool is_norm) const {
   return base_;
 }
 
-json Policy::to_json() const {
-  json o = json::array();
-  for (const auto& [pat, s] : overrides_) o.push_back({{"pattern", pat}, {"scheme", s.name()}});
-  return {{"base", base_.name()}, {"overrides", o}};
-}
-
 }  // namespace sf

@@ -21,7 +21,6 @@ class Policy {
   void add_override(const std::string& spec);
   Scheme scheme_for(const std::string& canonical_name, bool is_norm) const;
   const Scheme& base() const { return base_; }
-  json to_json() const;
 
  private:
   Scheme base_;

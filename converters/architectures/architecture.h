@@ -32,7 +32,6 @@ struct ArchitectureMap {
   ModelDesc (*hyperparams)(const SourceModel&);
   // Source name of the output projection, which may be absent or share the embedding's storage.
   const char* output_source;
-  const char* embed_source;
 };
 
 const std::vector<ArchitectureMap>& architecture_maps();

@@ -91,7 +91,7 @@ const std::vector<ArchitectureMap>& architecture_maps() {
            {"head.output.weight", "lm_head.weight"},
        },
        {"model.layers.{i}.self_attn.rotary_emb.inv_freq"},
-       hf_hyperparams, "lm_head.weight", "model.embed_tokens.weight"},
+       hf_hyperparams, "lm_head.weight"},
       {"llama", "meta", {}, "layers.{i}.attention.wq.weight",
        {
            {"embed.weight", "tok_embeddings.weight"},
@@ -108,7 +108,7 @@ const std::vector<ArchitectureMap>& architecture_maps() {
            {"head.output.weight", "output.weight"},
        },
        {"rope.freqs", "freqs_cis"},
-       meta_hyperparams, "output.weight", "tok_embeddings.weight"},
+       meta_hyperparams, "output.weight"},
   };
   return maps;
 }

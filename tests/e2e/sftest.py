@@ -16,6 +16,8 @@ FIXTURES = os.environ.get("SF_FIXTURES", os.path.join(ROOT, "build", "fixtures")
 SHARED = os.environ.get("SF_SHARED", os.path.join(ROOT, "..", "shared"))
 STORIES = os.path.join(SHARED, "models", "stories260K")
 CORPUS = os.path.join(SHARED, "corpus")
+SAMPLE = os.path.join(ROOT, "samples", "jargon-llama")
+HELDOUT = os.path.join(ROOT, "samples", "heldout.txt")
 
 
 def sf(*args, check=True, **kw):

@@ -2,10 +2,8 @@
 import os
 import unittest
 
-from sftest import ROOT, TempDirTest, sf, sf_json
+from sftest import HELDOUT, SAMPLE, TempDirTest, sf, sf_json
 
-SAMPLE = os.path.join(ROOT, "samples", "jargon-llama")
-HELDOUT = os.path.join(ROOT, "samples", "heldout.txt")
 
 
 class Compare(TempDirTest):

@@ -5,13 +5,11 @@ import unittest
 
 import torch
 
-from sftest import ROOT, TempDirTest, read_bytes, read_json, sf, sf_json
+from sftest import HELDOUT, ROOT, SAMPLE, TempDirTest, read_bytes, read_json, sf, sf_json
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
 from llama_ref import Config, HFLlama, windowed_ppl  # noqa: E402
 
-SAMPLE = os.path.join(ROOT, "samples", "jargon-llama")
-HELDOUT = os.path.join(ROOT, "samples", "heldout.txt")
 
 
 class Sample(TempDirTest):

@@ -17,6 +17,23 @@ class Compare(TempDirTest):
         p = sf_json("eval", "ppl", out, "--text", HELDOUT, "--ctx", 64, "--chunks", 8)
         self.assertAlmostEqual(r["ppl"], p["ppl"], places=9)
 
+    def test_evaluation_does_not_depend_on_the_thread_count(self):
+        out = self.path("q")
+        sf("convert", SAMPLE, "-o", out, "--quant", "int4:g64:asym")
+        args = ["eval", "ppl", out, "--text", HELDOUT, "--ctx", 64, "--chunks", 12]
+        one, two = sf_json(*args, "-t", 1), sf_json(*args, "-t", 2)
+        self.assertEqual(one["ppl"], two["ppl"])
+        self.assertEqual(one["ppl_stderr"], two["ppl_stderr"])
+        a = sf_json("run", out, "-p", "The hacker", "-n", 16, "-t", 1)
+        b = sf_json("run", out, "-p", "The hacker", "-n", 16, "-t", 2)
+        self.assertEqual(a["ids"], b["ids"])
+        # Sampling is reproducible from its seed.
+        s1 = sf_json("run", out, "-p", "The hacker", "-n", 24, "--temp", 0.9, "--seed", 7, "--ignore-eos")
+        s2 = sf_json("run", out, "-p", "The hacker", "-n", 24, "--temp", 0.9, "--seed", 7, "--ignore-eos")
+        s3 = sf_json("run", out, "-p", "The hacker", "-n", 24, "--temp", 0.9, "--seed", 8, "--ignore-eos")
+        self.assertEqual(s1["ids"], s2["ids"])
+        self.assertNotEqual(s1["ids"], s3["ids"])
+
     def test_table_orders_schemes_by_cost(self):
         keep = self.path("keep")
         md = self.path("report.md")

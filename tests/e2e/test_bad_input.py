@@ -13,7 +13,7 @@ from collections import OrderedDict
 
 import torch
 
-from sftest import TempDirTest, fixture, read_bytes, sf, write_bytes
+from sftest import SAMPLE, TempDirTest, fixture, read_bytes, sf, write_bytes
 
 
 def torch_zip(path, pickle_bytes, storages=None, prefix="archive"):
@@ -215,6 +215,27 @@ class BadInput(TempDirTest):
         src = self.path("legacy.pt")
         torch.save({"w": torch.zeros(3)}, src, _use_new_zipfile_serialization=False)
         self.expect_failure(src, src, "legacy")
+
+    def test_tokenizer_larger_than_the_vocabulary(self):
+        tok = os.path.join(SAMPLE, "tokenizer.model")  # 512 pieces; the fixture has 300 embeddings
+        self.expect_failure(fixture("hf_gqa"), "512 pieces", "300", extra=("--tokenizer", tok))
+
+    def test_artifact_without_tokenizer_and_too_short_text(self):
+        out = self.path("art")
+        sf("convert", fixture("hf_gqa"), "-o", out)
+        p = sf("run", out, "-p", "hello", check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("no tokenizer", p.stderr)
+        art = self.path("sample")
+        sf("convert", SAMPLE, "-o", art)
+        short = self.path("short.txt")
+        write_bytes(short, "too short")
+        p = sf("eval", "ppl", art, "--text", short, "--ctx", 128, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("too few for one window", p.stderr)
+        p = sf("eval", "ppl", art, "--text", self.path("absent.txt"), check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("absent.txt", p.stderr)
 
     def test_bad_tokenizer(self):
         tok = self.path("tok.model")

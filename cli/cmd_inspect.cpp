@@ -19,17 +19,6 @@ struct Opts {
   bool json_out = false;
 };
 
-// Canonical names in streaming order: embedding, blocks, head.
-std::vector<std::string> canonical_order(const ModelDesc& d) {
-  std::vector<std::string> names;
-  for (UnitKind k : {UnitKind::Embedding, UnitKind::Block, UnitKind::Head}) {
-    const int64_t n = k == UnitKind::Block ? d.n_layers : 1;
-    for (int64_t i = 0; i < n; ++i)
-      for (const auto& s : unit_tensors(d, k, i)) names.push_back(s.name);
-  }
-  return names;
-}
-
 json inspect_artifact(const std::string& dir) {
   Artifact a(dir);
   json tensors = json::array();
@@ -38,7 +27,7 @@ json inspect_artifact(const std::string& dir) {
     if (t.group) e["group"] = t.group;
     tensors.push_back(e);
   };
-  for (const auto& name : canonical_order(a.desc())) add(a.tensor(name));
+  for (const auto& spec : all_tensors(a.desc())) add(a.tensor(spec.name));
   const json& m = a.manifest();
   return {{"kind", "artifact"}, {"path", dir}, {"model", m["model"]}, {"source", m.value("source", json())},
           {"pipeline", m.value("pipeline", json())}, {"summary", m.value("summary", json())},
@@ -50,7 +39,8 @@ json inspect_source(const std::string& path) {
   const CanonicalModel cm = map_architecture(*src);
   json tensors = json::array();
   uint64_t total = 0;
-  for (const auto& name : canonical_order(cm.desc)) {
+  for (const auto& spec : all_tensors(cm.desc)) {
+    const std::string& name = spec.name;
     const CanonicalTensor& t = cm.at(name);
     const uint64_t bytes = uint64_t(t.source->numel()) * dtype_size(t.source->dtype);
     total += bytes;

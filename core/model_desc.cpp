@@ -78,6 +78,20 @@ std::string unit_name(UnitKind kind, int64_t index) {
   return buf;
 }
 
+std::vector<std::pair<UnitKind, int64_t>> unit_order(const ModelDesc& m) {
+  std::vector<std::pair<UnitKind, int64_t>> order = {{UnitKind::Embedding, 0}};
+  for (int64_t i = 0; i < m.n_layers; ++i) order.emplace_back(UnitKind::Block, i);
+  order.emplace_back(UnitKind::Head, 0);
+  return order;
+}
+
+std::vector<TensorSpec> all_tensors(const ModelDesc& m) {
+  std::vector<TensorSpec> all;
+  for (const auto& [kind, index] : unit_order(m))
+    for (auto& s : unit_tensors(m, kind, index)) all.push_back(std::move(s));
+  return all;
+}
+
 std::vector<TensorSpec> unit_tensors(const ModelDesc& m, UnitKind kind, int64_t index) {
   const int64_t d = m.d_model, q = m.n_heads * m.head_dim, kv = m.n_kv_heads * m.head_dim;
   switch (kind) {

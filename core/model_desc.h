@@ -46,4 +46,9 @@ struct TensorSpec {
 std::vector<TensorSpec> unit_tensors(const ModelDesc& m, UnitKind kind, int64_t index);
 std::string unit_name(UnitKind kind, int64_t index);  // "embedding", "block_003", "head"
 
+// The units in streaming order: embedding, block 0 .. n_layers-1, head.
+std::vector<std::pair<UnitKind, int64_t>> unit_order(const ModelDesc& m);
+// Every canonical tensor of the model, in streaming order.
+std::vector<TensorSpec> all_tensors(const ModelDesc& m);
+
 }  // namespace sf

@@ -31,7 +31,13 @@ void rmsnorm(const float* x, const TensorView& weight, double eps, size_t n, flo
   double ss = 0;
   for (size_t i = 0; i < n; ++i) ss += double(x[i]) * x[i];
   const float inv = float(1.0 / std::sqrt(ss / double(n) + eps));
-  std::vector<float> w(n);
+  if (weight.type == QType::F32) {  // the default for norms: use the mapped values directly
+    const float* w = reinterpret_cast<const float*>(weight.data);
+    for (size_t i = 0; i < n; ++i) out[i] = x[i] * inv * w[i];
+    return;
+  }
+  thread_local std::vector<float> w;
+  w.resize(n);
   qtype_traits(weight.type).dequantize_row(weight.data, n, weight.group, w.data());
   for (size_t i = 0; i < n; ++i) out[i] = x[i] * inv * w[i];
 }

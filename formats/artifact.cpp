@@ -41,16 +41,10 @@ Artifact::Artifact(const std::string& dir) : dir_(dir) {
     fail_file(mpath, std::string("malformed manifest: ") + e.what());
   }
   // Every canonical tensor must be present with the shape the hyper-parameters imply.
-  for (UnitKind k : {UnitKind::Embedding, UnitKind::Block, UnitKind::Head}) {
-    const int64_t n = k == UnitKind::Block ? desc_.n_layers : 1;
-    for (int64_t i = 0; i < n; ++i)
-      for (const auto& spec : unit_tensors(desc_, k, i)) {
-        auto it = views_.find(spec.name);
-        if (it == views_.end()) fail_file(dir, "artifact lacks tensor " + spec.name);
-        const auto& shape = it->second.shape;
-        const bool vec_ok = spec.shape.size() == 1 && shape.size() == 1 && shape[0] == spec.shape[0];
-        if (!vec_ok && shape != spec.shape) fail_file(dir, "tensor " + spec.name + " has the wrong shape");
-      }
+  for (const auto& spec : all_tensors(desc_)) {
+    auto it = views_.find(spec.name);
+    if (it == views_.end()) fail_file(dir, "artifact lacks tensor " + spec.name);
+    if (it->second.shape != spec.shape) fail_file(dir, "tensor " + spec.name + " has the wrong shape");
   }
 }
 

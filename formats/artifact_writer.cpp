@@ -50,7 +50,7 @@ void ArtifactWriter::copy_file(const std::string& name, const std::string& src_p
   write_file(name, std::vector<uint8_t>(text.begin(), text.end()));
 }
 
-void ArtifactWriter::commit(json manifest) {
+json ArtifactWriter::commit(json manifest) {
   manifest["files"] = files_;
   const std::string text = manifest.dump(2) + "\n";
   write_all(tmp_ + "/manifest.json", text.data(), text.size());
@@ -71,6 +71,7 @@ void ArtifactWriter::commit(json manifest) {
     if (ec) fail_file(out_, "cannot rename the new artifact into place: " + ec.message());
   }
   committed_ = true;
+  return manifest;
 }
 
 }  // namespace sf

@@ -22,7 +22,7 @@ class ArtifactWriter {
   void write_file(const std::string& name, const std::vector<uint8_t>& bytes);
   void copy_file(const std::string& name, const std::string& src_path);
   // Adds "files" (path, bytes, sha256 of every file) to the manifest, writes it, renames into place.
-  void commit(json manifest);
+  json commit(json manifest);  // returns the manifest as written
   const std::string& out_dir() const { return out_; }
 
  private:

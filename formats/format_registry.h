@@ -17,8 +17,9 @@ class FormatWriter {
   virtual ~FormatWriter() = default;
   virtual void write_unit(const EncodedUnit& unit) = 0;
   virtual void add_file(const std::string& name, const std::string& src_path) = 0;
-  // manifest holds everything but the format's own entries; the writer completes and commits it.
-  virtual void finish(json manifest) = 0;
+  // manifest holds everything but the format's own entries; the writer completes and commits it,
+  // and returns it as written.
+  virtual json finish(json manifest) = 0;
 };
 
 struct FormatEntry {

@@ -37,11 +37,11 @@ class ShardWriter : public FormatWriter {
 
   void add_file(const std::string& name, const std::string& src_path) override { w_.copy_file(name, src_path); }
 
-  void finish(json manifest) override {
+  json finish(json manifest) override {
     manifest["units"] = units_;
     manifest["summary"] = {{"parameters", params_}, {"tensor_bytes", bytes_},
                            {"bits_per_weight", params_ ? 8.0 * double(bytes_) / double(params_) : 0.0}};
-    w_.commit(std::move(manifest));
+    return w_.commit(std::move(manifest));
   }
 
  private:

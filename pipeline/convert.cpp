@@ -74,9 +74,7 @@ ConvertReport convert(const ConvertOptions& opt) {
   ThreadPool pool(opt.threads);
   auto writer = make_format_writer(opt.format, opt.out, opt.force, model.desc);
   StageContext ctx{model, *writer, pool};
-  std::vector<std::pair<UnitKind, int64_t>> order = {{UnitKind::Embedding, 0}};
-  for (int64_t i = 0; i < model.desc.n_layers; ++i) order.emplace_back(UnitKind::Block, i);
-  order.emplace_back(UnitKind::Head, 0);
+  const auto order = unit_order(model.desc);
   {
     std::unique_ptr<Progress> bar;
     if (opt.progress) bar = std::make_unique<Progress>("convert", order.size());
@@ -89,9 +87,8 @@ ConvertReport convert(const ConvertOptions& opt) {
   }
   if (!tokenizer.empty()) writer->add_file("tokenizer.model", tokenizer);
   interrupt.check();
-  writer->finish(manifest);
   ConvertReport r;
-  r.manifest = read_manifest(opt.out);
+  r.manifest = writer->finish(std::move(manifest));
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return r;
 }

@@ -12,12 +12,9 @@ PerplexityResult perplexity(const ExecModel& model, const std::vector<int>& toke
   std::vector<double> nll(size_t(plan.positions()));
   const size_t vocab = size_t(model.desc().vocab_size);
   run_windows({&model}, tokens, plan, bos, pool, [&](size_t slot, const std::vector<const float*>& logits, int target) {
-    const float* l = logits[0];
-    double mx = l[0];
-    for (size_t i = 1; i < vocab; ++i) mx = std::max(mx, double(l[i]));
-    double sum = 0;
-    for (size_t i = 0; i < vocab; ++i) sum += std::exp(double(l[i]) - mx);
-    nll[slot] = -(double(l[target]) - mx - std::log(sum));
+    thread_local std::vector<double> lp;
+    log_softmax(logits[0], vocab, lp);
+    nll[slot] = -lp[size_t(target)];
   });
   PerplexityResult r;
   r.windows = plan.windows;

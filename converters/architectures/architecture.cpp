@@ -110,13 +110,7 @@ CanonicalModel map_architecture(const SourceModel& src, const std::string& arch)
     for (int64_t i = 0; i < std::max<int64_t>(cm.desc.n_layers, 1); ++i) used.insert(with_index(ign, i));
   if (cm.desc.tied_embeddings) used.insert(map->output_source);
 
-  std::vector<TensorSpec> specs;
-  for (UnitKind k : {UnitKind::Embedding, UnitKind::Block, UnitKind::Head}) {
-    const int64_t n = k == UnitKind::Block ? cm.desc.n_layers : 1;
-    for (int64_t i = 0; i < n; ++i)
-      for (auto& s : unit_tensors(cm.desc, k, i)) specs.push_back(std::move(s));
-  }
-  for (const TensorSpec& spec : specs) {
+  for (const TensorSpec& spec : all_tensors(cm.desc)) {
     // Find the rule whose canonical pattern produces this name.
     const NameRule* rule = nullptr;
     std::string source_name;

@@ -18,6 +18,9 @@ using pickle::Value;
 namespace {
 
 constexpr const char* kIndexName = "pytorch_model.bin.index.json";
+// File names a directory source may hold its checkpoint under, in order of preference.
+constexpr const char* kCheckpointNames[] = {kIndexName, "pytorch_model.bin", "consolidated.00.pth", "model.pt",
+                                            "model.pth"};
 // Keys under which trainers nest the state dict, tried in order.
 constexpr const char* kStateDictKeys[] = {"state_dict", "model_state_dict", "model", "module"};
 // Keys under which trainers store hyper-parameters next to it.
@@ -93,7 +96,7 @@ json read_json(const std::string& path) {
 
 // Picks the checkpoint inside a directory.
 std::string checkpoint_in_dir(const std::string& dir) {
-  for (const char* name : {kIndexName, "pytorch_model.bin", "consolidated.00.pth", "model.pt", "model.pth"})
+  for (const char* name : kCheckpointNames)
     if (file_exists(dir + "/" + name)) return dir + "/" + name;
   std::vector<std::string> found;
   for (const auto& e : fs::directory_iterator(dir)) {
@@ -111,7 +114,7 @@ std::string checkpoint_in_dir(const std::string& dir) {
 bool pytorch_probe(const std::string& path) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) {
-    for (const char* name : {kIndexName, "pytorch_model.bin", "consolidated.00.pth", "model.pt", "model.pth"})
+    for (const char* name : kCheckpointNames)
       if (file_exists(path + "/" + name)) return true;
     for (const auto& e : fs::directory_iterator(path, ec)) {
       const std::string ext = e.path().extension().string();

@@ -22,6 +22,10 @@ std::vector<float> random_vec(size_t n) {
   return v;
 }
 
+std::string label(const TypeCase& c) {
+  return std::string(qtype_traits(c.type).name) + (c.group ? ":g" + std::to_string(c.group) : "");
+}
+
 void BM_QuantizeRow(benchmark::State& st) {
   const TypeCase c = kCases[st.range(0)];
   const size_t cols = size_t(st.range(1));
@@ -32,7 +36,7 @@ void BM_QuantizeRow(benchmark::State& st) {
     tr.quantize_row(x.data(), cols, c.group, out.data());
     benchmark::DoNotOptimize(out.data());
   }
-  st.SetLabel(std::string(tr.name) + (c.group ? ":g" + std::to_string(c.group) : ""));
+  st.SetLabel(label(c));
   st.SetItemsProcessed(int64_t(st.iterations()) * int64_t(cols));
 }
 
@@ -44,7 +48,7 @@ void BM_DotRow(benchmark::State& st) {
   std::vector<uint8_t> row(tr.row_bytes(cols, c.group));
   tr.quantize_row(x.data(), cols, c.group, row.data());
   for (auto _ : st) benchmark::DoNotOptimize(tr.dot_row(row.data(), x.data(), cols, c.group));
-  st.SetLabel(std::string(tr.name) + (c.group ? ":g" + std::to_string(c.group) : ""));
+  st.SetLabel(label(c));
   st.SetItemsProcessed(int64_t(st.iterations()) * int64_t(cols));
 }
 
@@ -66,7 +70,7 @@ void BM_Matvec(benchmark::State& st) {
     kernels::matvec(v, x.data(), y.data(), &pool);
     benchmark::DoNotOptimize(y.data());
   }
-  st.SetLabel(std::string(tr.name) + " threads=" + std::to_string(threads));
+  st.SetLabel(label(c) + " threads=" + std::to_string(threads));
   st.SetBytesProcessed(int64_t(st.iterations()) * int64_t(rows * rb));
 }
 

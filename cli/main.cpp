@@ -30,8 +30,8 @@ int main(int argc, char** argv) {
     const int code = app.exit(e);
     return code == 0 ? 0 : 2;
   } catch (const sf::Error& e) {
-    std::fprintf(stderr, "shardforge: error: %s\n", sf::cli::printable(e.what()).c_str());
-    return 1;
+    std::fprintf(stderr, "shardforge: error: %s\n", sf::cli::printable(e.message()).c_str());
+    return e.kind() == sf::ErrorKind::Usage ? 2 : 1;
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "shardforge: error: out of memory\n");
     return 1;

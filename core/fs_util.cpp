@@ -1,24 +1,25 @@
 #include "core/fs_util.h"
 
-#include <filesystem>
-#include <fstream>
-#include <sstream>
+#include <sys/stat.h>
 
 #include "core/error.h"
+#include "core/input_file.h"
 
 namespace sf {
 
-std::string read_text_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail_file(path, "cannot open for reading");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+std::string read_file(const std::string& path, uint64_t max_bytes) {
+  const InputFile f(path);
+  if (f.size() > max_bytes)
+    fail_file(path, "is " + std::to_string(f.size()) + " bytes, more than the " + std::to_string(max_bytes) +
+                        " allowed for this kind of file");
+  std::string s(size_t(f.size()), '\0');
+  f.read_at(0, s.data(), s.size());
+  return s;
 }
 
 bool file_exists(const std::string& path) {
-  std::error_code ec;
-  return std::filesystem::is_regular_file(path, ec);
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
 }  // namespace sf

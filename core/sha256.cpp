@@ -1,10 +1,12 @@
 #include "core/sha256.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <vector>
 
 #include "core/error.h"
+#include "core/input_file.h"
 
 namespace sf {
 
@@ -85,15 +87,14 @@ std::string sha256_hex(const void* data, size_t n) {
 }
 
 std::string sha256_file(const std::string& path) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) fail_file(path, "cannot open for reading");
+  const InputFile f(path);
   Sha256 h;
   std::vector<uint8_t> buf(1 << 20);
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), f)) > 0) h.update(buf.data(), n);
-  const bool bad = std::ferror(f);
-  std::fclose(f);
-  if (bad) fail_file(path, "read error");
+  for (uint64_t off = 0; off < f.size(); off += buf.size()) {
+    const size_t n = size_t(std::min<uint64_t>(buf.size(), f.size() - off));
+    f.read_at(off, buf.data(), n);
+    h.update(buf.data(), n);
+  }
   return h.hex_digest();
 }
 

@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "core/fs_util.h"
+#include "core/json_util.h"
 #include "shardforge_version.h"
 
 namespace sf {
@@ -13,12 +14,7 @@ json manifest_header() {
 json read_manifest(const std::string& dir) {
   const std::string path = dir + "/" + kManifestName;
   if (!file_exists(path)) fail_file(dir, "not an artifact: manifest.json is missing");
-  json m;
-  try {
-    m = json::parse(read_text_file(path));
-  } catch (const json::exception& e) {
-    fail_file(path, std::string("invalid JSON: ") + e.what());
-  }
+  const json m = read_json_file(path);
   if (!m.is_object() || m.value("format", "") != kArtifactFormat) fail_file(path, "not a shardforge manifest");
   if (m.value("format_version", 0) != kArtifactVersion)
     fail_file(path, "artifact format version " + m.value("format_version", json(0)).dump() + " is not supported");

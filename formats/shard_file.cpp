@@ -76,7 +76,7 @@ ShardFile::ShardFile(const std::string& path) : map_(std::make_shared<MappedFile
   if (16 + hlen > n) fail_file(path, "header runs past the end of the file (truncated?)");
   json h;
   try {
-    h = json::parse(std::string(reinterpret_cast<const char*>(d + 16), hlen));
+    h = parse_json(std::string(reinterpret_cast<const char*>(d + 16), hlen), path);
     unit_ = h.at("unit").get<std::string>();
     size_t prev_end = 16 + hlen;
     for (const auto& e : h.at("tensors")) {

@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/fs_util.h"
 #include "core/interrupt.h"
+#include "core/json_util.h"
 #include "core/progress.h"
 #include "core/sha256.h"
 #include "formats/manifest.h"
@@ -27,11 +28,7 @@ json default_pipeline(const ConvertOptions& opt) {
 }
 
 json read_pipeline_file(const std::string& path) {
-  try {
-    return json::parse(read_text_file(path));
-  } catch (const json::exception& e) {
-    fail_file(path, std::string("invalid JSON: ") + e.what());
-  }
+  return read_json_file(path);
 }
 
 }  // namespace

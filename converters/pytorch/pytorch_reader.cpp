@@ -8,6 +8,7 @@
 #include "converters/pytorch/torch_checkpoint.h"
 #include "core/error.h"
 #include "core/fs_util.h"
+#include "core/json_util.h"
 
 namespace sf {
 
@@ -86,13 +87,7 @@ void add_tensors(TorchCheckpoint& ck, SourceModel& m, const std::set<std::string
       }
 }
 
-json read_json(const std::string& path) {
-  try {
-    return json::parse(read_text_file(path));
-  } catch (const json::exception& e) {
-    fail_file(path, std::string("invalid JSON: ") + e.what());
-  }
-}
+json read_json(const std::string& path) { return read_json_file(path); }
 
 // Picks the checkpoint inside a directory.
 std::string checkpoint_in_dir(const std::string& dir) {

@@ -74,7 +74,7 @@ TEST(ShardFile, RejectsDamage) {
   expect_error(std::vector<uint8_t>(good.begin(), good.begin() + 40), "header runs past");
   b = good;
   b[17] = '#';  // inside the JSON
-  expect_error(b, "malformed shard header");
+  expect_error(b, "invalid JSON");
   // A negative size: the header is valid JSON, the number is not a size.
   const std::string text(good.begin(), good.end());
   const size_t at = text.find("\"nbytes\":20");

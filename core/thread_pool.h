@@ -3,6 +3,7 @@
 // contiguous chunks by index only, so results never depend on the thread count.
 #include <condition_variable>
 #include <cstddef>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -12,23 +13,31 @@ namespace sf {
 
 class ThreadPool {
  public:
-  explicit ThreadPool(size_t threads);  // 0 = hardware concurrency
+  // 0 = hardware concurrency. When the system refuses a thread, the workers already started are
+  // stopped and joined and an Error ("cannot start N threads: ...") is thrown: never a hang.
+  explicit ThreadPool(size_t threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   size_t size() const { return workers_.size() + 1; }
-  // Calls fn(begin, end) over [0, n) in up to size() chunks; the caller's thread takes one.
+  // Calls fn(begin, end) over [0, n) in up to size() chunks; the caller's thread takes one. When
+  // chunks throw, every chunk still ends first, then the exception of the lowest-numbered failing
+  // chunk is rethrown here (the same one whatever the timing).
   void parallel_for(size_t n, const std::function<void(size_t, size_t)>& fn);
 
  private:
   void worker_loop(size_t id);
+  void stop_and_join();
+  void run_chunk(size_t id, size_t n, const std::function<void(size_t, size_t)>& fn, size_t parts);
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable start_cv_, done_cv_;
   const std::function<void(size_t, size_t)>* job_ = nullptr;
-  size_t job_n_ = 0, generation_ = 0, pending_ = 0;
+  size_t job_n_ = 0, job_parts_ = 0, generation_ = 0, pending_ = 0;
   bool stop_ = false;
+  std::exception_ptr error_;  // of the lowest failing chunk in the current job
+  size_t error_chunk_ = 0;
 };
 
 size_t default_thread_count();

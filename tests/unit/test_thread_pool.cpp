@@ -1,8 +1,14 @@
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "core/thread_pool.h"
 
 namespace sf {
@@ -20,6 +26,53 @@ TEST(ThreadPool, CoversEveryIndexExactlyOnce) {
       for (size_t i = 0; i < n; ++i) EXPECT_EQ(hits[i].load(), 3) << "threads=" << threads << " n=" << n;
     }
   }
+}
+
+TEST(ThreadPool, RethrowsTheLowestFailingChunkAfterEveryChunkEnds) {
+  for (size_t threads : {1, 2, 4}) {
+    ThreadPool pool(threads);
+    std::vector<std::atomic<int>> hits(100);
+    try {
+      pool.parallel_for(100, [&](size_t b, size_t e) {
+        for (size_t i = b; i < e; ++i) hits[i]++;
+        if (e > 50) throw std::runtime_error("chunk ending at " + std::to_string(e));
+      });
+      ADD_FAILURE() << "no exception, threads=" << threads;
+    } catch (const std::runtime_error& err) {
+      // The first chunk (in index order) whose end passes 50 - not whichever thread lost the race.
+      const size_t parts = threads;
+      size_t expected_end = 0;
+      for (size_t i = 0; i < parts && !expected_end; ++i)
+        if (100 * (i + 1) / parts > 50) expected_end = 100 * (i + 1) / parts;
+      EXPECT_EQ(std::string(err.what()), "chunk ending at " + std::to_string(expected_end)) << "threads=" << threads;
+    }
+    for (size_t i = 0; i < 100; ++i) EXPECT_EQ(hits[i].load(), 1) << "every chunk ran to its end, threads=" << threads;
+    // The pool is still usable after a failed job.
+    std::atomic<int> n{0};
+    pool.parallel_for(10, [&](size_t b, size_t e) { n += int(e - b); });
+    EXPECT_EQ(n.load(), 10);
+  }
+}
+
+// When the system refuses a thread the constructor must throw an Error, not hang with the started
+// workers waiting on a destroyed condition variable. Run in a child process with a small address
+// space (each thread stack needs 8 MiB of it) and an alarm, so a hang fails instead of blocking.
+TEST(ThreadPool, FailedStartThrowsAndNeverHangs) {
+  EXPECT_EXIT(
+      {
+        ::alarm(20);
+        struct rlimit lim {};
+        lim.rlim_cur = lim.rlim_max = rlim_t(512) << 20;
+        ::setrlimit(RLIMIT_AS, &lim);
+        try {
+          ThreadPool pool(4096);
+        } catch (const Error& e) {
+          const std::string msg = e.what();
+          ::_exit(msg.find("cannot start 4096 threads") != std::string::npos ? 0 : 3);
+        }
+        ::_exit(4);  // all 4096 threads started: the limit did not bite
+      },
+      ::testing::ExitedWithCode(0), "");
 }
 
 }  // namespace

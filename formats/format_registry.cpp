@@ -12,11 +12,11 @@ const std::vector<FormatEntry>& formats() {
   return table;
 }
 
-std::unique_ptr<FormatWriter> make_format_writer(const std::string& name, const std::string& out_dir, bool force,
+std::unique_ptr<FormatWriter> make_format_writer(const std::string& name, const OutputTarget& target,
                                                  const ModelDesc& desc) {
   std::string known;
   for (const auto& f : formats()) {
-    if (name == f.name) return f.make(out_dir, force, desc);
+    if (name == f.name) return f.make(target, desc);
     known += std::string(known.empty() ? "" : ", ") + f.name;
   }
   fail("unknown output format '" + name + "' (known: " + known + ")");

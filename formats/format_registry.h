@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/model_desc.h"
+#include "formats/artifact_writer.h"
 #include "formats/encoded.h"
 
 namespace sf {
@@ -25,11 +26,11 @@ class FormatWriter {
 struct FormatEntry {
   const char* name;
   const char* description;
-  std::unique_ptr<FormatWriter> (*make)(const std::string& out_dir, bool force, const ModelDesc& desc);
+  std::unique_ptr<FormatWriter> (*make)(const OutputTarget& target, const ModelDesc& desc);
 };
 
 const std::vector<FormatEntry>& formats();
-std::unique_ptr<FormatWriter> make_format_writer(const std::string& name, const std::string& out_dir, bool force,
+std::unique_ptr<FormatWriter> make_format_writer(const std::string& name, const OutputTarget& target,
                                                  const ModelDesc& desc);
 
 }  // namespace sf

@@ -10,7 +10,7 @@ namespace {
 
 class ShardWriter : public FormatWriter {
  public:
-  ShardWriter(const std::string& out, bool force) : w_(out, force) {}
+  explicit ShardWriter(const OutputTarget& target) : w_(target) {}
 
   void write_unit(const EncodedUnit& u) override {
     const std::string name = unit_name(u.kind, u.index);
@@ -53,8 +53,8 @@ class ShardWriter : public FormatWriter {
 
 }  // namespace
 
-std::unique_ptr<FormatWriter> make_shard_writer(const std::string& out_dir, bool force, const ModelDesc&) {
-  return std::make_unique<ShardWriter>(out_dir, force);
+std::unique_ptr<FormatWriter> make_shard_writer(const OutputTarget& target, const ModelDesc&) {
+  return std::make_unique<ShardWriter>(target);
 }
 
 }  // namespace sf

@@ -4,6 +4,6 @@
 namespace sf {
 
 // The "shards" format: embedding.bin, block_NNN.shard, head.shard, manifest.json.
-std::unique_ptr<FormatWriter> make_shard_writer(const std::string& out_dir, bool force, const ModelDesc& desc);
+std::unique_ptr<FormatWriter> make_shard_writer(const OutputTarget& target, const ModelDesc& desc);
 
 }  // namespace sf

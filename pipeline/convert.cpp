@@ -69,7 +69,9 @@ ConvertReport convert(const ConvertOptions& opt) {
 
   const InterruptGuard interrupt;
   ThreadPool pool(opt.threads);
-  auto writer = make_format_writer(opt.format, opt.out, opt.force, model.desc);
+  std::vector<std::string> inputs = src->files;  // OUT may not be or contain anything the conversion reads
+  inputs.insert(inputs.end(), {opt.source, tokenizer, opt.pipeline_file});
+  auto writer = make_format_writer(opt.format, {opt.out, opt.force, inputs}, model.desc);
   StageContext ctx{model, *writer, pool};
   const auto order = unit_order(model.desc);
   {

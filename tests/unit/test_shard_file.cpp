@@ -6,6 +6,8 @@
 #include <vector>
 
 #include "core/error.h"
+#include "formats/artifact_writer.h"
+#include "formats/manifest.h"
 #include "formats/shard_file.h"
 
 namespace sf {
@@ -84,6 +86,53 @@ TEST(ShardFile, RejectsDamage) {
   b[at + 10] = '1';
   expect_error(b, "'nbytes' is out of range");
   std::remove(path.c_str());
+}
+
+// The writer reads back what it wrote before putting it in place: an artifact the reader would
+// refuse is never committed, and the temporary directory goes away with the files it wrote.
+TEST(ArtifactWriter, DoesNotCommitWhatDoesNotReadBack) {
+  namespace fs = std::filesystem;
+  const std::string out = temp_path("unreadable-artifact");
+  {
+    ArtifactWriter w(OutputTarget{out, false, {}});
+    w.write_file("embedding.bin", std::vector<uint8_t>(16, 0));
+    json m = manifest_header();  // no model, no units: not an artifact the reader accepts
+    try {
+      w.commit(m);
+      ADD_FAILURE() << "committed an artifact that does not read back";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("does not read back"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_FALSE(fs::exists(out));
+  EXPECT_FALSE(fs::exists(out + ".partial-" + std::to_string(::getpid())));
+}
+
+TEST(Manifest, SealedManifestRoundTripsAndEditsAreCaught) {
+  namespace fs = std::filesystem;
+  const std::string dir = temp_path("manifest-dir");
+  fs::create_directories(dir);
+  auto write_manifest = [&](const json& m) { std::ofstream(dir + "/manifest.json") << m.dump(2); };
+  json m = manifest_header();
+  m["tokenizer"] = {{"file", "tokenizer.model"}};
+  m["summary"] = {{"bits_per_weight", 5.0937}};
+  write_manifest(seal_manifest(m));
+  EXPECT_EQ(read_manifest(dir)["tokenizer"]["file"], "tokenizer.model");
+  json edited = seal_manifest(m);
+  edited["tokenizer"]["file"] = "other.model";
+  write_manifest(edited);
+  EXPECT_THROW(read_manifest(dir), Error);
+  for (const char* bad : {"../../etc/passwd", "a/b", "", "..", "manifest.json"}) {
+    m["tokenizer"]["file"] = bad;
+    write_manifest(seal_manifest(m));  // integrity holds: the path rule alone must refuse it
+    try {
+      read_manifest(dir);
+      ADD_FAILURE() << "accepted tokenizer.file " << bad;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("tokenizer.file"), std::string::npos) << e.what();
+    }
+  }
+  fs::remove_all(dir);
 }
 
 }  // namespace

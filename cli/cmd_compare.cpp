@@ -1,4 +1,7 @@
 // compare SOURCE --schemes LIST --text FILE: the PPL / KLD / size / speed table in one command.
+#include <unistd.h>
+
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -26,15 +29,30 @@ std::vector<std::vector<std::string>> table_rows(const std::vector<CompareRow>& 
                  fmt("%.4f", r.ppl) + " ± " + fmt("%.4f", r.ppl_stderr),
                  i == 0 ? "ref" : fmt("%+.2f%%", 100 * (r.ppl / ref_ppl - 1)),
                  i == 0 ? "ref" : fmt("%.2e", r.kld) + " ± " + fmt("%.1e", r.kld_stderr),
-                 i == 0 ? "ref" : fmt("%.2f%%", 100 * r.top1), fmt("%.1f", r.decode_tokens_per_s)});
+                 i == 0 ? "ref" : fmt("%.2f%%", 100 * r.top1),
+                 fmt("%.1f", r.decode.median) + " (" + fmt("%.1f", r.decode.min) + "–" + fmt("%.1f", r.decode.max) + ")"});
   }
   return t;
 }
 
 const std::vector<std::string> kHeader = {"scheme", "bits/w", "size", "PPL ± stderr", "ΔPPL", "KLD ± stderr",
-                                          "top-1", "decode tok/s"};
+                                          "top-1", "decode tok/s (min–max)"};
+
+// The report is written last: check now that it can be, not after converting every scheme.
+void check_report_path(const std::string& path) {
+  if (path.empty()) return;
+  std::string dir = std::filesystem::path(path).parent_path().string();
+  if (dir.empty()) dir = ".";
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) fail_file(path, "cannot write the report: " + dir + " is not a directory");
+  if (::access(dir.c_str(), W_OK) != 0) fail_file(path, "cannot write the report: " + dir + " is not writable");
+  if (std::filesystem::is_directory(path, ec)) fail_file(path, "cannot write the report: it is a directory");
+}
+
+json throughput_json(const Throughput& t) { return {{"median", t.median}, {"min", t.min}, {"max", t.max}}; }
 
 int run(const Opts& o) {
+  check_report_path(o.out_md);
   const auto rows = compare_schemes(o.c);
   if (!o.out_md.empty()) {
     std::ostringstream md;
@@ -60,9 +78,10 @@ int run(const Opts& o) {
       a.push_back({{"scheme", r.scheme}, {"bits_per_weight", r.bits_per_weight}, {"weight_bytes", r.weight_bytes},
                    {"ppl", r.ppl}, {"ppl_stderr", r.ppl_stderr}, {"kld", r.kld}, {"kld_stderr", r.kld_stderr},
                    {"top1_agreement", r.top1}, {"tokens_scored", r.tokens_scored},
-                   {"prefill_tokens_per_s", r.prefill_tokens_per_s}, {"decode_tokens_per_s", r.decode_tokens_per_s}});
+                   {"prefill_tokens_per_s", r.prefill.median}, {"decode_tokens_per_s", r.decode.median},
+                   {"prefill", throughput_json(r.prefill)}, {"decode", throughput_json(r.decode)}});
     print_json({{"source", o.c.source}, {"text", o.c.text}, {"ctx", o.c.ctx}, {"reference", o.c.schemes[0]},
-                {"rows", a}});
+                {"bench_tokens", o.c.bench_tokens}, {"bench_reps", o.c.bench_reps}, {"rows", a}});
     return 0;
   }
   print_table(kHeader, table_rows(rows));
@@ -84,6 +103,8 @@ void add_compare(CLI::App& app, int& exit_code) {
   c->add_option("--keep", o->c.keep_dir, "keep the artifacts in this directory (one per scheme)");
   c->add_option("--bench-tokens", o->c.bench_tokens, "prompt and generated tokens for the speed column (0: skip)")
       ->default_val(32)->check(CLI::NonNegativeNumber);
+  c->add_option("--bench-reps", o->c.bench_reps, "runs of the speed measurement; the table shows the median and range")
+      ->default_val(5)->check(CLI::Range(int64_t(1), int64_t(1000)));
   c->add_option("--out", o->out_md, "also write the table as Markdown to this file");
   c->add_option("-t,--threads", o->c.threads, "worker threads (0 = all cores)")->default_val(0);
   c->add_flag("--json", o->json_out, "print one JSON object");

@@ -1,16 +1,24 @@
 #include "pipeline/compare.h"
 
+#include <sys/stat.h>
+
 #include <filesystem>
 #include <memory>
+#include <set>
 
+#include "converters/reader_registry.h"
 #include "core/error.h"
 #include "core/fs_util.h"
+#include "core/interrupt.h"
+#include "executor/exec_model.h"
+#include "formats/output_dir.h"
 #include "pipeline/convert.h"
 #include "quantizers/scheme.h"
 #include "validators/kl_divergence.h"
 #include "validators/perplexity.h"
-#include "validators/speed.h"
+#include "validators/reference_logits.h"
 #include "validators/tokenizer.h"
+#include "validators/windows.h"
 
 namespace sf {
 
@@ -18,27 +26,30 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Removes the directory on scope exit unless told to keep it.
-struct WorkDir {
+// A temporary directory in $TMPDIR, removed with everything in it on scope exit (it is ours alone).
+struct ScratchDir {
   std::string path;
-  bool keep;
-  ~WorkDir() {
-    std::error_code ec;
-    if (!keep) fs::remove_all(path, ec);
+  ScratchDir() {
+    std::string tmpl = (fs::temp_directory_path() / "shardforge-compare.XXXXXX").string();
+    if (!::mkdtemp(tmpl.data())) fail_file(tmpl, "cannot create a temporary directory");
+    path = tmpl;
   }
+  ~ScratchDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
 };
 
-std::string make_work_dir(const std::string& keep) {
-  if (!keep.empty()) {
-    std::error_code ec;
-    fs::create_directories(keep, ec);
-    if (ec) fail_file(keep, "cannot create directory: " + ec.message());
-    return keep;
+// One scheme's artifact: deleted once measured unless it is to be kept.
+struct SchemeArtifact {
+  std::string path;
+  bool keep;
+  ~SchemeArtifact() {
+    if (!keep) remove_flat_dir(path, is_artifact_file_name);
   }
-  std::string tmpl = (fs::temp_directory_path() / "shardforge-compare.XXXXXX").string();
-  if (!::mkdtemp(tmpl.data())) fail_file(tmpl, "cannot create a temporary directory");
-  return tmpl;
-}
+};
 
 std::string dir_name(std::string scheme) {
   for (char& c : scheme)
@@ -46,59 +57,112 @@ std::string dir_name(std::string scheme) {
   return scheme;
 }
 
+struct Inputs {
+  std::string tokenizer;
+  std::vector<int> tokens;
+  int bos = 0;
+  WindowPlan plan;
+};
+
+// Everything that could fail after an hour of converting, checked before converting anything.
+Inputs check_inputs(const CompareOptions& opt) {
+  Inputs in;
+  const std::string text = read_text_file(opt.text);
+  in.tokenizer = opt.tokenizer;
+  if (in.tokenizer.empty()) in.tokenizer = open_source(opt.source)->tokenizer_path;
+  if (in.tokenizer.empty()) fail_file(opt.source, "no tokenizer beside the source; pass --tokenizer FILE");
+  const Tokenizer tok(in.tokenizer);
+  in.tokens = tok.encode(text);
+  in.bos = tok.bos();
+  try {
+    in.plan = plan_windows(in.tokens.size(), opt.ctx, opt.chunks);
+  } catch (const Error& e) {
+    fail_file(opt.text, e.what());
+  }
+  return in;
+}
+
+void check_keep_targets(const CompareOptions& opt) {
+  if (opt.keep_dir.empty()) return;
+  for (const auto& scheme : opt.schemes) {
+    const std::string target = opt.keep_dir + "/" + dir_name(scheme);
+    struct stat st {};
+    if (::lstat(target.c_str(), &st) == 0)
+      fail_file(target, "already exists; compare --keep never replaces anything (remove it or choose another "
+                        "--keep directory)");
+  }
+  std::error_code ec;
+  fs::create_directories(opt.keep_dir, ec);
+  if (ec) fail_file(opt.keep_dir, "cannot create directory: " + ec.message());
+}
+
 }  // namespace
 
 std::vector<CompareRow> compare_schemes(const CompareOptions& opt) {
   if (opt.schemes.empty()) fail("compare needs at least one scheme");
-  for (const auto& s : opt.schemes) parse_scheme(s);  // reject a typo before converting anything
-  const WorkDir work{make_work_dir(opt.keep_dir), !opt.keep_dir.empty()};
-  const std::string text = read_text_file(opt.text);
-  std::vector<std::string> dirs;
-  for (const auto& scheme : opt.schemes) {
+  std::set<std::string> seen;
+  for (const auto& s : opt.schemes) {
+    parse_scheme(s);  // reject a typo before converting anything
+    if (!seen.insert(dir_name(s)).second) fail_usage("scheme " + s + " is given twice");
+  }
+  const InterruptGuard interrupt;  // for the whole run: converting, evaluating, timing
+  const Inputs in = check_inputs(opt);
+  check_keep_targets(opt);
+  const ScratchDir scratch;
+  const std::string root = opt.keep_dir.empty() ? scratch.path : opt.keep_dir;
+
+  ThreadPool pool(opt.threads);
+  std::unique_ptr<ReferenceLogits> reference;
+  std::string reference_dir;
+  std::vector<CompareRow> rows;
+  for (size_t i = 0; i < opt.schemes.size(); ++i) {
+    interrupt.check();
+    const std::string& scheme = opt.schemes[i];
     ConvertOptions c;
     c.source = opt.source;
-    c.out = work.path + "/" + dir_name(scheme);
+    c.out = root + "/" + dir_name(scheme);
     c.scheme = scheme;
-    c.tokenizer = opt.tokenizer;
+    c.tokenizer = in.tokenizer;
     c.threads = opt.threads;
-    c.force = true;
-    c.progress = false;
+    c.force = false;
+    c.progress = true;  // drawn only on a terminal
+    const SchemeArtifact artifact{c.out, !opt.keep_dir.empty()};
     convert(c);
-    dirs.push_back(c.out);
-  }
-  ThreadPool pool(opt.threads);
-  const ExecModel reference(dirs[0]);
-  const std::string tpath = reference.artifact().tokenizer_path();
-  if (tpath.empty()) fail_file(opt.source, "no tokenizer beside the source; pass --tokenizer FILE");
-  const Tokenizer tok(tpath);
-  const std::vector<int> tokens = tok.encode(text);
 
-  std::vector<CompareRow> rows;
-  for (size_t i = 0; i < dirs.size(); ++i) {
     CompareRow r;
-    r.scheme = opt.schemes[i];
-    const ExecModel model(dirs[i]);
-    for (const auto& f : model.artifact().manifest()["files"])
-      if (f["path"] != "tokenizer.model") r.weight_bytes += f["bytes"].get<uint64_t>();
-    r.bits_per_weight = model.artifact().manifest()["summary"]["bits_per_weight"].get<double>();
-    if (i == 0) {
-      const PerplexityResult p = perplexity(model, tokens, opt.ctx, tok.bos(), opt.chunks, pool);
-      r.ppl = p.ppl;
-      r.ppl_stderr = p.ppl_stderr;
-      r.tokens_scored = p.tokens_scored;
-    } else {  // one pass over both models gives the perplexity too
-      const KldResult k = kl_divergence(model, reference, tokens, opt.ctx, tok.bos(), opt.chunks, pool);
-      r.ppl = k.ppl;
-      r.ppl_stderr = k.ppl_stderr;
-      r.tokens_scored = k.tokens_scored;
-      r.kld = k.kld_mean;
-      r.kld_stderr = k.kld_stderr;
-      r.top1 = k.top1_agreement;
+    r.scheme = scheme;
+    {
+      const ExecModel model(c.out);
+      for (const auto& f : model.artifact().manifest()["files"])
+        if (f["path"] != "tokenizer.model") r.weight_bytes += f["bytes"].get<uint64_t>();
+      r.bits_per_weight = model.artifact().manifest()["summary"]["bits_per_weight"].get<double>();
+      if (i == 0) {  // the reference: its logits are stored once for every other scheme
+        reference = std::make_unique<ReferenceLogits>(scratch.path, size_t(in.plan.positions()),
+                                                      size_t(model.desc().vocab_size));
+        reference_dir = c.out;
+        const PerplexityResult p =
+            perplexity(model, in.tokens, opt.ctx, in.bos, opt.chunks, pool, reference.get(), "ppl " + scheme);
+        r.ppl = p.ppl;
+        r.ppl_stderr = p.ppl_stderr;
+        r.tokens_scored = p.tokens_scored;
+        r.kld = 0;
+        r.top1 = 1;
+      } else {  // one pass over the model gives the perplexity too
+        const KldResult k = kl_divergence(model, *reference, reference_dir, in.tokens, opt.ctx, in.bos, opt.chunks,
+                                          pool, "kld " + scheme);
+        r.ppl = k.ppl;
+        r.ppl_stderr = k.ppl_stderr;
+        r.tokens_scored = k.tokens_scored;
+        r.kld = k.kld_mean;
+        r.kld_stderr = k.kld_stderr;
+        r.top1 = k.top1_agreement;
+      }
     }
     if (opt.bench_tokens > 0) {
-      const SpeedResult s = measure_speed(dirs[i], opt.bench_tokens, opt.bench_tokens, int64_t(opt.threads));
-      r.prefill_tokens_per_s = s.prefill_tokens_per_s;
-      r.decode_tokens_per_s = s.decode_tokens_per_s;
+      const SpeedResult s = measure_speed(c.out, opt.bench_tokens, opt.bench_tokens, int64_t(opt.threads),
+                                          opt.bench_reps, "bench " + scheme);
+      r.prefill = s.prefill;
+      r.decode = s.decode;
     }
     rows.push_back(r);
   }

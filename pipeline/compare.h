@@ -5,12 +5,14 @@
 #include <string>
 #include <vector>
 
+#include "validators/speed.h"
+
 namespace sf {
 
 struct CompareOptions {
   std::string source, text, tokenizer, keep_dir;  // keep_dir empty: artifacts go to a temporary directory
   std::vector<std::string> schemes;               // the first is the reference
-  int64_t ctx = 256, chunks = -1, bench_tokens = 32;
+  int64_t ctx = 256, chunks = -1, bench_tokens = 32, bench_reps = 5;
   size_t threads = 0;
 };
 
@@ -18,10 +20,14 @@ struct CompareRow {
   std::string scheme;
   uint64_t weight_bytes = 0;  // artifact files other than the manifest and the tokenizer
   double bits_per_weight = 0, ppl = 0, ppl_stderr = 0, kld = 0, kld_stderr = 0, top1 = 1;
-  double prefill_tokens_per_s = 0, decode_tokens_per_s = 0;
+  Throughput prefill, decode;  // tokens/s over bench_reps runs
   int64_t tokens_scored = 0;
 };
 
+// Checks every input (text, tokenizer, at least one window) and output (--keep targets) first, then
+// converts, evaluates and deletes one scheme at a time (unless kept): the reference first, its
+// logits stored once in a temporary file, every other scheme compared against that file. SIGINT /
+// SIGTERM stop it between windows, with every temporary file removed.
 std::vector<CompareRow> compare_schemes(const CompareOptions& opt);
 
 }  // namespace sf

@@ -5,15 +5,25 @@
 
 namespace sf {
 
+// A throughput measured `reps` times: one run is noise (a busy neighbour halves it), so report the
+// median and the range.
+struct Throughput {
+  double median = 0, min = 0, max = 0;
+};
+
 struct SpeedResult {
   double load_seconds = 0;
-  int64_t prefill_tokens = 0, decode_tokens = 0;
-  double prefill_tokens_per_s = 0, decode_tokens_per_s = 0;
+  int64_t prefill_tokens = 0, decode_tokens = 0, reps = 0;
+  double prefill_tokens_per_s = 0, decode_tokens_per_s = 0;  // medians over the repetitions
+  Throughput prefill, decode;
   int64_t peak_rss_bytes = 0;
   int64_t threads = 0;
 };
 
-SpeedResult measure_speed(const std::string& artifact_dir, int64_t prefill, int64_t decode, int64_t threads);
+// Loads the artifact once, then runs `reps` fresh sessions of prefill + decode tokens. Shows the
+// tokens done as a progress bar labelled `label` on a terminal.
+SpeedResult measure_speed(const std::string& artifact_dir, int64_t prefill, int64_t decode, int64_t threads,
+                          int64_t reps = 1, const std::string& label = "bench");
 int64_t peak_rss_bytes();
 
 }  // namespace sf

@@ -6,6 +6,8 @@
 #include <string>
 
 #include "core/error.h"
+#include "core/interrupt.h"
+#include "core/progress.h"
 #include "executor/session.h"
 
 namespace sf {
@@ -24,13 +26,15 @@ WindowPlan plan_windows(size_t n_tokens, int64_t ctx, int64_t chunks) {
 }
 
 void run_windows(const std::vector<const ExecModel*>& models, const std::vector<int>& tokens, const WindowPlan& plan,
-                 int bos, ThreadPool& pool, const ScoreFn& fn) {
+                 int bos, ThreadPool& pool, const ScoreFn& fn, const std::string& label) {
   const int64_t ctx = plan.ctx, first = plan.first_scored, per = plan.scored_per_window();
+  Progress bar(label, size_t(plan.windows));
   pool.parallel_for(size_t(plan.windows), [&](size_t b, size_t e) {
     std::vector<std::unique_ptr<Session>> sessions;
     for (const ExecModel* m : models) sessions.push_back(std::make_unique<Session>(*m, ctx, nullptr));
     std::vector<const float*> logits(models.size());
     for (size_t w = b; w < e; ++w) {
+      check_interrupt();
       for (auto& s : sessions) s->reset();
       const size_t base = w * size_t(ctx);
       for (int64_t p = 0; p < ctx; ++p) {
@@ -38,6 +42,7 @@ void run_windows(const std::vector<const ExecModel*>& models, const std::vector<
         for (size_t m = 0; m < sessions.size(); ++m) logits[m] = sessions[m]->forward(tok, p >= first);
         if (p >= first) fn(w * size_t(per) + size_t(p - first), logits, tokens[base + size_t(p) + 1]);
       }
+      bar.step();
     }
   });
 }

@@ -4,6 +4,7 @@
 // the text); a window is used only when ctx+1 tokens are available.
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "core/thread_pool.h"
@@ -22,10 +23,12 @@ WindowPlan plan_windows(size_t n_tokens, int64_t ctx, int64_t chunks);
 
 // Runs every model over every window (windows in parallel, one session per model per thread) and
 // calls fn(slot, logits, target) for each scored position, where slot = window * scored_per_window
-// + (pos - first_scored) is unique, so fn may write results by slot without locking.
+// + (pos - first_scored) is unique, so fn may write results by slot without locking. Shows windows
+// done as a progress bar labelled `label` on a terminal; stops with an Error between windows when
+// an InterruptGuard caught SIGINT / SIGTERM.
 using ScoreFn = std::function<void(size_t slot, const std::vector<const float*>& logits, int target)>;
 void run_windows(const std::vector<const ExecModel*>& models, const std::vector<int>& tokens, const WindowPlan& plan,
-                 int bos, ThreadPool& pool, const ScoreFn& fn);
+                 int bos, ThreadPool& pool, const ScoreFn& fn, const std::string& label = "eval");
 
 // log-softmax of one logits row, in double.
 void log_softmax(const float* logits, size_t n, std::vector<double>& out);

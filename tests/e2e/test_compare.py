@@ -1,8 +1,29 @@
 """eval kld and compare: the quantization cost table."""
+import glob
+import hashlib
+import json
 import os
+import signal
+import struct
+import subprocess
+import time
 import unittest
 
-from sftest import HELDOUT, SAMPLE, TempDirTest, sf, sf_json
+from sftest import HELDOUT, SAMPLE, SF, TempDirTest, fixture, read_bytes, read_json, sf, sf_json, write_bytes
+
+
+def reseal(art):
+    """Recomputes files[].sha256/bytes and manifest_sha256 after a test edits an artifact on purpose."""
+    mpath = os.path.join(art, "manifest.json")
+    m = read_json(mpath)
+    for f in m["files"]:
+        data = read_bytes(os.path.join(art, f["path"]))
+        f["bytes"], f["sha256"] = len(data), hashlib.sha256(data).hexdigest()
+    m.pop("manifest_sha256", None)
+    m["manifest_sha256"] = hashlib.sha256(
+        json.dumps(m, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+    with open(mpath, "w") as f:
+        json.dump(m, f, indent=2)
 
 
 
@@ -59,6 +80,157 @@ class Compare(TempDirTest):
         p = sf("compare", SAMPLE, "--schemes", "f32,int5", "--text", HELDOUT, check=False)
         self.assertEqual(p.returncode, 1)
         self.assertIn("int5", p.stderr)
+
+    def test_reference_runs_once_and_numbers_equal_eval_kld(self):
+        keep = self.path("keep")
+        r = sf_json("compare", SAMPLE, "--schemes", "f32,int8,int4:g32", "--text", HELDOUT, "--ctx", 64,
+                    "--chunks", 10, "--keep", keep, "--bench-tokens", 0, "-t", 2)
+        rows = {x["scheme"]: x for x in r["rows"]}
+        ref = os.path.join(keep, "f32")
+        for scheme, d in [("int8", "int8"), ("int4:g32", "int4_g32")]:
+            k = sf_json("eval", "kld", os.path.join(keep, d), "--ref", ref, "--text", HELDOUT, "--ctx", 64,
+                        "--chunks", 10, "-t", 1)
+            self.assertEqual(rows[scheme]["kld"], k["kld"], scheme)
+            self.assertEqual(rows[scheme]["kld_stderr"], k["kld_stderr"], scheme)
+            self.assertEqual(rows[scheme]["top1_agreement"], k["top1_agreement"], scheme)
+            self.assertEqual(rows[scheme]["ppl"], k["ppl"], scheme)
+        p = sf_json("eval", "ppl", ref, "--text", HELDOUT, "--ctx", 64, "--chunks", 10)
+        self.assertEqual(rows["f32"]["ppl"], p["ppl"])
+
+    def test_keep_never_replaces_an_existing_target(self):
+        keep = self.path("keep")
+        os.makedirs(os.path.join(keep, "int8"))
+        write_bytes(os.path.join(keep, "int8", "mine.txt"), "mine")
+        p = sf("compare", SAMPLE, "--schemes", "f32,int8", "--text", HELDOUT, "--ctx", 64, "--chunks", 2,
+               "--keep", keep, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("int8: already exists", p.stderr)
+        self.assertEqual(sorted(os.listdir(keep)), ["int8"], "converted something before refusing")
+        self.assertEqual(os.listdir(os.path.join(keep, "int8")), ["mine.txt"])
+
+    def run_in_tmpdir(self, *args):
+        tmpdir = self.path("tmpdir")
+        os.makedirs(tmpdir, exist_ok=True)
+        return tmpdir, sf(*args, check=False, env={**os.environ, "TMPDIR": tmpdir})
+
+    def test_outputs_and_inputs_are_checked_before_converting(self):
+        write_bytes(self.path("short.txt"), "A short text.")
+        cases = [
+            (["--out", "/nonexistent/r.md"], "/nonexistent/r.md", SAMPLE, HELDOUT),
+            ([], "no tokenizer", fixture("hf_gqa"), HELDOUT),
+            ([], "too few", SAMPLE, self.path("short.txt")),
+            ([], "missing.txt", SAMPLE, self.path("missing.txt")),
+        ]
+        for extra, needle, src, text in cases:
+            tmpdir, p = self.run_in_tmpdir("compare", src, "--schemes", "f32,int8", "--text", text, *extra)
+            self.assertEqual(p.returncode, 1, extra)
+            self.assertIn(needle, p.stderr)
+            self.assertEqual(os.listdir(tmpdir), [], f"{extra}: something was converted before the check")
+
+    def test_one_artifact_at_a_time_and_nothing_left_behind(self):
+        tmpdir = self.path("tmpdir")
+        os.makedirs(tmpdir)
+        proc = subprocess.Popen([SF, "compare", SAMPLE, "--schemes", "f32,bf16,int8,int4:g64", "--text", HELDOUT,
+                                 "--ctx", "64", "--chunks", "6", "--bench-tokens", "4", "--bench-reps", "2", "--json"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "TMPDIR": tmpdir})
+        most, seen = 0, set()
+        while proc.poll() is None:
+            present = [d for d in glob.glob(os.path.join(tmpdir, "shardforge-compare.*", "*"))
+                       if os.path.isdir(d) and not d.endswith(".partial-%d" % proc.pid)]
+            seen.update(os.path.basename(d) for d in present)
+            most = max(most, len(present))
+            time.sleep(0.001)
+        out, err = proc.communicate()
+        self.assertEqual(proc.returncode, 0, err)
+        self.assertGreaterEqual(len(seen), 2, "the polling saw too little to judge")
+        self.assertEqual(most, 1, "more than one scheme's artifact on disk at once")
+        self.assertEqual(os.listdir(tmpdir), [])
+        self.assertEqual(len(json.loads(out)["rows"]), 4)
+
+    def test_interrupt_during_evaluation_removes_everything(self):
+        tmpdir = self.path("tmpdir")
+        os.makedirs(tmpdir)
+        for sig in [signal.SIGINT, signal.SIGTERM]:
+            proc = subprocess.Popen([SF, "compare", SAMPLE, "--schemes", "f32,int8", "--text", HELDOUT, "--ctx", "64",
+                                     "-t", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                    env={**os.environ, "TMPDIR": tmpdir})
+            deadline = time.time() + 60
+            # The reference artifact is in place: its evaluation is under way.
+            while (time.time() < deadline and proc.poll() is None
+                   and not glob.glob(os.path.join(tmpdir, "shardforge-compare.*", "f32", "manifest.json"))):
+                time.sleep(0.002)
+            time.sleep(0.3)
+            self.assertIsNone(proc.poll(), "compare finished before it could be interrupted")
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=60)
+            self.assertEqual(proc.returncode, 1, err)
+            self.assertIn("interrupted", err)
+            self.assertEqual(os.listdir(tmpdir), [], "compare left files in TMPDIR")
+
+    def test_speed_is_a_repeated_measurement_with_its_range(self):
+        md = self.path("r.md")
+        r = sf_json("compare", SAMPLE, "--schemes", "int8", "--text", HELDOUT, "--ctx", 64, "--chunks", 1,
+                    "--bench-tokens", 4, "--bench-reps", 3, "--out", md)
+        self.assertEqual(r["bench_reps"], 3)
+        d = r["rows"][0]["decode"]
+        self.assertLessEqual(d["min"], d["median"])
+        self.assertLessEqual(d["median"], d["max"])
+        self.assertGreater(d["min"], 0)
+        self.assertEqual(r["rows"][0]["decode_tokens_per_s"], d["median"])
+        with open(md) as f:
+            self.assertIn("–", f.read().splitlines()[2])
+        p = sf("compare", SAMPLE, "--schemes", "int8", "--text", HELDOUT, "--bench-reps", 0, check=False)
+        self.assertEqual(p.returncode, 2)
+
+
+class NonFiniteResults(TempDirTest):
+    def test_nan_weights_fail_eval_naming_the_artifact(self):
+        good, bad = self.path("good"), self.path("bad")
+        sf("convert", SAMPLE, "-o", good)
+        sf("convert", SAMPLE, "-o", bad)
+        emb = os.path.join(bad, "embedding.bin")
+        n = len(read_bytes(emb)) // 4
+        write_bytes(emb, struct.pack("<f", float("nan")) * n)
+        reseal(bad)
+        self.assertTrue(sf_json("verify", bad)["ok"])
+        p = sf("eval", "ppl", bad, "--text", HELDOUT, "--ctx", 64, "--chunks", 2, check=False)
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertIn(bad + ": perplexity is nan", p.stderr)
+        self.assertEqual(p.stdout, "")
+        p = sf("eval", "kld", bad, "--ref", good, "--text", HELDOUT, "--ctx", 64, "--chunks", 2, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(bad + ":", p.stderr)
+        self.assertIn("nan", p.stderr)
+        p = sf("eval", "kld", good, "--ref", bad, "--text", HELDOUT, "--ctx", 64, "--chunks", 2, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(bad + ": the reference's perplexity is nan", p.stderr)
+
+
+class ProgressOnATerminal(TempDirTest):
+    def on_tty(self, args):
+        # `script` gives the command a pseudo-terminal, as an interactive user has.
+        cmd = " ".join([SF, *map(str, args)])
+        p = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stdout)
+        return p.stdout
+
+    def test_eval_compare_and_bench_show_progress_only_on_a_terminal(self):
+        art = self.path("art")
+        sf("convert", SAMPLE, "-o", art, "--quant", "int8")
+        window = ["--text", HELDOUT, "--ctx", 64, "--chunks", 4]
+        cases = [(["eval", "ppl", art, *window], "ppl ["),
+                 (["eval", "kld", art, "--ref", art, *window], "kld ["),
+                 (["bench", art, "-p", 8, "-n", 8], "bench ["),
+                 (["compare", SAMPLE, "--schemes", "f32,int8", *window, "--bench-tokens", 2, "--bench-reps", 1],
+                  "kld int8 [")]
+        for args, bar in cases:
+            out = self.on_tty(args)
+            self.assertIn(bar, out, args)
+            p = sf(*args)
+            self.assertNotIn("[", p.stderr, args)
+            self.assertEqual(p.stderr, "", args)
+        self.assertIn("4/4", self.on_tty(cases[0][0]), "the bar ends at the number of windows")
 
 
 if __name__ == "__main__":

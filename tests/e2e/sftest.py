@@ -1,4 +1,5 @@
 """Helpers shared by the end-to-end tests: where the binary, fixtures and shared data are."""
+import hashlib
 import json
 import os
 import shutil
@@ -73,3 +74,20 @@ def fixture(name):
 def need_stories():
     if not os.path.exists(os.path.join(STORIES, "stories260K.pt")):
         raise unittest.SkipTest(f"real model not found at {STORIES}: ../shared is absent, skipping")
+
+
+def reseal(art):
+    """Recomputes files[].bytes/sha256 and manifest_sha256 (docs/format.md) after a test edits an
+    artifact on purpose, so the check under test is the one that must catch the edit."""
+    mpath = os.path.join(art, "manifest.json")
+    m = read_json(mpath)
+    for f in m.get("files", []):
+        p = os.path.join(art, f["path"])
+        if os.path.isfile(p) and "/" not in f["path"]:
+            data = read_bytes(p)
+            f["bytes"], f["sha256"] = len(data), hashlib.sha256(data).hexdigest()
+    m.pop("manifest_sha256", None)
+    m["manifest_sha256"] = hashlib.sha256(
+        json.dumps(m, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+    with open(mpath, "w") as f:
+        json.dump(m, f, indent=2)

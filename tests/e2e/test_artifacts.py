@@ -10,7 +10,7 @@ import zipfile
 
 import torch
 
-from sftest import SF, TempDirTest, fixture, read_bytes, read_json, sf, sf_json, write_bytes, write_json
+from sftest import SF, TempDirTest, fixture, read_bytes, read_json, reseal, sf, sf_json, write_bytes, write_json
 
 
 def tree_digest(d):
@@ -57,6 +57,51 @@ class Verify(TempDirTest):
         self.assertIn("manifest.json is missing", p.stderr)
         p = sf("eval", "ppl", self.art, "--text", __file__, check=False)
         self.assertEqual(p.returncode, 1)
+
+    def edit_manifest(self, fn, seal):
+        mpath = os.path.join(self.art, "manifest.json")
+        m = read_json(mpath)
+        fn(m)
+        write_json(mpath, m)
+        if seal:
+            reseal(self.art)
+
+    def assert_refused(self, *needles):
+        for args in [["verify", self.art], ["run", self.art, "--ids", "1,2", "-n", 1], ["inspect", self.art]]:
+            p = sf(*args, check=False)
+            self.assertEqual(p.returncode, 1, args)
+            self.assertEqual(p.stdout, "", args)
+            for n in needles:
+                self.assertIn(n, p.stderr, args)
+
+    def test_edited_manifest_is_caught_by_its_own_hash(self):
+        self.edit_manifest(lambda m: m["summary"].update(bits_per_weight=1.0), seal=False)
+        self.assert_refused("manifest_sha256 differs")
+        os.remove(os.path.join(self.art, "manifest.json"))
+        sf("convert", fixture("hf_gqa"), "-o", self.path("b"))
+        m = read_json(os.path.join(self.path("b"), "manifest.json"))
+        del m["manifest_sha256"]
+        write_json(os.path.join(self.art, "manifest.json"), m)
+        self.assert_refused("no manifest_sha256")
+
+    def test_manifest_paths_stay_inside_the_artifact(self):
+        # Even with a correct manifest_sha256, a name that leaves the directory is refused before
+        # any file is opened.
+        escapes = [("tokenizer.file", lambda m, v: m.__setitem__("tokenizer", {"file": v, "sha256": "0"})),
+                   ("units.embedding.file", lambda m, v: m["units"]["embedding"].__setitem__("file", v)),
+                   ("units.head", lambda m, v: m["units"].__setitem__("head", v)),
+                   ("units.blocks[]", lambda m, v: m["units"]["blocks"].__setitem__(0, v)),
+                   ("files[].path", lambda m, v: m["files"][0].__setitem__("path", v))]
+        original = read_bytes(os.path.join(self.art, "manifest.json"))
+        for field, set_it in escapes:
+            for bad in ["../../etc/passwd", "/etc/passwd", "", "..", "manifest.json", "a\u0000b".encode().decode("unicode_escape")]:
+                write_bytes(os.path.join(self.art, "manifest.json"), original)
+                self.edit_manifest(lambda m: set_it(m, bad), seal=True)
+                self.assert_refused(field, "plain names inside the artifact")
+
+    def test_version_1_artifact_is_refused_with_advice(self):
+        self.edit_manifest(lambda m: m.update(format_version=1), seal=True)
+        self.assert_refused("format version 1 is not supported", "convert the source again")
 
 
 class Determinism(TempDirTest):

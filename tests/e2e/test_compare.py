@@ -1,6 +1,5 @@
 """eval kld and compare: the quantization cost table."""
 import glob
-import hashlib
 import json
 import os
 import signal
@@ -9,21 +8,7 @@ import subprocess
 import time
 import unittest
 
-from sftest import HELDOUT, SAMPLE, SF, TempDirTest, fixture, read_bytes, read_json, sf, sf_json, write_bytes
-
-
-def reseal(art):
-    """Recomputes files[].sha256/bytes and manifest_sha256 after a test edits an artifact on purpose."""
-    mpath = os.path.join(art, "manifest.json")
-    m = read_json(mpath)
-    for f in m["files"]:
-        data = read_bytes(os.path.join(art, f["path"]))
-        f["bytes"], f["sha256"] = len(data), hashlib.sha256(data).hexdigest()
-    m.pop("manifest_sha256", None)
-    m["manifest_sha256"] = hashlib.sha256(
-        json.dumps(m, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
-    with open(mpath, "w") as f:
-        json.dump(m, f, indent=2)
+from sftest import HELDOUT, SAMPLE, SF, TempDirTest, fixture, read_bytes, reseal, sf, sf_json, write_bytes
 
 
 

@@ -1,8 +1,8 @@
 // compare SOURCE --schemes LIST --text FILE: the PPL / KLD / size / speed table in one command.
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <sstream>
@@ -66,11 +66,17 @@ int run(const Opts& o) {
       for (const auto& c : r) md << " " << c << " |";
       md << "\n";
     }
-    const std::string tmp = o.out_md + ".tmp";
-    std::ofstream f(tmp);
-    f << md.str();
-    f.close();
-    if (!f || std::rename(tmp.c_str(), o.out_md.c_str()) != 0) fail_file(o.out_md, "cannot write the report");
+    // A temporary name of our own (created exclusively), renamed over the report when complete.
+    const std::string tmp = o.out_md + ".partial-" + std::to_string(::getpid());
+    FILE* f = std::fopen(tmp.c_str(), "wx");
+    if (!f) fail_file(o.out_md, "cannot write the report");
+    const std::string text = md.str();
+    const bool written = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+    const bool closed = std::fclose(f) == 0;
+    if (!written || !closed || std::rename(tmp.c_str(), o.out_md.c_str()) != 0) {
+      std::remove(tmp.c_str());
+      fail_file(o.out_md, "cannot write the report");
+    }
   }
   if (o.json_out) {
     json a = json::array();

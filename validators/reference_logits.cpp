@@ -1,5 +1,6 @@
 #include "validators/reference_logits.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -29,12 +30,21 @@ void full_io(Io io, int fd, Ptr p, size_t n, off_t at, const std::string& where,
 ReferenceLogits::ReferenceLogits(const std::string& dir, size_t positions, size_t vocab)
     : positions_(positions), vocab_(vocab) {
   const std::string what = "reference logits (" + std::to_string(positions) + " positions)";
-  checked_mul(checked_mul(uint64_t(positions), uint64_t(vocab), what), uint64_t(sizeof(float)), what);
+  const uint64_t bytes = checked_mul(checked_mul(uint64_t(positions), uint64_t(vocab), what), uint64_t(sizeof(float)), what);
   std::string tmpl = dir + "/shardforge-reference-logits.XXXXXX";
   fd_ = ::mkstemp(tmpl.data());
   if (fd_ < 0) fail_file(tmpl, "cannot create a temporary file: " + std::string(std::strerror(errno)));
   where_ = tmpl;
   ::unlink(tmpl.c_str());
+  // Reserve the space now: a full disk should stop compare before the reference is evaluated, not
+  // after. Filesystems without fallocate just skip the reservation.
+  const int err = ::posix_fallocate(fd_, 0, off_t(bytes));
+  if (err != 0 && err != EOPNOTSUPP && err != EINVAL) {
+    ::close(fd_);
+    fd_ = -1;
+    fail_file(dir, "cannot reserve " + std::to_string(bytes) + " bytes for the reference logits: " +
+                       std::strerror(err));
+  }
 }
 
 ReferenceLogits::~ReferenceLogits() {

@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "cli/common.h"
+#include "core/error.h"
 #include "pipeline/convert.h"
 
 namespace sf::cli {
@@ -17,8 +18,16 @@ struct Opts {
   bool json_out = false;
 };
 
+// Options the pipeline file replaces: beside --pipeline they would be silently ignored.
+void refuse_beside_pipeline(const std::vector<const CLI::Option*>& options) {
+  for (const CLI::Option* opt : options)
+    if (opt->count() > 0)
+      fail_usage(opt->get_name() + " has no effect with --pipeline: set it in the pipeline file's quantize stage "
+                 "params (scheme, overrides, allow_non_finite)");
+}
+
 int run(Opts& o) {
-  o.c.scheme = !o.quant.empty() ? o.quant : !o.dtype.empty() ? o.dtype : "f32";
+  set_current_input(o.c.source);
   o.c.progress = !o.json_out && ::isatty(STDERR_FILENO);
   const ConvertReport r = convert(o.c);
   const json& m = r.manifest;
@@ -44,16 +53,25 @@ void add_convert(CLI::App& app, int& exit_code) {
   c->add_option("-o,--out", o->c.out, "output artifact directory")->required();
   auto* dt = c->add_option("--dtype", o->dtype, "float type for all matrices: f32, f16, bf16")
                  ->check(CLI::IsMember({"f32", "f16", "bf16"}));
-  c->add_option("--quant", o->quant, "scheme: f32, f16, bf16, int8, int4[:g32|:g64|:g128][:sym|:asym]")->excludes(dt);
-  c->add_option("--tensor-quant", o->c.overrides, "per-tensor override PATTERN=SCHEME (glob over canonical names)");
+  auto* q = c->add_option("--quant", o->quant, "scheme: f32, f16, bf16, int8, int4[:g32|:g64|:g128][:sym|:asym]")
+                ->excludes(dt);
+  auto* tq = c->add_option("--tensor-quant", o->c.overrides,
+                           "per-tensor override PATTERN=SCHEME (glob over canonical names; must match one)");
+  auto* nf = c->add_flag("--allow-non-finite", o->c.allow_non_finite,
+                         "keep NaN/Inf weights instead of refusing them (recorded in the manifest)");
   c->add_option("--tokenizer", o->c.tokenizer, "SentencePiece model, when it is not beside the checkpoint");
   c->add_option("--format", o->c.format, "output format")->default_val("shards");
   c->add_option("--arch", o->c.arch, "architecture: auto, llama, llama/hf, llama/meta")->default_val("auto");
-  c->add_option("--pipeline", o->c.pipeline_file, "JSON pipeline file replacing the default stages");
-  c->add_option("--threads", o->c.threads, "worker threads (0 = all cores)")->default_val(0);
+  auto* pl = c->add_option("--pipeline", o->c.pipeline_file, "JSON pipeline file replacing the default stages");
+  add_threads_option(c, o->c.threads);
   c->add_flag("--force", o->c.force, "replace OUT if it exists");
   c->add_flag("--json", o->json_out, "print a JSON report");
-  c->callback([o, &exit_code] { exit_code = run(*o); });
+  c->callback([o, dt, q, tq, nf, pl, &exit_code] {
+    if (pl->count() > 0) refuse_beside_pipeline({q, dt, tq, nf});
+    // An option given is used as given: --quant "" is an error, not f32.
+    o->c.scheme = q->count() > 0 ? o->quant : dt->count() > 0 ? o->dtype : "f32";
+    exit_code = run(*o);
+  });
 }
 
 }  // namespace sf::cli

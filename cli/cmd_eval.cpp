@@ -1,5 +1,6 @@
 // eval ppl ARTIFACT --text FILE: windowed perplexity with its standard error.
 // eval kld ARTIFACT --ref ARTIFACT --text FILE: KL-divergence from a reference and top-1 agreement.
+#include <algorithm>
 #include <iostream>
 #include <memory>
 
@@ -15,10 +16,25 @@ namespace sf::cli {
 namespace {
 struct PplOpts {
   std::string dir, text;
-  int64_t ctx = 256, chunks = -1;
+  int64_t ctx = 0, chunks = -1;  // ctx 0: not given, see window_length
   size_t threads = 0;
-  bool json_out = false;
+  bool json_out = false, allow_long = false;
 };
+
+// --ctx as given; by default 256 positions, or fewer when a model's context is shorter. Each
+// window is one sequence of that many positions, so it is checked against every model's context.
+int64_t window_length(const PplOpts& o, const std::vector<std::pair<const ExecModel*, std::string>>& models) {
+  constexpr int64_t kDefaultCtx = 256;
+  int64_t ctx = o.ctx;
+  if (ctx == 0) {
+    ctx = kDefaultCtx;
+    for (const auto& [m, dir] : models)
+      if (m->desc().max_seq >= 2) ctx = std::min(ctx, m->desc().max_seq);
+  }
+  for (const auto& [m, dir] : models)
+    check_context(m->desc(), dir, ctx, "--ctx " + std::to_string(ctx), o.allow_long);
+  return ctx;
+}
 
 std::unique_ptr<Tokenizer> artifact_tokenizer(const ExecModel& model, const std::string& dir) {
   const std::string tpath = model.artifact().tokenizer_path();
@@ -27,12 +43,14 @@ std::unique_ptr<Tokenizer> artifact_tokenizer(const ExecModel& model, const std:
 }
 
 int run_ppl(const PplOpts& o) {
+  set_current_input(o.dir);
   ExecModel model(o.dir);
+  const int64_t ctx = window_length(o, {{&model, o.dir}});
   const auto tok_ptr = artifact_tokenizer(model, o.dir);
   const Tokenizer& tok = *tok_ptr;
   const std::vector<int> tokens = tok.encode(read_text_file(o.text));
   ThreadPool pool(o.threads);
-  const PerplexityResult r = perplexity(model, tokens, o.ctx, tok.bos(), o.chunks, pool);
+  const PerplexityResult r = perplexity(model, tokens, ctx, tok.bos(), o.chunks, pool);
   if (o.json_out) {
     print_json({{"artifact", o.dir}, {"text", o.text}, {"ppl", r.ppl}, {"ppl_stderr", r.ppl_stderr},
                 {"mean_nll", r.mean_nll}, {"tokens_scored", r.tokens_scored}, {"windows", r.windows},
@@ -48,11 +66,13 @@ struct KldOpts : PplOpts {
 };
 
 int run_kld(const KldOpts& o) {
+  set_current_input(o.dir);
   ExecModel model(o.dir), reference(o.ref);
+  const int64_t ctx = window_length(o, {{&model, o.dir}, {&reference, o.ref}});
   const auto tok = artifact_tokenizer(reference, o.ref);
   const std::vector<int> tokens = tok->encode(read_text_file(o.text));
   ThreadPool pool(o.threads);
-  const KldResult r = kl_divergence(model, reference, tokens, o.ctx, tok->bos(), o.chunks, pool);
+  const KldResult r = kl_divergence(model, reference, tokens, ctx, tok->bos(), o.chunks, pool);
   if (o.json_out) {
     print_json({{"artifact", o.dir}, {"reference", o.ref}, {"text", o.text}, {"kld", r.kld_mean},
                 {"kld_stderr", r.kld_stderr}, {"kld_max", r.kld_max}, {"top1_agreement", r.top1_agreement},
@@ -71,9 +91,11 @@ template <typename Opts>
 void add_window_options(CLI::App* c, Opts& o) {
   c->add_option("artifact", o.dir, "artifact directory")->required();
   c->add_option("--text", o.text, "UTF-8 text file")->required();
-  c->add_option("--ctx", o.ctx, "window length in tokens")->default_val(256)->check(CLI::Range(int64_t(2), int64_t(1) << 20));
-  c->add_option("--chunks", o.chunks, "use only the first K windows")->check(CLI::PositiveNumber);
-  c->add_option("-t,--threads", o.threads, "worker threads (0 = all cores)")->default_val(0);
+  c->add_option("--ctx", o.ctx, "window length in tokens (default 256, or the model's context length if shorter)")
+      ->check(within(2, double(kMaxContext)));
+  c->add_option("--chunks", o.chunks, "use only the first K windows")->check(within(1, double(kMaxChunks)));
+  add_threads_option(c, o.threads);
+  add_allow_long_context(c, o.allow_long);
   c->add_flag("--json", o.json_out, "print one JSON object");
 }
 

@@ -54,6 +54,7 @@ json inspect_source(const std::string& path) {
 }
 
 int run(const Opts& o) {
+  set_current_input(o.path);
   const bool artifact = file_exists(o.path + "/" + kManifestName);
   const json info = artifact ? inspect_artifact(o.path) : inspect_source(o.path);
   if (o.json_out) {

@@ -1,5 +1,9 @@
 // run ARTIFACT -p PROMPT: generate text with the reference executor.
+#include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstdint>
+#include <cstdlib>
 #include <iostream>
 #include <memory>
 #include <random>
@@ -14,14 +18,18 @@
 namespace sf::cli {
 
 namespace {
+// Past this the distribution is uniform to within float precision: a larger value is a typo.
+constexpr double kMaxTemp = 100.0;
+
 struct Opts {
   std::string dir, prompt, logits_file;
+  std::vector<std::string> ids_text;  // --ids as given: "1,2,3" (or several values)
   std::vector<int> ids;
   int64_t n = 64;
   double temp = 0.0;
   uint64_t seed = 0;
   size_t threads = 0;
-  bool ignore_eos = false, json_out = false;
+  bool ignore_eos = false, json_out = false, allow_long = false;
 };
 
 int32_t pick(const float* logits, int64_t vocab, double temp, std::mt19937_64& rng) {
@@ -55,7 +63,38 @@ class LogitsDump {
   int64_t vocab_;
 };
 
+// "1,2,3" -> {1, 2, 3}. Strict: an empty list or element ("", "1,,2") is a usage error rather
+// than a shorter prompt.
+std::vector<int> parse_ids(const std::vector<std::string>& values) {
+  std::vector<int> ids;
+  for (const std::string& v : values) {
+    size_t start = 0;
+    for (;;) {
+      const size_t comma = std::min(v.find(',', start), v.size());
+      const std::string item = v.substr(start, comma - start);
+      char* end = nullptr;
+      errno = 0;
+      const long long id = std::strtoll(item.c_str(), &end, 10);
+      if (item.empty() || end != item.c_str() + item.size() || errno || id < INT32_MIN || id > INT32_MAX)
+        fail_usage("--ids '" + v + "': expected comma-separated token ids such as 1,2,3");
+      ids.push_back(int(id));
+      if (comma == v.size()) break;
+      start = comma + 1;
+    }
+  }
+  return ids;
+}
+
+// --ids are used as given, so each must name a row of the embedding.
+void check_ids(const std::vector<int>& ids, int64_t vocab) {
+  for (int id : ids)
+    if (id < 0 || id >= vocab)
+      fail_usage("--ids: token id " + std::to_string(id) + " is outside the vocabulary (0 to " +
+                 std::to_string(vocab - 1) + ")");
+}
+
 int run(const Opts& o) {
+  set_current_input(o.dir);
   ExecModel model(o.dir);
   const int64_t vocab = model.desc().vocab_size;
   std::unique_ptr<Tokenizer> tok;
@@ -63,12 +102,15 @@ int run(const Opts& o) {
   if (!tpath.empty()) tok = std::make_unique<Tokenizer>(tpath);
   std::vector<int> prompt;
   if (!o.ids.empty()) {
+    check_ids(o.ids, vocab);
     prompt = o.ids;  // exactly as given: no BOS added
   } else {
     if (!tok) fail_file(o.dir, "artifact has no tokenizer (convert with --tokenizer FILE, or pass --ids)");
     prompt = {tok->bos()};
     for (int id : tok->encode(o.prompt)) prompt.push_back(id);
   }
+  check_context(model.desc(), o.dir, int64_t(prompt.size()) + o.n,
+                "prompt of " + std::to_string(prompt.size()) + " tokens + -n " + std::to_string(o.n), o.allow_long);
   const bool dump_all = !o.logits_file.empty();
   LogitsDump dump(o.logits_file, vocab);
   ThreadPool pool(o.threads);
@@ -110,17 +152,19 @@ void add_run(CLI::App& app, int& exit_code) {
   auto* c = app.add_subcommand("run", "Generate text from a prompt with the reference executor");
   c->add_option("artifact", o->dir, "artifact directory")->required();
   auto* p = c->add_option("-p,--prompt", o->prompt, "prompt text (BOS is prepended)");
-  auto* ids = c->add_option("--ids", o->ids, "prompt as token ids, used as given (no BOS added)")->delimiter(',')->excludes(p);
+  auto* ids = c->add_option("--ids", o->ids_text, "prompt as token ids 1,2,3, used as given (no BOS added)")->excludes(p);
   p->excludes(ids);
   c->add_option("--logits", o->logits_file, "write every computed position's logits as raw f32 rows to FILE");
-  c->add_option("-n", o->n, "tokens to generate")->default_val(64)->check(CLI::NonNegativeNumber);
-  c->add_option("--temp", o->temp, "sampling temperature; 0 = greedy")->default_val(0.0)->check(CLI::NonNegativeNumber);
+  c->add_option("-n", o->n, "tokens to generate")->default_val(64)->check(within(0, double(kMaxGenerate)));
+  c->add_option("--temp", o->temp, "sampling temperature; 0 = greedy")->default_val(0.0)->check(within(0, kMaxTemp));
   c->add_option("--seed", o->seed, "random seed for sampling")->default_val(0);
-  c->add_option("-t,--threads", o->threads, "worker threads (0 = all cores)")->default_val(0);
+  add_threads_option(c, o->threads);
+  add_allow_long_context(c, o->allow_long);
   c->add_flag("--ignore-eos", o->ignore_eos, "keep generating past the end-of-sequence token");
   c->add_flag("--json", o->json_out, "print prompt ids, generated ids and text as JSON");
   c->callback([o, p, ids, &exit_code] {
     if (p->count() == 0 && ids->count() == 0) throw CLI::RequiredError("--prompt or --ids");
+    if (ids->count() > 0) o->ids = parse_ids(o->ids_text);
     exit_code = run(*o);
   });
 }

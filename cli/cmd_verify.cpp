@@ -14,6 +14,7 @@ struct Opts {
 };
 
 int run(const Opts& o) {
+  set_current_input(o.dir);
   const auto problems = verify_artifact(o.dir);
   if (o.json_out) {
     print_json({{"artifact", o.dir}, {"ok", problems.empty()}, {"problems", problems}});

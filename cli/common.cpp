@@ -1,10 +1,89 @@
 #include "cli/common.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
+#include <thread>
+
+#include "core/error.h"
 
 namespace sf::cli {
+
+namespace {
+// %.15g prints 1000000 as "1000000" and 0.5 as "0.5": bounds as a user would type them.
+std::string number(double v) { return fmt("%.15g", v); }
+}  // namespace
+
+size_t max_threads() {
+  const size_t hw = std::max(1u, std::thread::hardware_concurrency());
+  return std::min<size_t>(4 * hw, 256);
+}
+
+size_t resolve_threads(int64_t requested) {
+  if (requested < 0)
+    fail_usage("-t/--threads " + std::to_string(requested) + ": must be 0 (all cores) or a positive thread count");
+  const size_t limit = max_threads();
+  if (uint64_t(requested) > limit) {
+    warn("-t/--threads " + std::to_string(requested) + " is more than this machine can use; using " +
+         std::to_string(limit) + " (4 x " + std::to_string(std::max(1u, std::thread::hardware_concurrency())) +
+         " cores, at most 256)");
+    return limit;
+  }
+  return size_t(requested);
+}
+
+CLI::Option* add_threads_option(CLI::App* c, size_t& threads) {
+  return c->add_option_function<int64_t>(
+      "-t,--threads", [&threads](const int64_t& v) { threads = resolve_threads(v); },
+      "worker threads (0 = all cores; at most " + std::to_string(max_threads()) + " here)");
+}
+
+CLI::Validator within(double lo, double hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& in) -> std::string {
+        char* end = nullptr;
+        const double v = std::strtod(in.c_str(), &end);
+        if (in.empty() || end != in.c_str() + in.size()) return "'" + in + "' is not a number";
+        if (!std::isfinite(v) || v < lo || v > hi)
+          return in + " is out of range: must be " + number(lo) + " to " + number(hi);
+        return std::string();
+      },
+      number(lo) + ".." + number(hi));
+}
+
+void check_context(const ModelDesc& m, const std::string& artifact, int64_t positions, const std::string& what,
+                   bool allow_long) {
+  const std::string n = std::to_string(positions) + " positions (" + what + ")";
+  if (positions > kMaxContext)
+    fail_usage(artifact + ": " + n + " is more than the " + std::to_string(kMaxContext) +
+               " positions shardforge supports");
+  if (m.max_seq <= 0 || positions <= m.max_seq) return;
+  const std::string limit = "the model's context length of " + std::to_string(m.max_seq);
+  if (!allow_long) fail_usage(artifact + ": " + n + " is more than " + limit + " (--allow-long-context runs past it)");
+  warn(artifact + ": " + n + " is more than " + limit + "; results past it are not meaningful");
+}
+
+CLI::Option* add_allow_long_context(CLI::App* c, bool& allow) {
+  return c->add_flag("--allow-long-context", allow,
+                     "run past the model's context length (max_seq) instead of refusing; results there are "
+                     "not meaningful");
+}
+
+namespace {
+std::string& input_slot() {
+  static std::string path;
+  return path;
+}
+}  // namespace
+
+void set_current_input(const std::string& path) { input_slot() = path; }
+const std::string& current_input() { return input_slot(); }
+
+void warn(const std::string& message) {
+  std::fprintf(stderr, "shardforge: warning: %s\n", printable(message).c_str());
+}
 
 // Invalid UTF-8 quoted from a damaged file is replaced rather than aborting the output.
 void print_json(const json& j) { std::cout << j.dump(2, ' ', false, json::error_handler_t::replace) << "\n"; }

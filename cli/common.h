@@ -1,10 +1,14 @@
 #pragma once
-// Shared by the subcommands: how each registers itself, and output helpers.
+// Shared by the subcommands: how each registers itself, the options several of them take (thread
+// count, bounded numbers, context length), and output helpers.
+#include <cstdint>
 #include <string>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
+
+#include "core/model_desc.h"
 
 namespace sf::cli {
 
@@ -24,6 +28,42 @@ void add_eval(CLI::App& app, int& exit_code);
 void add_bench(CLI::App& app, int& exit_code);
 void add_compare(CLI::App& app, int& exit_code);
 
+// ---- thread counts ----
+// The most worker threads a command starts: 4 x the hardware concurrency, and never more than 256.
+// More only adds start-up time and memory; the work is split by rows, not by threads.
+size_t max_threads();
+// A -t/--threads value as a thread count: 0 = all cores; negative is a usage error; above
+// max_threads() is clamped, with one warning line on stderr.
+size_t resolve_threads(int64_t requested);
+// Registers "-t,--threads" on a subcommand; `threads` receives resolve_threads(value).
+CLI::Option* add_threads_option(CLI::App* c, size_t& threads);
+
+// ---- bounded numbers ----
+// A validator accepting a finite number in [lo, hi]; the message states the bounds (CLI11's
+// PositiveNumber says "in range 0 to 1.797e308") and nan/inf are refused.
+CLI::Validator within(double lo, double hi);
+inline constexpr int64_t kMaxGenerate = 1'000'000;  // -n of run and bench, -p of bench
+inline constexpr int64_t kMaxChunks = int64_t(1) << 30;
+
+// ---- context length ----
+// Positions no command goes past, whatever the model says: the KV cache and score buffers grow
+// with it, and 2^20 positions is far beyond every model shardforge reads.
+inline constexpr int64_t kMaxContext = int64_t(1) << 20;
+// Refuses (usage error naming the artifact and the model's limit) `positions` beyond the model's
+// context length (ModelDesc::max_seq; 0 = unknown, then only kMaxContext applies). With
+// allow_long, goes on past max_seq with one warning line; kMaxContext is never exceeded.
+// `what` says where the number came from, e.g. "prompt (5 tokens) + -n 100".
+void check_context(const ModelDesc& m, const std::string& artifact, int64_t positions, const std::string& what,
+                   bool allow_long);
+// Registers --allow-long-context on a subcommand.
+CLI::Option* add_allow_long_context(CLI::App* c, bool& allow);
+
+// ---- the file being processed ----
+// Each command records its main input, so that main() can name it when memory runs out.
+void set_current_input(const std::string& path);
+const std::string& current_input();
+
+void warn(const std::string& message);  // "shardforge: warning: message" on stderr
 void print_json(const json& j);
 // Messages may quote names read from a file. Keep them one printable line: valid UTF-8 passes,
 // control characters and invalid bytes become \xNN.

@@ -1,20 +1,56 @@
 #include "executor/session.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <string>
 
+#include "core/checked.h"
 #include "core/error.h"
 #include "executor/kernels.h"
 
 namespace sf {
+
+namespace {
+
+uint64_t physical_memory_bytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? uint64_t(pages) * uint64_t(page) : UINT64_MAX;
+}
+
+std::string gib(uint64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f GiB", double(bytes) / double(uint64_t(1) << 30));
+  return buf;
+}
+
+// Floats in each of the K and V caches: n_layers x max_ctx x kv dims. Refused, naming the artifact,
+// when the product overflows or both caches would not fit in the machine's memory: allocating
+// first would end in a bare "out of memory" or the OOM killer.
+size_t kv_cache_floats(const ExecModel& m, int64_t max_ctx) {
+  const ModelDesc& d = m.desc();
+  const std::string& dir = m.artifact().dir();
+  const std::string what = dir + ": KV cache for " + std::to_string(max_ctx) + " positions";
+  const uint64_t kv = checked_mul(uint64_t(d.n_kv_heads), uint64_t(d.head_dim), what);
+  const uint64_t floats = checked_mul(checked_mul(uint64_t(d.n_layers), uint64_t(max_ctx), what), kv, what);
+  const uint64_t bytes = checked_mul(floats, 2 * sizeof(float), what);
+  const uint64_t memory = physical_memory_bytes();
+  if (bytes > memory)
+    fail_file(dir, "a context of " + std::to_string(max_ctx) + " positions needs " + gib(bytes) +
+                       " of KV cache, more than this machine's " + gib(memory) + " of memory");
+  return size_t(floats);
+}
+
+}  // namespace
 
 Session::Session(const ExecModel& model, int64_t max_ctx, ThreadPool* pool)
     : m_(model), pool_(pool), max_ctx_(max_ctx) {
   const ModelDesc& d = m_.desc();
   if (max_ctx <= 0) fail("context length must be positive");
   const size_t kv = size_t(d.n_kv_heads * d.head_dim), q = size_t(d.n_heads * d.head_dim);
-  k_cache_.assign(size_t(d.n_layers) * size_t(max_ctx) * kv, 0.0f);
+  k_cache_.assign(kv_cache_floats(m_, max_ctx), 0.0f);
   v_cache_.assign(k_cache_.size(), 0.0f);
   x_.resize(size_t(d.d_model));
   xn_.resize(x_.size());

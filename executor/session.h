@@ -11,6 +11,7 @@ namespace sf {
 
 class Session {
  public:
+  // Refuses, naming the artifact, a max_ctx whose KV cache overflows or exceeds physical memory.
   Session(const ExecModel& model, int64_t max_ctx, ThreadPool* pool);
   // Returns the logits (vocab_size floats, valid until the next call), or nullptr when
   // want_logits is false (a prefill position whose prediction nobody reads).

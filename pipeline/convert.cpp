@@ -21,14 +21,23 @@ namespace fs = std::filesystem;
 namespace {
 
 json default_pipeline(const ConvertOptions& opt) {
-  return {{"stages",
-           {{{"name", "load"}},
-            {{"name", "quantize"}, {"params", {{"scheme", opt.scheme}, {"overrides", opt.overrides}}}},
-            {{"name", "write"}}}}};
+  json quantize = {{"scheme", opt.scheme}, {"overrides", opt.overrides}};
+  if (opt.allow_non_finite) quantize["allow_non_finite"] = true;  // recorded only when it changes anything
+  return {{"stages", {{{"name", "load"}}, {{"name", "quantize"}, {"params", quantize}}, {{"name", "write"}}}}};
 }
 
-json read_pipeline_file(const std::string& path) {
-  return read_json_file(path);
+// The stages, checked against the model before anything is written. Problems in a pipeline file
+// are reported against the file, keeping their kind (a bad parameter is a usage error).
+std::vector<std::unique_ptr<Stage>> build_pipeline(const ConvertOptions& opt, const CanonicalModel& model) {
+  const json spec = opt.pipeline_file.empty() ? default_pipeline(opt) : read_json_file(opt.pipeline_file);
+  try {
+    auto stages = make_pipeline(spec);
+    for (auto& s : stages) s->prepare(model);
+    return stages;
+  } catch (const Error& e) {
+    if (opt.pipeline_file.empty()) throw;
+    fail_file(opt.pipeline_file, e.message(), e.kind());
+  }
 }
 
 }  // namespace
@@ -37,14 +46,7 @@ ConvertReport convert(const ConvertOptions& opt) {
   const auto start = std::chrono::steady_clock::now();
   auto src = open_source(opt.source);
   const CanonicalModel model = map_architecture(*src, opt.arch);
-
-  std::vector<std::unique_ptr<Stage>> stages;
-  try {
-    stages = make_pipeline(opt.pipeline_file.empty() ? default_pipeline(opt) : read_pipeline_file(opt.pipeline_file));
-  } catch (const Error& e) {
-    if (opt.pipeline_file.empty()) throw;
-    fail_file(opt.pipeline_file, e.what());
-  }
+  const std::vector<std::unique_ptr<Stage>> stages = build_pipeline(opt, model);
 
   const std::string tokenizer = opt.tokenizer.empty() ? src->tokenizer_path : opt.tokenizer;
   if (!tokenizer.empty()) {
@@ -72,7 +74,7 @@ ConvertReport convert(const ConvertOptions& opt) {
   std::vector<std::string> inputs = src->files;  // OUT may not be or contain anything the conversion reads
   inputs.insert(inputs.end(), {opt.source, tokenizer, opt.pipeline_file});
   auto writer = make_format_writer(opt.format, {opt.out, opt.force, inputs}, model.desc);
-  StageContext ctx{model, *writer, pool};
+  StageContext ctx{opt.source, model, *writer, pool};
   const auto order = unit_order(model.desc);
   {
     std::unique_ptr<Progress> bar;

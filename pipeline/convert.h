@@ -22,6 +22,7 @@ struct ConvertOptions {
   size_t threads = 0;                    // 0 = all cores
   bool force = false;
   bool progress = true;
+  bool allow_non_finite = false;         // keep NaN/Inf weights (refused by default)
 };
 
 struct ConvertReport {

@@ -15,6 +15,7 @@
 namespace sf {
 
 struct StageContext {
+  const std::string& source;  // the checkpoint, named in messages about its values
   const CanonicalModel& model;
   FormatWriter& writer;
   ThreadPool& pool;
@@ -25,18 +26,23 @@ class Stage {
   virtual ~Stage() = default;
   virtual std::string name() const = 0;
   virtual json params() const = 0;
+  // Checks the parameters against the model before anything is written (a usage error for one
+  // that would do nothing, such as an override matching no tensor).
+  virtual void prepare(const CanonicalModel&) {}
   virtual void process(Unit& unit, StageContext& ctx) = 0;
 };
 
 struct StageEntry {
   const char* name;
   const char* description;
+  std::vector<std::string> params;  // the parameters it takes; any other is a usage error
   std::function<std::unique_ptr<Stage>(const json& params)> make;
 };
 
 const std::vector<StageEntry>& stage_registry();
 std::unique_ptr<Stage> make_stage(const std::string& name, const json& params);
-// {"stages": [{"name": ..., "params": {...}}, ...]}
+// {"stages": [{"name": ..., "params": {...}}, ...]}. Anything malformed or unknown (a stage, a
+// parameter, a key) is a usage error: a pipeline file is part of the command line.
 std::vector<std::unique_ptr<Stage>> make_pipeline(const json& spec);
 
 }  // namespace sf

@@ -1,3 +1,5 @@
+#include <algorithm>
+
 #include "core/error.h"
 #include "pipeline/stage.h"
 #include "pipeline/stages.h"
@@ -6,31 +8,60 @@ namespace sf {
 
 const std::vector<StageEntry>& stage_registry() {
   static const std::vector<StageEntry> table = {
-      {"load", "read the unit's tensors from the source as f32 (transforms applied)", make_load_stage},
-      {"quantize", "encode each tensor with the scheme the policy picks", make_quantize_stage},
-      {"write", "hand the encoded unit to the output format", make_write_stage},
+      {"load", "read the unit's tensors from the source as f32 (transforms applied)", {}, make_load_stage},
+      {"quantize", "encode each tensor with the scheme the policy picks",
+       {"scheme", "overrides", "allow_non_finite"}, make_quantize_stage},
+      {"write", "hand the encoded unit to the output format", {}, make_write_stage},
   };
   return table;
 }
 
+namespace {
+
+std::string joined(const std::vector<std::string>& names) {
+  std::string s;
+  for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
+  return s.empty() ? "none" : s;
+}
+
+// Every key of `object` must be one of `allowed`: a misspelt key would otherwise be ignored.
+void refuse_unknown_keys(const json& object, const std::vector<std::string>& allowed, const std::string& what) {
+  for (const auto& [key, value] : object.items())
+    if (std::find(allowed.begin(), allowed.end(), key) == allowed.end())
+      fail_usage(what + ": unknown parameter '" + key + "' (takes: " + joined(allowed) + ")");
+}
+
+}  // namespace
+
 std::unique_ptr<Stage> make_stage(const std::string& name, const json& params) {
-  std::string known;
+  std::vector<std::string> known;
   for (const auto& e : stage_registry()) {
-    if (name == e.name) return e.make(params);
-    known += std::string(known.empty() ? "" : ", ") + e.name;
+    if (name == e.name) {
+      if (!params.is_object()) fail_usage("pipeline: stage '" + name + "': params must be an object");
+      refuse_unknown_keys(params, e.params, "pipeline: stage '" + name + "'");
+      return e.make(params);
+    }
+    known.push_back(e.name);
   }
-  fail("unknown pipeline stage '" + name + "' (known: " + known + ")");
+  fail_usage("unknown pipeline stage '" + name + "' (known: " + joined(known) + ")");
 }
 
 std::vector<std::unique_ptr<Stage>> make_pipeline(const json& spec) {
   if (!spec.is_object() || !spec.contains("stages") || !spec["stages"].is_array())
-    fail("pipeline: expected {\"stages\": [...]}");
+    fail_usage("pipeline: expected {\"stages\": [...]}");
+  for (const auto& [key, value] : spec.items())
+    if (key != "stages") fail_usage("pipeline: unknown key '" + key + "' (only \"stages\")");
   std::vector<std::unique_ptr<Stage>> out;
   for (const auto& s : spec["stages"]) {
-    if (!s.is_object() || !s.contains("name") || !s["name"].is_string()) fail("pipeline: every stage needs a name");
+    if (!s.is_object() || !s.contains("name") || !s["name"].is_string())
+      fail_usage("pipeline: every stage needs a name");
+    for (const auto& [key, value] : s.items())
+      if (key != "name" && key != "params")
+        fail_usage("pipeline: stage '" + s["name"].get<std::string>() + "': unknown key '" + key +
+                   "' (a stage has \"name\" and \"params\")");
     out.push_back(make_stage(s["name"].get<std::string>(), s.value("params", json::object())));
   }
-  if (out.empty() || out.back()->name() != "write") fail("pipeline: the last stage must be 'write'");
+  if (out.empty() || out.back()->name() != "write") fail_usage("pipeline: the last stage must be 'write'");
   return out;
 }
 

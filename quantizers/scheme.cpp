@@ -1,7 +1,6 @@
 #include "quantizers/scheme.h"
 
 #include <array>
-#include <sstream>
 #include <vector>
 
 #include "core/error.h"
@@ -21,6 +20,44 @@ constexpr std::array<SchemeName, 5> kNames = {{
     {"int8", QType::Int8, false},
     {"int4", QType::Int4Sym, true},
 }};
+
+// "int4:g32:sym" -> {"int4", "g32", "sym"}; empty parts are kept ("int4:" has two parts).
+std::vector<std::string> split_colons(const std::string& text) {
+  std::vector<std::string> parts(1);
+  for (char c : text) {
+    if (c == ':') parts.emplace_back();
+    else parts.back() += c;
+  }
+  return parts;
+}
+
+bool is_group_option(const std::string& p) {
+  return p.size() > 1 && p[0] == 'g' && p.find_first_not_of("0123456789", 1) == std::string::npos;
+}
+
+// Parses the options after "int4": at most one group size and at most one of sym/asym, so
+// "int4:sym:asym" or "int4:g32:g64" is refused rather than the last one silently winning.
+void parse_int4_options(const std::string& text, const std::vector<std::string>& parts, Scheme& s) {
+  bool have_group = false, have_kind = false;
+  for (size_t i = 1; i < parts.size(); ++i) {
+    const std::string& p = parts[i];
+    if (p.empty()) fail_usage("scheme '" + text + "': empty option after ':'");
+    if (p == "sym" || p == "asym") {
+      if (have_kind) fail_usage("scheme '" + text + "': give sym or asym once");
+      have_kind = true;
+      s.type = p == "sym" ? QType::Int4Sym : QType::Int4Asym;
+    } else if (is_group_option(p)) {
+      if (have_group) fail_usage("scheme '" + text + "': give one group size");
+      have_group = true;
+      const std::string digits = p.substr(1);
+      if (digits.size() > 7 || std::stoul(digits) < 2 || std::stoul(digits) % 2)
+        fail_usage("scheme '" + text + "': group size must be even, from 2 to 9999998");
+      s.group = std::stoul(digits);
+    } else {
+      fail_usage("scheme '" + text + "': unknown option '" + p + "' (use gN, sym or asym)");
+    }
+  }
+}
 }  // namespace
 
 std::string Scheme::name() const {
@@ -32,28 +69,16 @@ std::string Scheme::name() const {
 }
 
 Scheme parse_scheme(const std::string& text) {
-  std::vector<std::string> parts;
-  std::stringstream ss(text);
-  for (std::string p; std::getline(ss, p, ':');) parts.push_back(p);
-  if (parts.empty()) fail("empty quantization scheme");
+  if (text.empty()) fail_usage("empty quantization scheme (known: f32, f16, bf16, int8, int4[:gN][:sym|:asym])");
+  const std::vector<std::string> parts = split_colons(text);
   for (const auto& n : kNames) {
     if (parts[0] != n.name) continue;
     Scheme s{n.type, n.grouped ? kDefaultInt4Group : 0};
-    for (size_t i = 1; i < parts.size(); ++i) {
-      const std::string& p = parts[i];
-      if (!n.grouped) fail("scheme '" + text + "': " + n.name + " takes no options");
-      if (p == "sym") s.type = QType::Int4Sym;
-      else if (p == "asym") s.type = QType::Int4Asym;
-      else if (p.size() > 1 && p[0] == 'g' && p.find_first_not_of("0123456789", 1) == std::string::npos && p.size() < 9) {
-        s.group = std::stoul(p.substr(1));
-        if (s.group < 2 || s.group % 2) fail("scheme '" + text + "': group size must be even and at least 2");
-      } else {
-        fail("scheme '" + text + "': unknown option '" + p + "' (use gN, sym or asym)");
-      }
-    }
+    if (!n.grouped && parts.size() > 1) fail_usage("scheme '" + text + "': " + n.name + " takes no options");
+    if (n.grouped) parse_int4_options(text, parts, s);
     return s;
   }
-  fail("unknown quantization scheme '" + text + "' (known: f32, f16, bf16, int8, int4[:gN][:sym|:asym])");
+  fail_usage("unknown quantization scheme '" + text + "' (known: f32, f16, bf16, int8, int4[:gN][:sym|:asym])");
 }
 
 }  // namespace sf

@@ -15,7 +15,8 @@ struct Scheme {
   bool operator==(const Scheme&) const = default;
 };
 
-// Throws Error naming the bad part for anything else.
+// Throws a usage Error (exit 2) naming the bad part for anything else, including contradictory or
+// repeated options ("int4:sym:asym", "int4:g32:g64").
 Scheme parse_scheme(const std::string& text);
 constexpr size_t kDefaultInt4Group = 32;
 

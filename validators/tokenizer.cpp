@@ -3,28 +3,36 @@
 #include <sentencepiece_processor.h>
 
 #include "core/error.h"
+#include "core/fs_util.h"
 
 namespace sf {
 
+namespace {
+// Real SentencePiece models are a few MiB at most; a larger file is not one.
+constexpr uint64_t kMaxTokenizerBytes = uint64_t(64) << 20;
+}  // namespace
+
+// The bytes are read by read_file (regular files only: a FIFO or /proc path is refused, never
+// waited on) and parsed from memory; SentencePiece's own messages name its source files and
+// internals, so every failure is reported in our words.
 Tokenizer::Tokenizer(const std::string& model_path)
     : sp_(std::make_unique<sentencepiece::SentencePieceProcessor>()), path_(model_path) {
-  const auto status = sp_->Load(model_path);
-  if (!status.ok()) fail_file(model_path, "not a SentencePiece model: " + status.ToString());
+  const std::string bytes = read_file(model_path, kMaxTokenizerBytes);
+  if (!sp_->LoadFromSerializedProto(bytes).ok() || sp_->GetPieceSize() <= 0)
+    fail_file(model_path, "not a SentencePiece model (it does not parse as one, or has no pieces)");
 }
 
 Tokenizer::~Tokenizer() = default;
 
 std::vector<int> Tokenizer::encode(const std::string& text) const {
   std::vector<int> ids;
-  const auto status = sp_->Encode(text, &ids);
-  if (!status.ok()) fail(path_ + ": cannot encode text: " + status.ToString());
+  if (!sp_->Encode(text, &ids).ok()) fail_file(path_, "the tokenizer cannot encode the text");
   return ids;
 }
 
 std::string Tokenizer::decode(const std::vector<int>& ids) const {
   std::string out;
-  const auto status = sp_->Decode(ids, &out);
-  if (!status.ok()) fail(path_ + ": cannot decode ids: " + status.ToString());
+  if (!sp_->Decode(ids, &out).ok()) fail_file(path_, "the tokenizer cannot decode the generated ids");
   return out;
 }
 

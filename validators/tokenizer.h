@@ -1,5 +1,6 @@
 #pragma once
-// SentencePiece tokenizer, as shipped inside an artifact or beside a checkpoint.
+// SentencePiece tokenizer, as shipped inside an artifact or beside a checkpoint. Loading reads a
+// regular file only and reports failures in shardforge's words, never SentencePiece's.
 #include <memory>
 #include <string>
 #include <vector>

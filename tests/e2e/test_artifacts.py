@@ -281,7 +281,7 @@ class Policy(TempDirTest):
         self.assertEqual(self.types(out)["blocks.0.attn.q.weight"], ("int8", None))
         write_json(spec, {"stages": [{"name": "load"}, {"name": "shuffle"}, {"name": "write"}]})
         p = sf("convert", fixture("hf_gqa"), "-o", self.path("bad"), "--pipeline", spec, check=False)
-        self.assertEqual(p.returncode, 1)
+        self.assertEqual(p.returncode, 2)  # a pipeline file is part of the command line: usage error
         self.assertIn("unknown pipeline stage 'shuffle'", p.stderr)
 
 
@@ -298,7 +298,7 @@ class Cli(TempDirTest):
         self.assertEqual(sf("convert", fixture("hf_gqa"), "-o", self.path("x"), "--bogus", check=False).returncode, 2)
         self.assertEqual(sf("convert", fixture("hf_gqa"), "-o", self.path("x"), "--dtype", "int8", check=False).returncode, 2)
         p = sf("convert", fixture("hf_gqa"), "-o", self.path("x"), "--quant", "int3", check=False)
-        self.assertEqual(p.returncode, 1)
+        self.assertEqual(p.returncode, 2)
         self.assertIn("unknown quantization scheme 'int3'", p.stderr)
         self.assertFalse(os.path.exists(self.path("x")))
 

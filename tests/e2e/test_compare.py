@@ -63,7 +63,7 @@ class Compare(TempDirTest):
 
     def test_bad_scheme_fails_cleanly(self):
         p = sf("compare", SAMPLE, "--schemes", "f32,int5", "--text", HELDOUT, check=False)
-        self.assertEqual(p.returncode, 1)
+        self.assertEqual(p.returncode, 2)  # a bad scheme is a usage error
         self.assertIn("int5", p.stderr)
 
     def test_reference_runs_once_and_numbers_equal_eval_kld(self):

@@ -108,6 +108,50 @@ TEST(QuantTypes, ZeroRowsStayZero) {
   }
 }
 
+// The quantize stage refuses values a type cannot hold by decoding each encoded row and looking for
+// inf/nan. That check rests on these: ordinary rows decode finite in every type, and a value past a
+// type's range decodes non-finite (directly, or through an overflowing group scale).
+TEST(QuantTypes, OverflowDecodesNonFiniteAndOrdinaryRowsDoNot) {
+  const std::vector<float> ordinary = random_row(64, 7);
+  std::vector<float> big = ordinary;
+  big[9] = 1e6f;  // past f16's 65504, and past what an f16 int4 scale (x/8, or range/15) can hold
+  for (QType t : {QType::F32, QType::F16, QType::BF16, QType::Int8, QType::Int4Sym, QType::Int4Asym}) {
+    const auto& tr = qtype_traits(t);
+    auto decoded_finite = [&](const std::vector<float>& x) {
+      std::vector<uint8_t> q(tr.row_bytes(x.size(), 32));
+      std::vector<float> y(x.size());
+      tr.quantize_row(x.data(), x.size(), 32, q.data());
+      tr.dequantize_row(q.data(), x.size(), 32, y.data());
+      for (float v : y)
+        if (!std::isfinite(v)) return false;
+      return true;
+    };
+    EXPECT_TRUE(decoded_finite(ordinary)) << tr.name;
+    const bool holds_1e6 = t == QType::F32 || t == QType::BF16 || t == QType::Int8;
+    EXPECT_EQ(decoded_finite(big), holds_1e6) << tr.name;
+  }
+}
+
+TEST(Scheme, ContradictoryOrRepeatedOptionsAreUsageErrors) {
+  for (const char* bad : {"int4:sym:asym", "int4:asym:sym", "int4:sym:sym", "int4:g32:g64", "int4:g32:g32", "int4:",
+                          "int4::g32", "", "int3", "f16:g32"}) {
+    try {
+      parse_scheme(bad);
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Usage) << bad;
+    }
+  }
+}
+
+TEST(Policy, ReportsOverridesMatchingNoTensor) {
+  Policy p(parse_scheme("int8"));
+  p.add_override("blocks.*.ffn.up.weight=f16");
+  p.add_override("blocks.*.mlp.up_proj.weight=f16");  // a source name, not a canonical one
+  EXPECT_EQ(p.unmatched_overrides({"embed.weight", "blocks.0.ffn.up.weight"}),
+            std::vector<std::string>{"blocks.*.mlp.up_proj.weight=f16"});
+}
+
 TEST(Scheme, ParsesNamesAndRejectsTheRest) {
   EXPECT_EQ(parse_scheme("int4"), (Scheme{QType::Int4Sym, 32}));
   EXPECT_EQ(parse_scheme("int4:g128:asym"), (Scheme{QType::Int4Asym, 128}));

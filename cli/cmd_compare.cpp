@@ -52,6 +52,7 @@ void check_report_path(const std::string& path) {
 json throughput_json(const Throughput& t) { return {{"median", t.median}, {"min", t.min}, {"max", t.max}}; }
 
 int run(const Opts& o) {
+  set_current_input(o.c.source);
   check_report_path(o.out_md);
   const auto rows = compare_schemes(o.c);
   if (!o.out_md.empty()) {
@@ -103,16 +104,17 @@ void add_compare(CLI::App& app, int& exit_code) {
       ->delimiter(',')
       ->default_str("f32,f16,bf16,int8,int4:g32,int4:g128");
   c->add_option("--text", o->c.text, "UTF-8 evaluation text")->required();
-  c->add_option("--ctx", o->c.ctx, "window length in tokens")->default_val(256)->check(CLI::Range(int64_t(2), int64_t(1) << 20));
-  c->add_option("--chunks", o->c.chunks, "use only the first K windows")->check(CLI::PositiveNumber);
+  c->add_option("--ctx", o->c.ctx, "window length in tokens")->default_val(256)->check(within(2, double(kMaxContext)));
+  c->add_option("--chunks", o->c.chunks, "use only the first K windows")->check(within(1, double(kMaxChunks)));
   c->add_option("--tokenizer", o->c.tokenizer, "SentencePiece model, when it is not beside the source");
   c->add_option("--keep", o->c.keep_dir, "keep the artifacts in this directory (one per scheme)");
   c->add_option("--bench-tokens", o->c.bench_tokens, "prompt and generated tokens for the speed column (0: skip)")
-      ->default_val(32)->check(CLI::NonNegativeNumber);
+      ->default_val(32)->check(within(0, double(kMaxGenerate)));
   c->add_option("--bench-reps", o->c.bench_reps, "runs of the speed measurement; the table shows the median and range")
-      ->default_val(5)->check(CLI::Range(int64_t(1), int64_t(1000)));
+      ->default_val(5)->check(within(1, 1000));
   c->add_option("--out", o->out_md, "also write the table as Markdown to this file");
-  c->add_option("-t,--threads", o->c.threads, "worker threads (0 = all cores)")->default_val(0);
+  add_threads_option(c, o->c.threads);
+  add_allow_long_context(c, o->c.allow_long_context);
   c->add_flag("--json", o->json_out, "print one JSON object");
   c->callback([o, &exit_code] {
     if (o->c.schemes.empty()) o->c.schemes = {"f32", "f16", "bf16", "int8", "int4:g32", "int4:g128"};

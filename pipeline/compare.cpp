@@ -6,6 +6,7 @@
 #include <memory>
 #include <set>
 
+#include "converters/architectures/architecture.h"
 #include "converters/reader_registry.h"
 #include "core/error.h"
 #include "core/fs_util.h"
@@ -68,8 +69,12 @@ struct Inputs {
 Inputs check_inputs(const CompareOptions& opt) {
   Inputs in;
   const std::string text = read_text_file(opt.text);
-  in.tokenizer = opt.tokenizer;
-  if (in.tokenizer.empty()) in.tokenizer = open_source(opt.source)->tokenizer_path;
+  const auto src = open_source(opt.source);
+  const ModelDesc desc = map_architecture(*src).desc;
+  if (desc.max_seq > 0 && opt.ctx > desc.max_seq && !opt.allow_long_context)
+    fail_usage(opt.source + ": --ctx " + std::to_string(opt.ctx) + " is more than the model's context length of " +
+               std::to_string(desc.max_seq) + " (--allow-long-context runs past it)");
+  in.tokenizer = opt.tokenizer.empty() ? src->tokenizer_path : opt.tokenizer;
   if (in.tokenizer.empty()) fail_file(opt.source, "no tokenizer beside the source; pass --tokenizer FILE");
   const Tokenizer tok(in.tokenizer);
   in.tokens = tok.encode(text);

@@ -14,6 +14,7 @@ struct CompareOptions {
   std::vector<std::string> schemes;               // the first is the reference
   int64_t ctx = 256, chunks = -1, bench_tokens = 32, bench_reps = 5;
   size_t threads = 0;
+  bool allow_long_context = false;  // --ctx may exceed the model's context length (max_seq)
 };
 
 struct CompareRow {

@@ -55,7 +55,8 @@ class WithSample(TempDirTest):
 class Threads(WithSample):
     def test_negative_thread_count_is_a_usage_error(self):
         for cmd in [["run", self.art, "--ids", "1", "-n", "1"], ["bench", self.art, "-p", "2", "-n", "1"],
-                    ["eval", "ppl", self.art, "--text", HELDOUT], ["convert", fixture(GQA), "-o", self.path("o")]]:
+                    ["eval", "ppl", self.art, "--text", HELDOUT], ["convert", fixture(GQA), "-o", self.path("o")],
+                    ["compare", SAMPLE, "--text", HELDOUT, "--schemes", "f32"]]:
             for flag in ["-t", "--threads"]:
                 with self.subTest(cmd=cmd[0], flag=flag):
                     error_line(self, sf(*cmd, flag, "-1", check=False), 2, "-t/--threads -1")
@@ -83,6 +84,14 @@ class ContextLength(WithSample):
             with self.subTest(cmd=cmd):
                 p = sf(*cmd, check=False, timeout=60)  # refused up front, not after minutes of decoding
                 error_line(self, p, 2, self.art, "context length of 256", "--allow-long-context")
+
+    def test_compare_refuses_a_window_longer_than_the_model_before_converting(self):
+        tmp = self.path("tmp")
+        os.makedirs(tmp)
+        p = sf("compare", SAMPLE, "--text", HELDOUT, "--schemes", "f32,int8", "--ctx", 512, check=False, timeout=60,
+               env={**os.environ, "TMPDIR": tmp})
+        error_line(self, p, 2, SAMPLE, "context length of 256", "--allow-long-context")
+        self.assertEqual(os.listdir(tmp), [], "compare converted before refusing")
 
     def test_allow_long_context_proceeds_with_a_warning(self):
         p = sf("run", self.art, "--ids", "1", "-n", 300, "--ignore-eos", "--allow-long-context", "--json", timeout=120)

@@ -130,7 +130,9 @@ CanonicalModel map_architecture(const SourceModel& src, const std::string& arch)
   try {
     cm.desc.validate();
   } catch (const Error& e) {
-    fail(src.path + ": " + e.message());
+    std::string why = e.message();
+    if (why.rfind("model description: ", 0) == 0) why.erase(0, 19);
+    fail(src.path + ": " + config_origin(src) + ": " + why);
   }
 
   std::set<std::string> used;

@@ -93,7 +93,11 @@ void add_tensors(TorchCheckpoint& ck, SourceModel& m, const std::set<std::string
   if (ck.root()->kind == Kind::Dict && m.config.is_null())
     for (const char* key : kArgsKeys)
       if (const Value* a = ck.root()->get(key); a && a->kind == Kind::Dict) {
-        m.config = pickle_to_json(*a);
+        try {
+          m.config = pickle_to_json(*a);
+        } catch (const Error& e) {
+          fail_file(ck.path, std::string(key) + ": " + e.message());
+        }
         m.config_kind = "model_args";
         break;
       }

@@ -133,17 +133,20 @@ std::string checkpoint_in_dir(const std::string& dir) {
 // The tokenizer beside the checkpoint: tokenizer.model, else the one *.model file in the directory
 // (llama2.c keeps tok512.model beside stories260K.pt). Several, or none: a warning, and no tokenizer.
 void find_tokenizer(SourceModel& m, const std::string& dir) {
-  if (present(dir + "/tokenizer.model")) {
-    m.tokenizer_path = dir + "/tokenizer.model";
-    return;
-  }
+  // Only a regular file is taken: SentencePiece would block reading a FIFO, or read a device.
+  auto take = [&](const std::string& path) {
+    try {
+      InputFile check(path);
+      m.tokenizer_path = path;
+    } catch (const Error& e) {
+      m.tokenizer_warning = e.message() + "; not taken as the tokenizer";
+    }
+  };
+  if (present(dir + "/tokenizer.model")) return take(dir + "/tokenizer.model");
   std::vector<std::string> found;
   for (const auto& p : directory_entries(dir))
     if (std::error_code ec; p.extension() == ".model" && !fs::is_directory(p, ec)) found.push_back(p.string());
-  if (found.size() == 1) {
-    m.tokenizer_path = found[0];
-    return;
-  }
+  if (found.size() == 1) return take(found[0]);
   if (found.empty()) {
     m.tokenizer_warning = "no tokenizer beside the checkpoint in " + dir +
                           " (tokenizer.model or one *.model file); the artifact will have none unless --tokenizer names one";

@@ -157,6 +157,7 @@ TorchCheckpoint TorchCheckpoint::open(const std::string& path) {
   if (!pkl) fail_file(path, "zip archive has no data.pkl: not a torch.save checkpoint");
   ck.prefix = pkl->name.substr(0, pkl->name.size() - 8);
   if (const ZipEntry* bo = ck.archive->find(ck.prefix + "byteorder")) {
+    if (bo->size > 16) fail_file(path, bo->name + " is " + std::to_string(bo->size) + " bytes, not 'little' or 'big'");
     auto b = ck.archive->read(*bo);
     if (std::string(b.begin(), b.end()) != "little") fail_file(path, "big-endian checkpoints are not supported");
   }

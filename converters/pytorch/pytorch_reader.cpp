@@ -218,13 +218,20 @@ std::unique_ptr<SourceModel> pytorch_open(const std::string& path) {
     m->files.push_back(file);
   }
 
+  const bool had_args = m->config_kind == "model_args";
   if (present(dir + "/config.json")) {
     m->config = read_json(dir + "/config.json");
     m->config_kind = "hf_config";
+    if (present(dir + "/params.json"))
+      m->warnings.push_back(dir + "/params.json is ignored: config.json beside it states the hyper-parameters");
   } else if (present(dir + "/params.json")) {
     m->config = read_json(dir + "/params.json");
     m->config_kind = "params_json";
   }
+  if (had_args && m->config_kind != "model_args")
+    m->warnings.push_back(file + ": the checkpoint's own model_args are ignored: " +
+                          (m->config_kind == "hf_config" ? "config.json" : "params.json") +
+                          " beside it states the hyper-parameters");
   find_tokenizer(*m, dir);
   return m;
 }

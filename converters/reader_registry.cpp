@@ -4,6 +4,7 @@
 
 #include "converters/pytorch/pytorch_reader.h"
 #include "core/error.h"
+#include "core/input_file.h"
 
 namespace sf {
 
@@ -17,6 +18,8 @@ const std::vector<ReaderEntry>& readers() {
 std::unique_ptr<SourceModel> open_source(const std::string& path, const std::string& format) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) fail_file(path, "no such file or directory");
+  // A FIFO, device, socket or /proc entry is refused here, before any reader probes it.
+  if (!std::filesystem::is_directory(path, ec)) InputFile check(path);
   for (const auto& r : readers()) {
     if (format == r.name) return r.open(path);
     if (format == "auto" && r.probe(path)) return r.open(path);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "core/checked.h"
 #include "core/error.h"
 
 namespace sf {
@@ -14,7 +15,10 @@ std::string shape_string(const std::vector<int64_t>& shape) {
 
 int64_t LazyTensor::numel() const {
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape) {
+    if (d < 0) fail("tensor " + name + " has a negative dimension in " + shape_string(shape));
+    n = checked_mul(n, d, "tensor " + name + " " + shape_string(shape));
+  }
   return n;
 }
 
@@ -23,20 +27,43 @@ bool LazyTensor::same_data(const LazyTensor& o) const {
          dtype == o.dtype;
 }
 
+namespace {
+constexpr size_t kMaxDims = 64;
+// A view may repeat its storage's elements (stride 0), but not into an unbounded tensor.
+constexpr int64_t kMaxRepeatedElements = int64_t(1) << 26;
+constexpr size_t kChunkElements = size_t(4) << 20;
+// A non-contiguous view reads the whole span it touches when that is at most this many bytes
+// (or twice the tensor), and element by element otherwise.
+constexpr uint64_t kMaxSpanBytes = uint64_t(64) << 20;
+}  // namespace
+
+// Index (in elements) of the last element the view touches; strides are non-negative, so the
+// first is `offset`. Every step is overflow-checked: shape, stride and offset come from the file.
+static uint64_t last_index(const LazyTensor& t, const std::string& what) {
+  uint64_t last = uint64_t(t.offset);
+  for (size_t i = 0; i < t.shape.size(); ++i)
+    last = checked_add(last, checked_mul(uint64_t(t.shape[i] - 1), uint64_t(t.strides[i]), what), what);
+  return last;
+}
+
 void LazyTensor::check_bounds() const {
   if (!storage) fail("tensor " + name + " has no storage");
-  if (shape.size() != strides.size()) fail(storage->describe() + ": tensor " + name + " has mismatched shape and strides");
-  if (numel() == 0) return;
-  int64_t last = offset;
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (shape[i] < 0 || strides[i] < 0)
-      fail(storage->describe() + ": tensor " + name + " has a negative shape or stride");
-    last += (shape[i] - 1) * strides[i];
-  }
-  const size_t have = storage->size() / dtype_size(dtype);
-  if (offset < 0 || size_t(last) >= have)
-    fail(storage->describe() + ": storage holds " + std::to_string(have) + " elements but tensor " + name +
-         " " + shape_string(shape) + " needs " + std::to_string(last + 1));
+  const std::string where = storage->describe() + ": tensor " + name;
+  if (shape.size() != strides.size()) fail(where + " has mismatched shape and strides");
+  if (shape.size() > kMaxDims) fail(where + " has more than " + std::to_string(kMaxDims) + " dimensions");
+  for (size_t i = 0; i < shape.size(); ++i)
+    if (shape[i] < 0 || strides[i] < 0) fail(where + " has a negative shape or stride");
+  if (offset < 0) fail(where + " has a negative storage offset");
+  const int64_t n = checked_mul(numel(), int64_t(sizeof(float)), where);  // and its f32 copy fits too
+  if (n == 0) return;
+  const uint64_t have = storage->size() / dtype_size(dtype);
+  const uint64_t last = last_index(*this, where);
+  if (last >= have)
+    fail(storage->describe() + ": storage holds " + std::to_string(have) + " elements but tensor " + name + " " +
+         shape_string(shape) + " needs " + (last == UINT64_MAX ? std::string("more") : std::to_string(last + 1)));
+  if (uint64_t(numel()) > have && numel() > kMaxRepeatedElements)
+    fail(where + " " + shape_string(shape) + " repeats its storage's " + std::to_string(have) +
+         " elements into more than " + std::to_string(kMaxRepeatedElements));
 }
 
 std::vector<float> LazyTensor::to_f32() const {
@@ -44,34 +71,50 @@ std::vector<float> LazyTensor::to_f32() const {
   const int64_t n = numel();
   if (n == 0) return {};
   const size_t esize = dtype_size(dtype);
-  const uint8_t* base = storage->bytes();
   std::vector<float> out(static_cast<size_t>(n));
   bool contiguous = true;
   int64_t expect = 1;
   for (size_t i = shape.size(); i-- > 0;) {
     if (shape[i] != 1 && strides[i] != expect) contiguous = false;
-    expect *= shape[i];
+    expect *= shape[i];  // a prefix of numel(), which did not overflow
   }
   if (contiguous) {
-    // In chunks, handing each converted chunk's source pages back at once.
-    constexpr size_t kChunk = size_t(4) << 20;  // elements
-    for (size_t done = 0; done < size_t(n); done += kChunk) {
-      const size_t k = std::min(kChunk, size_t(n) - done);
-      const size_t byte_off = (size_t(offset) + done) * esize;
-      convert_to_f32(dtype, base + byte_off, k, out.data() + done);
-      storage->release_range(byte_off, k * esize);
+    // A chunk at a time through one buffer: nothing of the source stays in memory.
+    std::vector<uint8_t> buf(std::min(kChunkElements, size_t(n)) * esize);
+    for (size_t done = 0; done < size_t(n); done += kChunkElements) {
+      const size_t k = std::min(kChunkElements, size_t(n) - done);
+      storage->read((uint64_t(offset) + done) * esize, buf.data(), k * esize);
+      convert_to_f32(dtype, buf.data(), k, out.data() + done);
     }
     return out;
   }
-  // Non-contiguous view: walk the index space row-major, converting one innermost run at a time.
+  // Non-contiguous view: walk the index space row-major, one innermost run at a time.
+  const uint64_t first = uint64_t(offset), span = last_index(*this, name) - first + 1;  // elements
+  std::vector<uint8_t> buf;
+  const bool whole_span = span * esize <= std::max<uint64_t>(kMaxSpanBytes, uint64_t(n) * esize * 2);
+  if (whole_span) {
+    buf.resize(size_t(span * esize));
+    for (uint64_t done = 0; done < buf.size(); done += kChunkElements * esize) {
+      const size_t k = size_t(std::min<uint64_t>(kChunkElements * esize, buf.size() - done));
+      storage->read(first * esize + done, buf.data() + done, k);
+    }
+  }
+  uint8_t one[16];
   const size_t nd = shape.size();
   std::vector<int64_t> idx(nd, 0);
   const int64_t inner = shape[nd - 1], inner_stride = strides[nd - 1];
   for (int64_t done = 0; done < n; done += inner) {
-    int64_t off = offset;
-    for (size_t i = 0; i + 1 < nd; ++i) off += idx[i] * strides[i];
-    for (int64_t j = 0; j < inner; ++j)
-      convert_to_f32(dtype, base + size_t(off + j * inner_stride) * esize, 1, &out[size_t(done + j)]);
+    uint64_t off = uint64_t(offset);
+    for (size_t i = 0; i + 1 < nd; ++i) off += uint64_t(idx[i] * strides[i]);
+    for (int64_t j = 0; j < inner; ++j) {
+      const uint64_t e = off + uint64_t(j * inner_stride);  // <= last_index: checked above
+      const uint8_t* src = one;
+      if (whole_span)
+        src = buf.data() + (e - first) * esize;
+      else
+        storage->read(e * esize, one, esize);
+      convert_to_f32(dtype, src, 1, &out[size_t(done + j)]);
+    }
     for (size_t i = nd - 1; i-- > 0;) {
       if (++idx[i] < shape[i]) break;
       idx[i] = 0;

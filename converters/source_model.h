@@ -11,15 +11,15 @@
 
 namespace sf {
 
-// Where a tensor's bytes live (a region of a mapped file, a compressed zip entry, ...).
+// Where a tensor's bytes live: a stored zip entry read through pread, a compressed entry inflated
+// into memory, ... Reads never fault: a source truncated under us is an Error, not SIGBUS.
 class Storage {
  public:
   virtual ~Storage() = default;
-  virtual size_t size() const = 0;              // bytes available
-  virtual const uint8_t* bytes() = 0;           // all bytes; valid until release()
-  virtual void release() = 0;                   // drop what bytes() brought into memory
-  // Drop part of it: lets a large tensor be converted without the source and the copy both resident.
-  virtual void release_range(size_t /*offset*/, size_t /*n*/) {}
+  virtual uint64_t size() const = 0;            // bytes available
+  // Copies n bytes at offset into dst; throws Error naming the file when they are not there.
+  virtual void read(uint64_t offset, void* dst, size_t n) = 0;
+  virtual void release() {}                     // drop whatever read() keeps in memory
   virtual std::string describe() const = 0;     // "model.pt: archive/data/3", for messages
 };
 
@@ -31,8 +31,9 @@ struct LazyTensor {
   int64_t offset = 0;            // elements into the storage
   std::shared_ptr<Storage> storage;
 
-  int64_t numel() const;
-  // The tensor as contiguous row-major f32; checks that the storage holds every element.
+  int64_t numel() const;  // throws Error when the shape is negative or its product overflows
+  // The tensor as contiguous row-major f32; checks that the storage holds every element. Reads the
+  // source a chunk at a time, so memory is the output plus one chunk.
   std::vector<float> to_f32() const;
   // Throws Error unless the storage holds every element the view (offset, shape, strides) touches.
   void check_bounds() const;
@@ -49,6 +50,11 @@ struct SourceModel {
   json config;                      // hyper-parameters as the source states them
   std::string config_kind;          // "hf_config" | "params_json" | "model_args" | ""
   std::string tokenizer_path;       // empty when none was found beside the source
+  // Said about the source without refusing it; the CLI prints each as "shardforge: warning: ...".
+  std::vector<std::string> warnings;
+  // Why no tokenizer was taken from beside the source (none there, or several candidates); shown
+  // only when the user did not pass --tokenizer.
+  std::string tokenizer_warning;
 };
 
 std::string shape_string(const std::vector<int64_t>& shape);

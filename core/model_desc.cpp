@@ -1,6 +1,8 @@
 #include "core/model_desc.h"
 
+#include <cmath>
 #include <cstdio>
+#include <utility>
 
 #include "core/error.h"
 #include "core/json_util.h"
@@ -19,23 +21,24 @@ json ModelDesc::to_json() const {
 ModelDesc ModelDesc::from_json(const json& j) {
   ModelDesc m;
   try {
-    m.family = j.at("family").get<std::string>();
     const std::string what = "model description";
-    constexpr int64_t kMax = int64_t(1) << 40;
-    m.vocab_size = json_int(j, "vocab_size", what, 1, kMax);
-    m.d_model = json_int(j, "d_model", what, 1, kMax);
-    m.n_layers = json_int(j, "n_layers", what, 1, 1 << 20);
-    m.n_heads = json_int(j, "n_heads", what, 1, 1 << 20);
-    m.n_kv_heads = json_int(j, "n_kv_heads", what, 1, 1 << 20);
-    m.head_dim = json_int(j, "head_dim", what, 1, kMax);
-    m.ffn_dim = json_int(j, "ffn_dim", what, 1, kMax);
+    m.family = j.at("family").get<std::string>();
+    m.vocab_size = json_int(j, "vocab_size", what);
+    m.d_model = json_int(j, "d_model", what);
+    m.n_layers = json_int(j, "n_layers", what);
+    m.n_heads = json_int(j, "n_heads", what);
+    m.n_kv_heads = json_int(j, "n_kv_heads", what);
+    m.head_dim = json_int(j, "head_dim", what);
+    m.ffn_dim = json_int(j, "ffn_dim", what);
     m.norm = j.at("norm").get<std::string>();
+    if (!j.at("norm_eps").is_number() || !j.at("rope_theta").is_number())
+      fail(what + ": norm_eps and rope_theta must be numbers");
     m.norm_eps = j.at("norm_eps").get<double>();
     m.activation = j.at("activation").get<std::string>();
     m.rope_theta = j.at("rope_theta").get<double>();
-    m.rope_dims = json_int(j, "rope_dims", what, 0, kMax);
+    m.rope_dims = json_int(j, "rope_dims", what);
     m.tied_embeddings = j.at("tied_embeddings").get<bool>();
-    m.max_seq = j.contains("max_seq") ? json_int(j, "max_seq", what, 0, kMax) : 0;
+    m.max_seq = j.contains("max_seq") ? json_int(j, "max_seq", what) : 0;
   } catch (const json::exception& e) {
     fail(std::string("model description: ") + e.what());
   }
@@ -43,23 +46,67 @@ ModelDesc ModelDesc::from_json(const json& j) {
   return m;
 }
 
+namespace {
+struct IntBound {
+  const char* field;
+  int64_t lo, hi;
+};
+constexpr IntBound kIntBounds[] = {
+    {"vocab_size", 1, ModelDesc::kMaxSize}, {"d_model", 1, ModelDesc::kMaxSize},
+    {"n_layers", 1, ModelDesc::kMaxCount},  {"n_heads", 1, ModelDesc::kMaxCount},
+    {"n_kv_heads", 1, ModelDesc::kMaxCount}, {"head_dim", 1, ModelDesc::kMaxSize},
+    {"ffn_dim", 1, ModelDesc::kMaxSize},    {"rope_dims", 1, ModelDesc::kMaxSize},
+    {"max_seq", 0, ModelDesc::kMaxSize},
+};
+std::string fmt(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+}  // namespace
+
+std::string ModelDesc::int_problem(const std::string& field, int64_t v) {
+  for (const auto& b : kIntBounds)
+    if (field == b.field) {
+      if (v >= b.lo && v <= b.hi) return "";
+      return "is " + std::to_string(v) + ", outside [" + std::to_string(b.lo) + ", " + std::to_string(b.hi) + "]";
+    }
+  return "";
+}
+
+std::string ModelDesc::real_problem(const std::string& field, double v) {
+  if (!std::isfinite(v)) return "is " + fmt(v) + ", not a finite number";
+  if (field == "norm_eps" && !(v > 0 && v <= 1)) return "is " + fmt(v) + ", outside (0, 1]";
+  if (field == "rope_theta" && !(v > 0)) return "is " + fmt(v) + " but must be positive";
+  return "";
+}
+
 void ModelDesc::validate() const {
-  auto positive = [](int64_t v, const char* what) {
-    if (v <= 0) fail(std::string("model description: ") + what + " must be positive, got " + std::to_string(v));
-  };
-  positive(vocab_size, "vocab_size");
-  positive(d_model, "d_model");
-  positive(n_layers, "n_layers");
-  positive(n_heads, "n_heads");
-  positive(n_kv_heads, "n_kv_heads");
-  positive(head_dim, "head_dim");
-  positive(ffn_dim, "ffn_dim");
+  const std::string what = "model description: ";
+  const std::pair<const char*, int64_t> ints[] = {
+      {"vocab_size", vocab_size}, {"d_model", d_model}, {"n_layers", n_layers}, {"n_heads", n_heads},
+      {"n_kv_heads", n_kv_heads}, {"head_dim", head_dim}, {"ffn_dim", ffn_dim},  {"rope_dims", rope_dims},
+      {"max_seq", max_seq}};
+  for (const auto& [field, v] : ints)
+    if (std::string p = int_problem(field, v); !p.empty()) fail(what + field + " " + p);
+  for (const auto& [field, v] : {std::pair<const char*, double>{"norm_eps", norm_eps}, {"rope_theta", rope_theta}})
+    if (std::string p = real_problem(field, v); !p.empty()) fail(what + field + " " + p);
   if (n_heads % n_kv_heads != 0)
-    fail("model description: n_heads (" + std::to_string(n_heads) + ") is not a multiple of n_kv_heads (" +
+    fail(what + "n_heads (" + std::to_string(n_heads) + ") is not a multiple of n_kv_heads (" +
          std::to_string(n_kv_heads) + ")");
-  if (rope_dims <= 0 || rope_dims > head_dim || rope_dims % 2 != 0)
-    fail("model description: rope_dims must be even and within head_dim");
-  if (norm_eps <= 0) fail("model description: norm_eps must be positive");
+  if (rope_dims > head_dim || rope_dims % 2 != 0) fail(what + "rope_dims must be even and within head_dim");
+  // Every tensor's element count, without overflow (each factor is at most 2^40).
+  const std::pair<const char*, std::pair<int64_t, int64_t>> products[] = {
+      {"vocab_size x d_model", {vocab_size, d_model}}, {"n_heads x head_dim", {n_heads, head_dim}},
+      {"n_kv_heads x head_dim", {n_kv_heads, head_dim}}, {"ffn_dim x d_model", {ffn_dim, d_model}}};
+  for (const auto& [name, f] : products) {
+    int64_t r;
+    if (__builtin_mul_overflow(f.first, f.second, &r) || r > kMaxTensorElements)
+      fail(what + name + " is more than " + std::to_string(kMaxTensorElements) + " elements");
+  }
+  int64_t q;
+  if (__builtin_mul_overflow(n_heads * head_dim, d_model, &q) || q > kMaxTensorElements)
+    fail(what + "n_heads x head_dim x d_model is more than " + std::to_string(kMaxTensorElements) + " elements");
 }
 
 const char* unit_kind_name(UnitKind k) {

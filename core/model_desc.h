@@ -30,7 +30,18 @@ struct ModelDesc {
 
   json to_json() const;
   static ModelDesc from_json(const json& j);
-  void validate() const;  // throws Error on inconsistent values
+  // Throws Error "model description: ..." on a value out of bounds or inconsistent values. This is
+  // the one definition of the bounds: readers check a source with it before converting, and the
+  // artifact reader checks a manifest with it, so `convert` never writes what `verify` refuses.
+  void validate() const;
+
+  // Bounds of each hyper-parameter, by field name ("max_seq"). Empty when v is allowed, otherwise
+  // the reason ("is -1, outside [0, 1099511627776]"), for messages that name the source's own key.
+  static std::string int_problem(const std::string& field, int64_t v);
+  static std::string real_problem(const std::string& field, double v);
+  static constexpr int64_t kMaxSize = int64_t(1) << 40;         // vocab, widths, max_seq
+  static constexpr int64_t kMaxCount = int64_t(1) << 20;        // layers, heads
+  static constexpr int64_t kMaxTensorElements = int64_t(1) << 40;
 };
 
 enum class UnitKind { Embedding, Block, Head };

@@ -60,21 +60,38 @@ const ArchitectureMap* pick_map(const SourceModel& src, const std::string& arch)
 
 }  // namespace
 
-int64_t config_int(const SourceModel& src, const char* key, int64_t fallback) {
+std::string config_origin(const SourceModel& src) {
+  if (src.config_kind == "hf_config") return "config.json";
+  if (src.config_kind == "params_json") return "params.json";
+  if (src.config_kind == "model_args") return "the checkpoint's model_args";
+  return "the configuration";
+}
+
+int64_t config_int(const SourceModel& src, const char* key, int64_t fallback, const char* field) {
   if (!src.config.is_object() || !src.config.contains(key) || src.config[key].is_null()) {
     if (fallback == -1) fail(src.path + ": hyper-parameter '" + key + "' is missing from the model's configuration");
     return fallback;
   }
   const json& v = src.config[key];
-  if (!v.is_number_integer()) fail(src.path + ": hyper-parameter '" + key + "' is not an integer");
-  return v.get<int64_t>();
+  if (!v.is_number_integer()) fail(src.path + ": " + config_origin(src) + ": '" + key + "' is not an integer");
+  if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX))
+    fail(src.path + ": " + config_origin(src) + ": '" + key + "' is " + v.dump() + ", beyond 64-bit integers");
+  const int64_t x = v.get<int64_t>();
+  if (field)
+    if (const std::string p = ModelDesc::int_problem(field, x); !p.empty())
+      fail(src.path + ": " + config_origin(src) + ": '" + key + "' " + p);
+  return x;
 }
 
-double config_num(const SourceModel& src, const char* key, double fallback) {
+double config_num(const SourceModel& src, const char* key, double fallback, const char* field) {
   if (!src.config.is_object() || !src.config.contains(key) || src.config[key].is_null()) return fallback;
   const json& v = src.config[key];
-  if (!v.is_number()) fail(src.path + ": hyper-parameter '" + key + "' is not a number");
-  return v.get<double>();
+  if (!v.is_number()) fail(src.path + ": " + config_origin(src) + ": '" + key + "' is not a number");
+  const double x = v.get<double>();
+  if (field)
+    if (const std::string p = ModelDesc::real_problem(field, x); !p.empty())
+      fail(src.path + ": " + config_origin(src) + ": '" + key + "' " + p);
+  return x;
 }
 
 const CanonicalTensor& CanonicalModel::at(const std::string& name) const {
@@ -103,7 +120,20 @@ CanonicalModel map_architecture(const SourceModel& src, const std::string& arch)
   cm.variant = map->variant;
   cm.source = &src;
   cm.desc = map->hyperparams(src);
-  cm.desc.validate();
+  // The stated layer count against the layers the tensors hold, before any per-layer work: a
+  // configuration saying 10^12 layers must not make us loop or allocate for each of them.
+  int64_t held = 0;
+  while (held < int64_t(src.tensors.size()) && src.tensors.count(with_index(map->detect, held))) ++held;
+  if (cm.desc.n_layers != held)
+    fail(src.path + ": " + config_origin(src) + " says " + std::to_string(cm.desc.n_layers) +
+         " layers but the checkpoint holds " + std::to_string(held));
+  try {
+    cm.desc.validate();
+  } catch (const Error& e) {
+    std::string why = e.message();
+    if (why.rfind("model description: ", 0) == 0) why.erase(0, 19);
+    fail(src.path + ": " + config_origin(src) + ": " + why);
+  }
 
   std::set<std::string> used;
   for (const char* ign : map->ignored)

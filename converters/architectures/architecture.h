@@ -60,8 +60,12 @@ class CanonicalModel {
 // arch: "auto" or "family" or "family/variant".
 CanonicalModel map_architecture(const SourceModel& src, const std::string& arch = "auto");
 
-// Shared by families: json lookups that report which key was wrong.
-int64_t config_int(const SourceModel& src, const char* key, int64_t fallback = -1);
-double config_num(const SourceModel& src, const char* key, double fallback);
+// Shared by families: json lookups that report which key was wrong. With a ModelDesc field name,
+// the value is checked against that field's bounds (ModelDesc::int_problem / real_problem) and a
+// value out of bounds is refused naming the source's key and the bound.
+int64_t config_int(const SourceModel& src, const char* key, int64_t fallback = -1, const char* field = nullptr);
+double config_num(const SourceModel& src, const char* key, double fallback, const char* field = nullptr);
+// "config.json", "params.json", "the checkpoint's model_args": where src.config came from.
+std::string config_origin(const SourceModel& src);
 
 }  // namespace sf

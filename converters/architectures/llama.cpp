@@ -26,17 +26,17 @@ ModelDesc hf_hyperparams(const SourceModel& src) {
   const LazyTensor& embed = need_tensor(src, "model.embed_tokens.weight");
   ModelDesc m;
   m.family = "llama";
-  m.vocab_size = config_int(src, "vocab_size", embed.shape[0]);
-  m.d_model = config_int(src, "hidden_size");
+  m.vocab_size = config_int(src, "vocab_size", embed.shape[0], "vocab_size");
+  m.d_model = config_int(src, "hidden_size", -1, "d_model");
   m.n_layers = config_int(src, "num_hidden_layers");
-  m.n_heads = config_int(src, "num_attention_heads");
-  m.n_kv_heads = config_int(src, "num_key_value_heads", m.n_heads);
-  m.head_dim = config_int(src, "head_dim", m.n_heads > 0 ? m.d_model / m.n_heads : 0);
-  m.ffn_dim = config_int(src, "intermediate_size");
-  m.norm_eps = config_num(src, "rms_norm_eps", 1e-6);
-  m.rope_theta = config_num(src, "rope_theta", 10000.0);
+  m.n_heads = config_int(src, "num_attention_heads", -1, "n_heads");
+  m.n_kv_heads = config_int(src, "num_key_value_heads", m.n_heads, "n_kv_heads");
+  m.head_dim = config_int(src, "head_dim", m.d_model / m.n_heads, "head_dim");
+  m.ffn_dim = config_int(src, "intermediate_size", -1, "ffn_dim");
+  m.norm_eps = config_num(src, "rms_norm_eps", 1e-6, "norm_eps");
+  m.rope_theta = config_num(src, "rope_theta", 10000.0, "rope_theta");
   m.rope_dims = m.head_dim;
-  m.max_seq = config_int(src, "max_position_embeddings", 0);
+  m.max_seq = config_int(src, "max_position_embeddings", 0, "max_seq");
   if (src.config.contains("rope_scaling") && !src.config["rope_scaling"].is_null())
     fail(src.path + ": rope_scaling is not supported yet");
   const std::string act = src.config.value("hidden_act", std::string("silu"));
@@ -51,21 +51,21 @@ ModelDesc meta_hyperparams(const SourceModel& src) {
   ModelDesc m;
   m.family = "llama";
   const bool have = src.config.is_object() && !src.config.empty();
-  m.d_model = have ? config_int(src, "dim") : embed.shape[1];
+  m.d_model = have ? config_int(src, "dim", -1, "d_model") : embed.shape[1];
   m.n_layers = have ? config_int(src, "n_layers") : count_layers(src, "layers.", ".attention.wq.weight");
   if (!have) fail(src.path + ": Meta LLaMA naming needs params.json or model_args to know the head count");
-  m.n_heads = config_int(src, "n_heads");
-  m.n_kv_heads = config_int(src, "n_kv_heads", m.n_heads);
-  m.head_dim = m.n_heads > 0 ? m.d_model / m.n_heads : 0;
+  m.n_heads = config_int(src, "n_heads", -1, "n_heads");
+  m.n_kv_heads = config_int(src, "n_kv_heads", m.n_heads, "n_kv_heads");
+  m.head_dim = m.d_model / m.n_heads;
   // params.json writes vocab_size -1 when the tokenizer decides it; the embedding knows.
   const int64_t vocab = config_int(src, "vocab_size", embed.shape[0]);
   m.vocab_size = vocab > 0 ? vocab : embed.shape[0];
   // Meta derives the FFN width from multiple_of / ffn_dim_multiplier; the weight states it.
-  m.ffn_dim = config_int(src, "hidden_dim", need_tensor(src, "layers.0.feed_forward.w1.weight").shape[0]);
-  m.norm_eps = config_num(src, "norm_eps", 1e-5);
-  m.rope_theta = config_num(src, "rope_theta", 10000.0);
+  m.ffn_dim = config_int(src, "hidden_dim", need_tensor(src, "layers.0.feed_forward.w1.weight").shape[0], "ffn_dim");
+  m.norm_eps = config_num(src, "norm_eps", 1e-5, "norm_eps");
+  m.rope_theta = config_num(src, "rope_theta", 10000.0, "rope_theta");
   m.rope_dims = m.head_dim;
-  m.max_seq = config_int(src, "max_seq_len", 0);
+  m.max_seq = config_int(src, "max_seq_len", 0, "max_seq");
   auto out = src.tensors.find("output.weight");
   m.tied_embeddings = out == src.tensors.end() || out->second.same_data(embed);
   return m;

@@ -40,11 +40,19 @@ namespace {
 
 constexpr size_t kMaxStack = 1 << 20;
 constexpr size_t kMaxMemo = 1 << 24;
+// What each thing costs, roughly as the allocator sees it (an overestimate is only stricter).
+constexpr uint64_t kValueCost = sizeof(Value) + 32;   // the Value and its shared_ptr control block
+constexpr uint64_t kSlotCost = sizeof(ValuePtr);      // one item of a list, tuple or set
+constexpr uint64_t kPairCost = 2 * sizeof(ValuePtr);  // one dict entry
+constexpr uint64_t kMemoCost = 64;                    // a std::map node
+constexpr uint64_t kOwnedCost = 64;                   // Tree::containers slot + owned_ set node
+constexpr uint64_t kMarkCost = sizeof(size_t);
 
 class Machine {
  public:
-  Machine(const uint8_t* d, size_t n, const AllowList& a, const PersistentLoad& pl, const std::string& w)
-      : p_(d), end_(d + n), allow_(a), pload_(pl), where_(w) {}
+  Machine(const uint8_t* d, size_t n, const AllowList& a, const PersistentLoad& pl, const std::string& w,
+          uint64_t budget)
+      : p_(d), end_(d + n), allow_(a), pload_(pl), where_(w), budget_(budget) {}
 
   Tree run() {
     for (;;) {
@@ -56,7 +64,7 @@ class Machine {
         case ']': push(make(Kind::List)); break;
         case ')': push(make(Kind::Tuple)); break;
         case 0x8f: push(make(Kind::Set)); break;                   // EMPTY_SET
-        case '(': marks_.push_back(stack_.size()); break;
+        case '(': charge(kMarkCost); marks_.push_back(stack_.size()); break;
         case 'X': push(make_str(string_of(le(4)))); break;          // BINUNICODE
         case 0x8c: push(make_str(string_of(byte()))); break;        // SHORT_BINUNICODE
         case 0x8d: push(make_str(string_of(le(8)))); break;         // BINUNICODE8
@@ -71,25 +79,25 @@ class Machine {
         case 0x8b: push(make_int(long_of(le(4)))); break;           // LONG4
         case 'G': push_float(); break;                              // BINFLOAT
         case 'N': push(make(Kind::None)); break;
-        case 0x88: case 0x89: { auto v = make(Kind::Bool); v->b = op == 0x88; push(v); break; }
-        case 't': { auto v = make(Kind::Tuple); v->items = pop_mark(); push(v); break; }
+        case 0x88: case 0x89: { auto v = make(Kind::Bool); v->b = op == 0x88; push(std::move(v)); break; }
+        case 't': { auto v = make(Kind::Tuple); v->items = pop_mark(); push(std::move(v)); break; }
         case 0x85: case 0x86: case 0x87: {                          // TUPLE1..3
           const size_t k = op - 0x84u;
           need(k);
           auto v = make(Kind::Tuple);
           v->items.assign(stack_.end() - long(k), stack_.end());
           stack_.resize(stack_.size() - k);
-          push(v);
+          push(std::move(v));
           break;
         }
-        case 'l': { auto v = make(Kind::List); v->items = pop_mark(); push(v); break; }
-        case 'a': { auto x = pop(); list_top()->items.push_back(x); break; }
-        case 'e': { auto xs = pop_mark(); auto& l = list_top()->items; l.insert(l.end(), xs.begin(), xs.end()); break; }
-        case 0x90: { auto xs = pop_mark(); auto s = top(); if (s->kind != Kind::Set) error("ADDITEMS on a non-set"); s->items.insert(s->items.end(), xs.begin(), xs.end()); break; }
-        case 0x91: { auto v = make(Kind::Set); v->items = pop_mark(); push(v); break; }  // FROZENSET
-        case 'd': { auto xs = pop_mark(); auto v = make(Kind::Dict); add_pairs(v, xs); push(v); break; }
-        case 's': { auto val = pop(); auto key = pop(); dict_top()->dict.emplace_back(key, val); break; }
-        case 'u': { auto xs = pop_mark(); add_pairs(dict_top(), xs); break; }
+        case 'l': { auto v = make(Kind::List); v->items = pop_mark(); push(std::move(v)); break; }
+        case 'a': { auto x = pop(); charge(kSlotCost); list_top()->items.push_back(x); break; }
+        case 'e': { auto xs = pop_mark(); charge(xs.size() * kSlotCost); auto& l = list_top()->items; l.insert(l.end(), xs.begin(), xs.end()); break; }
+        case 0x90: { auto xs = pop_mark(); charge(xs.size() * kSlotCost); auto s = top(); if (s->kind != Kind::Set) error("ADDITEMS on a non-set"); s->items.insert(s->items.end(), xs.begin(), xs.end()); break; }
+        case 0x91: { auto v = make(Kind::Set); v->items = pop_mark(); push(std::move(v)); break; }  // FROZENSET
+        case 'd': { auto xs = pop_mark(); auto v = make(Kind::Dict); add_pairs(v, xs); push(std::move(v)); break; }
+        case 's': { auto val = pop(); auto key = pop(); charge(kPairCost); dict_top()->dict.emplace_back(key, val); break; }
+        case 'u': { auto xs = pop_mark(); charge(xs.size() / 2 * kPairCost); add_pairs(dict_top(), xs); break; }
         case 'q': memo_put(byte()); break;                          // BINPUT
         case 'r': memo_put(le(4)); break;                           // LONG_BINPUT
         case 0x94: memo_put(memo_.size()); break;                   // MEMOIZE
@@ -155,7 +163,7 @@ class Machine {
   void push_bytes(uint64_t n) {
     auto v = make(Kind::Bytes);
     v->s = string_of(n);
-    push(v);
+    push(std::move(v));
   }
   int64_t long_of(uint64_t n) {
     if (n > 8) error("integer wider than 64 bits");
@@ -172,7 +180,7 @@ class Machine {
     for (int i = 0; i < 8; ++i) bits = bits << 8 | q[i];  // big-endian
     auto v = make(Kind::Float);
     std::memcpy(&v->f, &bits, 8);
-    push(v);
+    push(std::move(v));
   }
   std::string line() {
     const uint8_t* nl = static_cast<const uint8_t*>(std::memchr(p_, '\n', size_t(end_ - p_)));
@@ -181,10 +189,22 @@ class Machine {
     p_ = nl + 1;
     return s;
   }
+  // Accounts n more bytes of memory, refusing the pickle past its budget.
+  void charge(uint64_t n) {
+    if (n > budget_ - used_)
+      error("unpickling needs more than the " + std::to_string(budget_) + " bytes of memory allowed for this file");
+    used_ += n;
+  }
   void push(ValuePtr v) {
     if (stack_.size() >= kMaxStack) error("pickle stack too deep");
+    // Only this argument holds a value that was just made (by an opcode or an allow-listed call):
+    // it is accounted once, here. Values pushed again (memo, DUP) are already paid for.
+    if (v.use_count() == 1)
+      charge(kValueCost + v->s.size() + v->items.size() * kSlotCost + v->dict.size() * kPairCost +
+             (v->tensor ? sizeof(TensorRef) + (v->tensor->shape.size() + v->tensor->strides.size()) * 8 : 0));
     const Kind k = v->kind;
     if ((k == Kind::List || k == Kind::Tuple || k == Kind::Dict || k == Kind::Set) && !owned_.count(v.get())) {
+      charge(kOwnedCost);
       owned_.insert(v.get());
       tree_.containers.push_back(v);
     }
@@ -228,6 +248,7 @@ class Machine {
   }
   void memo_put(uint64_t idx) {
     if (idx >= kMaxMemo) error("memo index too large");
+    charge(kMemoCost);
     memo_[idx] = top();
   }
   ValuePtr memo_get(uint64_t idx) {
@@ -278,13 +299,15 @@ class Machine {
   std::map<uint64_t, ValuePtr> memo_;
   Tree tree_;  // owns every container, also on error (its destructor breaks cycles)
   std::set<const Value*> owned_;
+  uint64_t budget_;
+  uint64_t used_ = 0;
 };
 
 }  // namespace
 
 Tree run(const uint8_t* data, size_t n, const AllowList& allow, const PersistentLoad& persistent_load,
-         const std::string& where) {
-  Machine m(data, n, allow, persistent_load, where);
+         const std::string& where, uint64_t memory_budget) {
+  Machine m(data, n, allow, persistent_load, where, memory_budget);
   return m.run();
 }
 

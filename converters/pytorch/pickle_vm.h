@@ -73,7 +73,11 @@ class Tree {
 };
 
 // Runs the pickle in data[0, n). `where` prefixes every error ("model.pt: archive/data.pkl").
+// Every value, container slot, memo entry and mark is accounted as it is made; a pickle needing
+// more than memory_budget bytes stops with an Error before it gets them (a 10-million-deep tuple
+// chain is a few megabytes of pickle but gigabytes of values).
+inline constexpr uint64_t kDefaultMemoryBudget = uint64_t(1) << 30;
 Tree run(const uint8_t* data, size_t n, const AllowList& allow, const PersistentLoad& persistent_load,
-         const std::string& where);
+         const std::string& where, uint64_t memory_budget = kDefaultMemoryBudget);
 
 }  // namespace sf::pickle

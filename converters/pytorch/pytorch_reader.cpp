@@ -1,5 +1,7 @@
 #include "converters/pytorch/pytorch_reader.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -8,6 +10,7 @@
 #include "converters/pytorch/torch_checkpoint.h"
 #include "core/error.h"
 #include "core/fs_util.h"
+#include "core/input_file.h"
 #include "core/json_util.h"
 
 namespace sf {
@@ -29,13 +32,22 @@ constexpr const char* kArgsKeys[] = {"model_args", "config", "args"};
 // Prefixes wrappers add to every name (torch.compile, DataParallel).
 constexpr const char* kNamePrefixes[] = {"_orig_mod.", "module."};
 
-bool starts_with_zip_magic(const std::string& path) {
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) return false;
-  unsigned char m[4] = {0, 0, 0, 0};
-  const size_t n = std::fread(m, 1, 4, f);
-  std::fclose(f);
-  return n == 4 && m[0] == 'P' && m[1] == 'K' && m[2] == 3 && m[3] == 4;
+// The first bytes of a file, read through InputFile: a FIFO, device or /proc entry is refused with
+// a message naming it (fopen would block on a FIFO or read /dev/zero forever).
+std::string first_bytes(const std::string& path, size_t n) {
+  const InputFile f(path);
+  std::string s(size_t(std::min<uint64_t>(n, f.size())), '\0');
+  f.read_at(0, s.data(), s.size());
+  return s;
+}
+
+bool starts_with_zip_magic(const std::string& path) { return first_bytes(path, 4) == std::string("PK\3\4", 4); }
+
+// True when something exists at path (a dangling symlink included): such a file is then read, and
+// refused with a message when it is not a regular file, instead of being skipped without a word.
+bool present(const std::string& path) {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0;
 }
 
 bool has_tensor(const Value& v) {
@@ -81,7 +93,11 @@ void add_tensors(TorchCheckpoint& ck, SourceModel& m, const std::set<std::string
   if (ck.root()->kind == Kind::Dict && m.config.is_null())
     for (const char* key : kArgsKeys)
       if (const Value* a = ck.root()->get(key); a && a->kind == Kind::Dict) {
-        m.config = pickle_to_json(*a);
+        try {
+          m.config = pickle_to_json(*a);
+        } catch (const Error& e) {
+          fail_file(ck.path, std::string(key) + ": " + e.message());
+        }
         m.config_kind = "model_args";
         break;
       }
@@ -89,19 +105,57 @@ void add_tensors(TorchCheckpoint& ck, SourceModel& m, const std::set<std::string
 
 json read_json(const std::string& path) { return read_json_file(path); }
 
+std::vector<fs::path> directory_entries(const std::string& dir) {
+  std::vector<fs::path> out;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) out.push_back(it->path());
+  if (ec) fail_file(dir, "cannot list the directory: " + ec.message(), ErrorKind::IO);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 // Picks the checkpoint inside a directory.
 std::string checkpoint_in_dir(const std::string& dir) {
   for (const char* name : kCheckpointNames)
-    if (file_exists(dir + "/" + name)) return dir + "/" + name;
+    if (present(dir + "/" + name)) return dir + "/" + name;
   std::vector<std::string> found;
-  for (const auto& e : fs::directory_iterator(dir)) {
-    const std::string ext = e.path().extension().string();
-    if (e.is_regular_file() && (ext == ".pt" || ext == ".pth" || ext == ".bin") && starts_with_zip_magic(e.path()))
-      found.push_back(e.path().string());
+  for (const auto& p : directory_entries(dir)) {
+    const std::string ext = p.extension().string();
+    std::error_code ec;
+    if ((ext == ".pt" || ext == ".pth" || ext == ".bin") && !fs::is_directory(p, ec) && starts_with_zip_magic(p.string()))
+      found.push_back(p.string());
   }
   if (found.size() == 1) return found[0];
   if (found.empty()) fail_file(dir, "directory holds no PyTorch checkpoint (*.pt, *.pth, pytorch_model.bin)");
   fail_file(dir, "directory holds several checkpoints; name one");
+}
+
+// The tokenizer beside the checkpoint: tokenizer.model, else the one *.model file in the directory
+// (llama2.c keeps tok512.model beside stories260K.pt). Several, or none: a warning, and no tokenizer.
+void find_tokenizer(SourceModel& m, const std::string& dir) {
+  // Only a regular file is taken: SentencePiece would block reading a FIFO, or read a device.
+  auto take = [&](const std::string& path) {
+    try {
+      InputFile check(path);
+      m.tokenizer_path = path;
+    } catch (const Error& e) {
+      m.tokenizer_warning = e.message() + "; not taken as the tokenizer";
+    }
+  };
+  if (present(dir + "/tokenizer.model")) return take(dir + "/tokenizer.model");
+  std::vector<std::string> found;
+  for (const auto& p : directory_entries(dir))
+    if (std::error_code ec; p.extension() == ".model" && !fs::is_directory(p, ec)) found.push_back(p.string());
+  if (found.size() == 1) return take(found[0]);
+  if (found.empty()) {
+    m.tokenizer_warning = "no tokenizer beside the checkpoint in " + dir +
+                          " (tokenizer.model or one *.model file); the artifact will have none unless --tokenizer names one";
+    return;
+  }
+  std::string names;
+  for (const auto& f : found) names += (names.empty() ? "" : ", ") + fs::path(f).filename().string();
+  m.tokenizer_warning = "several tokenizers beside the checkpoint in " + dir + " (" + names +
+                        "); none was taken: name one with --tokenizer";
 }
 
 }  // namespace
@@ -110,9 +164,9 @@ bool pytorch_probe(const std::string& path) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) {
     for (const char* name : kCheckpointNames)
-      if (file_exists(path + "/" + name)) return true;
-    for (const auto& e : fs::directory_iterator(path, ec)) {
-      const std::string ext = e.path().extension().string();
+      if (present(path + "/" + name)) return true;
+    for (const auto& p : directory_entries(path)) {
+      const std::string ext = p.extension().string();
       if (ext == ".pt" || ext == ".pth") return true;
     }
     return false;
@@ -154,27 +208,31 @@ std::unique_ptr<SourceModel> pytorch_open(const std::string& path) {
       m->files.push_back(shard_path);
     }
   } else {
-    if (!starts_with_zip_magic(file)) {
-      FILE* f = std::fopen(file.c_str(), "rb");
-      int first = f ? std::fgetc(f) : EOF;
-      if (f) std::fclose(f);
-      if (!f) fail_file(file, "cannot open for reading");
-      fail_file(file, first == 0x80 ? "legacy (pre-zip) torch.save format is not supported; re-save with torch >= 1.6"
-                                    : "not a zip archive");
-    }
+    const std::string head = first_bytes(file, 4);
+    if (head != std::string("PK\3\4", 4))
+      fail_file(file, !head.empty() && uint8_t(head[0]) == 0x80
+                          ? "legacy (pre-zip) torch.save format is not supported; re-save with torch >= 1.6"
+                          : "not a zip archive");
     TorchCheckpoint ck = TorchCheckpoint::open(file);
     add_tensors(ck, *m, nullptr);
     m->files.push_back(file);
   }
 
-  if (file_exists(dir + "/config.json")) {
+  const bool had_args = m->config_kind == "model_args";
+  if (present(dir + "/config.json")) {
     m->config = read_json(dir + "/config.json");
     m->config_kind = "hf_config";
-  } else if (file_exists(dir + "/params.json")) {
+    if (present(dir + "/params.json"))
+      m->warnings.push_back(dir + "/params.json is ignored: config.json beside it states the hyper-parameters");
+  } else if (present(dir + "/params.json")) {
     m->config = read_json(dir + "/params.json");
     m->config_kind = "params_json";
   }
-  if (file_exists(dir + "/tokenizer.model")) m->tokenizer_path = dir + "/tokenizer.model";
+  if (had_args && m->config_kind != "model_args")
+    m->warnings.push_back(file + ": the checkpoint's own model_args are ignored: " +
+                          (m->config_kind == "hf_config" ? "config.json" : "params.json") +
+                          " beside it states the hyper-parameters");
+  find_tokenizer(*m, dir);
   return m;
 }
 

@@ -1,8 +1,10 @@
 #include "converters/pytorch/torch_checkpoint.h"
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
+#include "core/checked.h"
 #include "core/error.h"
 
 namespace sf {
@@ -13,25 +15,23 @@ using pickle::ValuePtr;
 
 namespace {
 
-constexpr uint64_t kMaxPickleBytes = uint64_t(1) << 30;
-
-// Bytes of a stored (uncompressed) entry, read in place from the archive's memory map.
-class MappedRegion : public Storage {
+// Bytes of a stored (uncompressed) entry, read from the file with pread when asked for: no part of
+// the source is mapped, so nothing faults when the file shrinks, and none of it counts toward RSS.
+class StoredEntry : public Storage {
  public:
-  MappedRegion(std::shared_ptr<MappedFile> map, size_t offset, size_t size, std::string what)
-      : map_(std::move(map)), offset_(offset), size_(size), what_(std::move(what)) {}
-  size_t size() const override { return size_; }
-  const uint8_t* bytes() override { return map_->data() + offset_; }
-  void release() override { map_->release(offset_, size_); }
-  void release_range(size_t offset, size_t n) override {
-    // Only whole pages inside the range: a neighbour's partly shared page stays.
-    map_->release_inner(offset_ + offset, std::min(n, size_ - std::min(offset, size_)));
+  StoredEntry(std::shared_ptr<ZipArchive> za, ZipEntry e, uint64_t size, std::string what)
+      : za_(std::move(za)), entry_(std::move(e)), size_(size), what_(std::move(what)) {}
+  uint64_t size() const override { return size_; }
+  void read(uint64_t offset, void* dst, size_t n) override {
+    if (!range_within(offset, n, size_)) fail(what_ + ": read outside the storage");
+    za_->read_stored(entry_, offset, dst, n);
   }
   std::string describe() const override { return what_; }
 
  private:
-  std::shared_ptr<MappedFile> map_;
-  size_t offset_, size_;
+  std::shared_ptr<ZipArchive> za_;
+  ZipEntry entry_;
+  uint64_t size_;  // the bytes the pickle declares (the entry may hold more)
   std::string what_;
 };
 
@@ -40,10 +40,12 @@ class InflatedEntry : public Storage {
  public:
   InflatedEntry(std::shared_ptr<ZipArchive> za, ZipEntry e, std::string what)
       : za_(std::move(za)), entry_(std::move(e)), what_(std::move(what)) {}
-  size_t size() const override { return entry_.size; }
-  const uint8_t* bytes() override {
-    if (data_.empty() && entry_.size) data_ = za_->read(entry_);
-    return data_.data();
+  uint64_t size() const override { return entry_.size; }
+  void read(uint64_t offset, void* dst, size_t n) override {
+    if (!range_within(offset, n, entry_.size)) fail(what_ + ": read outside the storage");
+    if (n == 0) return;
+    if (data_.empty()) data_ = za_->read(entry_);
+    std::memcpy(dst, data_.data() + offset, n);
   }
   void release() override { std::vector<uint8_t>().swap(data_); }
   std::string describe() const override { return what_; }
@@ -106,15 +108,18 @@ const pickle::AllowList& torch_allow_list() {
     l.callables["torch._utils._rebuild_parameter"] = rebuild_parameter;
     l.callables["torch._utils._rebuild_parameter_with_state"] = rebuild_parameter;
     // torch >= 2 wraps tensor subclasses: (func, type, args, state). Only plain tensors and
-    // parameters pass, and func must itself be on this list.
-    l.callables["torch._tensor._rebuild_from_type_v2"] = [&l](const std::vector<ValuePtr>& a) -> ValuePtr {
+    // parameters pass, and func may only be one of the plain rebuild functions above - never this
+    // wrapper itself, which would let a file nest calls (and C++ stack frames) as deep as it likes.
+    l.callables["torch._tensor._rebuild_from_type_v2"] = [](const std::vector<ValuePtr>& a) -> ValuePtr {
       if (a.size() < 3 || a[0]->kind != Kind::Global || a[1]->kind != Kind::Global || a[2]->kind != Kind::Tuple)
         fail("expects (function, type, args, state)");
       if (a[1]->s != "torch.Tensor" && a[1]->s != "torch.nn.parameter.Parameter")
         fail("tensor subclass '" + a[1]->s + "' is not allowed");
-      auto it = l.callables.find(a[0]->s);
-      if (it == l.callables.end()) fail("'" + a[0]->s + "' may not be called");
-      return it->second(a[2]->items);
+      const std::string& f = a[0]->s;
+      if (f == "torch._utils._rebuild_tensor_v2" || f == "torch._utils._rebuild_tensor") return rebuild_tensor(a[2]->items);
+      if (f == "torch._utils._rebuild_parameter" || f == "torch._utils._rebuild_parameter_with_state")
+        return rebuild_parameter(a[2]->items);
+      fail("'" + f + "' may not be called through it");
     };
     l.callables["torch.Size"] = [](const std::vector<ValuePtr>& a) {
       auto t = pickle::make(Kind::Tuple);
@@ -152,10 +157,17 @@ TorchCheckpoint TorchCheckpoint::open(const std::string& path) {
   if (!pkl) fail_file(path, "zip archive has no data.pkl: not a torch.save checkpoint");
   ck.prefix = pkl->name.substr(0, pkl->name.size() - 8);
   if (const ZipEntry* bo = ck.archive->find(ck.prefix + "byteorder")) {
+    if (bo->size > 16) fail_file(path, bo->name + " is " + std::to_string(bo->size) + " bytes, not 'little' or 'big'");
     auto b = ck.archive->read(*bo);
     if (std::string(b.begin(), b.end()) != "little") fail_file(path, "big-endian checkpoints are not supported");
   }
-  if (pkl->size > kMaxPickleBytes) fail_file(path, pkl->name + " is larger than " + std::to_string(kMaxPickleBytes) + " bytes");
+  // Unpickling may use at most kPickleBaseBytes + kPickleBytesPerFileByte x the file's size, the
+  // inflated data.pkl included: a small file cannot make us allocate gigabytes.
+  const uint64_t budget =
+      checked_add(kPickleBaseBytes, checked_mul(ck.archive->file_size(), kPickleBytesPerFileByte, path), path);
+  if (pkl->size > budget)
+    fail_file(path, pkl->name + " is " + std::to_string(pkl->size) + " bytes, more than the " + std::to_string(budget) +
+                        " bytes allowed for a checkpoint of this size");
   const std::vector<uint8_t> bytes = ck.archive->read(*pkl);
   const std::string where = path + ": " + pkl->name;
   auto load = [&](const ValuePtr& pid) -> ValuePtr {
@@ -176,15 +188,16 @@ TorchCheckpoint TorchCheckpoint::open(const std::string& path) {
     v->storage->numel = as_int(it[4], "storage size");
     const ZipEntry* e = ck.archive->find(ck.prefix + "data/" + v->storage->key);
     if (!e) fail(where + ": storage data/" + v->storage->key + " is missing from the archive");
-    const uint64_t want = uint64_t(v->storage->numel) * dtype_size(*dt);
+    if (v->storage->numel < 0) fail(where + ": storage data/" + v->storage->key + " has a negative size");
+    const uint64_t want = checked_mul(uint64_t(v->storage->numel), dtype_size(*dt), where + ": storage data/" + v->storage->key);
     // Stored entries are read in place, so a longer entry is harmless; a compressed one is inflated
     // whole, so it must be exactly the declared size (no zip bomb behind a small storage).
-    if (v->storage->numel < 0 || e->size < want || (!e->stored && e->size != want))
+    if (e->size < want || (!e->stored && e->size != want))
       fail(path + ": storage data/" + v->storage->key + " holds " + std::to_string(e->size) +
            " bytes but the pickle declares " + std::to_string(want));
     return v;
   };
-  ck.tree = pickle::run(bytes.data(), bytes.size(), torch_allow_list(), load, where);
+  ck.tree = pickle::run(bytes.data(), bytes.size(), torch_allow_list(), load, where, budget - pkl->size);
   return ck;
 }
 
@@ -201,9 +214,9 @@ LazyTensor TorchCheckpoint::tensor(const std::string& name, const Value& v) {
     const ZipEntry& e = *archive->find(prefix + "data/" + t.storage->key);
     const std::string what = path + ": " + e.name;
     // Only the bytes the pickle declares belong to the storage.
-    const size_t declared = size_t(t.storage->numel) * dtype_size(t.storage->dtype);
+    const uint64_t declared = checked_mul(uint64_t(t.storage->numel), dtype_size(t.storage->dtype), what);
     if (e.stored)
-      s = std::make_shared<MappedRegion>(archive->map(), size_t(e.data_offset), declared, what);
+      s = std::make_shared<StoredEntry>(archive, e, declared, what);
     else
       s = std::make_shared<InflatedEntry>(archive, e, what);
   }
@@ -216,6 +229,9 @@ constexpr size_t kMaxJsonNodes = 1 << 20;
 
 json to_json(const Value& v, std::vector<const Value*>& path, size_t& budget) {
   if (++budget > kMaxJsonNodes) fail("checkpoint metadata is too large");
+  // Bounded: each level is a C++ stack frame, and a pickle can nest as deep as it is long.
+  if (path.size() >= kMaxMetadataDepth)
+    fail("checkpoint metadata is nested deeper than " + std::to_string(kMaxMetadataDepth) + " levels");
   if (std::find(path.begin(), path.end(), &v) != path.end()) return nullptr;  // a cycle
   path.push_back(&v);
   json out;

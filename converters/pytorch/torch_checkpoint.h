@@ -29,8 +29,16 @@ struct TorchCheckpoint {
 // The allow-list torch checkpoints need: containers, tensor/parameter rebuilders, storage types.
 const pickle::AllowList& torch_allow_list();
 
+// Unpickling a checkpoint may use kPickleBaseBytes + kPickleBytesPerFileByte x the file's size
+// (the inflated data.pkl counts against it); past that it stops with an Error.
+inline constexpr uint64_t kPickleBaseBytes = uint64_t(64) << 20;
+inline constexpr uint64_t kPickleBytesPerFileByte = 16;
+// Metadata (model_args) nested deeper than this is refused.
+inline constexpr size_t kMaxMetadataDepth = 64;
+
 // Plain values (numbers, strings, lists, dicts) as JSON; tensors and other objects are skipped, and
-// so are containers met again on the way down (cycles). Throws Error past a size budget.
+// so are containers met again on the way down (cycles). Throws Error past a size budget or past
+// kMaxMetadataDepth levels of nesting.
 json pickle_to_json(const pickle::Value& v);
 
 }  // namespace sf

@@ -92,5 +92,56 @@ TEST(PickleVM, ErrorsNameTheFile) {
   EXPECT_EQ(error_of("\x80\x02h\x07.").rfind("test.pkl: ", 0), 0u);
 }
 
+TEST(PickleVM, MemoryIsAccountedBeforeItIsTaken) {
+  // A 100k-deep tuple chain: about 25 MB of values from 100 kB of pickle.
+  const std::string chain = "\x80\x02)" + std::string(100000, '\x85') + ".";
+  EXPECT_NO_THROW(run_bytes(chain));
+  std::string why;
+  try {
+    run(reinterpret_cast<const uint8_t*>(chain.data()), chain.size(), torch_allow_list(), nullptr, "test.pkl",
+        uint64_t(1) << 20);
+  } catch (const Error& e) {
+    why = e.message();
+  }
+  EXPECT_NE(why.find("bytes of memory allowed"), std::string::npos) << why;
+  // Marks and memo entries count too.
+  const std::string marks = "\x80\x02" + std::string(200000, '(');
+  try {
+    run(reinterpret_cast<const uint8_t*>(marks.data()), marks.size(), torch_allow_list(), nullptr, "test.pkl",
+        uint64_t(1) << 20);
+    ADD_FAILURE() << "200000 marks fit in 1 MiB";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("memory"), std::string::npos) << e.message();
+  }
+}
+
+TEST(PickleVM, RebuildFromTypeV2WrapsOnlyThePlainRebuilders) {
+  const std::string f = "ctorch._tensor\n_rebuild_from_type_v2\nq\x01" "ctorch\nTensor\nq\x02";
+  // f(f, Tensor, (f, Tensor, (), {}), {})
+  const std::string nested = "\x80\x02" + f + "h\x01(h\x01h\x02(h\x01h\x02)}t}tR.";
+  EXPECT_NE(error_of(nested).find("may not be called through it"), std::string::npos) << error_of(nested);
+}
+
+TEST(PickleVM, MetadataDepthIsBounded) {
+  // {'a': {'a': ... }} 64 and 100000 levels deep: the first converts, the second is refused
+  // (pickle_to_json recurses once per level).
+  for (const size_t depth : {kMaxMetadataDepth - 1, size_t(100000)}) {
+    std::string p = "\x80\x02}";
+    for (size_t i = 0; i < depth; ++i) p += std::string("X\x01\x00\x00\x00" "a}", 7);
+    p += std::string(depth, 's') + ".";
+    Tree t = run_bytes(p);
+    if (depth < kMaxMetadataDepth) {
+      EXPECT_NO_THROW(pickle_to_json(*t.root));
+    } else {
+      try {
+        pickle_to_json(*t.root);
+        ADD_FAILURE() << "no error for depth " << depth;
+      } catch (const Error& e) {
+        EXPECT_NE(e.message().find("deeper than 64"), std::string::npos) << e.message();
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace sf::pickle

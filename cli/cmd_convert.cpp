@@ -29,6 +29,7 @@ void refuse_beside_pipeline(const std::vector<const CLI::Option*>& options) {
 int run(Opts& o) {
   set_current_input(o.c.source);
   o.c.progress = !o.json_out && ::isatty(STDERR_FILENO);
+  o.c.on_warning = warn;
   const ConvertReport r = convert(o.c);
   const json& m = r.manifest;
   if (o.json_out) {

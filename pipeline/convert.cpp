@@ -49,6 +49,10 @@ ConvertReport convert(const ConvertOptions& opt) {
   const std::vector<std::unique_ptr<Stage>> stages = build_pipeline(opt, model);
 
   const std::string tokenizer = opt.tokenizer.empty() ? src->tokenizer_path : opt.tokenizer;
+  if (opt.on_warning) {
+    for (const auto& w : src->warnings) opt.on_warning(w);
+    if (opt.tokenizer.empty() && !src->tokenizer_warning.empty()) opt.on_warning(src->tokenizer_warning);
+  }
   if (!tokenizer.empty()) {
     const Tokenizer tok(tokenizer);  // fail before writing anything if it is not a tokenizer
     if (tok.vocab_size() > model.desc.vocab_size)

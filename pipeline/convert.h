@@ -1,6 +1,7 @@
 #pragma once
 // `convert`: source -> architecture map -> units streamed through the stages -> artifact.
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,8 @@ struct ConvertOptions {
   size_t threads = 0;                    // 0 = all cores
   bool force = false;
   bool progress = true;
+  // Told what is worth saying about the source without refusing it (the CLI prints a warning line).
+  std::function<void(const std::string&)> on_warning;
   bool allow_non_finite = false;         // keep NaN/Inf weights (refused by default)
 };
 

@@ -207,6 +207,20 @@ class OptionsThatWouldDoNothing(TempDirTest):
         self.assertEqual(len(sf_json("run", art, "--ids", "1,2", "-n", 2)["ids"]), 2)
 
 
+class SourceWarnings(TempDirTest):
+    def test_a_source_without_tokenizer_converts_with_one_warning(self):
+        out = self.path("out")
+        p = sf("convert", fixture(GQA), "-o", out)
+        lines = p.stderr.splitlines()
+        self.assertEqual(len(lines), 1, p.stderr)
+        self.assertTrue(lines[0].startswith("shardforge: warning: no tokenizer beside the checkpoint"), p.stderr)
+        self.assertIsNone(read_json(os.path.join(out, "manifest.json"))["tokenizer"])
+
+    def test_no_warning_when_the_tokenizer_is_beside_the_checkpoint(self):
+        p = sf("convert", SAMPLE, "-o", self.path("out"))
+        self.assertEqual(p.stderr, "")
+
+
 class ErrorContract(TempDirTest):
     def test_parse_errors_are_one_line_with_exit_2(self):
         for args, needle in [(["convert", fixture(GQA)], "--out is required"),

@@ -51,7 +51,7 @@ void check_report_path(const std::string& path) {
 
 json throughput_json(const Throughput& t) { return {{"median", t.median}, {"min", t.min}, {"max", t.max}}; }
 
-int run(const Opts& o) {
+int run(Opts& o) {
   set_current_input(o.c.source);
   check_report_path(o.out_md);
   const auto rows = compare_schemes(o.c);
@@ -104,7 +104,7 @@ void add_compare(CLI::App& app, int& exit_code) {
       ->delimiter(',')
       ->default_str("f32,f16,bf16,int8,int4:g32,int4:g128");
   c->add_option("--text", o->c.text, "UTF-8 evaluation text")->required();
-  c->add_option("--ctx", o->c.ctx, "window length in tokens")->default_val(256)->check(within(2, double(kMaxContext)));
+  c->add_option("--ctx", o->c.ctx, "window length in tokens (default 256, or the model's context length when shorter)")->check(within(2, double(kMaxContext)));
   c->add_option("--chunks", o->c.chunks, "use only the first K windows")->check(within(1, double(kMaxChunks)));
   c->add_option("--tokenizer", o->c.tokenizer, "SentencePiece model, when it is not beside the source");
   c->add_option("--keep", o->c.keep_dir, "keep the artifacts in this directory (one per scheme)");

@@ -29,8 +29,8 @@ void refuse_beside_pipeline(const std::vector<const CLI::Option*>& options) {
 int run(Opts& o) {
   set_current_input(o.c.source);
   o.c.progress = !o.json_out && ::isatty(STDERR_FILENO);
-  o.c.on_warning = warn;
   const ConvertReport r = convert(o.c);
+  for (const auto& w : r.warnings) warn(w);
   const json& m = r.manifest;
   if (o.json_out) {
     print_json({{"out", o.c.out}, {"seconds", r.seconds}, {"summary", m["summary"]}, {"files", m["files"]},

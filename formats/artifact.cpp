@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/fs_util.h"
+#include "core/input_file.h"
 #include "core/json_util.h"
 #include "core/sha256.h"
 #include "formats/manifest.h"
@@ -72,25 +73,36 @@ std::vector<std::string> verify_artifact(const std::string& dir) {
   try {
     m = read_manifest(dir);
   } catch (const Error& e) {
-    return {e.what()};
+    return {e.message()};
   }
   std::set<std::string> listed = {kManifestName};
   if (!m.contains("files") || !m["files"].is_array()) return {dir + "/manifest.json: has no file list"};
   for (const auto& f : m["files"]) {
     const std::string name = f["path"].get<std::string>(), path = dir + "/" + name;  // checked by read_manifest
     listed.insert(name);
-    if (!file_exists(path)) {
+    std::error_code ec;
+    if (!fs::exists(fs::symlink_status(path, ec))) {
       problems.push_back(path + ": missing");
       continue;
     }
-    const uint64_t size = fs::file_size(path);
+    uint64_t size = 0;
+    try {
+      size = InputFile(path).size();  // a FIFO, device or /proc entry is named as such, never opened blocking
+    } catch (const Error& e) {
+      problems.push_back(e.message());
+      continue;
+    }
     const bool listed_size = f.contains("bytes") && f["bytes"].is_number_unsigned();
     if (!listed_size || size != f["bytes"].get<uint64_t>()) {
       problems.push_back(path + ": size " + std::to_string(size) + " differs from the manifest's " +
                          (listed_size ? f["bytes"].dump() : std::string("(none)")));
       continue;
     }
-    if (sha256_file(path) != f.value("sha256", "")) problems.push_back(path + ": sha256 differs from the manifest");
+    try {
+      if (sha256_file(path) != f.value("sha256", "")) problems.push_back(path + ": sha256 differs from the manifest");
+    } catch (const Error& e) {
+      problems.push_back(e.message());
+    }
   }
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec))
@@ -100,7 +112,7 @@ std::vector<std::string> verify_artifact(const std::string& dir) {
     try {
       Artifact a(dir);
     } catch (const Error& e) {
-      problems.push_back(e.what());
+      problems.push_back(e.message());
     }
   }
   return problems;

@@ -90,7 +90,7 @@ json ArtifactWriter::commit(json manifest) {
   try {
     const Artifact readback(tmp_);
   } catch (const Error& e) {
-    fail_file(out_, std::string("the artifact written does not read back, so it was not put in place: ") + e.what());
+    fail_file(out_, std::string("the artifact written does not read back, so it was not put in place: ") + e.message());
   }
   put_in_place();
   sync_dir(fs::path(out_).parent_path().empty() ? "." : fs::path(out_).parent_path().string());

@@ -66,11 +66,12 @@ struct Inputs {
 };
 
 // Everything that could fail after an hour of converting, checked before converting anything.
-Inputs check_inputs(const CompareOptions& opt) {
+Inputs check_inputs(CompareOptions& opt) {
   Inputs in;
   const std::string text = read_text_file(opt.text);
   const auto src = open_source(opt.source);
   const ModelDesc desc = map_architecture(*src).desc;
+  if (opt.ctx == 0) opt.ctx = desc.max_seq >= 2 ? std::min<int64_t>(kDefaultCompareCtx, desc.max_seq) : kDefaultCompareCtx;
   if (desc.max_seq > 0 && opt.ctx > desc.max_seq && !opt.allow_long_context)
     fail_usage(opt.source + ": --ctx " + std::to_string(opt.ctx) + " is more than the model's context length of " +
                std::to_string(desc.max_seq) + " (--allow-long-context runs past it)");
@@ -82,7 +83,7 @@ Inputs check_inputs(const CompareOptions& opt) {
   try {
     in.plan = plan_windows(in.tokens.size(), opt.ctx, opt.chunks);
   } catch (const Error& e) {
-    fail_file(opt.text, e.what());
+    fail_file(opt.text, e.message());
   }
   return in;
 }
@@ -103,7 +104,7 @@ void check_keep_targets(const CompareOptions& opt) {
 
 }  // namespace
 
-std::vector<CompareRow> compare_schemes(const CompareOptions& opt) {
+std::vector<CompareRow> compare_schemes(CompareOptions& opt) {
   if (opt.schemes.empty()) fail("compare needs at least one scheme");
   std::set<std::string> seen;
   for (const auto& s : opt.schemes) {

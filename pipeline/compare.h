@@ -12,7 +12,7 @@ namespace sf {
 struct CompareOptions {
   std::string source, text, tokenizer, keep_dir;  // keep_dir empty: artifacts go to a temporary directory
   std::vector<std::string> schemes;               // the first is the reference
-  int64_t ctx = 256, chunks = -1, bench_tokens = 32, bench_reps = 5;
+  int64_t ctx = 0, chunks = -1, bench_tokens = 32, bench_reps = 5;
   size_t threads = 0;
   bool allow_long_context = false;  // --ctx may exceed the model's context length (max_seq)
 };
@@ -29,6 +29,9 @@ struct CompareRow {
 // converts, evaluates and deletes one scheme at a time (unless kept): the reference first, its
 // logits stored once in a temporary file, every other scheme compared against that file. SIGINT /
 // SIGTERM stop it between windows, with every temporary file removed.
-std::vector<CompareRow> compare_schemes(const CompareOptions& opt);
+// opt.ctx 0 means kDefaultCompareCtx, or the model's context length when that is shorter; it is
+// set to the window length used.
+std::vector<CompareRow> compare_schemes(CompareOptions& opt);
+inline constexpr int64_t kDefaultCompareCtx = 256;
 
 }  // namespace sf

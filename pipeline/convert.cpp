@@ -49,10 +49,7 @@ ConvertReport convert(const ConvertOptions& opt) {
   const std::vector<std::unique_ptr<Stage>> stages = build_pipeline(opt, model);
 
   const std::string tokenizer = opt.tokenizer.empty() ? src->tokenizer_path : opt.tokenizer;
-  if (opt.on_warning) {
-    for (const auto& w : src->warnings) opt.on_warning(w);
-    if (opt.tokenizer.empty() && !src->tokenizer_warning.empty()) opt.on_warning(src->tokenizer_warning);
-  }
+
   if (!tokenizer.empty()) {
     const Tokenizer tok(tokenizer);  // fail before writing anything if it is not a tokenizer
     if (tok.vocab_size() > model.desc.vocab_size)
@@ -94,6 +91,8 @@ ConvertReport convert(const ConvertOptions& opt) {
   interrupt.check();
   ConvertReport r;
   r.manifest = writer->finish(std::move(manifest));
+  r.warnings = src->warnings;
+  if (opt.tokenizer.empty() && !src->tokenizer_warning.empty()) r.warnings.push_back(src->tokenizer_warning);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return r;
 }

@@ -1,7 +1,6 @@
 #pragma once
 // `convert`: source -> architecture map -> units streamed through the stages -> artifact.
 #include <cstdint>
-#include <functional>
 #include <string>
 #include <vector>
 
@@ -23,14 +22,15 @@ struct ConvertOptions {
   size_t threads = 0;                    // 0 = all cores
   bool force = false;
   bool progress = true;
-  // Told what is worth saying about the source without refusing it (the CLI prints a warning line).
-  std::function<void(const std::string&)> on_warning;
   bool allow_non_finite = false;         // keep NaN/Inf weights (refused by default)
 };
 
 struct ConvertReport {
   json manifest;
   double seconds = 0;
+  // What is worth saying about the source without refusing it (the CLI prints each as a warning
+  // line once the artifact is written; a failed run says only its error).
+  std::vector<std::string> warnings;
 };
 
 ConvertReport convert(const ConvertOptions& opt);

@@ -273,7 +273,7 @@ class Machine {
     try {
       return it->second(args->items);
     } catch (const Error& e) {
-      error(fn->s + ": " + e.what());
+      error(fn->s + ": " + e.message());
     }
   }
   // BUILD sets an object's state. Only plain containers are built here (an OrderedDict carrying

@@ -10,7 +10,7 @@ import zipfile
 
 import torch
 
-from sftest import SF, TempDirTest, fixture, read_bytes, read_json, reseal, sf, sf_json, write_bytes, write_json
+from sftest import SAMPLE, SF, TempDirTest, fixture, read_bytes, read_json, reseal, sf, sf_json, write_bytes, write_json
 
 
 def tree_digest(d):
@@ -104,6 +104,54 @@ class Verify(TempDirTest):
         self.assert_refused("format version 1 is not supported", "convert the source again")
 
 
+class HostileArtifacts(TempDirTest):
+    """Artifacts and configs edited to attack the readers: refused in one line, in bounded time."""
+
+    def setUp(self):
+        super().setUp()
+        self.art = self.path("art")
+        sf("convert", fixture("hf_gqa"), "-o", self.art)
+
+    def refused(self, cmd, *needles):
+        p = sf(*cmd, check=False, timeout=60)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        lines = p.stderr.splitlines()
+        self.assertEqual(len(lines), 1 if cmd[0] != "verify" else len(lines), p.stderr)
+        self.assertTrue(lines and all(l.startswith("shardforge: ") for l in lines), p.stderr)
+        for n in needles:
+            self.assertIn(n, p.stderr)
+
+    def test_deeply_nested_manifest_is_refused_everywhere(self):
+        mpath = os.path.join(self.art, "manifest.json")
+        text = read_bytes(mpath).decode()
+        start = text.index('"pipeline"')
+        end = text.index('"source"')  # keys are sorted: pipeline is followed by source
+        deep = '"pipeline": ' + "[" * 100_000 + "]" * 100_000 + ",\n  "
+        write_bytes(mpath, text[:start] + deep + text[end:])
+        for cmd in (["inspect", self.art], ["verify", self.art], ["run", self.art, "--ids", "1", "-n", "1"]):
+            with self.subTest(cmd=cmd[0]):
+                self.refused(cmd, "manifest.json", "nested deeper than")
+
+    def test_shard_replaced_by_a_fifo_is_refused_without_blocking(self):
+        shard = os.path.join(self.art, "block_000.shard")
+        os.remove(shard)
+        os.mkfifo(shard)
+        for cmd in (["verify", self.art], ["run", self.art, "--ids", "1", "-n", "1"], ["inspect", self.art]):
+            with self.subTest(cmd=cmd[0]):
+                self.refused(cmd, "block_000.shard", "FIFO")
+
+    def test_deeply_nested_config_is_refused(self):
+        src = self.path("src")
+        shutil.copytree(fixture("hf_gqa"), src)
+        write_bytes(os.path.join(src, "config.json"), '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}")
+        p = sf("convert", src, "-o", self.path("out"), check=False, timeout=60)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertEqual(len(p.stderr.splitlines()), 1, p.stderr)
+        self.assertIn("config.json", p.stderr)
+        self.assertIn("nested deeper than", p.stderr)
+        self.assertFalse(os.path.exists(self.path("out")))
+
+
 class Determinism(TempDirTest):
     def test_same_bytes_whatever_the_thread_count(self):
         for scheme in ["int4:g64:asym", "bf16"]:
@@ -176,7 +224,7 @@ class Writing(TempDirTest):
         self.assertEqual(p.returncode, 0, p.stdout)
         self.assertIn("convert [", p.stdout)
         self.assertIn("head", p.stdout)
-        p = sf("convert", fixture("hf_gqa"), "-o", self.path("notty"))
+        p = sf("convert", SAMPLE, "-o", self.path("notty"))  # a source with nothing to warn about
         self.assertNotIn("convert [", p.stderr)
         self.assertEqual(p.stderr, "")
 

@@ -102,7 +102,7 @@ class Compare(TempDirTest):
         write_bytes(self.path("short.txt"), "A short text.")
         cases = [
             (["--out", "/nonexistent/r.md"], "/nonexistent/r.md", SAMPLE, HELDOUT),
-            ([], "no tokenizer", fixture("hf_gqa"), HELDOUT),
+            (["--ctx", "64"], "no tokenizer", fixture("hf_gqa"), HELDOUT),
             ([], "too few", SAMPLE, self.path("short.txt")),
             ([], "missing.txt", SAMPLE, self.path("missing.txt")),
         ]

@@ -63,8 +63,13 @@ int run(const Opts& o) {
   }
   std::cout << info["kind"].get<std::string>() << ": " << o.path << "\n";
   if (!artifact) std::cout << "architecture: " << info["architecture"].get<std::string>() << "\n";
-  else std::cout << "made from: " << info["source"].value("architecture", "?") << ", pipeline "
-                 << info["pipeline"].dump() << "\n";
+  else {
+    // Fields the artifact reader does not need are shown as found, whatever their JSON type.
+    const json& src = info["source"];
+    const json arch = src.is_object() && src.contains("architecture") ? src["architecture"] : json("?");
+    std::cout << "made from: " << (arch.is_string() ? arch.get<std::string>() : arch.dump()) << ", pipeline "
+              << info["pipeline"].dump() << "\n";
+  }
   std::cout << "model:";
   for (const auto& [k, v] : info["model"].items()) std::cout << " " << k << "=" << v.dump();
   std::cout << "\n\n";

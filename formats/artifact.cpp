@@ -99,7 +99,7 @@ std::vector<std::string> verify_artifact(const std::string& dir) {
       continue;
     }
     try {
-      if (sha256_file(path) != f.value("sha256", "")) problems.push_back(path + ": sha256 differs from the manifest");
+      if (!f.contains("sha256") || f["sha256"] != json(sha256_file(path))) problems.push_back(path + ": sha256 differs from the manifest");
     } catch (const Error& e) {
       problems.push_back(e.message());
     }

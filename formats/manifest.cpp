@@ -74,7 +74,7 @@ json read_manifest(const std::string& dir) {
   const std::string path = dir + "/" + kManifestName;
   if (!file_exists(path)) fail_file(dir, "not an artifact: manifest.json is missing");
   const json m = read_json_file(path);
-  if (!m.is_object() || m.value("format", "") != kArtifactFormat) fail_file(path, "not a shardforge manifest");
+  if (!m.is_object() || m.value("format", json()) != json(kArtifactFormat)) fail_file(path, "not a shardforge manifest");
   if (m.value("format_version", json(0)) != json(kArtifactVersion))
     fail_file(path, "artifact format version " + m.value("format_version", json(0)).dump() +
                         " is not supported (this shardforge reads version " + std::to_string(kArtifactVersion) +

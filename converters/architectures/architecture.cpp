@@ -94,6 +94,20 @@ double config_num(const SourceModel& src, const char* key, double fallback, cons
   return x;
 }
 
+std::string config_string(const SourceModel& src, const char* key, const std::string& fallback) {
+  if (!src.config.is_object() || !src.config.contains(key) || src.config[key].is_null()) return fallback;
+  const json& v = src.config[key];
+  if (!v.is_string()) fail(src.path + ": " + config_origin(src) + ": '" + key + "' is not a string");
+  return v.get<std::string>();
+}
+
+bool config_bool(const SourceModel& src, const char* key, bool fallback) {
+  if (!src.config.is_object() || !src.config.contains(key) || src.config[key].is_null()) return fallback;
+  const json& v = src.config[key];
+  if (!v.is_boolean()) fail(src.path + ": " + config_origin(src) + ": '" + key + "' is not true or false");
+  return v.get<bool>();
+}
+
 const CanonicalTensor& CanonicalModel::at(const std::string& name) const {
   auto it = tensors.find(name);
   if (it == tensors.end()) fail("canonical tensor " + name + " does not exist in this model");

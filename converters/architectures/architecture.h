@@ -65,6 +65,8 @@ CanonicalModel map_architecture(const SourceModel& src, const std::string& arch 
 // value out of bounds is refused naming the source's key and the bound.
 int64_t config_int(const SourceModel& src, const char* key, int64_t fallback = -1, const char* field = nullptr);
 double config_num(const SourceModel& src, const char* key, double fallback, const char* field = nullptr);
+std::string config_string(const SourceModel& src, const char* key, const std::string& fallback);
+bool config_bool(const SourceModel& src, const char* key, bool fallback);
 // "config.json", "params.json", "the checkpoint's model_args": where src.config came from.
 std::string config_origin(const SourceModel& src);
 

@@ -39,9 +39,9 @@ ModelDesc hf_hyperparams(const SourceModel& src) {
   m.max_seq = config_int(src, "max_position_embeddings", 0, "max_seq");
   if (src.config.contains("rope_scaling") && !src.config["rope_scaling"].is_null())
     fail(src.path + ": rope_scaling is not supported yet");
-  const std::string act = src.config.value("hidden_act", std::string("silu"));
+  const std::string act = config_string(src, "hidden_act", "silu");
   if (act != "silu") fail(src.path + ": hidden_act '" + act + "' is not supported (LLaMA uses silu)");
-  const bool tie = src.config.value("tie_word_embeddings", false);
+  const bool tie = config_bool(src, "tie_word_embeddings", false);
   m.tied_embeddings = tie || !src.tensors.count("lm_head.weight");
   return m;
 }

@@ -401,6 +401,11 @@ class Hostile(TempDirTest):
             ("meta_params", "params.json", {"norm_eps": 1e308}, "norm_eps"),
             ("meta_params", "params.json", {"max_seq_len": -1}, "'max_seq_len'"),
             ("meta_params", "params.json", {"dim": -64}, "'dim'"),
+            # values of the wrong JSON type, each named with its key (found by fuzz_json_config)
+            ("hf_gqa", "config.json", {"hidden_act": 7}, "'hidden_act' is not a string"),
+            ("hf_gqa", "config.json", {"tie_word_embeddings": "yes"}, "'tie_word_embeddings' is not true or false"),
+            ("hf_gqa", "config.json", {"rope_theta": "10000"}, "'rope_theta' is not a number"),
+            ("hf_gqa", "config.json", {"num_hidden_layers": 2.5}, "'num_hidden_layers' is not an integer"),
         ]
         for name, file, changes, needle in cases:
             with self.subTest(changes=changes):

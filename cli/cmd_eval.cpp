@@ -39,7 +39,11 @@ int64_t window_length(const PplOpts& o, const std::vector<std::pair<const ExecMo
 std::unique_ptr<Tokenizer> artifact_tokenizer(const ExecModel& model, const std::string& dir) {
   const std::string tpath = model.artifact().tokenizer_path();
   if (tpath.empty()) fail_file(dir, "artifact has no tokenizer (convert with --tokenizer FILE)");
-  return std::make_unique<Tokenizer>(tpath);
+  auto tok = std::make_unique<Tokenizer>(tpath);
+  if (tok->vocab_size() > model.desc().vocab_size)
+    fail_file(dir, "its tokenizer has " + std::to_string(tok->vocab_size()) + " pieces but the model only " +
+                       std::to_string(model.desc().vocab_size) + " embeddings");
+  return tok;
 }
 
 int run_ppl(const PplOpts& o) {
@@ -48,7 +52,7 @@ int run_ppl(const PplOpts& o) {
   const int64_t ctx = window_length(o, {{&model, o.dir}});
   const auto tok_ptr = artifact_tokenizer(model, o.dir);
   const Tokenizer& tok = *tok_ptr;
-  const std::vector<int> tokens = tok.encode(read_text_file(o.text));
+  const std::vector<int> tokens = tok.encode_file(o.text);
   ThreadPool pool(o.threads);
   const PerplexityResult r = perplexity(model, tokens, ctx, tok.bos(), o.chunks, pool);
   if (o.json_out) {
@@ -70,7 +74,13 @@ int run_kld(const KldOpts& o) {
   ExecModel model(o.dir), reference(o.ref);
   const int64_t ctx = window_length(o, {{&model, o.dir}, {&reference, o.ref}});
   const auto tok = artifact_tokenizer(reference, o.ref);
-  const std::vector<int> tokens = tok->encode(read_text_file(o.text));
+  // Both must read the text the same way: a KL-divergence between models of different tokenizers
+  // compares unrelated distributions.
+  const json& mt = model.artifact().manifest()["tokenizer"];
+  const json& rt = reference.artifact().manifest()["tokenizer"];
+  if (mt.is_object() && rt.is_object() && mt.value("sha256", json()) != rt.value("sha256", json()))
+    fail_file(o.dir, "its tokenizer differs from the reference's (" + o.ref + "); the two models do not read text alike");
+  const std::vector<int> tokens = tok->encode_file(o.text);
   ThreadPool pool(o.threads);
   const KldResult r = kl_divergence(model, reference, tokens, ctx, tok->bos(), o.chunks, pool);
   if (o.json_out) {

@@ -1,6 +1,7 @@
 #pragma once
-// Read-only memory map of a whole file. release() hands pages back to the kernel so streaming
-// through a large checkpoint keeps the resident set at about one unit.
+// Read-only memory map of a whole file: artifacts are executed in place from their maps (sources
+// are read with pread instead, see core/input_file.h). A fault from the file shrinking under the
+// map is reported as a one-line error naming it (core/map_fault.h).
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -17,15 +18,12 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
-  // Drops the resident pages covering [offset, offset+n); the bytes stay readable (refaulted on use).
-  void release(size_t offset, size_t n) const;
-  // Same, but only the pages lying wholly inside the range.
-  void release_inner(size_t offset, size_t n) const;
 
  private:
   std::string path_;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
+  int fault_slot_ = -1;  // core/map_fault.h
 };
 
 }  // namespace sf

@@ -30,6 +30,17 @@ std::vector<int> Tokenizer::encode(const std::string& text) const {
   return ids;
 }
 
+std::vector<int> Tokenizer::encode_file(const std::string& path) const {
+  const std::string text = read_file(path, kMaxTextBytes);
+  std::vector<int> ids;
+  try {
+    if (!sp_->Encode(text, &ids).ok()) fail_file(path, "the tokenizer cannot encode this text");
+  } catch (const std::bad_alloc&) {
+    fail_file(path, "out of memory while tokenizing the text", ErrorKind::IO);
+  }
+  return ids;
+}
+
 std::string Tokenizer::decode(const std::vector<int>& ids) const {
   std::string out;
   if (!sp_->Decode(ids, &out).ok()) fail_file(path_, "the tokenizer cannot decode the generated ids");

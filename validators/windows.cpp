@@ -28,6 +28,20 @@ WindowPlan plan_windows(size_t n_tokens, int64_t ctx, int64_t chunks) {
 void run_windows(const std::vector<const ExecModel*>& models, const std::vector<int>& tokens, const WindowPlan& plan,
                  int bos, ThreadPool& pool, const ScoreFn& fn, const std::string& label) {
   const int64_t ctx = plan.ctx, first = plan.first_scored, per = plan.scored_per_window();
+  // Every id fed or scored must index the models' vocabularies (a tokenizer larger than the model
+  // would otherwise read past the logits); checked once, before any window runs.
+  const size_t used = size_t(plan.windows) * size_t(ctx) + 1;
+  if (tokens.size() < used) fail("evaluation windows need " + std::to_string(used) + " tokens, the text has " +
+                                 std::to_string(tokens.size()));
+  for (const ExecModel* m : models) {
+    const int64_t vocab = m->desc().vocab_size;
+    auto outside = [&](int id) { return id < 0 || id >= vocab; };
+    const auto bad = std::find_if(tokens.begin(), tokens.begin() + long(used), outside);
+    if (outside(bos) || bad != tokens.begin() + long(used))
+      fail_file(m->artifact().dir(), "token id " + std::to_string(outside(bos) ? bos : *bad) +
+                                         " is outside the model's vocabulary of " + std::to_string(vocab) +
+                                         " (the tokenizer does not belong to this model)");
+  }
   Progress bar(label, size_t(plan.windows));
   pool.parallel_for(size_t(plan.windows), [&](size_t b, size_t e) {
     std::vector<std::unique_ptr<Session>> sessions;

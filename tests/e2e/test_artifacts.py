@@ -10,7 +10,7 @@ import zipfile
 
 import torch
 
-from sftest import SAMPLE, SF, TempDirTest, fixture, read_bytes, read_json, reseal, sf, sf_json, write_bytes, write_json
+from sftest import HELDOUT, SAMPLE, SF, TempDirTest, fixture, read_bytes, read_json, reseal, sf, sf_json, write_bytes, write_json
 
 
 def tree_digest(d):
@@ -139,6 +139,38 @@ class HostileArtifacts(TempDirTest):
         for cmd in (["verify", self.art], ["run", self.art, "--ids", "1", "-n", "1"], ["inspect", self.art]):
             with self.subTest(cmd=cmd[0]):
                 self.refused(cmd, "block_000.shard", "FIFO")
+
+    def test_artifact_truncated_while_running_is_one_error_line(self):
+        art = self.path("sample")
+        sf("convert", SAMPLE, "-o", art)
+        proc = subprocess.Popen([SF, "eval", "ppl", art, "--text", HELDOUT, "--ctx", "128", "-t", "1"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        if proc.poll() is not None:
+            self.skipTest("evaluation finished before the file could be truncated under it")
+        proc.send_signal(signal.SIGSTOP)  # the truncation lands mid-run, whatever the machine's speed
+        for name in ("block_001.shard", "block_002.shard", "block_003.shard", "head.shard"):
+            os.truncate(os.path.join(art, name), 64)
+        proc.send_signal(signal.SIGCONT)
+        _, err = proc.communicate(timeout=120)
+        self.assertEqual(proc.returncode, 1, err)  # not 135 (SIGBUS)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertRegex(err.strip(), r"^shardforge: error: .*\.shard: file was truncated or replaced")
+
+    def test_tokenizer_larger_than_the_vocabulary_is_refused(self):
+        # hf_gqa has 300 embeddings; the sample's tokenizer has 512 pieces. Resealed, so only the
+        # mismatch itself can stop it (ids past 300 would index past the logits).
+        write_bytes(os.path.join(self.art, "tokenizer.model"), read_bytes(os.path.join(SAMPLE, "tokenizer.model")))
+        m = read_json(os.path.join(self.art, "manifest.json"))
+        m["tokenizer"] = {"file": "tokenizer.model", "sha256": ""}
+        m["files"].append({"path": "tokenizer.model"})
+        write_json(os.path.join(self.art, "manifest.json"), m)
+        reseal(self.art)
+        self.assertEqual(sf("verify", self.art, check=False).returncode, 0)
+        for cmd in (["eval", "ppl", self.art, "--text", HELDOUT, "--ctx", "64"],
+                    ["eval", "kld", self.art, "--ref", self.art, "--text", HELDOUT, "--ctx", "64"]):
+            with self.subTest(cmd=cmd[1]):
+                self.refused(cmd, "512 pieces but the model only 300")
 
     def test_deeply_nested_config_is_refused(self):
         src = self.path("src")

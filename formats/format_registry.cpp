@@ -19,7 +19,7 @@ std::unique_ptr<FormatWriter> make_format_writer(const std::string& name, const 
     if (name == f.name) return f.make(target, desc);
     known += std::string(known.empty() ? "" : ", ") + f.name;
   }
-  fail("unknown output format '" + name + "' (known: " + known + ")");
+  fail_usage("--format: unknown output format '" + name + "' (known: " + known + ")");
 }
 
 }  // namespace sf

@@ -92,6 +92,7 @@ ConvertReport convert(const ConvertOptions& opt) {
   ConvertReport r;
   r.manifest = writer->finish(std::move(manifest));
   r.warnings = src->warnings;
+  r.warnings.insert(r.warnings.end(), model.warnings.begin(), model.warnings.end());
   if (opt.tokenizer.empty() && !src->tokenizer_warning.empty()) r.warnings.push_back(src->tokenizer_warning);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return r;

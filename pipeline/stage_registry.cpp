@@ -61,7 +61,20 @@ std::vector<std::unique_ptr<Stage>> make_pipeline(const json& spec) {
                    "' (a stage has \"name\" and \"params\")");
     out.push_back(make_stage(s["name"].get<std::string>(), s.value("params", json::object())));
   }
-  if (out.empty() || out.back()->name() != "write") fail_usage("pipeline: the last stage must be 'write'");
+  // Every unit must be read, encoded and written exactly once, in that order; a pipeline that
+  // cannot do so is refused when it is read, not at the first unit.
+  constexpr const char* kEssential[] = {"load", "quantize", "write"};
+  size_t previous = 0;
+  for (const char* name : kEssential) {
+    std::vector<size_t> at;
+    for (size_t i = 0; i < out.size(); ++i)
+      if (out[i]->name() == name) at.push_back(i);
+    if (at.size() != 1)
+      fail_usage(std::string("pipeline: needs exactly one '") + name + "' stage, has " + std::to_string(at.size()));
+    if (at[0] < previous) fail_usage("pipeline: stages must run in the order load, quantize, write");
+    previous = at[0];
+  }
+  if (out.back()->name() != "write") fail_usage("pipeline: the last stage must be 'write'");
   return out;
 }
 

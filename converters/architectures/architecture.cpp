@@ -41,7 +41,7 @@ const ArchitectureMap* pick_map(const SourceModel& src, const std::string& arch)
   if (candidates.empty()) {
     std::string known;
     for (const auto& m : maps) known += std::string(known.empty() ? "" : ", ") + m.family + "/" + m.variant;
-    fail("unknown architecture '" + arch + "' (known: " + known + ")");
+    fail_usage("--arch: unknown architecture '" + arch + "' (known: auto, " + known + ")");
   }
   // A Hugging Face config names its architecture: it must be one a map serves.
   if (src.config_kind == "hf_config" && src.config.contains("architectures") && src.config["architectures"].is_array() &&
@@ -152,7 +152,19 @@ CanonicalModel map_architecture(const SourceModel& src, const std::string& arch)
   std::set<std::string> used;
   for (const char* ign : map->ignored)
     for (int64_t i = 0; i < std::max<int64_t>(cm.desc.n_layers, 1); ++i) used.insert(with_index(ign, i));
-  if (cm.desc.tied_embeddings) used.insert(map->output_source);
+  if (cm.desc.tied_embeddings) {
+    used.insert(map->output_source);
+    // A tied model reads its output from the embedding; a separate stored projection is unused,
+    // as in the training framework, but the user should know the file carried one.
+    const auto out = src.tensors.find(map->output_source);
+    const NameRule* embed_rule = nullptr;
+    for (const auto& r : map->rules)
+      if (std::string(r.canonical) == "embed.weight") embed_rule = &r;
+    const auto embed = embed_rule ? src.tensors.find(embed_rule->source) : src.tensors.end();
+    if (out != src.tensors.end() && embed != src.tensors.end() && !out->second.same_data(embed->second))
+      cm.warnings.push_back(src.path + ": the model is tied (output = embedding), so the separate " +
+                            map->output_source + " in the checkpoint is not used");
+  }
 
   for (const TensorSpec& spec : all_tensors(cm.desc)) {
     // Find the rule whose canonical pattern produces this name.

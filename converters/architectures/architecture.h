@@ -50,6 +50,9 @@ class CanonicalModel {
   std::string family, variant;
   const SourceModel* source = nullptr;
   std::map<std::string, CanonicalTensor> tensors;
+  // Said about the mapping without refusing it (e.g. an output projection the tied configuration
+  // leaves unused); `convert` prints them as warnings.
+  std::vector<std::string> warnings;
 
   const CanonicalTensor& at(const std::string& name) const;
   // The canonical tensor's values as row-major f32, transform applied.

@@ -42,7 +42,12 @@ ModelDesc hf_hyperparams(const SourceModel& src) {
   const std::string act = config_string(src, "hidden_act", "silu");
   if (act != "silu") fail(src.path + ": hidden_act '" + act + "' is not supported (LLaMA uses silu)");
   const bool tie = config_bool(src, "tie_word_embeddings", false);
-  m.tied_embeddings = tie || !src.tensors.count("lm_head.weight");
+  const bool has_head = src.tensors.count("lm_head.weight") > 0;
+  // Stated untied with no projection to use: the checkpoint is incomplete, not tied.
+  if (!has_head && src.config.is_object() && src.config.contains("tie_word_embeddings") && !tie)
+    fail(src.path + ": " + config_origin(src) +
+         " says tie_word_embeddings is false but the checkpoint has no lm_head.weight");
+  m.tied_embeddings = tie || !has_head;
   return m;
 }
 

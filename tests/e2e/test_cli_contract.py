@@ -182,6 +182,21 @@ class OptionsThatWouldDoNothing(TempDirTest):
                                      {"name": "write"}]})
         error_line(self, self.convert("--pipeline", spec), 2, "stage 'load': unknown parameter 'scheme'")
 
+    def test_pipelines_that_cannot_run_are_refused_when_read(self):
+        spec = self.path("p.json")
+        load, quant, write = {"name": "load"}, {"name": "quantize"}, {"name": "write"}
+        for stages, needle in [([load, write], "exactly one 'quantize'"),
+                               ([load, quant, quant, write], "exactly one 'quantize'"),
+                               ([load, quant, write, write], "exactly one 'write'"),
+                               ([quant, load, write], "order load, quantize, write")]:
+            with self.subTest(needle=needle):
+                write_json(spec, {"stages": stages})
+                error_line(self, self.convert("--pipeline", spec), 2, spec, needle)
+
+    def test_unknown_architecture_or_format_is_a_usage_error(self):
+        error_line(self, self.convert("--arch", "bogus"), 2, "--arch", "bogus")
+        error_line(self, self.convert("--format", "gguf"), 2, "--format", "gguf")
+
     def test_bad_schemes_are_usage_errors(self):
         for scheme, needle in [("int4:sym:asym", "sym or asym once"), ("int4:asym:asym", "sym or asym once"),
                                ("int4:g32:g64", "one group size"), ("int4:g32:g32", "one group size"),
@@ -219,6 +234,31 @@ class SourceWarnings(TempDirTest):
     def test_no_warning_when_the_tokenizer_is_beside_the_checkpoint(self):
         p = sf("convert", SAMPLE, "-o", self.path("out"))
         self.assertEqual(p.stderr, "")
+
+
+class TiedOutput(TempDirTest):
+    def edited(self, name, **changes):
+        d = self.path(name)
+        shutil.copytree(fixture(name), d)
+        cfg = read_json(os.path.join(d, "config.json"))
+        cfg.update(changes)
+        write_json(os.path.join(d, "config.json"), cfg)
+        return d
+
+    def test_separate_head_of_a_tied_config_is_named_as_unused(self):
+        p = sf("convert", self.edited(GQA, tie_word_embeddings=True), "-o", self.path("out"))
+        self.assertIn("lm_head.weight in the checkpoint is not used", p.stderr)
+        self.assertTrue(read_json(os.path.join(self.path("out"), "manifest.json"))["model"]["tied_embeddings"])
+
+    def test_untied_config_without_head_is_refused(self):
+        import torch
+        d = self.edited("hf_tied", tie_word_embeddings=False)
+        ckpt = os.path.join(d, "pytorch_model.bin")
+        sd = torch.load(ckpt)
+        del sd["lm_head.weight"]
+        torch.save(sd, ckpt)
+        p = sf("convert", d, "-o", self.path("out"), check=False)
+        error_line(self, p, 1, "tie_word_embeddings is false", "no lm_head.weight")
 
 
 class ErrorContract(TempDirTest):

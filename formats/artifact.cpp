@@ -18,7 +18,11 @@ Artifact::Artifact(const std::string& dir) : dir_(dir) {
   manifest_ = read_manifest(dir);
   const std::string mpath = dir + "/" + kManifestName;
   try {
-    desc_ = ModelDesc::from_json(manifest_.at("model"));
+    try {
+      desc_ = ModelDesc::from_json(manifest_.at("model"));
+    } catch (const Error& e) {
+      fail_file(mpath, e.message());
+    }
     const json& units = manifest_.at("units");
     const json& emb = units.at("embedding");
     const std::string efile = dir + "/" + emb.at("file").get<std::string>();
@@ -28,6 +32,9 @@ Artifact::Artifact(const std::string& dir) : dir_(dir) {
     const size_t group = emb.contains("group") ? size_t(json_int(emb, "group", mpath, 0, 1 << 30)) : 0;
     views_["embed.weight"] = make_view(efile, "embed.weight", *type, group, json_int_list(emb, "shape", mpath),
                                        embedding_->data(), embedding_->size());
+    // Loaders that seek to one token's row use this number: it must be the one the type implies.
+    if (json_int(emb, "row_bytes", mpath, 0) != int64_t(views_["embed.weight"].row_bytes))
+      fail_file(mpath, "units.embedding.row_bytes disagrees with the embedding's type and width");
     std::vector<std::string> files;
     for (const auto& b : units.at("blocks")) files.push_back(b.get<std::string>());
     files.push_back(units.at("head").get<std::string>());

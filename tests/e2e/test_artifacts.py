@@ -172,6 +172,15 @@ class HostileArtifacts(TempDirTest):
             with self.subTest(cmd=cmd[1]):
                 self.refused(cmd, "512 pieces but the model only 300")
 
+    def test_embedding_row_bytes_must_match_its_type(self):
+        m = read_json(os.path.join(self.art, "manifest.json"))
+        m["units"]["embedding"]["row_bytes"] = 1
+        write_json(os.path.join(self.art, "manifest.json"), m)
+        reseal(self.art)
+        for cmd in (["verify", self.art], ["run", self.art, "--ids", "1", "-n", "1"]):
+            with self.subTest(cmd=cmd[0]):
+                self.refused(cmd, "row_bytes")
+
     def test_deeply_nested_config_is_refused(self):
         src = self.path("src")
         shutil.copytree(fixture("hf_gqa"), src)

@@ -35,13 +35,17 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 BUILD_DIR=${1:-build}
+start=$SECONDS
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$BUILD_DIR" -j "$(nproc)"
+echo "setup: $BUILD_DIR built in $((SECONDS - start)) s"
 
 SAN_DIR=${2:-}
 if [ -n "$SAN_DIR" ]; then
+  start=$SECONDS
   # RelWithDebInfo: optimised enough for the end-to-end suites, with line numbers in reports.
   cmake -S . -B "$SAN_DIR" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
         -DSHARDFORGE_SANITIZE=ON -DSHARDFORGE_FUZZ=ON -DSHARDFORGE_BENCH=OFF >/dev/null
   cmake --build "$SAN_DIR" -j "$(nproc)"
+  echo "setup: $SAN_DIR built in $((SECONDS - start)) s"
 fi

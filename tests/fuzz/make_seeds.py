@@ -22,10 +22,9 @@ import shutil
 import struct
 import subprocess
 import sys
+import warnings
 import zipfile
 from collections import OrderedDict
-
-import warnings
 
 import torch
 
@@ -262,6 +261,7 @@ def hand_made_zips(real):
             if "/data/" in n:
                 storages[n.split("/data/")[1]] = z.read(n)
     one = torch_pickle(OrderedDict([("w", TensorRecord(100, 0, (10, 10), (10, 1)))]))
+    pickles = hand_made_pickles()
     zips = {
         "zip64_extras": torch_zip(pkl, storages, prefix, zip64=True),
         "zip64_end_records": with_zip64_end_records(real),
@@ -277,10 +277,13 @@ def hand_made_zips(real):
         "big_endian": torch_zip(pkl, storages, prefix, extra_entries=[(f"{prefix}/byteorder", "big")]),
         "truncated_half": real[: len(real) // 2],
         "truncated_cd": real[:-30],
-        "self_list_pickle": torch_zip(hand_made_pickles()["self_list"]),
-        "deep_lists_pickle": torch_zip(hand_made_pickles()["deep_lists"]),
-        "os_system_pickle": torch_zip(hand_made_pickles()["os_system"]),
-        "legacy_format": torch_save_bytes({"w": torch.zeros(3)}, _use_new_zipfile_serialization=False),
+        "self_list_pickle": torch_zip(pickles["self_list"]),
+        "deep_lists_pickle": torch_zip(pickles["deep_lists"]),
+        "os_system_pickle": torch_zip(pickles["os_system"]),
+        # How the pre-zip torch.save format begins (magic number, protocol, sys_info pickles); not
+        # torch.save itself, whose legacy output names storages by object id and so changes per run.
+        "legacy_format": b"".join(pickle.dumps(x, protocol=2) for x in [
+            0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True}]),
         "not_a_zip": b"this is not a checkpoint\n" * 4,
     }
     return zips

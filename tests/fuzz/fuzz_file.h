@@ -5,13 +5,23 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <string>
+#include <vector>
 
+// A scratch path for this process, removed when it exits normally (a crash leaves it for study).
 inline std::string fuzz_scratch_path(const char* suffix) {
-  return std::string(access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp") + "/sf-fuzz-" +
-         std::to_string(getpid()) + suffix;
+  static std::vector<std::string> made;
+  if (made.empty())
+    std::atexit([] {
+      std::error_code ec;
+      for (const auto& p : made) std::filesystem::remove_all(p, ec);
+    });
+  made.push_back(std::string(access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp") + "/sf-fuzz-" +
+                 std::to_string(getpid()) + suffix);
+  return made.back();
 }
 
 inline void fuzz_write(const std::string& path, const uint8_t* data, size_t size) {

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages shardforge builds and tests with, then configures and builds it.
-# Usage: scripts/setup.sh [BUILD_DIR]   (default: build). Safe to run repeatedly.
+# Usage: scripts/setup.sh [BUILD_DIR [SANITIZED_BUILD_DIR]]   (default: build). Safe to run repeatedly.
+#   BUILD_DIR            the release build, with the compiler CMake picks (CXX, else c++)
+#   SANITIZED_BUILD_DIR  when given, also a clang build with AddressSanitizer + UndefinedBehaviorSanitizer
+#                        and the libFuzzer targets (SHARDFORGE_SANITIZE, SHARDFORGE_FUZZ), whatever CXX says
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +14,9 @@ PACKAGES=(
   python3 python3-torch python3-numpy python3-sentencepiece
   libopenblas0-pthread   # a real BLAS under Debian's python3-torch (fixture generation)
   time                   # /usr/bin/time -v for the memory benchmark
+  clang                  # the sanitized build and the fuzz targets
+  libclang-rt-14-dev     # ASan/UBSan runtimes and libFuzzer (only recommended by clang, so named here)
+  llvm                   # llvm-symbolizer: sanitizer reports with file:line instead of bare addresses
 )
 
 missing=()
@@ -29,5 +35,17 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 BUILD_DIR=${1:-build}
+start=$SECONDS
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$BUILD_DIR" -j "$(nproc)"
+echo "setup: $BUILD_DIR built in $((SECONDS - start)) s"
+
+SAN_DIR=${2:-}
+if [ -n "$SAN_DIR" ]; then
+  start=$SECONDS
+  # RelWithDebInfo: optimised enough for the end-to-end suites, with line numbers in reports.
+  cmake -S . -B "$SAN_DIR" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DSHARDFORGE_SANITIZE=ON -DSHARDFORGE_FUZZ=ON -DSHARDFORGE_BENCH=OFF >/dev/null
+  cmake --build "$SAN_DIR" -j "$(nproc)"
+  echo "setup: $SAN_DIR built in $((SECONDS - start)) s"
+fi

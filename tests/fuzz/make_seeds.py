@@ -1,0 +1,483 @@
+#!/usr/bin/python3
+"""Writes the seed corpus of every libFuzzer target in tests/fuzz: small real inputs (torch.save
+checkpoints, shards and artifacts converted by shardforge itself, real configuration files) and
+hand-made inputs with the shapes that broke readers before (deep nesting, self-referential
+containers, zip64 records, storages and lengths that lie).
+
+Usage: make_seeds.py OUT --fixtures DIR --shardforge BIN [--findings DIR]
+
+OUT/<target>/       the seeds of each target (rewritten on every run, so a run is repeatable)
+OUT/work/<target>/  empty: libFuzzer adds the inputs it finds there, never to the seeds
+OUT/pending/<target>/  seeds that reproduce a reported, not yet fixed finding (PENDING below); run
+                    them with `build-san/tests/fuzz/TARGET OUT/pending/TARGET/*`
+--findings DIR      created if missing: where the CTest runs leave crashing inputs
+"""
+import argparse
+import io
+import json
+import os
+import pickle
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import warnings
+import zipfile
+from collections import OrderedDict
+
+import torch
+
+TARGETS = ["fuzz_pickle", "fuzz_torch_zip", "fuzz_shard", "fuzz_artifact", "fuzz_json_config"]
+
+# A LLaMA small enough that its shards and artifacts fuzz quickly, large enough for int4 groups
+# of 32: width 32, 1 block, 4 heads over 2 KV heads, FFN 64, vocabulary 64.
+TINY = {"vocab": 64, "dim": 32, "layers": 1, "heads": 4, "kv_heads": 2, "ffn": 64}
+# Seeds that still crash their target: each reproduces a finding reported for a fix in library code
+# (issue 5). They are kept out of the CI corpus so CI stays green, and written to OUT/pending/ so
+# they are not lost; delete an entry once its fix is merged, and the seed joins the corpus.
+PENDING = {
+    # pickle_to_json recurses once per nesting level: a stack overflow at 100000 levels
+    # (converters/pytorch/torch_checkpoint.cpp to_json; reachable through model_args).
+    ("fuzz_pickle", "deep_lists"), ("fuzz_pickle", "deep_tuples"),
+    # nlohmann type_error, not sf::Error, escapes map_architecture: value("hidden_act", string) on
+    # a number and value("tie_word_embeddings", false) on a string (converters/architectures/llama.cpp).
+    ("fuzz_json_config", "gqa_hidden_act_1"), ("fuzz_json_config", "gqa_tie_word_embeddings__yes_"),
+    # num_hidden_layers 2^40 is accepted: map_architecture builds names for every layer until
+    # memory runs out (converters/architectures/architecture.cpp; ModelDesc::validate has no bound).
+    ("fuzz_json_config", "gqa_num_hidden_layers_1099511627776"),
+    # read_manifest: m.value("format", "") / value("format_version", 0) throw nlohmann type_error,
+    # not sf::Error, when the field has another type (formats/manifest.cpp).
+    ("fuzz_artifact", "format_not_string"), ("fuzz_artifact", "format_version_string"),
+}
+
+SCHEMES = ["f32", "f16", "bf16", "int8", "int4:g32", "int4:g32:asym", "int4:g16"]
+
+
+class Seeds:
+    def __init__(self, out):
+        self.out = out
+        self.count = {}
+
+    def add(self, target, name, data):
+        if isinstance(data, str):
+            data = data.encode()
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+        folder = os.path.join(self.out, "pending", target) if (target, name) in PENDING else os.path.join(self.out, target)
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(data)
+        if (target, name) not in PENDING:
+            self.count[target] = self.count.get(target, 0) + 1
+
+
+# ---------------------------------------------------------------- pickles
+
+def ustr(text):
+    b = text.encode()
+    return b"X" + struct.pack("<I", len(b)) + b
+
+
+class StorageRecord:
+    def __init__(self, numel):
+        self.numel = numel
+
+
+class TensorRecord:
+    """Pickles like a torch tensor over storage '0' with the view we choose (true or not)."""
+    def __init__(self, numel, offset, size, stride):
+        self.numel, self.offset, self.size, self.stride = numel, offset, size, stride
+
+    def __reduce__(self):
+        return torch._utils._rebuild_tensor_v2, (StorageRecord(self.numel), self.offset, self.size, self.stride,
+                                                  False, OrderedDict())
+
+
+class TorchPickler(pickle.Pickler):
+    def persistent_id(self, obj):
+        if isinstance(obj, StorageRecord):
+            return ("storage", torch.FloatStorage, "0", "cpu", obj.numel)
+        return None
+
+
+def torch_pickle(obj, protocol=2):
+    buf = io.BytesIO()
+    TorchPickler(buf, protocol=protocol).dump(obj)
+    return buf.getvalue()
+
+
+def lying_tensor_pickles():
+    """Tensor records whose view and storage disagree, or whose numbers overflow."""
+    views = {
+        "view_past_storage": TensorRecord(100, 50, (10, 10), (10, 1)),
+        "huge_numel": TensorRecord(1 << 62, 0, (1 << 31, 1 << 31), (1 << 31, 1)),
+        "negative_stride": TensorRecord(100, 99, (10, 10), (-10, -1)),
+        "negative_size": TensorRecord(100, 0, (-1, 10), (10, 1)),
+        "negative_offset": TensorRecord(100, -5, (10,), (1,)),
+        "overflowing_stride": TensorRecord(16, 0, (2, 2), ((1 << 63) - 1, 1)),
+        "zero_size": TensorRecord(0, 0, (0, 4), (4, 1)),
+        "rank_5": TensorRecord(32, 0, (2, 2, 2, 2, 2), (16, 8, 4, 2, 1)),
+    }
+    return {name: torch_pickle(OrderedDict([("w", rec)])) for name, rec in views.items()}
+
+
+def hand_made_pickles():
+    p2, stop = b"\x80\x02", b"."
+    deep = 100_000
+    return {
+        # nesting deep enough to overflow a recursive reader or printer
+        "deep_lists": p2 + b"(" * deep + b"l" * deep + stop,
+        "deep_tuples": p2 + b"(" * deep + b"t" * deep + stop,
+        "deep_dicts": p2 + b"}" + b"X\x01\x00\x00\x00a}" * 5000 + b"s" * 5000 + stop,
+        # containers that hold themselves: EMPTY_LIST BINPUT 0 BINGET 0 APPEND
+        "self_list": p2 + b"]q\x00h\x00a" + stop,
+        "self_dict": p2 + b"}q\x00X\x01\x00\x00\x00ah\x00s" + stop,
+        "self_ordered_dict": p2 + b"ccollections\nOrderedDict\nq\x00)Rq\x01X\x01\x00\x00\x00ah\x01s" + stop,
+        "mutual_lists": p2 + b"]q\x00]q\x01h\x00a" + b"h\x01h\x00a0h\x00" + stop,
+        # lengths that lie
+        "unicode_len_max": p2 + b"X\xff\xff\xff\xffabc" + stop,
+        "bytes_len_max": b"\x80\x03B\xff\xff\xff\xffabc" + stop,
+        "bytes8_len_max": b"\x80\x04\x8e" + b"\xff" * 8 + b"abc" + stop,
+        "long4_len_max": p2 + b"\x8b\xff\xff\xff\x7f\x01" + stop,
+        "frame_len_max": b"\x80\x04\x95" + b"\xff" * 8 + b"N" + stop,
+        "memo_get_missing": p2 + b"j\xff\xff\xff\x7f" + stop,
+        "memo_put_huge": p2 + b"Nr\xff\xff\xff\x7f" + stop,
+        "memoize_empty_stack": b"\x80\x04\x94" + stop,
+        # stack and mark misuse
+        "empty_stack_append": p2 + b"a" + stop,
+        "stop_on_empty": p2 + stop,
+        "tuple_without_mark": p2 + b"t" + stop,
+        "pop_mark_without_mark": p2 + b"1" + stop,
+        "setitems_odd": p2 + b"}(X\x01\x00\x00\x00au" + stop,
+        "no_stop": p2 + b"]",
+        "unknown_opcode": p2 + b"\xfe" + stop,
+        "protocol_99": b"\x80\x63N" + stop,
+        # globals that must never be called
+        "os_system": p2 + b"cos\nsystem\n(" + ustr("true") + b"tR" + stop,
+        "builtins_getattr": p2 + b"cbuiltins\ngetattr\n(cbuiltins\n__import__\n(" + ustr("os") + b"tR" +
+                            ustr("system") + b"tR" + stop,
+        "storage_called": p2 + b"ctorch\nFloatStorage\n)R" + stop,
+        "build_on_global": p2 + b"ctorch\nFloatStorage\n}b" + stop,
+        "persistent_id_not_tuple": p2 + b"NQ" + stop,
+        "numbers": p2 + b"(G\x7f\xf0\x00\x00\x00\x00\x00\x00G\x7f\xf8\x00\x00\x00\x00\x00\x01J\xff\xff\xff\xff"
+                        b"\x8a\x09\xff\xff\xff\xff\xff\xff\xff\xff\x7fI99999999999999999999999\nt" + stop,
+        **lying_tensor_pickles(),
+    }
+
+
+# ---------------------------------------------------------------- zips
+
+def torch_zip(pickle_bytes, storages=None, prefix="archive", compression=zipfile.ZIP_STORED, zip64=False,
+              extra_entries=()):
+    """A zip laid out as torch.save lays it out, with our own data.pkl."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression) as z:
+        def put(name, data):
+            with z.open(zipfile.ZipInfo(name), "w", force_zip64=zip64) as f:
+                f.write(data.encode() if isinstance(data, str) else data)
+        put(f"{prefix}/data.pkl", pickle_bytes)
+        put(f"{prefix}/version", "3\n")
+        for key, data in (storages or {}).items():
+            put(f"{prefix}/data/{key}", data)
+        for name, data in extra_entries:
+            put(name, data)
+    return buf.getvalue()
+
+
+def with_zip64_end_records(data):
+    """Adds the zip64 end-of-central-directory record and locator, as a writer must for more than
+    65535 entries or offsets past 4 GiB, and points the classic record at them (all fields 0xFF)."""
+    e = data.rfind(b"PK\x05\x06")
+    _, disk, cd_disk, n_here, n_total, cd_size, cd_offset, comment_len = struct.unpack("<4s4H2LH", data[e:e + 22])
+    record = struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, disk, cd_disk, n_here, n_total, cd_size, cd_offset)
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, e, 1)
+    classic = struct.pack("<4s4H2LH", b"PK\x05\x06", 0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    return data[:e] + record + locator + classic
+
+
+def torch_save_bytes(obj, **kw):
+    buf = io.BytesIO()
+    torch.save(obj, buf, **kw)
+    return buf.getvalue()
+
+
+def data_pkl(zip_bytes):
+    with zipfile.ZipFile(io.BytesIO(zip_bytes)) as z:
+        return z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+
+
+def tiny_state_dict(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    v, d, f, kv = TINY["vocab"], TINY["dim"], TINY["ffn"], TINY["dim"] * TINY["kv_heads"] // TINY["heads"]
+    sd = OrderedDict([("model.embed_tokens.weight", torch.randn(v, d, generator=g))])
+    for i in range(TINY["layers"]):
+        p = f"model.layers.{i}."
+        for name, shape in [("input_layernorm.weight", (d,)), ("self_attn.q_proj.weight", (d, d)),
+                            ("self_attn.k_proj.weight", (kv, d)), ("self_attn.v_proj.weight", (kv, d)),
+                            ("self_attn.o_proj.weight", (d, d)), ("post_attention_layernorm.weight", (d,)),
+                            ("mlp.gate_proj.weight", (f, d)), ("mlp.up_proj.weight", (f, d)),
+                            ("mlp.down_proj.weight", (d, f))]:
+            sd[p + name] = torch.randn(*shape, generator=g) * (1.0 if len(shape) == 1 else 0.2)
+    sd["model.norm.weight"] = torch.ones(d)
+    sd["lm_head.weight"] = torch.randn(v, d, generator=g) * 0.2
+    return sd
+
+
+def tiny_config():
+    return {"architectures": ["LlamaForCausalLM"], "vocab_size": TINY["vocab"], "hidden_size": TINY["dim"],
+            "num_hidden_layers": TINY["layers"], "num_attention_heads": TINY["heads"],
+            "num_key_value_heads": TINY["kv_heads"], "intermediate_size": TINY["ffn"], "rms_norm_eps": 1e-5,
+            "rope_theta": 10000.0, "max_position_embeddings": 128, "hidden_act": "silu",
+            "tie_word_embeddings": False}
+
+
+def checkpoints(fixtures):
+    """Small real torch.save checkpoints: every dtype, views, protocols, layouts."""
+    small = OrderedDict([("w", torch.arange(12, dtype=torch.float32).reshape(3, 4)),
+                         ("h", torch.arange(6, dtype=torch.float16)), ("b", torch.arange(5, dtype=torch.bfloat16))])
+    big = torch.arange(40, dtype=torch.float32)
+    views = OrderedDict([("offset", big[10:22].view(3, 4)), ("strided", big.view(4, 10)[:, ::3]),
+                         ("transposed", torch.arange(12.0).reshape(3, 4).t()), ("shared", big[:4])])
+    cks = {
+        "tiny_llama": torch_save_bytes(tiny_state_dict()),
+        "small_p2": torch_save_bytes(small),
+        "small_p4": torch_save_bytes(small, pickle_protocol=4),
+        "views": torch_save_bytes(views),
+        "model_args": torch_save_bytes({"model": OrderedDict(("_orig_mod." + k, v) for k, v in small.items()),
+                                        "model_args": {"dim": 4, "n_layers": 1, "n_heads": 1},
+                                        "iter_num": 1000, "best_val_loss": 1.5}),
+        "scalar_and_empty": torch_save_bytes(OrderedDict([("s", torch.tensor(3.0)), ("e", torch.zeros(0, 4))])),
+    }
+    dtypes = os.path.join(fixtures, "dtypes.pt")
+    if os.path.exists(dtypes):
+        with open(dtypes, "rb") as f:
+            cks["fixture_dtypes"] = f.read()
+    return cks
+
+
+def hand_made_zips(real):
+    pkl = data_pkl(real)
+    storages = {}
+    with zipfile.ZipFile(io.BytesIO(real)) as z:
+        prefix = z.namelist()[0].split("/")[0]
+        for n in z.namelist():
+            if "/data/" in n:
+                storages[n.split("/data/")[1]] = z.read(n)
+    one = torch_pickle(OrderedDict([("w", TensorRecord(100, 0, (10, 10), (10, 1)))]))
+    pickles = hand_made_pickles()
+    zips = {
+        "zip64_extras": torch_zip(pkl, storages, prefix, zip64=True),
+        "zip64_end_records": with_zip64_end_records(real),
+        "zip64_both": with_zip64_end_records(torch_zip(pkl, storages, prefix, zip64=True)),
+        "deflated": torch_zip(pkl, storages, prefix, compression=zipfile.ZIP_DEFLATED),
+        "storage_short": torch_zip(one, {"0": b"\0" * 40}),
+        "view_past_storage": torch_zip(torch_pickle(OrderedDict([("w", TensorRecord(100, 50, (10, 10), (10, 1)))])),
+                                       {"0": b"\0" * 400}),
+        "storage_missing": torch_zip(one),
+        "duplicate_entry": torch_zip(one, {"0": b"\0" * 400}, extra_entries=[("archive/data/0", b"\1" * 400)]),
+        "two_data_pkl": torch_zip(one, {"0": b"\0" * 400}, extra_entries=[("other/data.pkl", pkl)]),
+        "no_data_pkl": real.replace(b"data.pkl", b"data.pkx"),
+        "big_endian": torch_zip(pkl, storages, prefix, extra_entries=[(f"{prefix}/byteorder", "big")]),
+        "truncated_half": real[: len(real) // 2],
+        "truncated_cd": real[:-30],
+        "self_list_pickle": torch_zip(pickles["self_list"]),
+        "deep_lists_pickle": torch_zip(pickles["deep_lists"]),
+        "os_system_pickle": torch_zip(pickles["os_system"]),
+        # How the pre-zip torch.save format begins (magic number, protocol, sys_info pickles); not
+        # torch.save itself, whose legacy output names storages by object id and so changes per run.
+        "legacy_format": b"".join(pickle.dumps(x, protocol=2) for x in [
+            0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True}]),
+        "not_a_zip": b"this is not a checkpoint\n" * 4,
+    }
+    return zips
+
+
+# ---------------------------------------------------------------- shards and artifacts
+
+def convert_tiny(shardforge, work):
+    """The tiny model as a Hugging Face directory, converted with every scheme; {scheme: artifact dir}."""
+    src = os.path.join(work, "tiny_hf")
+    os.makedirs(src, exist_ok=True)
+    torch.save(tiny_state_dict(), os.path.join(src, "pytorch_model.bin"))
+    with open(os.path.join(src, "config.json"), "w") as f:
+        json.dump(tiny_config(), f)
+    arts = {}
+    for scheme in SCHEMES:
+        out = os.path.join(work, "art_" + scheme.replace(":", "_"))
+        subprocess.run([shardforge, "convert", src, "-o", out, "--quant", scheme, "--threads", "1"],
+                       check=True, capture_output=True)
+        arts[scheme] = out
+    mixed = os.path.join(work, "art_mixed")
+    subprocess.run([shardforge, "convert", src, "-o", mixed, "--quant", "int4:g32", "--threads", "1",
+                    "--tensor-quant", "blocks.*.ffn.down.weight=int8", "--tensor-quant", "embed.weight=bf16"],
+                   check=True, capture_output=True)
+    arts["mixed"] = mixed
+    return arts
+
+
+def pack_dir(files):
+    """fuzz_file.h's directory layout: u8 name length, name, u32 data length, data."""
+    out = b""
+    for name, data in files:
+        n = name.encode()
+        out += bytes([len(n)]) + n + struct.pack("<I", len(data)) + data
+    return out
+
+
+def read_dir(path):
+    files = []
+    for name in sorted(os.listdir(path), key=lambda n: (n != "manifest.json", n)):
+        with open(os.path.join(path, name), "rb") as f:
+            files.append((name, f.read()))
+    return files
+
+
+def with_manifest(files, edit):
+    m = json.loads(files[0][1])
+    edit(m)
+    return [("manifest.json", json.dumps(m).encode())] + files[1:]
+
+
+def set_path(keys, value):
+    def edit(m):
+        d = m
+        for k in keys[:-1]:
+            d = d[k]
+        d[keys[-1]] = value
+    return edit
+
+
+def artifact_variants(files):
+    """The real artifact with the manifest or the file set changed the ways a damaged one would be."""
+    shard = next(d for n, d in files if n.endswith(".shard"))
+    header_len = struct.unpack("<I", shard[12:16])[0]
+    return {
+        "n_layers_huge": with_manifest(files, set_path(["model", "n_layers"], 1 << 40)),
+        "n_layers_zero": with_manifest(files, set_path(["model", "n_layers"], 0)),
+        "d_model_negative": with_manifest(files, set_path(["model", "d_model"], -32)),
+        "vocab_float": with_manifest(files, set_path(["model", "vocab_size"], 64.5)),
+        "vocab_huge": with_manifest(files, set_path(["model", "vocab_size"], (1 << 63) - 1)),
+        "heads_zero": with_manifest(files, set_path(["model", "n_heads"], 0)),
+        "row_bytes_lie": with_manifest(files, set_path(["units", "embedding", "row_bytes"], 1 << 62)),
+        "embedding_shape_lie": with_manifest(files, set_path(["units", "embedding", "shape"], [1 << 40, 1 << 40])),
+        "embedding_type_unknown": with_manifest(files, set_path(["units", "embedding", "type"], "int3")),
+        "blocks_outside": with_manifest(files, set_path(["units", "blocks"], ["../block_000.shard"])),
+        "blocks_not_list": with_manifest(files, set_path(["units", "blocks"], {"a": 1})),
+        "files_outside": with_manifest(files, lambda m: m["files"].append(
+            {"path": "/etc/passwd", "bytes": 1, "sha256": "0" * 64})),
+        "files_bytes_lie": with_manifest(files, lambda m: m["files"][0].update(bytes=1 << 62)),
+        "format_version_2": with_manifest(files, set_path(["format_version"], 2)),
+        "format_not_string": with_manifest(files, set_path(["format"], {})),
+        "format_version_string": with_manifest(files, set_path(["format_version"], "1")),
+        "manifest_deep": [("manifest.json", b"[" * 100_000 + b"]" * 100_000)] + files[1:],
+        "manifest_not_object": [("manifest.json", b"[1, 2, 3]")] + files[1:],
+        "manifest_missing": files[1:],
+        "shard_missing": [f for f in files if not f[0].startswith("block_")],
+        "shard_truncated": [(n, d[: len(d) // 2] if n.startswith("block_") else d) for n, d in files],
+        "shard_header_len_lie": [(n, d[:12] + b"\xff\xff\xff\x7f" + d[16:] if n.startswith("block_") else d)
+                                 for n, d in files],
+        "shard_header_deep": [(n, d[:16] + b"[" * header_len if n.startswith("block_") else d) for n, d in files],
+        "extra_file": files + [("unlisted.bin", b"\0" * 8)],
+        "embedding_truncated": [(n, d[:-1] if n == "embedding.bin" else d) for n, d in files],
+    }
+
+
+# ---------------------------------------------------------------- JSON configurations
+
+def json_configs(fixtures, manifest):
+    configs = {"tiny_config": tiny_config(), "pipeline_default": manifest["pipeline"],
+               "pipeline_int8_override": {"stages": [{"name": "load"}, {"name": "quantize", "params": {
+                   "scheme": "int8", "overrides": ["blocks.*.ffn.down.weight=f16"]}}, {"name": "write"}]},
+               "pipeline_unknown_stage": {"stages": [{"name": "exec"}]}}
+    for name in ["hf_gqa/config.json", "hf_tied/config.json", "meta_params/params.json",
+                 "hf_sharded/pytorch_model.bin.index.json"]:
+        path = os.path.join(fixtures, name)
+        if os.path.exists(path):
+            with open(path) as f:
+                configs[name.replace("/", "_").replace(".", "_")] = json.load(f)
+    # The fixture shapes fuzz_json_config pairs configurations with: hf_gqa's.
+    gqa = configs.get("hf_gqa_config_json", {})
+    meta = {"dim": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "vocab_size": -1, "norm_eps": 1e-5,
+            "hidden_dim": 100}
+    configs["meta_matching"] = meta
+    configs["model_args_matching"] = {**meta, "vocab_size": 300, "max_seq_len": 128}
+    for key, value in [("num_hidden_layers", 1 << 40), ("num_hidden_layers", -1), ("num_attention_heads", 0),
+                       ("hidden_size", 64.0), ("head_dim", 0), ("hidden_act", 1), ("hidden_act", "gelu"),
+                       ("rope_scaling", {"type": "linear", "factor": 2.0}), ("tie_word_embeddings", "yes"),
+                       ("vocab_size", 18446744073709551615), ("rms_norm_eps", "1e-5"), ("architectures", [1]),
+                       ("architectures", "LlamaForCausalLM"), ("max_position_embeddings", -(1 << 62))]:
+        configs[f"gqa_{key}_{value!r}"[:80]] = {**gqa, key: value}
+    texts = {name: json.dumps(c) for name, c in configs.items()}
+    texts.update({
+        "depth_64": "[" * 64 + "]" * 64,
+        "depth_65": "[" * 65 + "]" * 65,
+        "depth_100000": "[" * 100_000 + "]" * 100_000,
+        "object_depth_100000": '{"a":' * 100_000 + "1" + "}" * 100_000,
+        "number_too_big": '{"hidden_size": 1e400, "vocab_size": 123456789012345678901234567890}',
+        "nul_and_escapes": '{"architectures": ["Llama\\u0000ForCausalLM"], "x": "\\ud800"}',
+        "invalid_utf8": b'{"architectures": ["\xff\xfe"]}',
+        "bom": b"\xef\xbb\xbf" + json.dumps(gqa).encode(),
+        "duplicate_keys": '{"hidden_size": 64, "hidden_size": 65}',
+        "trailing_garbage": json.dumps(gqa) + " }",
+        "empty": "",
+        "not_object": "[1, 2, 3]",
+    })
+    return texts
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out")
+    ap.add_argument("--fixtures", required=True)
+    ap.add_argument("--shardforge", required=True)
+    ap.add_argument("--findings")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    warnings.filterwarnings("ignore", "Duplicate name")  # the duplicate_entry seed means it
+    shutil.rmtree(args.out, ignore_errors=True)
+    for t in TARGETS:
+        os.makedirs(os.path.join(args.out, t))
+        os.makedirs(os.path.join(args.out, "work", t))
+    if args.findings:
+        os.makedirs(args.findings, exist_ok=True)
+    seeds = Seeds(args.out)
+
+    cks = checkpoints(args.fixtures)
+    for name, data in cks.items():
+        seeds.add("fuzz_torch_zip", name, data)
+        seeds.add("fuzz_pickle", name, data_pkl(data))
+    for name, data in hand_made_zips(cks["tiny_llama"]).items():
+        seeds.add("fuzz_torch_zip", name, data)
+    for name, data in hand_made_pickles().items():
+        seeds.add("fuzz_pickle", name, data)
+
+    work = os.path.join(args.out, "work", "convert")
+    arts = convert_tiny(args.shardforge, work)
+    for scheme, art in arts.items():
+        tag = scheme.replace(":", "_")
+        files = read_dir(art)
+        for name, data in files:
+            if name.endswith(".shard"):
+                seeds.add("fuzz_shard", f"{tag}_{name}", data)
+        seeds.add("fuzz_artifact", tag, pack_dir(files))
+    files = read_dir(arts["int4:g32"])
+    for name, variant in artifact_variants(files).items():
+        seeds.add("fuzz_artifact", name, pack_dir(variant))
+    shard = dict(files)["block_000.shard"]
+    seeds.add("fuzz_shard", "header_len_max", shard[:12] + b"\xff\xff\xff\xff" + shard[16:])
+    seeds.add("fuzz_shard", "version_2", shard[:8] + b"\x02\0\0\0" + shard[12:])
+    seeds.add("fuzz_shard", "truncated_data", shard[:-7])
+    seeds.add("fuzz_shard", "header_only", shard[:16 + struct.unpack("<I", shard[12:16])[0]])
+
+    manifest = json.loads(dict(files)["manifest.json"])
+    for name, text in json_configs(args.fixtures, manifest).items():
+        seeds.add("fuzz_json_config", name, text)
+    shutil.rmtree(work)
+
+    print("fuzz seeds written to", args.out + ":", ", ".join(f"{t} {seeds.count.get(t, 0)}" for t in TARGETS))
+    if any(seeds.count.get(t, 0) == 0 for t in TARGETS):
+        sys.exit("make_seeds.py: a target has no seeds")
+
+
+if __name__ == "__main__":
+    main()

@@ -36,20 +36,7 @@ TINY = {"vocab": 64, "dim": 32, "layers": 1, "heads": 4, "kv_heads": 2, "ffn": 6
 # Seeds that still crash their target: each reproduces a finding reported for a fix in library code
 # (issue 5). They are kept out of the CI corpus so CI stays green, and written to OUT/pending/ so
 # they are not lost; delete an entry once its fix is merged, and the seed joins the corpus.
-PENDING = {
-    # pickle_to_json recurses once per nesting level: a stack overflow at 100000 levels
-    # (converters/pytorch/torch_checkpoint.cpp to_json; reachable through model_args).
-    ("fuzz_pickle", "deep_lists"), ("fuzz_pickle", "deep_tuples"),
-    # nlohmann type_error, not sf::Error, escapes map_architecture: value("hidden_act", string) on
-    # a number and value("tie_word_embeddings", false) on a string (converters/architectures/llama.cpp).
-    ("fuzz_json_config", "gqa_hidden_act_1"), ("fuzz_json_config", "gqa_tie_word_embeddings__yes_"),
-    # num_hidden_layers 2^40 is accepted: map_architecture builds names for every layer until
-    # memory runs out (converters/architectures/architecture.cpp; ModelDesc::validate has no bound).
-    ("fuzz_json_config", "gqa_num_hidden_layers_1099511627776"),
-    # read_manifest: m.value("format", "") / value("format_version", 0) throw nlohmann type_error,
-    # not sf::Error, when the field has another type (formats/manifest.cpp).
-    ("fuzz_artifact", "format_not_string"), ("fuzz_artifact", "format_version_string"),
-}
+PENDING = set()  # every reported finding is fixed; add (target, seed name) pairs here while one is open
 
 SCHEMES = ["f32", "f16", "bf16", "int8", "int4:g32", "int4:g32:asym", "int4:g16"]
 

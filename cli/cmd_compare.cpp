@@ -9,6 +9,7 @@
 
 #include "cli/common.h"
 #include "core/error.h"
+#include "formats/output_dir.h"
 #include "pipeline/compare.h"
 
 namespace sf::cli {
@@ -38,22 +39,11 @@ std::vector<std::vector<std::string>> table_rows(const std::vector<CompareRow>& 
 const std::vector<std::string> kHeader = {"scheme", "bits/w", "size", "PPL ± stderr", "ΔPPL", "KLD ± stderr",
                                           "top-1", "decode tok/s (min–max)"};
 
-// The report is written last: check now that it can be, not after converting every scheme.
-void check_report_path(const std::string& path) {
-  if (path.empty()) return;
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  if (dir.empty()) dir = ".";
-  std::error_code ec;
-  if (!std::filesystem::is_directory(dir, ec)) fail_file(path, "cannot write the report: " + dir + " is not a directory");
-  if (::access(dir.c_str(), W_OK) != 0) fail_file(path, "cannot write the report: " + dir + " is not writable");
-  if (std::filesystem::is_directory(path, ec)) fail_file(path, "cannot write the report: it is a directory");
-}
-
 json throughput_json(const Throughput& t) { return {{"median", t.median}, {"min", t.min}, {"max", t.max}}; }
 
 int run(Opts& o) {
   set_current_input(o.c.source);
-  check_report_path(o.out_md);
+  o.c.report = o.out_md;  // compare_schemes checks it with the inputs before converting anything
   const auto rows = compare_schemes(o.c);
   if (!o.out_md.empty()) {
     std::ostringstream md;
@@ -67,7 +57,9 @@ int run(Opts& o) {
       for (const auto& c : r) md << " " << c << " |";
       md << "\n";
     }
-    // A temporary name of our own (created exclusively), renamed over the report when complete.
+    // Checked again: something may have been put at the path while compare ran. Then a temporary
+    // name of our own (created exclusively), renamed over the report when complete.
+    check_report_path(o.out_md, {o.c.source, o.c.text, o.c.tokenizer, o.c.keep_dir});
     const std::string tmp = o.out_md + ".partial-" + std::to_string(::getpid());
     FILE* f = std::fopen(tmp.c_str(), "wx");
     if (!f) fail_file(o.out_md, "cannot write the report");
@@ -108,11 +100,11 @@ void add_compare(CLI::App& app, int& exit_code) {
   c->add_option("--chunks", o->c.chunks, "use only the first K windows")->check(within(1, double(kMaxChunks)));
   c->add_option("--tokenizer", o->c.tokenizer, "SentencePiece model, when it is not beside the source");
   c->add_option("--keep", o->c.keep_dir, "keep the artifacts in this directory (one per scheme)");
-  c->add_option("--bench-tokens", o->c.bench_tokens, "prompt and generated tokens for the speed column (0: skip)")
+  c->add_option("--bench-tokens", o->c.bench_tokens, "prompt and generated tokens for the speed column (0: skip; 2N must fit the context length)")
       ->default_val(32)->check(within(0, double(kMaxGenerate)));
   c->add_option("--bench-reps", o->c.bench_reps, "runs of the speed measurement; the table shows the median and range")
       ->default_val(5)->check(within(1, 1000));
-  c->add_option("--out", o->out_md, "also write the table as Markdown to this file");
+  c->add_option("--out", o->out_md, "also write the table as Markdown to this file (a new or regular file, not inside an input or artifact)");
   add_threads_option(c, o->c.threads);
   add_allow_long_context(c, o->c.allow_long_context);
   c->add_flag("--json", o->json_out, "print one JSON object");

@@ -13,6 +13,7 @@
 #include "cli/common.h"
 #include "core/error.h"
 #include "executor/session.h"
+#include "formats/output_dir.h"
 #include "validators/tokenizer.h"
 
 namespace sf::cli {
@@ -50,9 +51,7 @@ int32_t pick(const float* logits, int64_t vocab, double temp, std::mt19937_64& r
 class LogitsDump {
  public:
   LogitsDump(const std::string& path, int64_t vocab) : vocab_(vocab) {
-    if (path.empty()) return;
-    f_ = std::fopen(path.c_str(), "wb");
-    if (!f_) fail_file(path, "cannot create");
+    if (!path.empty()) f_ = open_report_file(path);  // after check_report_path, never through a link or FIFO
   }
   ~LogitsDump() { if (f_) std::fclose(f_); }
   void add(const float* logits) {
@@ -95,6 +94,8 @@ void check_ids(const std::vector<int>& ids, int64_t vocab) {
 
 int run(const Opts& o) {
   set_current_input(o.dir);
+  // Before loading: the artifact's files are mapped, so writing over one would crash the run (SIGBUS).
+  check_report_path(o.logits_file, {o.dir});
   ExecModel model(o.dir);
   const int64_t vocab = model.desc().vocab_size;
   std::unique_ptr<Tokenizer> tok;
@@ -154,7 +155,7 @@ void add_run(CLI::App& app, int& exit_code) {
   auto* p = c->add_option("-p,--prompt", o->prompt, "prompt text (BOS is prepended)");
   auto* ids = c->add_option("--ids", o->ids_text, "prompt as token ids 1,2,3, used as given (no BOS added)")->excludes(p);
   p->excludes(ids);
-  c->add_option("--logits", o->logits_file, "write every computed position's logits as raw f32 rows to FILE");
+  c->add_option("--logits", o->logits_file, "write every computed position's logits as raw f32 rows to FILE (a new or regular file, not inside an artifact)");
   c->add_option("-n", o->n, "tokens to generate")->default_val(64)->check(within(0, double(kMaxGenerate)));
   c->add_option("--temp", o->temp, "sampling temperature; 0 = greedy")->default_val(0.0)->check(within(0, kMaxTemp));
   c->add_option("--seed", o->seed, "random seed for sampling")->default_val(0);

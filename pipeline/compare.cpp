@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <filesystem>
+#include <iostream>
 #include <memory>
 #include <set>
 
@@ -65,6 +66,28 @@ struct Inputs {
   WindowPlan plan;
 };
 
+// What compare reads or writes, none of which the report may be or lie inside: the source, its
+// checkpoint files and the directory holding them (config.json, params.json and the tokenizer are
+// read from there), the text, the tokenizer, the --keep directory.
+std::vector<std::string> report_inputs(const CompareOptions& opt, const SourceModel& src, const std::string& tokenizer) {
+  std::vector<std::string> inputs = {opt.source, opt.text, tokenizer, opt.keep_dir};
+  for (const auto& f : src.files) {
+    inputs.push_back(f);
+    inputs.push_back(fs::path(f).parent_path().empty() ? "." : fs::path(f).parent_path().string());
+  }
+  return inputs;
+}
+
+// The context-length rule (docs/cli.md) for compare's windows and timing runs: more positions than
+// the model's max_seq is a usage error unless allow_long_context, which goes on with a warning.
+void check_positions(const CompareOptions& opt, const ModelDesc& desc, int64_t positions, const std::string& what) {
+  if (desc.max_seq <= 0 || positions <= desc.max_seq) return;
+  const std::string problem = opt.source + ": " + what + " needs " + std::to_string(positions) +
+                              " positions, more than the model's context length of " + std::to_string(desc.max_seq);
+  if (!opt.allow_long_context) fail_usage(problem + " (--allow-long-context runs past it)");
+  std::cerr << "shardforge: warning: " << problem << "; results past it are not meaningful\n";
+}
+
 // Everything that could fail after an hour of converting, checked before converting anything.
 Inputs check_inputs(CompareOptions& opt) {
   Inputs in;
@@ -72,11 +95,13 @@ Inputs check_inputs(CompareOptions& opt) {
   const auto src = open_source(opt.source);
   const ModelDesc desc = map_architecture(*src).desc;
   if (opt.ctx == 0) opt.ctx = desc.max_seq >= 2 ? std::min<int64_t>(kDefaultCompareCtx, desc.max_seq) : kDefaultCompareCtx;
-  if (desc.max_seq > 0 && opt.ctx > desc.max_seq && !opt.allow_long_context)
-    fail_usage(opt.source + ": --ctx " + std::to_string(opt.ctx) + " is more than the model's context length of " +
-               std::to_string(desc.max_seq) + " (--allow-long-context runs past it)");
+  check_positions(opt, desc, opt.ctx, "--ctx " + std::to_string(opt.ctx));
+  // Each timing run prefills bench_tokens and then generates as many.
+  check_positions(opt, desc, 2 * opt.bench_tokens,
+                  "--bench-tokens " + std::to_string(opt.bench_tokens) + " (prompt and generated tokens)");
   in.tokenizer = opt.tokenizer.empty() ? src->tokenizer_path : opt.tokenizer;
   if (in.tokenizer.empty()) fail_file(opt.source, "no tokenizer beside the source; pass --tokenizer FILE");
+  check_report_path(opt.report, report_inputs(opt, *src, in.tokenizer));
   const Tokenizer tok(in.tokenizer);
   in.tokens = tok.encode(text);
   in.bos = tok.bos();

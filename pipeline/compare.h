@@ -11,10 +11,11 @@ namespace sf {
 
 struct CompareOptions {
   std::string source, text, tokenizer, keep_dir;  // keep_dir empty: artifacts go to a temporary directory
+  std::string report;  // --out: checked (check_report_path) with the inputs before converting; the caller writes it
   std::vector<std::string> schemes;               // the first is the reference
   int64_t ctx = 0, chunks = -1, bench_tokens = 32, bench_reps = 5;
   size_t threads = 0;
-  bool allow_long_context = false;  // --ctx may exceed the model's context length (max_seq)
+  bool allow_long_context = false;  // --ctx and 2 x bench_tokens may exceed the model's context length (max_seq)
 };
 
 struct CompareRow {
@@ -25,7 +26,8 @@ struct CompareRow {
   int64_t tokens_scored = 0;
 };
 
-// Checks every input (text, tokenizer, at least one window) and output (--keep targets) first, then
+// Checks every input (text, tokenizer, at least one window, --ctx and --bench-tokens against the
+// context length) and output (the report path, --keep targets) first, then
 // converts, evaluates and deletes one scheme at a time (unless kept): the reference first, its
 // logits stored once in a temporary file, every other scheme compared against that file. SIGINT /
 // SIGTERM stop it between windows, with every temporary file removed.

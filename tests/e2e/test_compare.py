@@ -168,6 +168,23 @@ class Compare(TempDirTest):
         p = sf("compare", SAMPLE, "--schemes", "int8", "--text", HELDOUT, "--bench-reps", 0, check=False)
         self.assertEqual(p.returncode, 2)
 
+    def test_bench_tokens_must_fit_the_context_length(self):
+        # A timing run prefills --bench-tokens and generates as many: 2 x 129 > max_seq 256.
+        small = ["--schemes", "f32", "--text", HELDOUT, "--ctx", 64, "--chunks", 1, "--bench-reps", 1, "-t", 1]
+        tmpdir, p = self.run_in_tmpdir("compare", SAMPLE, *small, "--bench-tokens", 129)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertTrue(p.stderr.startswith(f"shardforge: error: {SAMPLE}: --bench-tokens 129"), p.stderr)
+        self.assertIn("258 positions", p.stderr)
+        self.assertIn("context length of 256", p.stderr)
+        self.assertIn("--allow-long-context", p.stderr)
+        self.assertEqual(os.listdir(tmpdir), [], "converted before refusing")
+        tmpdir, p = self.run_in_tmpdir("compare", SAMPLE, *small, "--bench-tokens", 129, "--allow-long-context")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertTrue(p.stderr.startswith("shardforge: warning: "), p.stderr)
+        self.assertIn("context length of 256", p.stderr)
+        r = sf_json("compare", SAMPLE, *small, "--bench-tokens", 128)  # exactly the context length
+        self.assertGreater(r["rows"][0]["decode"]["min"], 0)
+
 
 class NonFiniteResults(TempDirTest):
     def test_nan_weights_fail_eval_naming_the_artifact(self):

@@ -64,6 +64,28 @@ class TempDirTest(unittest.TestCase):
         return os.path.join(self.tmp, *parts)
 
 
+def write_meta_checkpoint(src, d, ffn, layers, vocab, seed=0):
+    """A random Meta-layout LLaMA (consolidated.00.pth + params.json) in directory `src`, large
+    enough that converting it takes a while: tests use it to act on a conversion midway."""
+    import torch
+    os.makedirs(src, exist_ok=True)
+    torch.manual_seed(seed)
+    sd = {"tok_embeddings.weight": torch.randn(vocab, d), "norm.weight": torch.ones(d),
+          "output.weight": torch.randn(vocab, d)}
+    for i in range(layers):
+        p = f"layers.{i}."
+        for n, shape in [("attention.wq.weight", (d, d)), ("attention.wk.weight", (d, d)),
+                         ("attention.wv.weight", (d, d)), ("attention.wo.weight", (d, d)),
+                         ("feed_forward.w1.weight", (ffn, d)), ("feed_forward.w2.weight", (d, ffn)),
+                         ("feed_forward.w3.weight", (ffn, d))]:
+            sd[p + n] = torch.randn(*shape)
+        sd[p + "attention_norm.weight"] = torch.ones(d)
+        sd[p + "ffn_norm.weight"] = torch.ones(d)
+    torch.save(sd, os.path.join(src, "consolidated.00.pth"))
+    write_json(os.path.join(src, "params.json"), {"dim": d, "n_layers": layers, "n_heads": 8, "vocab_size": vocab})
+    return src
+
+
 def fixture(name):
     p = os.path.join(FIXTURES, name)
     if not os.path.exists(p):

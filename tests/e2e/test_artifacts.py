@@ -10,7 +10,7 @@ import zipfile
 
 import torch
 
-from sftest import HELDOUT, SAMPLE, SF, TempDirTest, fixture, read_bytes, read_json, reseal, sf, sf_json, write_bytes, write_json
+from sftest import HELDOUT, SAMPLE, SF, TempDirTest, fixture, read_bytes, read_json, reseal, sf, sf_json, write_bytes, write_json, write_meta_checkpoint
 
 
 def tree_digest(d):
@@ -271,22 +271,7 @@ class Writing(TempDirTest):
 
     def test_conversion_killed_midway_leaves_no_manifest(self):
         # A checkpoint big enough that conversion takes a while: 16 blocks of d_model 512.
-        src = self.path("big")
-        os.makedirs(src)
-        d, ffn, layers = 512, 1536, 16
-        sd = {"tok_embeddings.weight": torch.randn(2048, d), "norm.weight": torch.ones(d),
-              "output.weight": torch.randn(2048, d)}
-        for i in range(layers):
-            p = f"layers.{i}."
-            for n, shape in [("attention.wq.weight", (d, d)), ("attention.wk.weight", (d, d)),
-                             ("attention.wv.weight", (d, d)), ("attention.wo.weight", (d, d)),
-                             ("feed_forward.w1.weight", (ffn, d)), ("feed_forward.w2.weight", (d, ffn)),
-                             ("feed_forward.w3.weight", (ffn, d))]:
-                sd[p + n] = torch.randn(*shape)
-            sd[p + "attention_norm.weight"] = torch.ones(d)
-            sd[p + "ffn_norm.weight"] = torch.ones(d)
-        torch.save(sd, os.path.join(src, "consolidated.00.pth"))
-        write_json(os.path.join(src, "params.json"), {"dim": d, "n_layers": layers, "n_heads": 8, "vocab_size": 2048})
+        src = write_meta_checkpoint(self.path("big"), d=512, ffn=1536, layers=16, vocab=2048)
         out = self.path("out")
         proc = subprocess.Popen([SF, "convert", src, "-o", out, "--quant", "int4:g32:asym", "--threads", "1"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -8,9 +8,7 @@ import stat
 import subprocess
 import time
 
-import torch
-
-from sftest import HELDOUT, SAMPLE, SF, TempDirTest, fixture, read_bytes, read_json, sf, sf_json, write_bytes, write_json
+from sftest import HELDOUT, SAMPLE, SF, TempDirTest, fixture, read_bytes, read_json, sf, sf_json, write_bytes, write_json, write_meta_checkpoint
 
 
 def snapshot(root):
@@ -134,24 +132,7 @@ class StalePartials(TempDirTest):
 class ExclusiveCommit(TempDirTest):
     def slow_source(self):
         """A checkpoint that takes a few seconds to convert with one thread."""
-        src = self.path("big")
-        os.makedirs(src)
-        d, ffn, layers = 384, 1024, 12
-        torch.manual_seed(0)
-        sd = {"tok_embeddings.weight": torch.randn(1024, d), "norm.weight": torch.ones(d),
-              "output.weight": torch.randn(1024, d)}
-        for i in range(layers):
-            p = f"layers.{i}."
-            for n, shape in [("attention.wq.weight", (d, d)), ("attention.wk.weight", (d, d)),
-                             ("attention.wv.weight", (d, d)), ("attention.wo.weight", (d, d)),
-                             ("feed_forward.w1.weight", (ffn, d)), ("feed_forward.w2.weight", (d, ffn)),
-                             ("feed_forward.w3.weight", (ffn, d))]:
-                sd[p + n] = torch.randn(*shape)
-            sd[p + "attention_norm.weight"] = torch.ones(d)
-            sd[p + "ffn_norm.weight"] = torch.ones(d)
-        torch.save(sd, os.path.join(src, "consolidated.00.pth"))
-        write_json(os.path.join(src, "params.json"), {"dim": d, "n_layers": layers, "n_heads": 8, "vocab_size": 1024})
-        return src
+        return write_meta_checkpoint(self.path("big"), d=384, ffn=1024, layers=12, vocab=1024)
 
     def test_a_directory_created_at_out_meanwhile_is_left_alone(self):
         src, out = self.slow_source(), self.path("out")

@@ -81,34 +81,10 @@ std::string& input_slot() {
 void set_current_input(const std::string& path) { input_slot() = path; }
 const std::string& current_input() { return input_slot(); }
 
-void warn(const std::string& message) {
-  std::fprintf(stderr, "shardforge: warning: %s\n", printable(message).c_str());
-}
 
 // Invalid UTF-8 quoted from a damaged file is replaced rather than aborting the output.
 void print_json(const json& j) { std::cout << j.dump(2, ' ', false, json::error_handler_t::replace) << "\n"; }
 
-// Messages may quote names read from a file. Keep them one printable line: valid UTF-8 passes,
-// control characters and invalid bytes become \xNN.
-std::string printable(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size();) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    bool ok = len > 0 && i + len <= s.size() && !(len == 1 && (c < 0x20 || c == 0x7f));
-    for (size_t k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(s[i + k]) & 0xC0) == 0x80;
-    if (ok) {
-      out.append(s, i, len);
-      i += len;
-    } else {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-      ++i;
-    }
-  }
-  return out;
-}
 
 
 std::string human_bytes(uint64_t n) {

@@ -8,11 +8,14 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "core/messages.h"
 #include "core/model_desc.h"
 
 namespace sf::cli {
 
 using json = nlohmann::json;
+using sf::printable;  // core/messages.h
+using sf::warn;
 
 // Each subcommand file defines one of these; main.cpp lists them in a table.
 struct Command {
@@ -63,11 +66,7 @@ CLI::Option* add_allow_long_context(CLI::App* c, bool& allow);
 void set_current_input(const std::string& path);
 const std::string& current_input();
 
-void warn(const std::string& message);  // "shardforge: warning: message" on stderr
 void print_json(const json& j);
-// Messages may quote names read from a file. Keep them one printable line: valid UTF-8 passes,
-// control characters and invalid bytes become \xNN.
-std::string printable(const std::string& s);
 std::string human_bytes(uint64_t n);
 // A plain-text table with columns padded to the widest cell.
 void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows);

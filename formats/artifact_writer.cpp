@@ -9,9 +9,9 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <iostream>
 
 #include "core/error.h"
+#include "core/messages.h"
 #include "core/fs_util.h"
 #include "core/sha256.h"
 #include "formats/artifact.h"
@@ -114,8 +114,7 @@ void ArtifactWriter::put_in_place() {
   committed_ = true;
   why = why_not_replaceable(tmp_);
   if (why.empty() && remove_flat_dir(tmp_, [](const std::string&) { return true; })) return;
-  std::cerr << "shardforge: warning: " << tmp_ << ": the replaced directory " << (why.empty() ? "could not be removed" : why)
-            << "; left in place\n";
+  warn(tmp_ + ": the replaced directory " + (why.empty() ? "could not be removed" : why) + "; left in place");
 }
 
 }  // namespace sf

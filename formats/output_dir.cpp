@@ -11,11 +11,11 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <iostream>
 #include <functional>
 #include <set>
 
 #include "core/error.h"
+#include "core/messages.h"
 #include "core/fs_util.h"
 #include "core/json_util.h"
 #include "formats/manifest.h"
@@ -204,8 +204,8 @@ void handle_stale_partials(const std::string& out) {
     // Only a real directory can be one a conversion left: a symbolic link of that name points at
     // something else (perhaps another artifact), which must never be deleted or waited for.
     if (!e.directory) {
-      std::cerr << "shardforge: warning: " << path << " is named like a conversion's partial directory but is not "
-                << "a directory (a symbolic link?): left alone\n";
+      warn(path + " is named like a conversion's partial directory but is not a directory (a symbolic link?): "
+           "left alone");
       continue;
     }
     if (pid != ::getpid() && process_alive(pid))
@@ -213,11 +213,10 @@ void handle_stale_partials(const std::string& out) {
                           " (another conversion?); not starting a second one (if no conversion is running, "
                           "remove this directory)");
     if (remove_flat_dir(path, is_artifact_file_name))
-      std::cerr << "shardforge: note: removed " << path << ", left by a conversion that stopped (process " << pid
-                << " is gone)\n";
+      warn("removed " + path + ", left by a conversion that stopped (process " + std::to_string(pid) + " is gone)");
     else
-      std::cerr << "shardforge: warning: " << path << " was left by a conversion that stopped (process " << pid
-                << " is gone), but holds files shardforge does not write: not removed\n";
+      warn(path + " was left by a conversion that stopped (process " + std::to_string(pid) +
+           " is gone), but holds files shardforge does not write: not removed");
   }
 }
 

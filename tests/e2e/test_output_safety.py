@@ -94,6 +94,17 @@ class StalePartials(TempDirTest):
         p.wait()
         return p.pid
 
+    def test_a_name_cannot_forge_a_second_line(self):
+        out = self.path("o\nshardforge: error: fake")
+        partial = f"{out}.partial-{self.dead_pid()}"
+        os.makedirs(partial)
+        p = sf("convert", SAMPLE, "-o", out)
+        lines = p.stderr.splitlines()
+        self.assertEqual(len(lines), 1, p.stderr)
+        self.assertTrue(lines[0].startswith("shardforge: warning: removed "), p.stderr)
+        self.assertIn("o\\x0ashardforge: error: fake", lines[0])
+        self.assertFalse(os.path.exists(partial))
+
     def test_partial_of_a_dead_process_is_reported_and_removed(self):
         partial = f"{self.out}.partial-{self.dead_pid()}"
         os.makedirs(partial)

@@ -10,6 +10,7 @@
 #include "validators/kl_divergence.h"
 #include "validators/perplexity.h"
 #include "validators/tokenizer.h"
+#include "validators/windows.h"
 
 namespace sf::cli {
 
@@ -46,6 +47,15 @@ std::unique_ptr<Tokenizer> artifact_tokenizer(const ExecModel& model, const std:
   return tok;
 }
 
+// The text must give at least one window; said about the text file, before any model runs.
+void check_windows(const std::vector<int>& tokens, int64_t ctx, const PplOpts& o) {
+  try {
+    plan_windows(tokens.size(), ctx, o.chunks);
+  } catch (const Error& e) {
+    fail_file(o.text, e.message());
+  }
+}
+
 int run_ppl(const PplOpts& o) {
   set_current_input(o.dir);
   ExecModel model(o.dir);
@@ -54,6 +64,7 @@ int run_ppl(const PplOpts& o) {
   const Tokenizer& tok = *tok_ptr;
   const std::vector<int> tokens = tok.encode_file(o.text);
   ThreadPool pool(o.threads);
+  check_windows(tokens, ctx, o);
   const PerplexityResult r = perplexity(model, tokens, ctx, tok.bos(), o.chunks, pool);
   if (o.json_out) {
     print_json({{"artifact", o.dir}, {"text", o.text}, {"ppl", r.ppl}, {"ppl_stderr", r.ppl_stderr},
@@ -82,6 +93,7 @@ int run_kld(const KldOpts& o) {
     fail_file(o.dir, "its tokenizer differs from the reference's (" + o.ref + "); the two models do not read text alike");
   const std::vector<int> tokens = tok->encode_file(o.text);
   ThreadPool pool(o.threads);
+  check_windows(tokens, ctx, o);
   const KldResult r = kl_divergence(model, reference, tokens, ctx, tok->bos(), o.chunks, pool);
   if (o.json_out) {
     print_json({{"artifact", o.dir}, {"reference", o.ref}, {"text", o.text}, {"kld", r.kld_mean},

@@ -50,14 +50,15 @@ int32_t pick(const float* logits, int64_t vocab, double temp, std::mt19937_64& r
 // Raw little-endian f32 rows, one per position whose logits were computed.
 class LogitsDump {
  public:
-  LogitsDump(const std::string& path, int64_t vocab) : vocab_(vocab) {
+  LogitsDump(const std::string& path, int64_t vocab) : path_(path), vocab_(vocab) {
     if (!path.empty()) f_ = open_report_file(path);  // after check_report_path, never through a link or FIFO
   }
   ~LogitsDump() { if (f_) std::fclose(f_); }
   void add(const float* logits) {
-    if (f_ && std::fwrite(logits, sizeof(float), size_t(vocab_), f_) != size_t(vocab_)) fail("logits dump: write failed");
+    if (f_ && std::fwrite(logits, sizeof(float), size_t(vocab_), f_) != size_t(vocab_)) fail_file(path_, "write failed (disk full?)", ErrorKind::IO);
   }
  private:
+  std::string path_;
   FILE* f_ = nullptr;
   int64_t vocab_;
 };

@@ -73,6 +73,19 @@ std::vector<std::string> rewrite_arguments(CLI::App& app, int argc, char** argv)
   return args;
 }
 
+// An empty value ("", as a script with an unset variable passes) would otherwise mean "no file",
+// thread count 0 or "use the default" without a word. Only the prompt may be empty.
+void refuse_empty_values(const CLI::App* app) {
+  for (const CLI::App* sub : app->get_subcommands()) {
+    for (const CLI::Option* opt : sub->get_options()) {
+      if (opt->count() == 0 || opt->get_name() == "--prompt") continue;
+      for (const std::string& v : opt->results())
+        if (v.empty()) throw CLI::ValidationError(opt->get_name(), "needs a value, got an empty one");
+    }
+    refuse_empty_values(sub);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -84,6 +97,7 @@ int main(int argc, char** argv) {
   app.footer("'shardforge help COMMAND' (or COMMAND --help) shows a command's options.");
   int exit_code = 0;
   for (const auto& c : kCommands) c.add(app, exit_code);
+  app.parse_complete_callback([&app] { refuse_empty_values(&app); });
   try {
     std::vector<std::string> args = rewrite_arguments(app, argc, argv);
     std::reverse(args.begin(), args.end());  // CLI11 takes the arguments last-first

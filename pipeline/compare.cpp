@@ -131,11 +131,10 @@ void check_keep_targets(const CompareOptions& opt) {
 
 std::vector<CompareRow> compare_schemes(CompareOptions& opt) {
   if (opt.schemes.empty()) fail("compare needs at least one scheme");
-  std::set<std::string> seen;
-  for (const auto& s : opt.schemes) {
-    parse_scheme(s);  // reject a typo before converting anything
-    if (!seen.insert(dir_name(s)).second) fail_usage("scheme " + s + " is given twice");
-  }
+  std::set<std::string> seen;  // canonical spellings: int4:g32 and int4:g32:sym are one scheme
+  for (const auto& s : opt.schemes)
+    if (!seen.insert(parse_scheme(s).name()).second)  // a typo is refused before converting anything
+      fail_usage("--schemes: " + s + " is the same scheme as an earlier one (" + parse_scheme(s).name() + ")");
   const InterruptGuard interrupt;  // for the whole run: converting, evaluating, timing
   const Inputs in = check_inputs(opt);
   check_keep_targets(opt);

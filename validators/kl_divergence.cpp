@@ -56,17 +56,18 @@ struct KldScores {
   }
 };
 
-void require_same_vocab(int64_t model, int64_t reference) {
+void require_same_vocab(const ExecModel& m, int64_t reference, const std::string& reference_name) {
+  const int64_t model = m.desc().vocab_size;
   if (model != reference)
-    fail("the model and the reference have different vocabularies (" + std::to_string(model) + " vs " +
-         std::to_string(reference) + ")");
+    fail_file(m.artifact().dir(), "its vocabulary (" + std::to_string(model) + ") differs from the reference's (" +
+                                      reference_name + ", " + std::to_string(reference) + ")");
 }
 
 }  // namespace
 
 KldResult kl_divergence(const ExecModel& model, const ExecModel& reference, const std::vector<int>& tokens,
                         int64_t ctx, int bos, int64_t chunks, ThreadPool& pool, const std::string& label) {
-  require_same_vocab(model.desc().vocab_size, reference.desc().vocab_size);
+  require_same_vocab(model, reference.desc().vocab_size, reference.artifact().dir());
   const WindowPlan plan = plan_windows(tokens.size(), ctx, chunks);
   KldScores s(size_t(plan.positions()), size_t(model.desc().vocab_size));
   run_windows({&model, &reference}, tokens, plan, bos, pool,
@@ -79,7 +80,7 @@ KldResult kl_divergence(const ExecModel& model, const ExecModel& reference, cons
 KldResult kl_divergence(const ExecModel& model, const ReferenceLogits& reference, const std::string& reference_name,
                         const std::vector<int>& tokens, int64_t ctx, int bos, int64_t chunks, ThreadPool& pool,
                         const std::string& label) {
-  require_same_vocab(model.desc().vocab_size, int64_t(reference.vocab()));
+  require_same_vocab(model, int64_t(reference.vocab()), reference_name);
   const WindowPlan plan = plan_windows(tokens.size(), ctx, chunks);
   if (size_t(plan.positions()) != reference.positions())
     fail("the reference logits cover " + std::to_string(reference.positions()) + " positions, the windows " +

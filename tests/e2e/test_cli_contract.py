@@ -201,7 +201,7 @@ class OptionsThatWouldDoNothing(TempDirTest):
         for scheme, needle in [("int4:sym:asym", "sym or asym once"), ("int4:asym:asym", "sym or asym once"),
                                ("int4:g32:g64", "one group size"), ("int4:g32:g32", "one group size"),
                                ("int4:", "empty option"), ("int4:g3", "even"), ("int8:g32", "takes no options"),
-                               ("int3", "unknown quantization scheme 'int3'"), ("", "empty quantization scheme")]:
+                               ("int3", "unknown quantization scheme 'int3'"), ("", "--quant: needs a value, got an empty one")]:
             with self.subTest(scheme=scheme):
                 error_line(self, self.convert("--quant", scheme), 2, needle)
         error_line(self, self.convert("--tensor-quant", "embed.weight="), 2, "PATTERN=SCHEME")
@@ -262,6 +262,22 @@ class TiedOutput(TempDirTest):
 
 
 class ErrorContract(TempDirTest):
+    def test_empty_option_values_are_usage_errors(self):
+        # What a script passes when a variable is unset: never "no file" or "the default" in silence.
+        for cmd, opt in [(["convert", SAMPLE, "-o", ""], "--out"),
+                         (["convert", SAMPLE, "-o", self.path("o"), "--pipeline", ""], "--pipeline"),
+                         (["convert", SAMPLE, "-o", self.path("o"), "--tokenizer", ""], "--tokenizer"),
+                         (["bench", self.path("a"), "-t", ""], "--threads"),
+                         (["eval", "ppl", self.path("a"), "--text", ""], "--text"),
+                         (["compare", SAMPLE, "--text", HELDOUT, "--out", ""], "--out")]:
+            with self.subTest(cmd=cmd[0], opt=opt):
+                error_line(self, sf(*cmd, check=False), 2, opt, "empty")
+        self.assertFalse(os.path.exists(self.path("o")))
+
+    def test_same_scheme_twice_in_compare(self):
+        p = sf("compare", SAMPLE, "--text", HELDOUT, "--schemes", "f32,int4:g32,int4:g32:sym", check=False)
+        error_line(self, p, 2, "int4:g32:sym is the same scheme")
+
     def test_parse_errors_are_one_line_with_exit_2(self):
         for args, needle in [(["convert", fixture(GQA)], "--out is required"),
                              (["convert", fixture(GQA), "-o", self.path("x"), "--bogus"], "--bogus"),

@@ -58,6 +58,13 @@ TEST(ThreadPool, RethrowsTheLowestFailingChunkAfterEveryChunkEnds) {
 // workers waiting on a destroyed condition variable. Run in a child process with a small address
 // space (each thread stack needs 8 MiB of it) and an alarm, so a hang fails instead of blocking.
 TEST(ThreadPool, FailedStartThrowsAndNeverHangs) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "AddressSanitizer cannot run under an address-space limit";
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+  GTEST_SKIP() << "AddressSanitizer cannot run under an address-space limit";
+#endif
+#endif
   EXPECT_EXIT(
       {
         ::alarm(20);

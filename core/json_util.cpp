@@ -10,14 +10,16 @@ int64_t as_int(const nlohmann::json& v, const std::string& what, const char* key
   int64_t x;
   if (v.is_number_unsigned()) {
     const uint64_t u = v.get<uint64_t>();
-    if (u > uint64_t(INT64_MAX)) fail(what + ": '" + key + "' is out of range");
+    if (u > uint64_t(INT64_MAX)) fail(what + ": '" + key + "' is " + std::to_string(u) + ", beyond 64-bit integers");
     x = int64_t(u);
   } else if (v.is_number_integer()) {
     x = v.get<int64_t>();
   } else {
     fail(what + ": '" + key + "' is not an integer");
   }
-  if (x < lo || x > hi) fail(what + ": '" + key + "' is out of range");
+  if (x < lo || x > hi)
+    fail(what + ": '" + key + "' is " + std::to_string(x) + ", outside [" + std::to_string(lo) + ", " +
+         std::to_string(hi) + "]");
   return x;
 }
 }  // namespace

@@ -84,7 +84,7 @@ TEST(ShardFile, RejectsDamage) {
   b = good;
   b[at + 9] = '-';
   b[at + 10] = '1';
-  expect_error(b, "'nbytes' is out of range");
+  expect_error(b, "'nbytes' is -1, outside [0, ");
   std::remove(path.c_str());
 }
 

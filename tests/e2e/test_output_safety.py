@@ -145,15 +145,21 @@ class ExclusiveCommit(TempDirTest):
         """A checkpoint that takes a few seconds to convert with one thread."""
         return write_meta_checkpoint(self.path("big"), d=384, ffn=1024, layers=12, vocab=1024)
 
-    def test_a_directory_created_at_out_meanwhile_is_left_alone(self):
-        src, out = self.slow_source(), self.path("out")
-        proc = subprocess.Popen([SF, "convert", src, "-o", out, "--quant", "int4:g32:asym", "--threads", "1"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    def stopped_midway(self, out):
+        """Starts converting the slow source to `out`, and stops (SIGSTOP) it once its first block
+        is written, so what the test does next happens mid-conversion whatever the machine's speed."""
+        proc = subprocess.Popen([SF, "convert", self.slow_source(), "-o", out, "--quant", "int4:g32:asym",
+                                 "--threads", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 120
         while time.time() < deadline and not glob.glob(out + ".partial-*/block_000.shard") and proc.poll() is None:
             time.sleep(0.002)
-        self.assertIsNone(proc.poll(), "conversion finished before OUT could be created")
-        proc.send_signal(signal.SIGSTOP)  # make sure the commit happens after OUT exists
+        self.assertIsNone(proc.poll(), "conversion finished before the test could act midway")
+        proc.send_signal(signal.SIGSTOP)
+        return proc
+
+    def test_a_directory_created_at_out_meanwhile_is_left_alone(self):
+        out = self.path("out")
+        proc = self.stopped_midway(out)  # the commit happens after OUT exists
         os.makedirs(out)
         write_bytes(os.path.join(out, "someone-elses.txt"), "mine")
         proc.send_signal(signal.SIGCONT)
@@ -164,16 +170,9 @@ class ExclusiveCommit(TempDirTest):
         self.assertEqual(read_bytes(os.path.join(out, "someone-elses.txt")), b"mine")
         self.assertEqual(glob.glob(out + ".*"), [], "the discarded conversion left its partial directory")
 
-
     def test_an_interrupted_conversion_removes_only_the_files_it_wrote(self):
-        src, out = self.slow_source(), self.path("out")
-        proc = subprocess.Popen([SF, "convert", src, "-o", out, "--quant", "int4:g32:asym", "--threads", "1"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 120
-        while time.time() < deadline and not glob.glob(out + ".partial-*/block_000.shard") and proc.poll() is None:
-            time.sleep(0.002)
-        self.assertIsNone(proc.poll(), "conversion finished before it could be interrupted")
-        proc.send_signal(signal.SIGSTOP)
+        out = self.path("out")
+        proc = self.stopped_midway(out)
         partial = glob.glob(out + ".partial-*")[0]
         write_bytes(os.path.join(partial, "someone-elses.txt"), "mine")
         proc.send_signal(signal.SIGTERM)

@@ -8,7 +8,6 @@ namespace sf {
 // The whole file (a regular file only, see core/input_file.h); throws Error naming the file,
 // also when it is larger than max_bytes.
 std::string read_file(const std::string& path, uint64_t max_bytes = uint64_t(1) << 30);
-inline std::string read_text_file(const std::string& path) { return read_file(path); }
 // True for an existing regular file (after symlinks); never opens it.
 bool file_exists(const std::string& path);
 

@@ -77,7 +77,7 @@ void ArtifactWriter::write_file(const std::string& name, const std::vector<uint8
 }
 
 void ArtifactWriter::copy_file(const std::string& name, const std::string& src_path) {
-  const std::string text = read_text_file(src_path);
+  const std::string text = read_file(src_path);
   write_file(name, std::vector<uint8_t>(text.begin(), text.end()));
 }
 

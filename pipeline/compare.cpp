@@ -91,7 +91,7 @@ void check_positions(const CompareOptions& opt, const ModelDesc& desc, int64_t p
 // Everything that could fail after an hour of converting, checked before converting anything.
 Inputs check_inputs(CompareOptions& opt) {
   Inputs in;
-  const std::string text = read_text_file(opt.text);
+  const std::string text = read_file(opt.text, kMaxTextBytes);  // the bound eval applies too
   const auto src = open_source(opt.source);
   const ModelDesc desc = map_architecture(*src).desc;
   if (opt.ctx == 0) opt.ctx = desc.max_seq >= 2 ? std::min<int64_t>(kDefaultCompareCtx, desc.max_seq) : kDefaultCompareCtx;

@@ -52,10 +52,11 @@ void BM_DotRow(benchmark::State& st) {
   st.SetItemsProcessed(int64_t(st.iterations()) * int64_t(cols));
 }
 
-void BM_Matvec(benchmark::State& st) {
+// W[2048x2048] times T activations (T = 1: decode's matrix-vector product; T > 1: prefill).
+void BM_Matmul(benchmark::State& st) {
   const TypeCase c = kCases[st.range(0)];
   const size_t rows = 2048, cols = 2048;
-  const size_t threads = size_t(st.range(1));
+  const size_t threads = size_t(st.range(1)), T = size_t(st.range(2));
   const auto& tr = qtype_traits(c.type);
   const auto w = random_vec(rows * cols);
   const size_t rb = tr.row_bytes(cols, c.group);
@@ -64,19 +65,20 @@ void BM_Matvec(benchmark::State& st) {
   for (size_t r = 0; r < rows; ++r) tr.quantize_row(&w[r * cols], cols, c.group, base + r * rb);
   TensorView v{"w", c.type, c.group, {int64_t(rows), int64_t(cols)}, base, rows * rb, rb};
   ThreadPool pool(threads);
-  const auto x = random_vec(cols);
-  std::vector<float> y(rows);
+  const auto x = random_vec(cols * T);
+  std::vector<float> y(rows * T);
   for (auto _ : st) {
-    kernels::matvec(v, x.data(), y.data(), &pool);
+    kernels::matmul(v, nullptr, x.data(), T, y.data(), &pool);
     benchmark::DoNotOptimize(y.data());
   }
-  st.SetLabel(label(c) + " threads=" + std::to_string(threads));
+  st.SetLabel(label(c) + " threads=" + std::to_string(threads) + " T=" + std::to_string(T));
   st.SetBytesProcessed(int64_t(st.iterations()) * int64_t(rows * rb));
+  st.SetItemsProcessed(int64_t(st.iterations()) * int64_t(rows * cols * T));  // multiply-adds
 }
 
 BENCHMARK(BM_QuantizeRow)->ArgsProduct({{0, 1, 2, 3, 4, 5, 6}, {4096}});
 BENCHMARK(BM_DotRow)->ArgsProduct({{0, 1, 2, 3, 4, 5, 6}, {4096}});
-BENCHMARK(BM_Matvec)->ArgsProduct({{0, 1, 3, 4}, {1, 2}})->UseRealTime();
+BENCHMARK(BM_Matmul)->ArgsProduct({{0, 1, 3, 4}, {1, 2}, {1, 64}})->UseRealTime();
 
 }  // namespace
 }  // namespace sf

@@ -22,12 +22,13 @@ struct Opts {
 json inspect_artifact(const std::string& dir) {
   Artifact a(dir);
   json tensors = json::array();
-  auto add = [&](const TensorView& t) {
-    json e = {{"name", t.name}, {"type", qtype_traits(t.type).name}, {"shape", t.shape}, {"bytes", t.nbytes}};
+  for (const auto& spec : all_tensors(a.desc())) {
+    const TensorView& t = a.tensor(spec.name);
+    json e = {{"name", t.name}, {"role", role_name(spec.role)}, {"type", qtype_traits(t.type).name},
+              {"shape", t.shape}, {"bytes", t.nbytes}};
     if (t.group) e["group"] = t.group;
     tensors.push_back(e);
-  };
-  for (const auto& spec : all_tensors(a.desc())) add(a.tensor(spec.name));
+  }
   const json& m = a.manifest();
   return {{"kind", "artifact"}, {"path", dir}, {"model", m["model"]}, {"source", m.value("source", json())},
           {"pipeline", m.value("pipeline", json())}, {"summary", m.value("summary", json())},
@@ -42,10 +43,13 @@ json inspect_source(const std::string& path) {
   for (const auto& spec : all_tensors(cm.desc)) {
     const std::string& name = spec.name;
     const CanonicalTensor& t = cm.at(name);
-    const uint64_t bytes = uint64_t(t.source->numel()) * dtype_size(t.source->dtype);
+    // Its share of the source: a fused source (q, k and v in one tensor) counts once over its parts.
+    uint64_t numel = 1;
+    for (int64_t d : spec.shape) numel *= uint64_t(d);
+    const uint64_t bytes = numel * dtype_size(t.source->dtype);
     total += bytes;
-    tensors.push_back({{"name", name}, {"source_name", t.source->name}, {"dtype", dtype_name(t.source->dtype)},
-                       {"shape", t.shape}, {"bytes", bytes}});
+    tensors.push_back({{"name", name}, {"role", role_name(spec.role)}, {"source_name", t.source->name},
+                       {"dtype", dtype_name(t.source->dtype)}, {"shape", spec.shape}, {"bytes", bytes}});
   }
   return {{"kind", "source"}, {"path", path}, {"format", src->format},
           {"architecture", cm.family + "/" + cm.variant}, {"model", cm.desc.to_json()},

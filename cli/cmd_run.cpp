@@ -117,11 +117,12 @@ int run(const Opts& o) {
   LogitsDump dump(o.logits_file, vocab);
   ThreadPool pool(o.threads);
   Session s(model, int64_t(prompt.size()) + o.n, &pool);
-  const float* logits = nullptr;
-  for (size_t i = 0; i < prompt.size(); ++i) {
-    logits = s.forward(prompt[i], dump_all || i + 1 == prompt.size());
-    if (dump_all) dump.add(logits);
-  }
+  // The whole prompt in one call (prefill); its logits rows kept only when they are dumped.
+  const std::vector<int32_t> prompt32(prompt.begin(), prompt.end());
+  const float* logits = s.forward(prompt32.data(), prompt32.size(), dump_all ? 0 : prompt32.size() - 1);
+  if (dump_all)
+    for (size_t i = 0; i < prompt32.size(); ++i) dump.add(logits + i * size_t(vocab));
+  logits += (prompt32.size() - 1) * (dump_all ? size_t(vocab) : 0);
   std::mt19937_64 rng(o.seed);
   std::vector<int> out;
   int prev = prompt.back();

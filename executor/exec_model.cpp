@@ -1,18 +1,56 @@
 #include "executor/exec_model.h"
 
+#include "core/error.h"
+
 namespace sf {
+
+namespace {
+
+// Where each canonical block tensor goes in LayerWeights.
+struct Slot {
+  const char* name;  // after "blocks.N."
+  const TensorView* LayerWeights::*member;
+};
+constexpr Slot kBlockSlots[] = {
+    {"attn_norm.weight", &LayerWeights::attn_norm}, {"attn_norm.bias", &LayerWeights::attn_norm_b},
+    {"attn.q.weight", &LayerWeights::q},            {"attn.q.bias", &LayerWeights::q_b},
+    {"attn.k.weight", &LayerWeights::k},            {"attn.k.bias", &LayerWeights::k_b},
+    {"attn.v.weight", &LayerWeights::v},            {"attn.v.bias", &LayerWeights::v_b},
+    {"attn.o.weight", &LayerWeights::o},            {"attn.o.bias", &LayerWeights::o_b},
+    {"ffn_norm.weight", &LayerWeights::ffn_norm},   {"ffn_norm.bias", &LayerWeights::ffn_norm_b},
+    {"ffn.gate.weight", &LayerWeights::gate},       {"ffn.gate.bias", &LayerWeights::gate_b},
+    {"ffn.up.weight", &LayerWeights::up},           {"ffn.up.bias", &LayerWeights::up_b},
+    {"ffn.down.weight", &LayerWeights::down},       {"ffn.down.bias", &LayerWeights::down_b},
+};
+
+}  // namespace
 
 ExecModel::ExecModel(const std::string& dir) : artifact_(dir) {
   const ModelDesc& m = artifact_.desc();
-  embed_ = &artifact_.tensor("embed.weight");
-  head_norm_ = &artifact_.tensor("head.norm.weight");
-  output_ = m.tied_embeddings ? embed_ : &artifact_.tensor("head.output.weight");
+  for (const auto& kind : {UnitKind::Embedding, UnitKind::Head})
+    for (const auto& spec : unit_tensors(m, kind, 0)) {
+      const TensorView* t = &artifact_.tensor(spec.name);
+      switch (spec.role) {
+        case TensorRole::TokenEmbedding: embed_ = t; break;
+        case TensorRole::PositionEmbedding: pos_embed_ = t; break;
+        case TensorRole::NormWeight: head_norm_ = t; break;
+        case TensorRole::NormBias: head_norm_b_ = t; break;
+        case TensorRole::Output: output_ = t; break;
+        default: fail(dir + ": tensor " + spec.name + " has no place in the executor");
+      }
+    }
+  if (m.tied_embeddings) output_ = embed_;
   for (int64_t i = 0; i < m.n_layers; ++i) {
-    const std::string p = "blocks." + std::to_string(i) + ".";
-    auto t = [&](const char* s) { return &artifact_.tensor(p + s); };
-    layers_.push_back({t("attn_norm.weight"), t("attn.q.weight"), t("attn.k.weight"), t("attn.v.weight"),
-                       t("attn.o.weight"), t("ffn_norm.weight"), t("ffn.gate.weight"), t("ffn.up.weight"),
-                       t("ffn.down.weight")});
+    LayerWeights w;
+    const size_t prefix = block_prefix(i).size();
+    for (const auto& spec : unit_tensors(m, UnitKind::Block, i)) {
+      const Slot* slot = nullptr;
+      for (const auto& s : kBlockSlots)
+        if (spec.name.compare(prefix, std::string::npos, s.name) == 0) slot = &s;
+      if (!slot) fail(dir + ": tensor " + spec.name + " has no place in the executor");
+      w.*(slot->member) = &artifact_.tensor(spec.name);
+    }
+    layers_.push_back(w);
   }
 }
 

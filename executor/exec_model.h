@@ -1,6 +1,7 @@
 #pragma once
 // An artifact opened for execution: the model description and, per layer, the tensor views the
-// forward pass uses, resolved once.
+// forward pass uses, resolved once from the canonical tensor table (core/model_desc). Tensors the
+// settings leave out (biases, the gate of a plain FFN, learned positions) are null.
 #include <memory>
 #include <string>
 #include <vector>
@@ -10,7 +11,12 @@
 namespace sf {
 
 struct LayerWeights {
-  const TensorView *attn_norm, *q, *k, *v, *o, *ffn_norm, *gate, *up, *down;
+  const TensorView *attn_norm = nullptr, *attn_norm_b = nullptr;
+  const TensorView *q = nullptr, *q_b = nullptr, *k = nullptr, *k_b = nullptr, *v = nullptr, *v_b = nullptr;
+  const TensorView *o = nullptr, *o_b = nullptr;
+  const TensorView *ffn_norm = nullptr, *ffn_norm_b = nullptr;
+  const TensorView *gate = nullptr, *gate_b = nullptr, *up = nullptr, *up_b = nullptr, *down = nullptr,
+                   *down_b = nullptr;
 };
 
 class ExecModel {
@@ -19,13 +25,16 @@ class ExecModel {
   const ModelDesc& desc() const { return artifact_.desc(); }
   const Artifact& artifact() const { return artifact_; }
   const TensorView& embed() const { return *embed_; }
+  const TensorView* pos_embed() const { return pos_embed_; }  // learned positions, else null
   const TensorView& head_norm() const { return *head_norm_; }
+  const TensorView* head_norm_bias() const { return head_norm_b_; }
   const TensorView& output() const { return *output_; }  // the embedding when tied
   const LayerWeights& layer(int64_t i) const { return layers_[size_t(i)]; }
 
  private:
   Artifact artifact_;
-  const TensorView *embed_, *head_norm_, *output_;
+  const TensorView *embed_ = nullptr, *pos_embed_ = nullptr, *head_norm_ = nullptr, *head_norm_b_ = nullptr,
+                   *output_ = nullptr;
   std::vector<LayerWeights> layers_;
 };
 

@@ -6,18 +6,51 @@
 namespace sf::kernels {
 
 namespace {
-// Below this many weights a matrix-vector product is faster on one thread than split up.
+// Below this many multiply-adds a product is faster on one thread than split up.
 constexpr size_t kParallelMin = 1 << 16;
+
+const float* f32_data(const TensorView& v) { return reinterpret_cast<const float*>(v.data); }
+
+// The vector `v` decoded to f32 (norm weights and biases are f32 by default: no copy then).
+const float* as_f32(const TensorView& v, std::vector<float>& buf) {
+  if (v.type == QType::F32) return f32_data(v);
+  buf.resize(size_t(v.cols()));
+  qtype_traits(v.type).dequantize_row(v.data, buf.size(), v.group, buf.data());
+  return buf.data();
+}
 }  // namespace
 
-void matvec(const TensorView& w, const float* x, float* y, ThreadPool* pool) {
+void matmul(const TensorView& w, const TensorView* bias, const float* x, size_t T, float* y, ThreadPool* pool) {
   const auto& tr = qtype_traits(w.type);
-  const size_t cols = size_t(w.cols());
-  auto rows = [&](size_t b, size_t e) {
-    for (size_t r = b; r < e; ++r) y[r] = tr.dot_row(w.row(int64_t(r)), x, cols, w.group);
+  const size_t cols = size_t(w.cols()), n = size_t(w.rows());
+  std::vector<float> bias_buf;
+  const float* b = bias ? as_f32(*bias, bias_buf) : nullptr;
+  auto rows = [&](size_t begin, size_t end) {
+    // One token: the type's own dot. Several: decode each row once and reuse it for every token.
+    thread_local std::vector<float> row;
+    for (size_t r = begin; r < end; ++r) {
+      const float add = b ? b[r] : 0.0f;
+      if (T == 1) {
+        y[r] = tr.dot_row(w.row(int64_t(r)), x, cols, w.group) + add;
+        continue;
+      }
+      const float* wr;
+      if (w.type == QType::F32) {
+        wr = reinterpret_cast<const float*>(w.row(int64_t(r)));
+      } else {
+        row.resize(cols);
+        tr.dequantize_row(w.row(int64_t(r)), cols, w.group, row.data());
+        wr = row.data();
+      }
+      for (size_t t = 0; t < T; ++t) {
+        const float* xt = x + t * cols;
+        float s = 0;
+        for (size_t i = 0; i < cols; ++i) s += wr[i] * xt[i];
+        y[t * n + r] = s + add;
+      }
+    }
   };
-  const size_t n = size_t(w.rows());
-  if (pool && pool->size() > 1 && n * cols >= kParallelMin)
+  if (pool && pool->size() > 1 && n * cols * T >= kParallelMin)
     pool->parallel_for(n, rows);
   else
     rows(0, n);
@@ -27,33 +60,41 @@ void dequantize_row(const TensorView& w, int64_t row, float* out) {
   qtype_traits(w.type).dequantize_row(w.row(row), size_t(w.cols()), w.group, out);
 }
 
-void rmsnorm(const float* x, const TensorView& weight, double eps, size_t n, float* out) {
-  double ss = 0;
-  for (size_t i = 0; i < n; ++i) ss += double(x[i]) * x[i];
-  const float inv = float(1.0 / std::sqrt(ss / double(n) + eps));
-  if (weight.type == QType::F32) {  // the default for norms: use the mapped values directly
-    const float* w = reinterpret_cast<const float*>(weight.data);
-    for (size_t i = 0; i < n; ++i) out[i] = x[i] * inv * w[i];
-    return;
+void norm(NormKind kind, const float* x, size_t T, size_t n, const TensorView& weight, const TensorView* bias,
+          double eps, float* out) {
+  std::vector<float> wbuf, bbuf;
+  const float* w = as_f32(weight, wbuf);
+  const float* b = bias ? as_f32(*bias, bbuf) : nullptr;
+  for (size_t t = 0; t < T; ++t) {
+    const float* xt = x + t * n;
+    float* ot = out + t * n;
+    double mean = 0;
+    if (kind == NormKind::Layer) {
+      for (size_t i = 0; i < n; ++i) mean += xt[i];
+      mean /= double(n);
+    }
+    double ss = 0;
+    for (size_t i = 0; i < n; ++i) ss += (double(xt[i]) - mean) * (double(xt[i]) - mean);
+    const float inv = float(1.0 / std::sqrt(ss / double(n) + eps));
+    const float m = float(mean);
+    for (size_t i = 0; i < n; ++i) ot[i] = (xt[i] - m) * inv * w[i] + (b ? b[i] : 0.0f);
   }
-  thread_local std::vector<float> w;
-  w.resize(n);
-  qtype_traits(weight.type).dequantize_row(weight.data, n, weight.group, w.data());
-  for (size_t i = 0; i < n; ++i) out[i] = x[i] * inv * w[i];
 }
 
-void rope(float* v, int64_t heads, int64_t head_dim, int64_t rope_dims, double theta, int64_t pos) {
-  for (int64_t i = 0; i < rope_dims / 2; ++i) {
-    const double freq = std::pow(theta, -double(2 * i) / double(rope_dims));
-    const double angle = double(pos) * freq;
+void rotate_pairs(float* v, size_t n_pairs, const double* freqs, int64_t pos) {
+  for (size_t i = 0; i < n_pairs; ++i) {
+    const double angle = double(pos) * freqs[i];
     const float c = float(std::cos(angle)), s = float(std::sin(angle));
-    for (int64_t h = 0; h < heads; ++h) {
-      float* p = v + h * head_dim + 2 * i;
-      const float a = p[0], b = p[1];
-      p[0] = a * c - b * s;
-      p[1] = a * s + b * c;
-    }
+    float* p = v + 2 * i;
+    const float a = p[0], b = p[1];
+    p[0] = a * c - b * s;
+    p[1] = a * s + b * c;
   }
+}
+
+float gelu_tanh(float x) {
+  const float k = 0.7978845608028654f;  // sqrt(2 / pi)
+  return 0.5f * x * (1.0f + std::tanh(k * (x + 0.044715f * x * x * x)));
 }
 
 }  // namespace sf::kernels

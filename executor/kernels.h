@@ -1,22 +1,29 @@
 #pragma once
-// The executor's numeric building blocks. Every kernel gives the same bits whatever the thread
-// count: work is split by output row, and each row is computed by one sequential loop.
+// The executor's numeric building blocks, on T tokens at once (rows of a [T x n] activation).
+// Every kernel gives the same bits whatever the thread count: work is split by output row, and
+// each output value is computed by one sequential loop.
 #include <cstddef>
 #include <cstdint>
 
+#include "core/model_desc.h"
 #include "core/thread_pool.h"
 #include "formats/shard_file.h"
 
 namespace sf::kernels {
 
-// y[r] = dot(W[r], x) for every row r of w. pool may be null (single thread).
-void matvec(const TensorView& w, const float* x, float* y, ThreadPool* pool);
+// y[t][r] = dot(W[r], x[t]) + bias[r] for each of the T rows of x ([T x cols]) and every row r of
+// w; y is [T x rows]. bias and pool may be null.
+void matmul(const TensorView& w, const TensorView* bias, const float* x, size_t T, float* y, ThreadPool* pool);
 // One row of w, decoded to f32 (an embedding lookup).
 void dequantize_row(const TensorView& w, int64_t row, float* out);
-// out = x / rms(x) * weight, weight stored as any type (norms are f32 by default).
-void rmsnorm(const float* x, const TensorView& weight, double eps, size_t n, float* out);
-// Rotates interleaved pairs (2i, 2i+1) of each head by pos * theta^(-2i/rope_dims).
-void rope(float* v, int64_t heads, int64_t head_dim, int64_t rope_dims, double theta, int64_t pos);
+// Normalises each of the T rows of x ([T x n]) into out: RMSNorm x/rms(x)*w, or LayerNorm
+// (x-mean)/std*w + b. weight/bias stored as any type (f32 by default).
+void norm(NormKind kind, const float* x, size_t T, size_t n, const TensorView& weight, const TensorView* bias,
+          double eps, float* out);
+// Rotates interleaved pairs (2i, 2i+1), i < n_pairs, of v (one head's segment) by pos * freqs[i].
+void rotate_pairs(float* v, size_t n_pairs, const double* freqs, int64_t pos);
 inline float silu(float x) { return x / (1.0f + __builtin_expf(-x)); }
+// GELU, tanh approximation (GPT-2's gelu_new, ChatGLM-6B's gelu).
+float gelu_tanh(float x);
 
 }  // namespace sf::kernels

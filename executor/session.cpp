@@ -8,6 +8,7 @@
 #include <string>
 
 #include "core/checked.h"
+#include "core/dtype.h"
 #include "core/error.h"
 #include "executor/kernels.h"
 
@@ -43,86 +44,209 @@ size_t kv_cache_floats(const ExecModel& m, int64_t max_ctx) {
   return size_t(floats);
 }
 
+// RoPE frequencies of the rotated pairs: theta^(-2i/rope_dims) for RoPE; for ChatGLM-6B's 2-D RoPE
+// each half of the head uses 10000^(-2i/(head_dim/2)) rounded to f16, as the original computes them.
+std::vector<double> rope_frequencies(const ModelDesc& d) {
+  std::vector<double> f;
+  if (d.positional == PositionalKind::Rope)
+    for (int64_t i = 0; i < d.rope_dims / 2; ++i) f.push_back(std::pow(d.rope_theta, -double(2 * i) / double(d.rope_dims)));
+  if (d.positional == PositionalKind::Rope2D) {
+    const int64_t dims = d.head_dim / 2;
+    for (int64_t i = 0; i < dims / 2; ++i) {
+      const float inv = float(1.0 / std::pow(d.rope_theta, double(2 * i) / double(dims)));
+      f.push_back(double(f16_to_f32(f32_to_f16(inv))));
+    }
+  }
+  return f;
+}
+
+void grow(std::vector<float>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
 }  // namespace
 
 Session::Session(const ExecModel& model, int64_t max_ctx, ThreadPool* pool)
     : m_(model), pool_(pool), max_ctx_(max_ctx) {
   const ModelDesc& d = m_.desc();
   if (max_ctx <= 0) fail("context length must be positive");
-  const size_t kv = size_t(d.n_kv_heads * d.head_dim), q = size_t(d.n_heads * d.head_dim);
+  if (d.positional == PositionalKind::Learned && max_ctx > d.max_seq)
+    fail_file(m_.artifact().dir(), "a context of " + std::to_string(max_ctx) + " positions is more than the " +
+                                       std::to_string(d.max_seq) + " its learned position table covers");
   k_cache_.assign(kv_cache_floats(m_, max_ctx), 0.0f);
   v_cache_.assign(k_cache_.size(), 0.0f);
-  x_.resize(size_t(d.d_model));
-  xn_.resize(x_.size());
-  o_.resize(x_.size());
-  q_.resize(q);
-  att_.resize(q);
-  k_.resize(kv);
-  v_.resize(kv);
-  scores_.resize(size_t(max_ctx));
-  gate_.resize(size_t(d.ffn_dim));
-  up_.resize(gate_.size());
-  logits_.resize(size_t(d.vocab_size));
+  freqs_ = rope_frequencies(d);
 }
 
-const float* Session::forward(int32_t token, bool want_logits) {
-  const ModelDesc& d = m_.desc();
-  if (token < 0 || token >= d.vocab_size)
-    fail("token id " + std::to_string(token) + " is outside the vocabulary (" + std::to_string(d.vocab_size) + ")");
-  if (pos_ >= max_ctx_) fail("context full: " + std::to_string(max_ctx_) + " positions");
-  const size_t D = size_t(d.d_model), hd = size_t(d.head_dim), kvd = size_t(d.n_kv_heads) * hd;
-  const int64_t group = d.n_heads / d.n_kv_heads;
-  const float scale = 1.0f / std::sqrt(float(hd));
+void Session::reset() {
+  pos_ = 0;
+  ctx_len_ = mask_pos_ = 0;
+}
 
-  kernels::dequantize_row(m_.embed(), token, x_.data());
-  for (int64_t l = 0; l < d.n_layers; ++l) {
-    const LayerWeights& w = m_.layer(l);
-    kernels::rmsnorm(x_.data(), *w.attn_norm, d.norm_eps, D, xn_.data());
-    kernels::matvec(*w.q, xn_.data(), q_.data(), pool_);
-    kernels::matvec(*w.k, xn_.data(), k_.data(), pool_);
-    kernels::matvec(*w.v, xn_.data(), v_.data(), pool_);
-    kernels::rope(q_.data(), d.n_heads, d.head_dim, d.rope_dims, d.rope_theta, pos_);
-    kernels::rope(k_.data(), d.n_kv_heads, d.head_dim, d.rope_dims, d.rope_theta, pos_);
-    float* kc = &k_cache_[(size_t(l) * size_t(max_ctx_)) * kvd];
-    float* vc = &v_cache_[(size_t(l) * size_t(max_ctx_)) * kvd];
-    std::copy(k_.begin(), k_.end(), kc + size_t(pos_) * kvd);
-    std::copy(v_.begin(), v_.end(), vc + size_t(pos_) * kvd);
-    for (int64_t h = 0; h < d.n_heads; ++h) {
-      const float* qh = &q_[size_t(h) * hd];
-      const size_t kvh = size_t(h / group) * hd;
+// The first call of a sequence fixes the prefix: tokens before the first <sop> (none when the call
+// has no <sop>: the whole sequence is then generation), and the clamped position — the index of
+// [gMASK], else of [MASK], in that call, else 0.
+void Session::start_sequence(const int32_t* tokens, size_t n) {
+  const ModelDesc& d = m_.desc();
+  ctx_len_ = mask_pos_ = 0;
+  if (d.mask != MaskKind::PrefixBidirectional && d.positional != PositionalKind::Rope2D) return;
+  const SpecialTokens& s = d.special;
+  const int32_t* end = tokens + n;
+  const int32_t* sop = s.bos >= 0 ? std::find(tokens, end, int32_t(s.bos)) : end;
+  ctx_len_ = sop == end ? 0 : int64_t(sop - tokens);
+  for (int64_t id : {s.gmask, s.mask}) {
+    const int32_t* at = id >= 0 ? std::find(tokens, end, int32_t(id)) : end;
+    if (at != end) {
+      mask_pos_ = int64_t(at - tokens);
+      break;
+    }
+  }
+}
+
+void Session::positions(size_t n) {
+  pos_a_.resize(n);
+  pos_b_.assign(n, 0);
+  const bool glm = m_.desc().positional == PositionalKind::Rope2D;
+  for (size_t t = 0; t < n; ++t) {
+    const int64_t a = pos_ + int64_t(t);
+    pos_a_[t] = a;
+    if (glm && a >= ctx_len_) {
+      pos_a_[t] = mask_pos_;
+      pos_b_[t] = a - ctx_len_ + 1;
+    }
+  }
+}
+
+const float* Session::forward(const int32_t* tokens, size_t n, size_t first_logits) {
+  const ModelDesc& d = m_.desc();
+  if (n == 0) fail("no tokens to run");
+  for (size_t t = 0; t < n; ++t)
+    if (tokens[t] < 0 || tokens[t] >= d.vocab_size)
+      fail("token id " + std::to_string(tokens[t]) + " is outside the vocabulary (" + std::to_string(d.vocab_size) + ")");
+  if (pos_ + int64_t(n) > max_ctx_) fail("context full: " + std::to_string(max_ctx_) + " positions");
+  if (pos_ == 0) start_sequence(tokens, n);
+  positions(n);
+
+  const size_t D = size_t(d.d_model);
+  grow(x_, n * D);
+  std::vector<float> pos_row(m_.pos_embed() ? D : 0);
+  for (size_t t = 0; t < n; ++t) {
+    kernels::dequantize_row(m_.embed(), tokens[t], &x_[t * D]);
+    if (m_.pos_embed()) {
+      kernels::dequantize_row(*m_.pos_embed(), pos_a_[t], pos_row.data());
+      for (size_t i = 0; i < D; ++i) x_[t * D + i] += pos_row[i];
+    }
+  }
+  for (int64_t l = 0; l < d.n_layers; ++l) block(l, n);
+  pos_ += int64_t(n);
+  if (first_logits >= n) return nullptr;
+  const size_t rows = n - first_logits;
+  grow(xn_, n * D);
+  kernels::norm(d.norm, &x_[first_logits * D], rows, D, m_.head_norm(), m_.head_norm_bias(), d.norm_eps, xn_.data());
+  grow(logits_, rows * size_t(d.vocab_size));
+  kernels::matmul(m_.output(), nullptr, xn_.data(), rows, logits_.data(), pool_);
+  return logits_.data();
+}
+
+// One block on the n tokens of the call: the shared norm / attention / FFN steps, each chosen by
+// the model's settings.
+void Session::block(int64_t l, size_t n) {
+  const ModelDesc& d = m_.desc();
+  const LayerWeights& w = m_.layer(l);
+  const size_t D = size_t(d.d_model), hd = size_t(d.head_dim), qd = size_t(d.n_heads) * hd,
+               kvd = size_t(d.n_kv_heads) * hd, F = size_t(d.ffn_dim);
+  grow(xn_, n * D), grow(q_, n * qd), grow(k_, n * kvd), grow(v_, n * kvd), grow(att_, n * qd), grow(o_, n * D);
+  const float alpha = float(d.residual_alpha);
+  // The residual around f: x + f(n(x)), or ChatGLM-6B's n(x) * alpha + f(n(x)).
+  auto residual = [&](const float* f) {
+    for (size_t i = 0; i < n * D; ++i)
+      x_[i] = (d.residual == ResidualKind::ScaledNormInput ? xn_[i] * alpha : x_[i]) + f[i];
+  };
+
+  kernels::norm(d.norm, x_.data(), n, D, *w.attn_norm, w.attn_norm_b, d.norm_eps, xn_.data());
+  kernels::matmul(*w.q, w.q_b, xn_.data(), n, q_.data(), pool_);
+  kernels::matmul(*w.k, w.k_b, xn_.data(), n, k_.data(), pool_);
+  kernels::matmul(*w.v, w.v_b, xn_.data(), n, v_.data(), pool_);
+  for (size_t t = 0; t < n; ++t) {
+    auto rotate = [&](float* x, size_t heads) {
+      for (size_t h = 0; h < heads; ++h) {
+        float* head = x + h * hd;
+        if (d.positional == PositionalKind::Rope) {
+          kernels::rotate_pairs(head, size_t(d.rope_dims) / 2, freqs_.data(), pos_a_[t]);
+        } else if (d.positional == PositionalKind::Rope2D) {
+          kernels::rotate_pairs(head, hd / 4, freqs_.data(), pos_a_[t]);
+          kernels::rotate_pairs(head + hd / 2, hd / 4, freqs_.data(), pos_b_[t]);
+        }
+      }
+    };
+    rotate(&q_[t * qd], size_t(d.n_heads));
+    rotate(&k_[t * kvd], size_t(d.n_kv_heads));
+  }
+  attention(l, n);
+  kernels::matmul(*w.o, w.o_b, att_.data(), n, o_.data(), pool_);
+  residual(o_.data());
+
+  kernels::norm(d.norm, x_.data(), n, D, *w.ffn_norm, w.ffn_norm_b, d.norm_eps, xn_.data());
+  grow(up_, n * F);
+  kernels::matmul(*w.up, w.up_b, xn_.data(), n, up_.data(), pool_);
+  if (d.ffn == FfnKind::SiluGated) {
+    grow(gate_, n * F);
+    kernels::matmul(*w.gate, w.gate_b, xn_.data(), n, gate_.data(), pool_);
+    for (size_t i = 0; i < n * F; ++i) up_[i] *= kernels::silu(gate_[i]);
+  } else {
+    for (size_t i = 0; i < n * F; ++i) up_[i] = kernels::gelu_tanh(up_[i]);
+  }
+  kernels::matmul(*w.down, w.down_b, up_.data(), n, o_.data(), pool_);
+  residual(o_.data());
+}
+
+// Stores the call's k/v in the cache, then attends each (token, head) over the positions the mask
+// allows: causal, plus — for a prefix-bidirectional model — the whole prompt for prompt tokens.
+// Masked positions take no part (ChatGLM-6B fills them with -10000, whose weight is 0 in f32).
+void Session::attention(int64_t l, size_t n) {
+  const ModelDesc& d = m_.desc();
+  const size_t hd = size_t(d.head_dim), qd = size_t(d.n_heads) * hd, kvd = size_t(d.n_kv_heads) * hd;
+  const size_t group = size_t(d.n_heads / d.n_kv_heads);
+  float* kc = &k_cache_[size_t(l) * size_t(max_ctx_) * kvd];
+  float* vc = &v_cache_[size_t(l) * size_t(max_ctx_) * kvd];
+  std::copy_n(k_.data(), n * kvd, kc + size_t(pos_) * kvd);
+  std::copy_n(v_.data(), n * kvd, vc + size_t(pos_) * kvd);
+  const float scale = 1.0f / std::sqrt(float(hd));
+  const bool prefix = d.mask == MaskKind::PrefixBidirectional;
+  auto work = [&](size_t begin, size_t end) {
+    thread_local std::vector<float> scores;
+    for (size_t item = begin; item < end; ++item) {
+      const size_t t = item / size_t(d.n_heads), h = item % size_t(d.n_heads);
+      const int64_t i = pos_ + int64_t(t);
+      const int64_t last = prefix && i < ctx_len_ ? ctx_len_ - 1 : i;  // attends to [0, last]
+      scores.resize(size_t(last + 1));
+      const float* qh = &q_[t * qd + h * hd];
+      const size_t kvh = (h / group) * hd;
       float mx = -INFINITY;
-      for (int64_t t = 0; t <= pos_; ++t) {
-        const float* kt = kc + size_t(t) * kvd + kvh;
+      for (int64_t j = 0; j <= last; ++j) {
+        const float* kj = kc + size_t(j) * kvd + kvh;
         float s = 0;
-        for (size_t i = 0; i < hd; ++i) s += qh[i] * kt[i];
-        scores_[size_t(t)] = s * scale;
-        mx = std::max(mx, scores_[size_t(t)]);
+        for (size_t e = 0; e < hd; ++e) s += qh[e] * kj[e];
+        scores[size_t(j)] = s * scale;
+        mx = std::max(mx, scores[size_t(j)]);
       }
       double sum = 0;
-      for (int64_t t = 0; t <= pos_; ++t) sum += (scores_[size_t(t)] = std::exp(scores_[size_t(t)] - mx));
+      for (int64_t j = 0; j <= last; ++j) sum += (scores[size_t(j)] = std::exp(scores[size_t(j)] - mx));
       const float inv = float(1.0 / sum);
-      float* out = &att_[size_t(h) * hd];
+      float* out = &att_[t * qd + h * hd];
       std::fill(out, out + hd, 0.0f);
-      for (int64_t t = 0; t <= pos_; ++t) {
-        const float p = scores_[size_t(t)] * inv;
-        const float* vt = vc + size_t(t) * kvd + kvh;
-        for (size_t i = 0; i < hd; ++i) out[i] += p * vt[i];
+      for (int64_t j = 0; j <= last; ++j) {
+        const float p = scores[size_t(j)] * inv;
+        const float* vj = vc + size_t(j) * kvd + kvh;
+        for (size_t e = 0; e < hd; ++e) out[e] += p * vj[e];
       }
     }
-    kernels::matvec(*w.o, att_.data(), o_.data(), pool_);
-    for (size_t i = 0; i < D; ++i) x_[i] += o_[i];
-    kernels::rmsnorm(x_.data(), *w.ffn_norm, d.norm_eps, D, xn_.data());
-    kernels::matvec(*w.gate, xn_.data(), gate_.data(), pool_);
-    kernels::matvec(*w.up, xn_.data(), up_.data(), pool_);
-    for (size_t i = 0; i < gate_.size(); ++i) gate_[i] = kernels::silu(gate_[i]) * up_[i];
-    kernels::matvec(*w.down, gate_.data(), o_.data(), pool_);
-    for (size_t i = 0; i < D; ++i) x_[i] += o_[i];
-  }
-  ++pos_;
-  if (!want_logits) return nullptr;
-  kernels::rmsnorm(x_.data(), m_.head_norm(), d.norm_eps, D, xn_.data());
-  kernels::matvec(m_.output(), xn_.data(), logits_.data(), pool_);
-  return logits_.data();
+  };
+  const size_t items = n * size_t(d.n_heads);
+  if (pool_ && pool_->size() > 1 && items > 1 && size_t(pos_ + int64_t(n)) * hd * items >= (1 << 16))
+    pool_->parallel_for(items, work);
+  else
+    work(0, items);
 }
 
 }  // namespace sf

@@ -10,7 +10,7 @@ using json = nlohmann::json;
 
 inline constexpr const char* kManifestName = "manifest.json";
 inline constexpr const char* kArtifactFormat = "shardforge";
-inline constexpr int kArtifactVersion = 2;
+inline constexpr int kArtifactVersion = 3;
 inline constexpr const char* kManifestHashKey = "manifest_sha256";
 
 // The fields every manifest starts with: format, format_version, tool_version.

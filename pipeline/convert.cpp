@@ -28,10 +28,12 @@ json default_pipeline(const ConvertOptions& opt) {
 
 // The stages, checked against the model before anything is written. Problems in a pipeline file
 // are reported against the file, keeping their kind (a bad parameter is a usage error).
-std::vector<std::unique_ptr<Stage>> build_pipeline(const ConvertOptions& opt, const CanonicalModel& model) {
+std::vector<std::unique_ptr<Stage>> build_pipeline(const ConvertOptions& opt, CanonicalModel& model) {
   const json spec = opt.pipeline_file.empty() ? default_pipeline(opt) : read_json_file(opt.pipeline_file);
   try {
     auto stages = make_pipeline(spec);
+    for (auto& s : stages) s->plan(model);
+    model.desc.validate();
     for (auto& s : stages) s->prepare(model);
     return stages;
   } catch (const Error& e) {
@@ -45,7 +47,7 @@ std::vector<std::unique_ptr<Stage>> build_pipeline(const ConvertOptions& opt, co
 ConvertReport convert(const ConvertOptions& opt) {
   const auto start = std::chrono::steady_clock::now();
   auto src = open_source(opt.source);
-  const CanonicalModel model = map_architecture(*src, opt.arch);
+  CanonicalModel model = map_architecture(*src, opt.arch);
   const std::vector<std::unique_ptr<Stage>> stages = build_pipeline(opt, model);
 
   const std::string tokenizer = opt.tokenizer.empty() ? src->tokenizer_path : opt.tokenizer;

@@ -26,8 +26,12 @@ class Stage {
   virtual ~Stage() = default;
   virtual std::string name() const = 0;
   virtual json params() const = 0;
-  // Checks the parameters against the model before anything is written (a usage error for one
-  // that would do nothing, such as an override matching no tensor).
+  // May change the model description before the writer exists (trimming the vocabulary changes
+  // vocab_size, so every later stage, the writer and the manifest see the trimmed model). Stages
+  // plan in pipeline order. The canonical tensors keep their source shapes: what load() returns.
+  virtual void plan(CanonicalModel&) {}
+  // Checks the parameters against the (planned) model before anything is written (a usage error
+  // for one that would do nothing, such as an override matching no tensor).
   virtual void prepare(const CanonicalModel&) {}
   virtual void process(Unit& unit, StageContext& ctx) = 0;
 };

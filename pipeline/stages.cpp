@@ -21,8 +21,10 @@ class LoadStage : public Stage {
     for (auto& t : u.tensors) {
       t.values = ctx.model.load(t.spec.name);
       t.has_values = true;
-      ctx.model.release(t.spec.name);  // the f32 copy is all later stages need
     }
+    // The f32 copies are all later stages need. Released after the whole unit: a fused source
+    // (q, k and v in one tensor) is read once and sliced for each of its canonical tensors.
+    for (auto& t : u.tensors) ctx.model.release(t.spec.name);
   }
 };
 
@@ -87,7 +89,7 @@ class QuantizeStage : public Stage {
     for (auto& t : u.tensors) {
       if (!t.has_values) fail("quantize stage: tensor " + t.spec.name + " was not loaded (no load stage?)");
       if (!allow_non_finite_) refuse_non_finite(t, ctx);
-      encode(t, policy_.scheme_for(t.spec.name, t.spec.is_norm), ctx);
+      encode(t, policy_.scheme_for(t.spec), ctx);
       std::vector<float>().swap(t.values);
       t.has_values = false;
       t.has_encoded = true;

@@ -22,13 +22,18 @@ void Policy::add_override(const std::string& spec) {
   overrides_.push_back({spec, spec.substr(0, eq), parse_scheme(spec.substr(eq + 1))});
 }
 
-Scheme Policy::scheme_for(const std::string& name, bool is_norm) const {
+Scheme Policy::scheme_for(const TensorSpec& t) const {
   for (auto it = overrides_.rbegin(); it != overrides_.rend(); ++it)
-    if (matches(it->pattern, name)) return it->scheme;
-  if (is_norm) return Scheme{QType::F32, 0};
-  if (name == "embed.weight") return is_float(base_.type) ? base_ : Scheme{QType::Int8, 0};
-  if (name == "head.output.weight")
-    return is_float(base_.type) || base_.type == QType::Int8 ? base_ : Scheme{QType::Int8, 0};
+    if (matches(it->pattern, t.name)) return it->scheme;
+  switch (t.role) {
+    case TensorRole::NormWeight: case TensorRole::NormBias: case TensorRole::LinearBias:
+      return Scheme{QType::F32, 0};
+    case TensorRole::TokenEmbedding: case TensorRole::PositionEmbedding:
+      return is_float(base_.type) ? base_ : Scheme{QType::Int8, 0};
+    case TensorRole::Output:
+      return is_float(base_.type) || base_.type == QType::Int8 ? base_ : Scheme{QType::Int8, 0};
+    case TensorRole::LinearWeight: break;
+  }
   return base_;
 }
 

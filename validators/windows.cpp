@@ -46,15 +46,22 @@ void run_windows(const std::vector<const ExecModel*>& models, const std::vector<
   pool.parallel_for(size_t(plan.windows), [&](size_t b, size_t e) {
     std::vector<std::unique_ptr<Session>> sessions;
     for (const ExecModel* m : models) sessions.push_back(std::make_unique<Session>(*m, ctx, nullptr));
-    std::vector<const float*> logits(models.size());
+    std::vector<const float*> rows(models.size()), logits(models.size());
+    std::vector<int32_t> window(static_cast<size_t>(ctx));
     for (size_t w = b; w < e; ++w) {
       check_interrupt();
-      for (auto& s : sessions) s->reset();
       const size_t base = w * size_t(ctx);
-      for (int64_t p = 0; p < ctx; ++p) {
-        const int tok = p == 0 ? bos : tokens[base + size_t(p)];
-        for (size_t m = 0; m < sessions.size(); ++m) logits[m] = sessions[m]->forward(tok, p >= first);
-        if (p >= first) fn(w * size_t(per) + size_t(p - first), logits, tokens[base + size_t(p) + 1]);
+      window[0] = bos;
+      for (int64_t p = 1; p < ctx; ++p) window[size_t(p)] = tokens[base + size_t(p)];
+      // The whole window in one call per model (prefill), logits kept from first_scored on.
+      for (size_t m = 0; m < sessions.size(); ++m) {
+        sessions[m]->reset();
+        rows[m] = sessions[m]->forward(window.data(), size_t(ctx), size_t(first));
+      }
+      for (int64_t p = first; p < ctx; ++p) {
+        for (size_t m = 0; m < sessions.size(); ++m)
+          logits[m] = rows[m] + size_t(p - first) * size_t(models[m]->desc().vocab_size);
+        fn(w * size_t(per) + size_t(p - first), logits, tokens[base + size_t(p) + 1]);
       }
       bar.step();
     }

@@ -16,19 +16,78 @@ std::string with_index(const std::string& pattern, int64_t i) {
   return s;
 }
 
-// q/k rows of one head in HF order are [x_0 .. x_{h/2-1}, y_0 .. y_{h/2-1}] for pairs (x_i, y_i);
-// canonical order interleaves them: [x_0, y_0, x_1, y_1, ...].
-void rope_half_to_interleaved(std::vector<float>& w, const std::vector<int64_t>& shape, int64_t heads) {
-  const int64_t rows = shape[0], cols = shape.size() > 1 ? shape[1] : 1;
-  const int64_t hd = rows / heads, half = hd / 2;
-  std::vector<float> out(w.size());
-  for (int64_t h = 0; h < heads; ++h)
+// Within each head (head_dim rows of `cols`), the segment [seg, seg + len) holds pairs (x_i, y_i)
+// as [x_0 .. x_{len/2-1}, y_0 .. y_{len/2-1}]; canonical order interleaves them: [x_0, y_0, x_1, ...].
+void rotate_half_to_interleaved(std::vector<float>& w, int64_t rows, int64_t cols, int64_t head_dim, int64_t seg,
+                                int64_t len) {
+  std::vector<float> out(w);
+  const int64_t half = len / 2;
+  for (int64_t h = 0; h < rows / head_dim; ++h)
     for (int64_t i = 0; i < half; ++i)
       for (int64_t part = 0; part < 2; ++part) {
-        const int64_t src = h * hd + part * half + i, dst = h * hd + 2 * i + part;
+        const int64_t src = h * head_dim + seg + part * half + i, dst = h * head_dim + seg + 2 * i + part;
         std::copy_n(&w[size_t(src * cols)], cols, &out[size_t(dst * cols)]);
       }
   w.swap(out);
+}
+
+struct RowRange {
+  int64_t start, count;
+};
+
+// The rows of a fused source that make part `part`, in order.
+std::vector<RowRange> fused_rows(const ModelDesc& d, Fused f, int part) {
+  const int64_t hd = d.head_dim, q = d.n_heads * hd, kv = d.n_kv_heads * hd;
+  std::vector<RowRange> r;
+  switch (f) {
+    case Fused::None: break;
+    case Fused::QkvStacked: {
+      const int64_t starts[] = {0, q, q + kv}, counts[] = {q, kv, kv};
+      r.push_back({starts[part], counts[part]});
+      break;
+    }
+    case Fused::GateUpStacked: r.push_back({part * d.ffn_dim, d.ffn_dim}); break;
+    case Fused::QkvPerHead:
+      for (int64_t h = 0; h < d.n_heads; ++h) r.push_back({(3 * h + part) * hd, hd});
+      break;
+    case Fused::QkvPerKvGroup: {
+      const int64_t g = d.n_heads / d.n_kv_heads;
+      for (int64_t j = 0; j < d.n_kv_heads; ++j) {
+        const int64_t base = j * (g + 2) * hd;
+        if (part == 0) r.push_back({base, g * hd});
+        else r.push_back({base + (g + part - 1) * hd, hd});
+      }
+      break;
+    }
+  }
+  return r;
+}
+
+// Rows of the whole fused source (before any transpose).
+int64_t fused_total_rows(const ModelDesc& d, Fused f) {
+  const int64_t q = d.n_heads * d.head_dim, kv = d.n_kv_heads * d.head_dim;
+  switch (f) {
+    case Fused::None: return 0;
+    case Fused::QkvStacked: case Fused::QkvPerKvGroup: return q + 2 * kv;
+    case Fused::QkvPerHead: return 3 * q;
+    case Fused::GateUpStacked: return 2 * d.ffn_dim;
+  }
+  return 0;
+}
+
+// The shape the source tensor must have for `rule` to produce `spec`.
+std::vector<int64_t> source_shape(const ModelDesc& d, const NameRule& rule, const TensorSpec& spec) {
+  std::vector<int64_t> shape = spec.shape;
+  if (rule.fused != Fused::None) shape[0] = fused_total_rows(d, rule.fused);
+  if (rule.transposed && shape.size() == 2) std::swap(shape[0], shape[1]);
+  return shape;
+}
+
+std::vector<float> transpose(const std::vector<float>& w, int64_t rows, int64_t cols) {
+  std::vector<float> out(w.size());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) out[size_t(c * rows + r)] = w[size_t(r * cols + c)];
+  return out;
 }
 
 const ArchitectureMap* pick_map(const SourceModel& src, const std::string& arch) {
@@ -43,18 +102,35 @@ const ArchitectureMap* pick_map(const SourceModel& src, const std::string& arch)
     for (const auto& m : maps) known += std::string(known.empty() ? "" : ", ") + m.family + "/" + m.variant;
     fail_usage("--arch: unknown architecture '" + arch + "' (known: auto, " + known + ")");
   }
-  // A Hugging Face config names its architecture: it must be one a map serves.
+  // A Hugging Face config names its architecture: it must be one a map serves. Several families
+  // can share a class name (ChatGLM-6B and ChatGLM2/3 are all "ChatGLMModel"): the tensor names
+  // each variant alone has decide between them.
   if (src.config_kind == "hf_config" && src.config.contains("architectures") && src.config["architectures"].is_array() &&
       !src.config["architectures"].empty()) {
     const std::string name = src.config["architectures"][0].is_string() ? src.config["architectures"][0].get<std::string>() : "?";
+    std::vector<const ArchitectureMap*> serving;
     for (const auto* m : candidates)
       for (const char* a : m->config_architectures)
-        if (name == a) return m;
-    fail(src.path + ": unknown architecture '" + name + "' in config.json");
+        if (name == a) serving.push_back(m);
+    if (serving.empty()) fail(src.path + ": unknown architecture '" + name + "' in config.json");
+    if (serving.size() == 1) return serving[0];
+    candidates = serving;
   }
+  std::vector<const ArchitectureMap*> found;
   for (const auto* m : candidates)
-    if (src.tensors.count(with_index(m->detect, 0))) return m;
+    if (src.tensors.count(with_index(m->detect, 0))) found.push_back(m);
+  if (found.size() == 1) return found[0];
+  if (found.size() > 1) {
+    std::string names;
+    for (const auto* m : found) names += std::string(names.empty() ? "" : ", ") + m->family + "/" + m->variant;
+    fail(src.path + ": ambiguous architecture: its tensor names match " + names + " (choose one with --arch)");
+  }
   const std::string example = src.tensors.empty() ? "none" : src.tensors.begin()->first;
+  if (candidates.size() < maps.size()) {
+    std::string names;
+    for (const auto* m : candidates) names += std::string(names.empty() ? "" : ", ") + m->family + "/" + m->variant;
+    fail(src.path + ": tensor names match none of " + names + " (first: '" + example + "')");
+  }
   fail(src.path + ": unknown architecture: no known family matches its tensor names (first: '" + example + "')");
 }
 
@@ -116,16 +192,43 @@ const CanonicalTensor& CanonicalModel::at(const std::string& name) const {
 
 std::vector<float> CanonicalModel::load(const std::string& name) const {
   const CanonicalTensor& t = at(name);
-  std::vector<float> w = t.source->to_f32();
-  switch (t.transform) {
-    case Transform::None: break;
-    case Transform::RopeHalfToInterleavedQ: rope_half_to_interleaved(w, t.shape, desc.n_heads); break;
-    case Transform::RopeHalfToInterleavedK: rope_half_to_interleaved(w, t.shape, desc.n_kv_heads); break;
+  const NameRule& r = *t.rule;
+  const std::vector<int64_t> stored = t.source->shape;
+  const int64_t cols = t.spec.shape.size() > 1 ? t.spec.shape[1] : 1;
+  std::vector<float> w;
+  if (r.fused == Fused::None) {
+    w = t.source->to_f32();
+    if (r.transposed && stored.size() == 2) w = transpose(w, stored[0], stored[1]);
+  } else {
+    auto it = fused_cache_.find(t.source);
+    if (it == fused_cache_.end()) {
+      std::vector<float> full = t.source->to_f32();
+      if (r.transposed && stored.size() == 2) full = transpose(full, stored[0], stored[1]);
+      it = fused_cache_.emplace(t.source, std::move(full)).first;
+    }
+    w.reserve(size_t(t.spec.shape[0] * cols));
+    for (const RowRange& rr : fused_rows(desc, r.fused, r.part)) {
+      const auto begin = it->second.begin() + rr.start * cols;
+      w.insert(w.end(), begin, begin + rr.count * cols);
+    }
+  }
+  const int64_t rows = t.spec.shape[0];
+  switch (r.reorder) {
+    case RopeReorder::None: break;
+    case RopeReorder::RotateHalf: rotate_half_to_interleaved(w, rows, cols, desc.head_dim, 0, desc.rope_dims); break;
+    case RopeReorder::RotateHalfHalves:
+      for (int64_t seg = 0; seg < 2; ++seg)
+        rotate_half_to_interleaved(w, rows, cols, desc.head_dim, seg * desc.head_dim / 2, desc.head_dim / 2);
+      break;
   }
   return w;
 }
 
-void CanonicalModel::release(const std::string& name) const { at(name).source->release(); }
+void CanonicalModel::release(const std::string& name) const {
+  const CanonicalTensor& t = at(name);
+  fused_cache_.erase(t.source);
+  t.source->release();
+}
 
 CanonicalModel map_architecture(const SourceModel& src, const std::string& arch) {
   const ArchitectureMap* map = pick_map(src, arch);
@@ -170,22 +273,21 @@ CanonicalModel map_architecture(const SourceModel& src, const std::string& arch)
     // Find the rule whose canonical pattern produces this name.
     const NameRule* rule = nullptr;
     std::string source_name;
-    int64_t block = 0;
-    if (spec.name.rfind("blocks.", 0) == 0) block = std::stoll(spec.name.substr(7));
     for (const auto& r : map->rules)
-      if (with_index(r.canonical, block) == spec.name) {
+      if (with_index(r.canonical, spec.layer) == spec.name) {
         rule = &r;
-        source_name = with_index(r.source, block);
+        source_name = with_index(r.source, spec.layer);
         break;
       }
     if (!rule) fail(std::string("architecture map ") + map->family + "/" + map->variant + " has no rule for " + spec.name);
     auto it = src.tensors.find(source_name);
     if (it == src.tensors.end()) fail(src.path + ": missing tensor " + source_name + " (canonical " + spec.name + ")");
-    if (it->second.shape != spec.shape)
+    const std::vector<int64_t> want = source_shape(cm.desc, *rule, spec);
+    if (it->second.shape != want)
       fail(src.path + ": tensor " + source_name + " has shape " + shape_string(it->second.shape) +
-           " but the configuration implies " + shape_string(spec.shape));
+           " but the configuration implies " + shape_string(want));
     used.insert(source_name);
-    cm.tensors[spec.name] = CanonicalTensor{spec.name, &it->second, rule->transform, spec.shape, spec.is_norm};
+    cm.tensors[spec.name] = CanonicalTensor{spec, &it->second, rule};
   }
   for (const auto& [name, t] : src.tensors)
     if (!used.count(name))

@@ -1,7 +1,8 @@
 #pragma once
 // Architecture maps: for each model family and naming variant, a declarative table from source
-// tensor names (with a {i} block placeholder) to canonical names, the transform each needs, and a
-// function reading the hyper-parameters. map_architecture() turns a SourceModel into a
+// tensor names (with a {i} block placeholder) to canonical names, how each is cut out of its source
+// (fused rows, transposed, RoPE layout), and a function reading the hyper-parameters. Each family
+// is one file in this folder (docs/adding-a-model-family.md). map_architecture() turns a SourceModel into a
 // CanonicalModel and checks every shape against the hyper-parameters.
 #include <map>
 #include <string>
@@ -12,14 +13,27 @@
 
 namespace sf {
 
-// How a source tensor becomes the canonical one. Canonical RoPE rotates interleaved pairs
-// (2i, 2i+1); Hugging Face checkpoints rotate (i, i + head_dim/2), so their q/k rows are reordered.
-enum class Transform { None, RopeHalfToInterleavedQ, RopeHalfToInterleavedK };
+// Which rows of a fused source tensor a canonical tensor takes. A fused source is read once per
+// unit and sliced for each of its canonical tensors (CanonicalModel::load caches it until release).
+//   QkvStacked     rows [all q heads | k heads | v heads] (ChatGLM2, GPT-2's c_attn once transposed)
+//   QkvPerHead     rows [heads][q, k, v][head_dim]      (ChatGLM-6B's query_key_value)
+//   QkvPerKvGroup  rows [kv heads][its q heads.., k, v][head_dim]  (InternLM2's wqkv)
+//   GateUpStacked  rows [gate | up]                      (ChatGLM2's dense_h_to_4h)
+enum class Fused { None, QkvStacked, QkvPerHead, QkvPerKvGroup, GateUpStacked };
+
+// Reordering of q/k rows into the canonical RoPE layout (interleaved pairs 2i, 2i+1):
+//   RotateHalf        pairs (i, i + rope_dims/2) within the first rope_dims of each head (Hugging Face)
+//   RotateHalfHalves  pairs (i, i + head_dim/4) within each half of each head (ChatGLM-6B's 2-D RoPE)
+// Any other tensor (v, biases of v) takes None. q and k are reordered alike, so scores are unchanged.
+enum class RopeReorder { None, RotateHalf, RotateHalfHalves };
 
 struct NameRule {
   const char* canonical;  // "blocks.{i}.attn.q.weight"
   const char* source;     // "model.layers.{i}.self_attn.q_proj.weight"
-  Transform transform = Transform::None;
+  RopeReorder reorder = RopeReorder::None;
+  Fused fused = Fused::None;
+  int part = 0;             // which part of the fused source: q/k/v = 0/1/2, gate/up = 0/1
+  bool transposed = false;  // stored [in, out] (GPT-2 Conv1D): transposed before slicing
 };
 
 struct ArchitectureMap {
@@ -28,7 +42,8 @@ struct ArchitectureMap {
   std::vector<const char*> config_architectures;  // HF config "architectures" values it serves
   const char* detect;   // a source name ({i} = 0) present only in this variant
   std::vector<NameRule> rules;
-  std::vector<const char*> ignored;  // source names carrying no weights (rotary caches)
+  // Source names carrying nothing the forward uses (rotary caches, attention-mask buffers): dropped.
+  std::vector<const char*> ignored;
   ModelDesc (*hyperparams)(const SourceModel&);
   // Source name of the output projection, which may be absent or share the embedding's storage.
   const char* output_source;
@@ -37,11 +52,9 @@ struct ArchitectureMap {
 const std::vector<ArchitectureMap>& architecture_maps();
 
 struct CanonicalTensor {
-  std::string name;
+  TensorSpec spec;
   const LazyTensor* source = nullptr;
-  Transform transform = Transform::None;
-  std::vector<int64_t> shape;
-  bool is_norm = false;
+  const NameRule* rule = nullptr;
 };
 
 class CanonicalModel {
@@ -55,9 +68,13 @@ class CanonicalModel {
   std::vector<std::string> warnings;
 
   const CanonicalTensor& at(const std::string& name) const;
-  // The canonical tensor's values as row-major f32, transform applied.
+  // The canonical tensor's values as row-major f32: the source (or its slice) in canonical layout.
+  // A fused source stays cached until release() of any tensor taken from it.
   std::vector<float> load(const std::string& name) const;
   void release(const std::string& name) const;
+
+ private:
+  mutable std::map<const LazyTensor*, std::vector<float>> fused_cache_;
 };
 
 // arch: "auto" or "family" or "family/variant".

@@ -1,6 +1,6 @@
 // LLaMA family: Hugging Face LlamaForCausalLM naming (config.json) and Meta / llama2.c naming
 // (params.json, or model_args saved inside the checkpoint).
-#include "converters/architectures/architecture.h"
+#include "converters/architectures/families.h"
 #include "core/error.h"
 
 namespace sf {
@@ -78,14 +78,14 @@ ModelDesc meta_hyperparams(const SourceModel& src) {
 
 }  // namespace
 
-const std::vector<ArchitectureMap>& architecture_maps() {
-  static const std::vector<ArchitectureMap> maps = {
+std::vector<ArchitectureMap> llama_maps() {
+  return {
       {"llama", "hf", {"LlamaForCausalLM"}, "model.layers.{i}.self_attn.q_proj.weight",
        {
            {"embed.weight", "model.embed_tokens.weight"},
            {"blocks.{i}.attn_norm.weight", "model.layers.{i}.input_layernorm.weight"},
-           {"blocks.{i}.attn.q.weight", "model.layers.{i}.self_attn.q_proj.weight", Transform::RopeHalfToInterleavedQ},
-           {"blocks.{i}.attn.k.weight", "model.layers.{i}.self_attn.k_proj.weight", Transform::RopeHalfToInterleavedK},
+           {"blocks.{i}.attn.q.weight", "model.layers.{i}.self_attn.q_proj.weight", RopeReorder::RotateHalf},
+           {"blocks.{i}.attn.k.weight", "model.layers.{i}.self_attn.k_proj.weight", RopeReorder::RotateHalf},
            {"blocks.{i}.attn.v.weight", "model.layers.{i}.self_attn.v_proj.weight"},
            {"blocks.{i}.attn.o.weight", "model.layers.{i}.self_attn.o_proj.weight"},
            {"blocks.{i}.ffn_norm.weight", "model.layers.{i}.post_attention_layernorm.weight"},
@@ -115,7 +115,6 @@ const std::vector<ArchitectureMap>& architecture_maps() {
        {"rope.freqs", "freqs_cis"},
        meta_hyperparams, "output.weight"},
   };
-  return maps;
 }
 
 }  // namespace sf

@@ -1,11 +1,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 #include <random>
 #include <vector>
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/model_desc.h"
 #include "core/quant_types.h"
 #include "quantizers/policy.h"
 #include "quantizers/scheme.h"
@@ -163,21 +165,92 @@ TEST(Scheme, ParsesNamesAndRejectsTheRest) {
   EXPECT_THROW(parse_scheme("int4:gx"), Error);
 }
 
-TEST(Policy, DefaultsAndOverrides) {
+// A model with every optional tensor: biases, norm biases, learned positions, an untied head.
+ModelDesc every_role_model() {
+  ModelDesc m;
+  m.vocab_size = 64, m.d_model = 16, m.n_layers = 4, m.n_heads = 2, m.n_kv_heads = 2, m.head_dim = 8;
+  m.ffn_dim = 32, m.norm = NormKind::Layer, m.norm_bias = true, m.ffn = FfnKind::GeluTanh;
+  m.positional = PositionalKind::Learned, m.rope_dims = 0, m.max_seq = 16, m.biases = {true, true, true};
+  m.validate();
+  return m;
+}
+
+TensorSpec spec(const std::string& name) {
+  for (const auto& t : all_tensors(every_role_model()))
+    if (t.name == name) return t;
+  ADD_FAILURE() << "no tensor " << name;
+  return {};
+}
+
+TEST(Policy, DefaultsFollowTheRole) {
   Policy p(parse_scheme("int4:g64"));
-  EXPECT_EQ(p.scheme_for("blocks.0.attn_norm.weight", true).type, QType::F32);
-  EXPECT_EQ(p.scheme_for("embed.weight", false).type, QType::Int8);
-  EXPECT_EQ(p.scheme_for("head.output.weight", false).type, QType::Int8);
-  EXPECT_EQ(p.scheme_for("blocks.3.ffn.up.weight", false), (Scheme{QType::Int4Sym, 64}));
+  EXPECT_EQ(p.scheme_for(spec("blocks.0.attn_norm.weight")).type, QType::F32);
+  EXPECT_EQ(p.scheme_for(spec("blocks.0.attn_norm.bias")).type, QType::F32);
+  EXPECT_EQ(p.scheme_for(spec("blocks.1.attn.q.bias")).type, QType::F32);
+  EXPECT_EQ(p.scheme_for(spec("blocks.1.ffn.down.bias")).type, QType::F32);
+  EXPECT_EQ(p.scheme_for(spec("head.norm.bias")).type, QType::F32);
+  EXPECT_EQ(p.scheme_for(spec("embed.weight")).type, QType::Int8);
+  EXPECT_EQ(p.scheme_for(spec("embed.pos.weight")).type, QType::Int8);
+  EXPECT_EQ(p.scheme_for(spec("head.output.weight")).type, QType::Int8);
+  EXPECT_EQ(p.scheme_for(spec("blocks.3.ffn.up.weight")), (Scheme{QType::Int4Sym, 64}));
+  Policy f(parse_scheme("f16"));
+  EXPECT_EQ(f.scheme_for(spec("embed.weight")).type, QType::F16);
+  EXPECT_EQ(f.scheme_for(spec("embed.pos.weight")).type, QType::F16);
+  EXPECT_EQ(f.scheme_for(spec("head.norm.weight")).type, QType::F32);
+  EXPECT_EQ(f.scheme_for(spec("blocks.2.attn.o.bias")).type, QType::F32);
+}
+
+TEST(Policy, OverridesWinByName) {
+  Policy p(parse_scheme("int4:g64"));
   p.add_override("blocks.*.ffn.*=int8");
   p.add_override("*_norm.weight=bf16");
-  EXPECT_EQ(p.scheme_for("blocks.3.ffn.up.weight", false).type, QType::Int8);
-  EXPECT_EQ(p.scheme_for("blocks.3.attn.q.weight", false).type, QType::Int4Sym);
-  EXPECT_EQ(p.scheme_for("blocks.0.ffn_norm.weight", true).type, QType::BF16);
+  EXPECT_EQ(p.scheme_for(spec("blocks.3.ffn.up.weight")).type, QType::Int8);
+  EXPECT_EQ(p.scheme_for(spec("blocks.3.ffn.up.bias")).type, QType::Int8);
+  EXPECT_EQ(p.scheme_for(spec("blocks.3.attn.q.weight")).type, QType::Int4Sym);
+  EXPECT_EQ(p.scheme_for(spec("blocks.0.ffn_norm.weight")).type, QType::BF16);
+  EXPECT_EQ(p.scheme_for(spec("blocks.0.ffn_norm.bias")).type, QType::F32);
   EXPECT_THROW(p.add_override("no-equals-sign"), Error);
-  Policy f(parse_scheme("f16"));
-  EXPECT_EQ(f.scheme_for("embed.weight", false).type, QType::F16);
-  EXPECT_EQ(f.scheme_for("head.norm.weight", true).type, QType::F32);
+}
+
+TEST(ModelDesc, TensorsFollowTheSettings) {
+  ModelDesc m = every_role_model();
+  std::map<std::string, TensorSpec> by_name;
+  for (const auto& t : all_tensors(m)) by_name[t.name] = t;
+  EXPECT_EQ(by_name.size(), 1u + 1 + 4 * 16 + 3);  // embed, pos; 16 per block (no gate); norm w/b, output
+  EXPECT_EQ(by_name["embed.pos.weight"].shape, (std::vector<int64_t>{16, 16}));
+  EXPECT_EQ(by_name["blocks.2.attn.q.bias"].layer, 2);
+  EXPECT_EQ(by_name["blocks.2.attn.q.bias"].role, TensorRole::LinearBias);
+  EXPECT_EQ(by_name["head.output.weight"].layer, -1);
+  EXPECT_FALSE(by_name.count("blocks.0.ffn.gate.weight"));
+  m.ffn = FfnKind::SiluGated, m.norm = NormKind::RMS, m.norm_bias = false, m.biases = {};
+  m.positional = PositionalKind::Rope, m.rope_dims = 8, m.tied_embeddings = true;
+  by_name.clear();
+  for (const auto& t : all_tensors(m)) by_name[t.name] = t;
+  EXPECT_EQ(by_name.size(), 1u + 4 * 9 + 1);
+  EXPECT_TRUE(by_name.count("blocks.3.ffn.gate.weight"));
+}
+
+TEST(ModelDesc, RoundTripsAndRefusesWhatTheExecutorDoesNotImplement) {
+  const ModelDesc m = every_role_model();
+  EXPECT_EQ(ModelDesc::from_json(m.to_json()), m);
+  for (const auto& [key, value] : std::vector<std::pair<std::string, json>>{
+           {"norm", "group"}, {"ffn", "relu"}, {"positional", "alibi"}, {"residual", "post_norm"},
+           {"mask", "sliding"}, {"rope_layout", "half"}, {"norm_bias", "yes"}, {"biases", json::array()}}) {
+    json j = m.to_json();
+    j[key] = value;
+    try {
+      ModelDesc::from_json(j);
+      ADD_FAILURE() << key << " accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(e.message().find(key), std::string::npos) << e.message();
+    }
+  }
+  json j = m.to_json();
+  j.erase("positional");
+  EXPECT_THROW(ModelDesc::from_json(j), Error);
+  j = m.to_json();
+  j["max_seq"] = 0;  // learned positions need their table's size
+  EXPECT_THROW(ModelDesc::from_json(j), Error);
 }
 
 }  // namespace

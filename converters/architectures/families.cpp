@@ -1,0 +1,16 @@
+// The table of model families: every map of every family file, in detection order.
+#include "converters/architectures/families.h"
+
+namespace sf {
+
+const std::vector<ArchitectureMap>& architecture_maps() {
+  static const std::vector<ArchitectureMap> maps = [] {
+    std::vector<ArchitectureMap> all;
+    for (auto family : {llama_maps})
+      for (auto& m : family()) all.push_back(std::move(m));
+    return all;
+  }();
+  return maps;
+}
+
+}  // namespace sf

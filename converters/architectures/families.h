@@ -1,0 +1,11 @@
+#pragma once
+// Each family's maps, one function per family file in this folder; families.cpp lists them.
+#include <vector>
+
+#include "converters/architectures/architecture.h"
+
+namespace sf {
+
+std::vector<ArchitectureMap> llama_maps();
+
+}  // namespace sf

@@ -22,8 +22,8 @@ struct Opts {
 void refuse_beside_pipeline(const std::vector<const CLI::Option*>& options) {
   for (const CLI::Option* opt : options)
     if (opt->count() > 0)
-      fail_usage(opt->get_name() + " has no effect with --pipeline: set it in the pipeline file's quantize stage "
-                 "params (scheme, overrides, allow_non_finite)");
+      fail_usage(opt->get_name() + " has no effect with --pipeline: set it in the pipeline file (the quantize "
+                 "stage's scheme, overrides, allow_non_finite; a trim_vocab stage's spec)");
 }
 
 int run(Opts& o) {
@@ -61,14 +61,16 @@ void add_convert(CLI::App& app, int& exit_code) {
   auto* nf = c->add_flag("--allow-non-finite", o->c.allow_non_finite,
                          "keep NaN/Inf weights instead of refusing them (recorded in the manifest)");
   c->add_option("--tokenizer", o->c.tokenizer, "SentencePiece model, when it is not beside the checkpoint");
+  auto* tv = c->add_option("--trim-vocab", o->c.trim_vocab,
+                           "keep only these token ids: range:A-B[,C-D...] (A- to the end), corpus:FILE[:MIN], ids:FILE");
   c->add_option("--format", o->c.format, "output format")->default_val("shards");
   c->add_option("--arch", o->c.arch, "architecture: auto, llama, llama/hf, llama/meta")->default_val("auto");
   auto* pl = c->add_option("--pipeline", o->c.pipeline_file, "JSON pipeline file replacing the default stages");
   add_threads_option(c, o->c.threads);
   c->add_flag("--force", o->c.force, "replace OUT only if it is an existing artifact");
   c->add_flag("--json", o->json_out, "print a JSON report");
-  c->callback([o, dt, q, tq, nf, pl, &exit_code] {
-    if (pl->count() > 0) refuse_beside_pipeline({q, dt, tq, nf});
+  c->callback([o, dt, q, tq, nf, pl, tv, &exit_code] {
+    if (pl->count() > 0) refuse_beside_pipeline({q, dt, tq, nf, tv});
     // An option given is used as given: --quant "" is an error, not f32.
     o->c.scheme = q->count() > 0 ? o->quant : dt->count() > 0 ? o->dtype : "f32";
     exit_code = run(*o);

@@ -9,7 +9,8 @@
 #include "core/fs_util.h"
 #include "validators/kl_divergence.h"
 #include "validators/perplexity.h"
-#include "validators/tokenizer.h"
+#include "validators/artifact_tokenizer.h"
+#include "validators/removed_mass.h"
 #include "validators/windows.h"
 
 namespace sf::cli {
@@ -17,6 +18,7 @@ namespace sf::cli {
 namespace {
 struct PplOpts {
   std::string dir, text;
+  std::string untrimmed;  // eval ppl --untrimmed: the artifact a trimmed one was cut from
   int64_t ctx = 0, chunks = -1;  // ctx 0: not given, see window_length
   size_t threads = 0;
   bool json_out = false, allow_long = false;
@@ -37,14 +39,38 @@ int64_t window_length(const PplOpts& o, const std::vector<std::pair<const ExecMo
   return ctx;
 }
 
-std::unique_ptr<Tokenizer> artifact_tokenizer(const ExecModel& model, const std::string& dir) {
-  const std::string tpath = model.artifact().tokenizer_path();
-  if (tpath.empty()) fail_file(dir, "artifact has no tokenizer (convert with --tokenizer FILE)");
-  auto tok = std::make_unique<Tokenizer>(tpath);
-  if (tok->vocab_size() > model.desc().vocab_size)
-    fail_file(dir, "its tokenizer has " + std::to_string(tok->vocab_size()) + " pieces but the model only " +
-                       std::to_string(model.desc().vocab_size) + " embeddings");
-  return tok;
+// The sha256 a manifest records for a top-level entry's file (tokenizer, vocab_map); null when absent.
+json recorded_sha(const ExecModel& m, const char* entry) {
+  const json& e = m.artifact().manifest().value(entry, json());
+  return e.is_object() ? e.value("sha256", json()) : json();
+}
+
+// Both read text alike: the same tokenizer and the same vocabulary map (or none). A KL-divergence
+// between models that number tokens differently compares unrelated distributions.
+void require_same_reading(const ExecModel& model, const std::string& dir, const ExecModel& other,
+                          const std::string& other_dir, bool same_map) {
+  const json mt = recorded_sha(model, "tokenizer"), rt = recorded_sha(other, "tokenizer");
+  if (!mt.is_null() && !rt.is_null() && mt != rt)
+    fail_file(dir, "its tokenizer differs from " + other_dir + "'s; the two models do not read text alike");
+  if (same_map && recorded_sha(model, "vocab_map") != recorded_sha(other, "vocab_map"))
+    fail_file(dir, "its vocabulary trim (vocab_map.bin) differs from " + other_dir +
+                       "'s; the two models number tokens differently");
+}
+
+// eval ppl --untrimmed: UNTRIMMED must be a conversion of the same checkpoint without a trim, with
+// the vocabulary the trimmed artifact's map starts from.
+void check_untrimmed(const ExecModel& trimmed, const PplOpts& o, const ExecModel& untrimmed) {
+  const VocabMap* map = trimmed.artifact().vocab_map();
+  if (!map) fail_usage("--untrimmed: " + o.dir + " is not trimmed (it has no vocab_map.bin)");
+  if (untrimmed.artifact().vocab_map()) fail_file(o.untrimmed, "is itself trimmed; --untrimmed takes the untrimmed conversion");
+  if (untrimmed.desc().vocab_size != map->old_size())
+    fail_file(o.untrimmed, "has " + std::to_string(untrimmed.desc().vocab_size) + " ids; " + o.dir +
+                               " was trimmed from " + std::to_string(map->old_size()));
+  const json& a = trimmed.artifact().manifest()["source"];
+  const json& b = untrimmed.artifact().manifest()["source"];
+  if (!a.is_object() || !b.is_object() || a.value("files", json()) != b.value("files", json()))
+    fail_file(o.untrimmed, "was converted from other source files than " + o.dir);
+  require_same_reading(trimmed, o.dir, untrimmed, o.untrimmed, false);
 }
 
 // The text must give at least one window; said about the text file, before any model runs.
@@ -59,21 +85,47 @@ void check_windows(const std::vector<int>& tokens, int64_t ctx, const PplOpts& o
 int run_ppl(const PplOpts& o) {
   set_current_input(o.dir);
   ExecModel model(o.dir);
-  const int64_t ctx = window_length(o, {{&model, o.dir}});
-  const auto tok_ptr = artifact_tokenizer(model, o.dir);
-  const Tokenizer& tok = *tok_ptr;
-  const std::vector<int> tokens = tok.encode_file(o.text);
+  std::unique_ptr<ExecModel> untrimmed;
+  if (!o.untrimmed.empty()) {
+    untrimmed = std::make_unique<ExecModel>(o.untrimmed);
+    check_untrimmed(model, o, *untrimmed);
+  }
+  std::vector<std::pair<const ExecModel*, std::string>> models = {{&model, o.dir}};
+  if (untrimmed) models.emplace_back(untrimmed.get(), o.untrimmed);
+  const int64_t ctx = window_length(o, models);
+  ArtifactTokenizer tok(model.artifact());
+  const std::vector<int> text_ids = tok.tokenizer().encode_file(o.text);  // the tokenizer's ids
+  const std::vector<int> tokens = tok.to_model(text_ids, o.text);
   ThreadPool pool(o.threads);
   check_windows(tokens, ctx, o);
   const PerplexityResult r = perplexity(model, tokens, ctx, tok.bos(), o.chunks, pool);
+  RemovedMass removed;
+  if (untrimmed)
+    removed = removed_mass(*untrimmed, *tok.map(), text_ids, ctx, tok.tokenizer().bos(), o.chunks, pool);
+  const VocabMap* map = tok.map();
   if (o.json_out) {
-    print_json({{"artifact", o.dir}, {"text", o.text}, {"ppl", r.ppl}, {"ppl_stderr", r.ppl_stderr},
-                {"mean_nll", r.mean_nll}, {"tokens_scored", r.tokens_scored}, {"windows", r.windows},
-                {"ctx", r.ctx}, {"text_tokens", tokens.size()}});
+    json j = {{"artifact", o.dir}, {"text", o.text}, {"ppl", r.ppl}, {"ppl_stderr", r.ppl_stderr},
+              {"mean_nll", r.mean_nll}, {"tokens_scored", r.tokens_scored}, {"windows", r.windows},
+              {"ctx", r.ctx}, {"text_tokens", tokens.size()}};
+    if (map) j["vocab_trim"] = {{"old_vocab_size", map->old_size()}, {"kept", map->kept()}};
+    if (untrimmed)
+      j["vocab_trim"].update({{"untrimmed", o.untrimmed}, {"removed_mass_mean", removed.mean},
+                              {"removed_mass_max", removed.max}, {"untrimmed_ppl", removed.untrimmed_ppl},
+                              {"dropped_targets", removed.dropped_targets}});
+    print_json(j);
   } else {
     std::cout << "perplexity " << fmt("%.4f", r.ppl) << " +/- " << fmt("%.4f", r.ppl_stderr) << " (" << r.windows
               << " windows of " << r.ctx << ", " << r.tokens_scored << " tokens scored)\n";
+    if (untrimmed)
+      std::cout << "trimmed vocabulary (" << map->kept() << " of " << map->old_size() << " ids): the untrimmed model "
+                << "gave the dropped ids " << fmt("%.6f", removed.mean) << " of its probability on average (max "
+                << fmt("%.6f", removed.max) << "); its perplexity on these positions " << fmt("%.4f", removed.untrimmed_ppl)
+                << ", " << removed.dropped_targets << " targets dropped\n";
+    else if (map)
+      std::cout << "trimmed vocabulary (" << map->kept() << " of " << map->old_size() << " ids); --untrimmed DIR "
+                << "reports the probability mass the trim removed\n";
   }
+  if (!tok.unk_warning().empty()) warn(tok.unk_warning());
   return 0;
 }
 struct KldOpts : PplOpts {
@@ -84,17 +136,12 @@ int run_kld(const KldOpts& o) {
   set_current_input(o.dir);
   ExecModel model(o.dir), reference(o.ref);
   const int64_t ctx = window_length(o, {{&model, o.dir}, {&reference, o.ref}});
-  const auto tok = artifact_tokenizer(reference, o.ref);
-  // Both must read the text the same way: a KL-divergence between models of different tokenizers
-  // compares unrelated distributions.
-  const json& mt = model.artifact().manifest()["tokenizer"];
-  const json& rt = reference.artifact().manifest()["tokenizer"];
-  if (mt.is_object() && rt.is_object() && mt.value("sha256", json()) != rt.value("sha256", json()))
-    fail_file(o.dir, "its tokenizer differs from the reference's (" + o.ref + "); the two models do not read text alike");
-  const std::vector<int> tokens = tok->encode_file(o.text);
+  ArtifactTokenizer tok(reference.artifact());
+  require_same_reading(model, o.dir, reference, "the reference " + o.ref, true);
+  const std::vector<int> tokens = tok.to_model(tok.tokenizer().encode_file(o.text), o.text);
   ThreadPool pool(o.threads);
   check_windows(tokens, ctx, o);
-  const KldResult r = kl_divergence(model, reference, tokens, ctx, tok->bos(), o.chunks, pool);
+  const KldResult r = kl_divergence(model, reference, tokens, ctx, tok.bos(), o.chunks, pool);
   if (o.json_out) {
     print_json({{"artifact", o.dir}, {"reference", o.ref}, {"text", o.text}, {"kld", r.kld_mean},
                 {"kld_stderr", r.kld_stderr}, {"kld_max", r.kld_max}, {"top1_agreement", r.top1_agreement},
@@ -106,6 +153,7 @@ int run_kld(const KldOpts& o) {
               << ", PPL " << fmt("%.4f", r.ppl) << " vs reference " << fmt("%.4f", r.ref_ppl) << " ("
               << r.tokens_scored << " tokens scored)\n";
   }
+  if (!tok.unk_warning().empty()) warn(tok.unk_warning());
   return 0;
 }
 
@@ -129,6 +177,8 @@ void add_eval(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<PplOpts>();
   auto* c = e->add_subcommand("ppl", "Perplexity over non-overlapping windows, second half of each scored");
   add_window_options(c, *o);
+  c->add_option("--untrimmed", o->untrimmed,
+                "with a trimmed ARTIFACT: its untrimmed conversion, to report the probability mass the trim removed");
   c->callback([o, &exit_code] { exit_code = run_ppl(*o); });
   auto k = std::make_shared<KldOpts>();
   auto* kc = e->add_subcommand("kld", "KL-divergence from a reference artifact, and top-1 agreement, on the ppl windows");

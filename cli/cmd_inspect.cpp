@@ -19,6 +19,20 @@ struct Opts {
   bool json_out = false;
 };
 
+// A trimmed artifact's vocabulary: what it kept, and the bytes the dropped rows would have taken
+// in the embedding and the output projection as stored (a tied head shares the embedding's rows).
+json vocab_trim_info(const Artifact& a) {
+  const VocabMap* map = a.vocab_map();
+  if (!map) return nullptr;
+  const uint64_t dropped = uint64_t(map->old_size() - map->kept());
+  const uint64_t embedding = dropped * a.tensor("embed.weight").row_bytes;
+  const uint64_t output = a.desc().tied_embeddings ? 0 : dropped * a.tensor("head.output.weight").row_bytes;
+  json ranges = json::array();
+  for (const auto& [first, last] : map->kept_ranges()) ranges.push_back({first, last});
+  return {{"old_vocab_size", map->old_size()}, {"kept", map->kept()}, {"dropped", dropped}, {"kept_ranges", ranges},
+          {"embedding_bytes_saved", embedding}, {"output_bytes_saved", output}, {"bytes_saved", embedding + output}};
+}
+
 json inspect_artifact(const std::string& dir) {
   Artifact a(dir);
   json tensors = json::array();
@@ -32,7 +46,7 @@ json inspect_artifact(const std::string& dir) {
   const json& m = a.manifest();
   return {{"kind", "artifact"}, {"path", dir}, {"model", m["model"]}, {"source", m.value("source", json())},
           {"pipeline", m.value("pipeline", json())}, {"summary", m.value("summary", json())},
-          {"file_bytes", a.file_bytes()}, {"tensors", tensors}};
+          {"file_bytes", a.file_bytes()}, {"vocab_trim", vocab_trim_info(a)}, {"tensors", tensors}};
 }
 
 json inspect_source(const std::string& path) {
@@ -76,7 +90,20 @@ int run(const Opts& o) {
   }
   std::cout << "model:";
   for (const auto& [k, v] : info["model"].items()) std::cout << " " << k << "=" << v.dump();
-  std::cout << "\n\n";
+  std::cout << "\n";
+  if (artifact && info["vocab_trim"].is_object()) {
+    const json& v = info["vocab_trim"];
+    std::vector<std::pair<int64_t, int64_t>> ranges;
+    for (const auto& r : v["kept_ranges"]) ranges.emplace_back(r[0].get<int64_t>(), r[1].get<int64_t>());
+    std::cout << "vocabulary: trimmed to " << v["kept"].get<int64_t>() << " of " << v["old_vocab_size"].get<int64_t>()
+              << " ids (kept " << describe_ranges(ranges) << "), saving "
+              << human_bytes(v["bytes_saved"].get<uint64_t>()) << " (embedding "
+              << human_bytes(v["embedding_bytes_saved"].get<uint64_t>()) << ", output projection "
+              << (info["model"].value("tied_embeddings", false) ? std::string("tied")
+                                                                  : human_bytes(v["output_bytes_saved"].get<uint64_t>()))
+              << ")\n";
+  }
+  std::cout << "\n";
   std::vector<std::vector<std::string>> rows;
   for (const auto& t : info["tensors"]) {
     std::string shape;

@@ -14,7 +14,7 @@
 #include "core/error.h"
 #include "executor/session.h"
 #include "formats/output_dir.h"
-#include "validators/tokenizer.h"
+#include "validators/artifact_tokenizer.h"
 
 namespace sf::cli {
 
@@ -99,17 +99,17 @@ int run(const Opts& o) {
   check_report_path(o.logits_file, {o.dir});
   ExecModel model(o.dir);
   const int64_t vocab = model.desc().vocab_size;
-  std::unique_ptr<Tokenizer> tok;
-  const std::string tpath = model.artifact().tokenizer_path();
-  if (!tpath.empty()) tok = std::make_unique<Tokenizer>(tpath);
+  // Text goes through the artifact's vocabulary map (a trimmed artifact numbers its rows anew).
+  std::unique_ptr<ArtifactTokenizer> tok;
+  if (!model.artifact().tokenizer_path().empty()) tok = std::make_unique<ArtifactTokenizer>(model.artifact());
   std::vector<int> prompt;
   if (!o.ids.empty()) {
     check_ids(o.ids, vocab);
-    prompt = o.ids;  // exactly as given: no BOS added
+    prompt = o.ids;  // exactly as given (model ids): no BOS added
   } else {
     if (!tok) fail_file(o.dir, "artifact has no tokenizer (convert with --tokenizer FILE, or pass --ids)");
     prompt = {tok->bos()};
-    for (int id : tok->encode(o.prompt)) prompt.push_back(id);
+    for (int id : tok->to_model(tok->tokenizer().encode(o.prompt), "prompt")) prompt.push_back(id);
   }
   check_context(model.desc(), o.dir, int64_t(prompt.size()) + o.n,
                 "prompt of " + std::to_string(prompt.size()) + " tokens + -n " + std::to_string(o.n), o.allow_long);
@@ -127,10 +127,11 @@ int run(const Opts& o) {
   std::vector<int> out;
   int prev = prompt.back();
   const bool stream = !o.json_out && tok;
+  const int eos = tok ? tok->eos() : -1;  // -1: a trim dropped it
   if (stream) std::cout << o.prompt << std::flush;
   for (int64_t i = 0; i < o.n; ++i) {
     const int32_t next = pick(logits, vocab, o.temp, rng);
-    if (tok && next == tok->eos() && !o.ignore_eos) break;
+    if (next == eos && !o.ignore_eos) break;
     out.push_back(next);
     if (stream) std::cout << tok->piece_text(prev, next) << std::flush;
     prev = next;
@@ -142,10 +143,15 @@ int run(const Opts& o) {
   if (o.json_out || !tok) {
     json j = {{"prompt_ids", prompt}, {"ids", out}};
     if (tok) j["text"] = tok->decode(out);
+    if (tok && tok->map()) {  // the same tokens as the tokenizer numbers them
+      j["prompt_tokenizer_ids"] = tok->tokenizer_ids(prompt);
+      j["tokenizer_ids"] = tok->tokenizer_ids(out);
+    }
     print_json(j);
   } else {
     std::cout << "\n";
   }
+  if (tok && !tok->unk_warning().empty()) warn(tok->unk_warning());
   return 0;
 }
 }  // namespace
@@ -155,7 +161,7 @@ void add_run(CLI::App& app, int& exit_code) {
   auto* c = app.add_subcommand("run", "Generate text from a prompt with the reference executor");
   c->add_option("artifact", o->dir, "artifact directory")->required();
   auto* p = c->add_option("-p,--prompt", o->prompt, "prompt text (BOS is prepended)");
-  auto* ids = c->add_option("--ids", o->ids_text, "prompt as token ids 1,2,3, used as given (no BOS added)")->excludes(p);
+  auto* ids = c->add_option("--ids", o->ids_text, "prompt as the model's token ids 1,2,3 (a trimmed artifact's own ids), used as given (no BOS added)")->excludes(p);
   p->excludes(ids);
   c->add_option("--logits", o->logits_file, "write every computed position's logits as raw f32 rows to FILE (a new or regular file, not inside an artifact)");
   c->add_option("-n", o->n, "tokens to generate")->default_val(64)->check(within(0, double(kMaxGenerate)));

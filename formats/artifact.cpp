@@ -14,6 +14,33 @@ namespace sf {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+// The manifest's vocab_map entry and its file (docs/format.md): the map must keep exactly the
+// model's rows, and its sha256 must be the one `files` lists (verify hashes the file itself).
+VocabMap read_vocab_map(const std::string& dir, const json& m, const ModelDesc& desc) {
+  const std::string mpath = dir + "/" + kManifestName;
+  const json& e = m["vocab_map"];  // an object with a plain file name: checked by read_manifest
+  const std::string name = e.at("file").get<std::string>();
+  const int64_t old_size = json_int(e, "old_vocab_size", mpath + ": vocab_map", 1, kMaxMappedVocab);
+  const int64_t kept = json_int(e, "kept", mpath + ": vocab_map", 1, old_size);
+  if (kept != desc.vocab_size)
+    fail_file(mpath, "vocab_map keeps " + std::to_string(kept) + " ids but the model has " +
+                         std::to_string(desc.vocab_size));
+  bool listed = false;
+  for (const auto& f : m.value("files", json::array()))
+    if (f.is_object() && f.value("path", json()) == json(name)) listed = f.value("sha256", json()) == e.value("sha256", json());
+  if (!listed) fail_file(mpath, "vocab_map's file and sha256 are not the ones listed in files");
+  const std::string path = dir + "/" + name;
+  // The size is checked before the file is read, so a lying manifest allocates nothing.
+  if (InputFile(path).size() != uint64_t(old_size) * 4)
+    fail_file(path, "is not " + std::to_string(uint64_t(old_size) * 4) + " bytes (" + std::to_string(old_size) +
+                        " ids, as the manifest says)");
+  return VocabMap::parse(read_file(path, uint64_t(old_size) * 4), old_size, kept, path);
+}
+
+}  // namespace
+
 Artifact::Artifact(const std::string& dir) : dir_(dir) {
   manifest_ = read_manifest(dir);
   const std::string mpath = dir + "/" + kManifestName;
@@ -45,6 +72,8 @@ Artifact::Artifact(const std::string& dir) : dir_(dir) {
       shards_.push_back(std::make_unique<ShardFile>(dir + "/" + f));
       for (const auto& t : shards_.back()->tensors()) views_[t.name] = t;
     }
+    if (manifest_.contains("vocab_map"))
+      vocab_map_ = std::make_shared<const VocabMap>(read_vocab_map(dir, manifest_, desc_));
   } catch (const json::exception& e) {
     fail_file(mpath, std::string("malformed manifest: ") + e.what());
   }

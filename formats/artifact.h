@@ -10,6 +10,7 @@
 #include "core/mapped_file.h"
 #include "core/model_desc.h"
 #include "formats/shard_file.h"
+#include "formats/vocab_map.h"
 
 namespace sf {
 
@@ -23,6 +24,9 @@ class Artifact {
   const TensorView& tensor(const std::string& canonical) const;
   bool has(const std::string& canonical) const { return views_.count(canonical) > 0; }
   std::string tokenizer_path() const;  // empty when the artifact has none
+  // The vocabulary map of a trimmed artifact (vocab_map.bin), or null: then the model's ids are the
+  // tokenizer's.
+  const VocabMap* vocab_map() const { return vocab_map_ ? &*vocab_map_ : nullptr; }
   uint64_t file_bytes() const;         // all files listed in the manifest
 
  private:
@@ -32,6 +36,7 @@ class Artifact {
   std::shared_ptr<MappedFile> embedding_;
   std::vector<std::unique_ptr<ShardFile>> shards_;
   std::map<std::string, TensorView> views_;
+  std::shared_ptr<const VocabMap> vocab_map_;
 };
 
 // Checks an artifact completely: manifest, presence, size and sha256 of every listed file, no

@@ -18,6 +18,8 @@ class FormatWriter {
   virtual ~FormatWriter() = default;
   virtual void write_unit(const EncodedUnit& unit) = 0;
   virtual void add_file(const std::string& name, const std::string& src_path) = 0;
+  // A file a stage made (vocab_map.bin), listed in the manifest's files like every other.
+  virtual void add_bytes(const std::string& name, const std::string& bytes) = 0;
   // manifest holds everything but the format's own entries; the writer completes and commits it,
   // and returns it as written.
   virtual json finish(json manifest) = 0;

@@ -35,6 +35,10 @@ void check_file_names(const json& m, const std::string& path) {
     if (!m["tokenizer"].is_object()) fail_file(path, "tokenizer is not an object");
     check_artifact_file_name(m["tokenizer"].value("file", json()), path, "tokenizer.file");
   }
+  if (m.contains("vocab_map")) {
+    if (!m["vocab_map"].is_object()) fail_file(path, "vocab_map is not an object");
+    check_artifact_file_name(m["vocab_map"].value("file", json()), path, "vocab_map.file");
+  }
   if (m.contains("files")) {
     if (!m["files"].is_array()) fail_file(path, "files is not a list");
     for (const auto& f : m["files"]) {

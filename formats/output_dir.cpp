@@ -19,6 +19,7 @@
 #include "core/fs_util.h"
 #include "core/json_util.h"
 #include "formats/manifest.h"
+#include "formats/vocab_map.h"
 
 namespace sf {
 
@@ -98,7 +99,8 @@ std::string why_not_overwritable(const struct stat& st) {
 }  // namespace
 
 bool is_artifact_file_name(const std::string& name) {
-  static const std::set<std::string> fixed = {kManifestName, "embedding.bin", "head.shard", "tokenizer.model"};
+  static const std::set<std::string> fixed = {kManifestName, "embedding.bin", "head.shard", "tokenizer.model",
+                                              kVocabMapName};
   if (fixed.count(name)) return true;
   const std::string prefix = "block_", suffix = ".shard";
   return name.size() > prefix.size() + suffix.size() && name.compare(0, prefix.size(), prefix) == 0 &&

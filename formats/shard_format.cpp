@@ -36,6 +36,9 @@ class ShardWriter : public FormatWriter {
   }
 
   void add_file(const std::string& name, const std::string& src_path) override { w_.copy_file(name, src_path); }
+  void add_bytes(const std::string& name, const std::string& bytes) override {
+    w_.write_file(name, std::vector<uint8_t>(bytes.begin(), bytes.end()));
+  }
 
   json finish(json manifest) override {
     manifest["units"] = units_;

@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/fs_util.h"
 #include "core/interrupt.h"
+#include "core/messages.h"
 #include "executor/exec_model.h"
 #include "formats/output_dir.h"
 #include "pipeline/convert.h"
@@ -19,7 +20,8 @@
 #include "validators/kl_divergence.h"
 #include "validators/perplexity.h"
 #include "validators/reference_logits.h"
-#include "validators/tokenizer.h"
+#include "pipeline/vocab_trim.h"
+#include "validators/artifact_tokenizer.h"
 #include "validators/windows.h"
 
 namespace sf {
@@ -64,6 +66,8 @@ struct Inputs {
   std::vector<int> tokens;
   int bos = 0;
   WindowPlan plan;
+  std::shared_ptr<const VocabMap> map;  // --trim-vocab: what every conversion must keep
+  std::string unk_warning;
 };
 
 // What compare reads or writes, none of which the report may be or lie inside: the source, its
@@ -71,6 +75,7 @@ struct Inputs {
 // read from there), the text, the tokenizer, the --keep directory.
 std::vector<std::string> report_inputs(const CompareOptions& opt, const SourceModel& src, const std::string& tokenizer) {
   std::vector<std::string> inputs = {opt.source, opt.text, tokenizer, opt.keep_dir};
+  if (!opt.trim_vocab.empty()) inputs.push_back(parse_trim_spec(opt.trim_vocab).file);
   for (const auto& f : src.files) {
     inputs.push_back(f);
     inputs.push_back(fs::path(f).parent_path().empty() ? "." : fs::path(f).parent_path().string());
@@ -94,6 +99,7 @@ Inputs check_inputs(CompareOptions& opt) {
   const std::string text = read_file(opt.text, kMaxTextBytes);  // the bound eval applies too
   const auto src = open_source(opt.source);
   const ModelDesc desc = map_architecture(*src).desc;
+  const TrimSpec trim = opt.trim_vocab.empty() ? TrimSpec{} : parse_trim_spec(opt.trim_vocab);  // usage errors first
   if (opt.ctx == 0) opt.ctx = desc.max_seq >= 2 ? std::min<int64_t>(kDefaultCompareCtx, desc.max_seq) : kDefaultCompareCtx;
   check_positions(opt, desc, opt.ctx, "--ctx " + std::to_string(opt.ctx));
   // Each timing run prefills bench_tokens and then generates as many.
@@ -102,9 +108,16 @@ Inputs check_inputs(CompareOptions& opt) {
   in.tokenizer = opt.tokenizer.empty() ? src->tokenizer_path : opt.tokenizer;
   if (in.tokenizer.empty()) fail_file(opt.source, "no tokenizer beside the source; pass --tokenizer FILE");
   check_report_path(opt.report, report_inputs(opt, *src, in.tokenizer));
-  const Tokenizer tok(in.tokenizer);
-  in.tokens = tok.encode(text);
+  // The trim every conversion will make (the trim_vocab stage computes the same from the same
+  // spec), so that a text holding a dropped token is refused before converting anything.
+  if (!opt.trim_vocab.empty()) {
+    const Tokenizer tok(in.tokenizer);
+    in.map = std::make_shared<const VocabMap>(VocabMap::from_keep(trim_keep_set(trim, desc.vocab_size, &tok)));
+  }
+  ArtifactTokenizer tok(in.tokenizer, in.map.get(), desc.vocab_size, opt.source);
+  in.tokens = tok.to_model(tok.tokenizer().encode(text), opt.text);
   in.bos = tok.bos();
+  in.unk_warning = tok.unk_warning();
   try {
     in.plan = plan_windows(in.tokens.size(), opt.ctx, opt.chunks);
   } catch (const Error& e) {
@@ -153,6 +166,7 @@ std::vector<CompareRow> compare_schemes(CompareOptions& opt) {
     c.out = root + "/" + dir_name(scheme);
     c.scheme = scheme;
     c.tokenizer = in.tokenizer;
+    c.trim_vocab = opt.trim_vocab;
     c.threads = opt.threads;
     c.force = false;
     c.progress = true;  // drawn only on a terminal
@@ -163,6 +177,9 @@ std::vector<CompareRow> compare_schemes(CompareOptions& opt) {
     r.scheme = scheme;
     {
       const ExecModel model(c.out);
+      const VocabMap* map = model.artifact().vocab_map();
+      if (bool(map) != bool(in.map) || (map && !(*map == *in.map)))
+        fail_file(c.out, "keeps other ids than compare planned from --trim-vocab (did its file change meanwhile?)");
       for (const auto& f : model.artifact().manifest()["files"])
         if (f["path"] != "tokenizer.model") r.weight_bytes += f["bytes"].get<uint64_t>();
       r.bits_per_weight = model.artifact().manifest()["summary"]["bits_per_weight"].get<double>();
@@ -196,6 +213,7 @@ std::vector<CompareRow> compare_schemes(CompareOptions& opt) {
     }
     rows.push_back(r);
   }
+  if (!in.unk_warning.empty()) warn(in.unk_warning);
   return rows;
 }
 

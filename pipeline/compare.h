@@ -13,6 +13,7 @@ struct CompareOptions {
   std::string source, text, tokenizer, keep_dir;  // keep_dir empty: artifacts go to a temporary directory
   std::string report;  // --out: checked (check_report_path) with the inputs before converting; the caller writes it
   std::vector<std::string> schemes;               // the first is the reference
+  std::string trim_vocab;                         // --trim-vocab SPEC for every conversion; the text is mapped
   int64_t ctx = 0, chunks = -1, bench_tokens = 32, bench_reps = 5;
   size_t threads = 0;
   bool allow_long_context = false;  // --ctx and 2 x bench_tokens may exceed the model's context length (max_seq)

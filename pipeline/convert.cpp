@@ -23,16 +23,21 @@ namespace {
 json default_pipeline(const ConvertOptions& opt) {
   json quantize = {{"scheme", opt.scheme}, {"overrides", opt.overrides}};
   if (opt.allow_non_finite) quantize["allow_non_finite"] = true;  // recorded only when it changes anything
-  return {{"stages", {{{"name", "load"}}, {{"name", "quantize"}, {"params", quantize}}, {{"name", "write"}}}}};
+  json stages = json::array({{{"name", "load"}}});
+  if (!opt.trim_vocab.empty()) stages.push_back({{"name", "trim_vocab"}, {"params", {{"spec", opt.trim_vocab}}}});
+  stages.push_back({{"name", "quantize"}, {"params", quantize}});
+  stages.push_back({{"name", "write"}});
+  return {{"stages", stages}};
 }
 
 // The stages, checked against the model before anything is written. Problems in a pipeline file
 // are reported against the file, keeping their kind (a bad parameter is a usage error).
-std::vector<std::unique_ptr<Stage>> build_pipeline(const ConvertOptions& opt, CanonicalModel& model) {
+std::vector<std::unique_ptr<Stage>> build_pipeline(const ConvertOptions& opt, CanonicalModel& model,
+                                                   const PlanContext& plan) {
   const json spec = opt.pipeline_file.empty() ? default_pipeline(opt) : read_json_file(opt.pipeline_file);
   try {
     auto stages = make_pipeline(spec);
-    for (auto& s : stages) s->plan(model);
+    for (auto& s : stages) s->plan(model, plan);
     model.desc.validate();
     for (auto& s : stages) s->prepare(model);
     return stages;
@@ -48,16 +53,19 @@ ConvertReport convert(const ConvertOptions& opt) {
   const auto start = std::chrono::steady_clock::now();
   auto src = open_source(opt.source);
   CanonicalModel model = map_architecture(*src, opt.arch);
-  const std::vector<std::unique_ptr<Stage>> stages = build_pipeline(opt, model);
-
   const std::string tokenizer = opt.tokenizer.empty() ? src->tokenizer_path : opt.tokenizer;
 
   if (!tokenizer.empty()) {
     const Tokenizer tok(tokenizer);  // fail before writing anything if it is not a tokenizer
+    // Against the source's vocabulary: the tokenizer's ids are the source's (a trim maps them).
     if (tok.vocab_size() > model.desc.vocab_size)
       fail_file(tokenizer, "tokenizer has " + std::to_string(tok.vocab_size()) + " pieces but the model only " +
                                std::to_string(model.desc.vocab_size) + " embeddings");
   }
+  std::vector<std::string> inputs = src->files;  // OUT may not be or contain anything the conversion reads
+  inputs.insert(inputs.end(), {opt.source, tokenizer, opt.pipeline_file});
+  const std::vector<std::unique_ptr<Stage>> stages =
+      build_pipeline(opt, model, PlanContext{opt.source, tokenizer, inputs});
 
   json manifest = manifest_header();
   manifest["model"] = model.desc.to_json();
@@ -74,8 +82,6 @@ ConvertReport convert(const ConvertOptions& opt) {
 
   const InterruptGuard interrupt;
   ThreadPool pool(opt.threads);
-  std::vector<std::string> inputs = src->files;  // OUT may not be or contain anything the conversion reads
-  inputs.insert(inputs.end(), {opt.source, tokenizer, opt.pipeline_file});
   auto writer = make_format_writer(opt.format, {opt.out, opt.force, inputs}, model.desc);
   StageContext ctx{opt.source, model, *writer, pool};
   const auto order = unit_order(model.desc);
@@ -90,6 +96,7 @@ ConvertReport convert(const ConvertOptions& opt) {
     }
   }
   if (!tokenizer.empty()) writer->add_file("tokenizer.model", tokenizer);
+  for (auto& s : stages) s->finish(*writer, manifest);
   interrupt.check();
   ConvertReport r;
   r.manifest = writer->finish(std::move(manifest));

@@ -19,6 +19,7 @@ struct ConvertOptions {
   std::string format = "shards";
   std::string arch = "auto";
   std::string pipeline_file;             // JSON pipeline replacing the default stages
+  std::string trim_vocab;                // --trim-vocab SPEC: a trim_vocab stage after load (pipeline/vocab_trim.h)
   size_t threads = 0;                    // 0 = all cores
   bool force = false;
   bool progress = true;

@@ -14,6 +14,15 @@
 
 namespace sf {
 
+// What a stage's plan may need beyond the model: the tokenizer convert uses (beside the source or
+// --tokenizer; empty when there is none), and where to add the files it reads (OUT may not be or
+// contain them).
+struct PlanContext {
+  const std::string& source;
+  const std::string& tokenizer;
+  std::vector<std::string>& inputs;
+};
+
 struct StageContext {
   const std::string& source;  // the checkpoint, named in messages about its values
   const CanonicalModel& model;
@@ -29,11 +38,14 @@ class Stage {
   // May change the model description before the writer exists (trimming the vocabulary changes
   // vocab_size, so every later stage, the writer and the manifest see the trimmed model). Stages
   // plan in pipeline order. The canonical tensors keep their source shapes: what load() returns.
-  virtual void plan(CanonicalModel&) {}
+  virtual void plan(CanonicalModel&, const PlanContext&) {}
   // Checks the parameters against the (planned) model before anything is written (a usage error
   // for one that would do nothing, such as an override matching no tensor).
   virtual void prepare(const CanonicalModel&) {}
   virtual void process(Unit& unit, StageContext& ctx) = 0;
+  // After the last unit: what the stage made besides units (a file through the writer, its
+  // manifest entry).
+  virtual void finish(FormatWriter&, json& /*manifest*/) {}
 };
 
 struct StageEntry {

@@ -12,6 +12,8 @@ const std::vector<StageEntry>& stage_registry() {
       {"quantize", "encode each tensor with the scheme the policy picks",
        {"scheme", "overrides", "allow_non_finite"}, make_quantize_stage},
       {"write", "hand the encoded unit to the output format", {}, make_write_stage},
+      {"trim_vocab", "keep only some token ids: rows of the embedding and output projection, vocab_map.bin",
+       {"spec", "file_sha256"}, make_trim_vocab_stage},
   };
   return table;
 }
@@ -75,6 +77,26 @@ std::vector<std::unique_ptr<Stage>> make_pipeline(const json& spec) {
     previous = at[0];
   }
   if (out.back()->name() != "write") fail_usage("pipeline: the last stage must be 'write'");
+  // Optional stages that work on the loaded f32 values, before they are encoded, at most once.
+  struct Placement {
+    const char* name;
+    const char* after;
+    const char* before;
+  };
+  constexpr Placement kPlacements[] = {{"trim_vocab", "load", "quantize"}};
+  auto index_of = [&](const char* name) {
+    for (size_t i = 0; i < out.size(); ++i)
+      if (out[i]->name() == name) return i;
+    return out.size();
+  };
+  for (const Placement& p : kPlacements) {
+    const size_t at = index_of(p.name);
+    if (at == out.size()) continue;
+    for (size_t i = at + 1; i < out.size(); ++i)
+      if (out[i]->name() == p.name) fail_usage(std::string("pipeline: at most one '") + p.name + "' stage");
+    if (at < index_of(p.after) || at > index_of(p.before))
+      fail_usage(std::string("pipeline: '") + p.name + "' must come after '" + p.after + "' and before '" + p.before + "'");
+  }
   return out;
 }
 

@@ -8,5 +8,9 @@ std::unique_ptr<Stage> make_load_stage(const json& params);
 // Refuses NaN/Inf input unless allow_non_finite, and finite values the chosen type cannot hold.
 std::unique_ptr<Stage> make_quantize_stage(const json& params);
 std::unique_ptr<Stage> make_write_stage(const json& params);
+// params: {"spec": "range:0-31999" | "corpus:FILE[:MIN]" | "ids:FILE", "file_sha256": "..."}
+// (pipeline/vocab_trim.h). Keeps rows of the embedding and the output projection and writes
+// vocab_map.bin; file_sha256, when given, must be the sha256 of the spec's file.
+std::unique_ptr<Stage> make_trim_vocab_stage(const json& params);
 
 }  // namespace sf

@@ -56,6 +56,21 @@ std::string Tokenizer::piece_text(int prev, int id) const {
 
 int Tokenizer::bos() const { return sp_->bos_id(); }
 int Tokenizer::eos() const { return sp_->eos_id(); }
+int Tokenizer::unk() const {
+  const int id = sp_->unk_id();
+  return id >= 0 && id < vocab_size() && sp_->IsUnknown(id) ? id : -1;
+}
 int Tokenizer::vocab_size() const { return sp_->GetPieceSize(); }
+
+std::string Tokenizer::piece(int id) const {
+  return id >= 0 && id < vocab_size() ? sp_->IdToPiece(id) : "<id " + std::to_string(id) + ">";
+}
+
+std::vector<int> Tokenizer::reserved_ids() const {
+  std::vector<int> ids;
+  for (int id = 0; id < vocab_size(); ++id)
+    if (sp_->IsControl(id) || sp_->IsUnknown(id) || sp_->IsByte(id)) ids.push_back(id);
+  return ids;
+}
 
 }  // namespace sf

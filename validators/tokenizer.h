@@ -24,7 +24,15 @@ class Tokenizer {
   std::string piece_text(int prev, int id) const;          // text of one generated token, for streaming
   int bos() const;
   int eos() const;
+  int unk() const;  // -1 when the tokenizer has none
   int vocab_size() const;
+  // The piece as the vocabulary spells it ("\xe2\x96\x81the", "<0x0A>"), for messages.
+  std::string piece(int id) const;
+  // Ids any text may need whatever it says, which a vocabulary trim always keeps: special pieces
+  // (control and unknown: bos, eos, pad, unk) and byte-fallback pieces (<0x00>..<0xFF>), with which
+  // a byte-fallback tokenizer spells what its other pieces cannot. The one place that knows which
+  // pieces those are.
+  std::vector<int> reserved_ids() const;
 
  private:
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;

@@ -186,6 +186,10 @@ ModelDesc chatglm2_hyperparams(const SourceModel& src) {
   // executor does not model: a configuration naming itself ChatGLM2 is refused rather than misread.
   const double ratio = config_num(src, "rope_ratio", 1.0);
   if (!(ratio > 0) || !std::isfinite(ratio)) fail(origin(src) + ": 'rope_ratio' must be a positive number");
+  m.positional = PositionalKind::Rope;
+  m.rope_theta = kGlmRopeBase * ratio;
+  if (const std::string p = ModelDesc::real_problem("rope_theta", m.rope_theta); !p.empty())
+    fail(origin(src) + ": 10000 x 'rope_ratio' " + p);
   if (ratio != 1.0) {
     std::string name = config_string(src, "_name_or_path", "");
     for (char& c : name) c = char(std::tolower(static_cast<unsigned char>(c)));
@@ -194,10 +198,6 @@ ModelDesc chatglm2_hyperparams(const SourceModel& src) {
                          "which is not supported",
            ErrorKind::Unsupported);
   }
-  m.positional = PositionalKind::Rope;
-  m.rope_theta = kGlmRopeBase * ratio;
-  if (const std::string p = ModelDesc::real_problem("rope_theta", m.rope_theta); !p.empty())
-    fail(origin(src) + ": 10000 x 'rope_ratio' " + p);
   m.rope_dims = m.head_dim / 2;  // the checkpoint's rotated pairs are already (2i, 2i+1)
   // The original's residual around each sublayer: the block input, or with
   // apply_residual_connection_post_layernorm the normalized input — ScaledNormInput with alpha 1.

@@ -7,5 +7,6 @@
 namespace sf {
 
 std::vector<ArchitectureMap> llama_maps();
+std::vector<ArchitectureMap> chatglm_maps();  // chatglm (ChatGLM-6B), chatglm2 (ChatGLM2-6B, ChatGLM3-6B)
 
 }  // namespace sf

@@ -7,5 +7,7 @@
 namespace sf {
 
 std::vector<ArchitectureMap> llama_maps();
+std::vector<ArchitectureMap> internlm2_maps();
+std::vector<ArchitectureMap> gpt2_maps();
 
 }  // namespace sf

@@ -99,6 +99,27 @@ class Verify(TempDirTest):
                 self.edit_manifest(lambda m: set_it(m, bad), seal=True)
                 self.assert_refused(field, "plain names inside the artifact")
 
+    def test_settings_the_executor_does_not_implement_are_refused(self):
+        # A manifest is never run with a forward pass it was not made for: every setting is a closed
+        # set, and settings that contradict each other or the tensors are refused too.
+        original = read_bytes(os.path.join(self.art, "manifest.json"))
+        cases = [
+            (lambda m: m["model"].update(norm="group"), ["norm 'group'", "rms, layer"]),
+            (lambda m: m["model"].update(positional="alibi"), ["positional 'alibi'", "rope, rope_2d, learned"]),
+            (lambda m: m["model"].update(ffn="relu"), ["ffn 'relu'"]),
+            (lambda m: m["model"].update(mask="sliding_window"), ["mask 'sliding_window'"]),
+            (lambda m: m["model"].update(residual="post_norm"), ["residual 'post_norm'"]),
+            (lambda m: m["model"].update(norm_bias=True), ["RMSNorm takes no bias"]),
+            (lambda m: m["model"].pop("biases"), ["'biases'"]),
+            (lambda m: m["model"].update(rope_layout="half"), ["rope_layout"]),
+            (lambda m: m["model"].update(positional="learned", rope_dims=0), ["embed.pos.weight"]),
+        ]
+        for edit, needles in cases:
+            with self.subTest(needles=needles):
+                write_bytes(os.path.join(self.art, "manifest.json"), original)
+                self.edit_manifest(edit, seal=True)
+                self.assert_refused(*needles)
+
     def test_version_1_artifact_is_refused_with_advice(self):
         self.edit_manifest(lambda m: m.update(format_version=1), seal=True)
         self.assert_refused("format version 1 is not supported", "convert the source again")

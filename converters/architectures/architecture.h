@@ -101,6 +101,9 @@ struct UnmodelledKey {
 // Refuses (one line naming the file, the key, its value and the feature) the first key of `keys`
 // that is set to anything but null or its neutral value.
 void refuse_unmodelled(const SourceModel& src, const char* family, const std::vector<UnmodelledKey>& keys);
+// "SOURCE: config.json: 'KEY' is VALUE, but shardforge's FAMILY forward has no WHAT" (Unsupported).
+[[noreturn]] void refuse_config_value(const SourceModel& src, const char* family, const char* key,
+                                      const std::string& what);
 
 // width / heads for a family that derives head_dim from them, refused naming both keys unless the
 // division is exact (both already checked positive by config_int).

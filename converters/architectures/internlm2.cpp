@@ -23,14 +23,10 @@ void check_rope_scaling(const SourceModel& src, int64_t max_seq) {
   const auto it = src.config.find("rope_scaling");
   if (it == src.config.end() || it->is_null()) return;
   const bool dynamic = it->is_object() && it->contains("type") && (*it)["type"] == "dynamic";
-  if (!dynamic) {
-    std::string value = it->dump();
-    if (value.size() > 60) value = value.substr(0, 57) + "...";
-    fail(src.path + ": " + config_origin(src) + ": 'rope_scaling' is " + value +
-             ", but shardforge's internlm2 forward has no RoPE scaling (only the dynamic type, which changes "
-             "nothing within max_position_embeddings, is accepted)",
-         ErrorKind::Unsupported);
-  }
+  if (!dynamic)
+    refuse_config_value(src, "internlm2", "rope_scaling",
+                        "RoPE scaling (only the dynamic type, which changes nothing within "
+                        "max_position_embeddings, is accepted)");
   if (max_seq < 1)
     fail(src.path + ": " + config_origin(src) +
          ": dynamic rope_scaling needs max_position_embeddings, the length up to which it is plain RoPE");

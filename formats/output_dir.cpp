@@ -99,8 +99,8 @@ std::string why_not_overwritable(const struct stat& st) {
 }  // namespace
 
 bool is_artifact_file_name(const std::string& name) {
-  static const std::set<std::string> fixed = {kManifestName, "embedding.bin", "head.shard", "tokenizer.model",
-                                              kVocabMapName};
+  static const std::set<std::string> fixed = {kManifestName, "embedding.bin", "positions.shard", "head.shard",
+                                              "tokenizer.model", kVocabMapName};
   if (fixed.count(name)) return true;
   const std::string prefix = "block_", suffix = ".shard";
   return name.size() > prefix.size() + suffix.size() && name.compare(0, prefix.size(), prefix) == 0 &&

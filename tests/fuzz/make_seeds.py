@@ -14,6 +14,7 @@ OUT/pending/<target>/  seeds that reproduce a reported, not yet fixed finding (P
 """
 import argparse
 import io
+import hashlib
 import json
 import os
 import pickle
@@ -299,6 +300,10 @@ def convert_tiny(shardforge, work):
                     "--tensor-quant", "blocks.*.ffn.down.weight=int8", "--tensor-quant", "embed.weight=bf16"],
                    check=True, capture_output=True)
     arts["mixed"] = mixed
+    trimmed = os.path.join(work, "art_trim")  # vocab_map.bin and its manifest entry
+    subprocess.run([shardforge, "convert", src, "-o", trimmed, "--quant", "int8", "--threads", "1",
+                    "--trim-vocab", "range:1-5,9-"], check=True, capture_output=True)
+    arts["trim"] = trimmed
     return arts
 
 
@@ -366,6 +371,42 @@ def artifact_variants(files):
         "shard_header_deep": [(n, d[:16] + b"[" * header_len if n.startswith("block_") else d) for n, d in files],
         "extra_file": files + [("unlisted.bin", b"\0" * 8)],
         "embedding_truncated": [(n, d[:-1] if n == "embedding.bin" else d) for n, d in files],
+    }
+
+
+def resealed(files):
+    """files[] sizes and hashes, vocab_map.sha256 and manifest_sha256 recomputed (docs/format.md), so
+    that the lie reaches the checks past the hashes."""
+    m = json.loads(files[0][1])
+    data = dict(files)
+    for f in m.get("files", []):
+        if f.get("path") in data:
+            f["bytes"], f["sha256"] = len(data[f["path"]]), hashlib.sha256(data[f["path"]]).hexdigest()
+    if isinstance(m.get("vocab_map"), dict) and "vocab_map.bin" in data:
+        m["vocab_map"]["sha256"] = hashlib.sha256(data["vocab_map.bin"]).hexdigest()
+    m.pop("manifest_sha256", None)
+    m["manifest_sha256"] = hashlib.sha256(
+        json.dumps(m, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+    return [("manifest.json", json.dumps(m).encode())] + files[1:]
+
+
+def trimmed_variants(files):
+    """A trimmed artifact whose vocab_map entry or file lies (resealed: only the map's own checks
+    can refuse it)."""
+    def map_file(edit):
+        return [(n, edit(bytearray(d)) if n == "vocab_map.bin" else d) for n, d in files]
+
+    def swapped(b):
+        b[4:8], b[8:12] = b[8:12], b[4:8]
+        return bytes(b)
+
+    return {
+        "vocab_map_old_huge": with_manifest(files, set_path(["vocab_map", "old_vocab_size"], 1 << 40)),
+        "vocab_map_kept_lie": with_manifest(files, set_path(["vocab_map", "kept"], 3)),
+        "vocab_map_outside": with_manifest(files, set_path(["vocab_map", "file"], "../vocab_map.bin")),
+        "vocab_map_not_object": with_manifest(files, set_path(["vocab_map"], [1])),
+        "vocab_map_truncated": map_file(lambda b: bytes(b[:-2])),
+        "vocab_map_permuted": map_file(swapped),
     }
 
 
@@ -450,6 +491,8 @@ def main():
     files = read_dir(arts["int4:g32"])
     for name, variant in artifact_variants(files).items():
         seeds.add("fuzz_artifact", name, pack_dir(variant))
+    for name, variant in trimmed_variants(read_dir(arts["trim"])).items():
+        seeds.add("fuzz_artifact", name, pack_dir(resealed(variant)))
     shard = dict(files)["block_000.shard"]
     seeds.add("fuzz_shard", "header_len_max", shard[:12] + b"\xff\xff\xff\xff" + shard[16:])
     seeds.add("fuzz_shard", "version_2", shard[:8] + b"\x02\0\0\0" + shard[12:])

@@ -130,36 +130,41 @@ const std::string& Gpt2BpeTokenizer::bytes_of(int id) const {
 
 // Merges one piece: its bytes as single-byte tokens in a linked list, candidate pairs in a heap by
 // (rank, position). Each merge joins a pair into its left symbol and offers the two new pairs it
-// forms; candidates whose symbols changed since are skipped when they come up. O(n log n), so a
-// piece of megabytes (a long run of spaces) does not take quadratic time.
+// forms. A candidate is taken only if the pair now at its position still has its rank: every
+// current pair has an entry of its own, so the smallest entry that is still true is the next
+// merge. O(n log n) with 8-byte entries, so a piece of megabytes (a long run of one letter) takes
+// neither quadratic time nor much memory: 16 MiB of "a" encodes in 6 s and 390 MB all told.
 void Gpt2BpeTokenizer::encode_piece(std::string_view piece, std::vector<int>& out) const {
   struct Symbol {
     int id;
     int prev, next;  // -1 at the ends
   };
   struct Candidate {
-    uint32_t rank, left, right;
-    int right_id;
+    uint32_t rank, left;
     bool operator>(const Candidate& o) const { return rank != o.rank ? rank > o.rank : left > o.left; }
   };
   const int n = int(piece.size());
   std::vector<Symbol> sym(static_cast<size_t>(n));
   for (int i = 0; i < n; ++i) sym[size_t(i)] = {byte_id_[uint8_t(piece[size_t(i)])], i - 1, i + 1 < n ? i + 1 : -1};
+  // The merge of the pair starting at `left`, or nullptr when there is none (or no pair).
+  const auto merge_at = [&](int left) -> const Merge* {
+    if (left < 0 || sym[size_t(left)].id < 0 || sym[size_t(left)].next < 0) return nullptr;
+    const auto it = merges_.find(pair_key(sym[size_t(left)].id, sym[size_t(sym[size_t(left)].next)].id));
+    return it == merges_.end() ? nullptr : &it->second;
+  };
   std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>> heap;
   const auto offer = [&](int left) {
-    if (left < 0 || sym[size_t(left)].next < 0) return;
-    const int right = sym[size_t(left)].next;
-    const auto it = merges_.find(pair_key(sym[size_t(left)].id, sym[size_t(right)].id));
-    if (it != merges_.end()) heap.push({it->second.rank, uint32_t(left), uint32_t(right), sym[size_t(right)].id});
+    if (const Merge* m = merge_at(left)) heap.push({m->rank, uint32_t(left)});
   };
   for (int i = 0; i + 1 < n; ++i) offer(i);
   while (!heap.empty()) {
     const Candidate c = heap.top();
     heap.pop();
+    const Merge* m = merge_at(int(c.left));
+    if (!m || m->rank != c.rank) continue;  // stale: the pair there changed since
     Symbol& l = sym[c.left];
-    if (l.id < 0 || l.next != int(c.right) || sym[c.right].id != c.right_id) continue;  // stale
-    Symbol& r = sym[c.right];
-    l.id = merges_.at(pair_key(l.id, r.id)).merged;
+    Symbol& r = sym[size_t(l.next)];
+    l.id = m->merged;
     l.next = r.next;
     if (r.next >= 0) sym[size_t(r.next)].prev = int(c.left);
     r.id = -1;

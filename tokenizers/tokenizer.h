@@ -8,7 +8,8 @@
 namespace sf {
 
 // The most text encode_file reads: evaluation texts are megabytes; SentencePiece needs about 100x
-// the text's size in memory to encode it at once, GPT-2 BPE about 40x in the worst case.
+// the text's size in memory to encode it at once, GPT-2 BPE about 25x in the worst case (a text
+// that is one word).
 inline constexpr uint64_t kMaxTextBytes = uint64_t(64) << 20;
 
 class Tokenizer {

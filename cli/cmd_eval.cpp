@@ -9,7 +9,7 @@
 #include "core/fs_util.h"
 #include "validators/kl_divergence.h"
 #include "validators/perplexity.h"
-#include "validators/tokenizer.h"
+#include "validators/artifact_tokenizer.h"
 #include "validators/windows.h"
 
 namespace sf::cli {
@@ -38,13 +38,15 @@ int64_t window_length(const PplOpts& o, const std::vector<std::pair<const ExecMo
 }
 
 std::unique_ptr<Tokenizer> artifact_tokenizer(const ExecModel& model, const std::string& dir) {
-  const std::string tpath = model.artifact().tokenizer_path();
-  if (tpath.empty()) fail_file(dir, "artifact has no tokenizer (convert with --tokenizer FILE)");
-  auto tok = std::make_unique<Tokenizer>(tpath);
-  if (tok->vocab_size() > model.desc().vocab_size)
-    fail_file(dir, "its tokenizer has " + std::to_string(tok->vocab_size()) + " pieces but the model only " +
-                       std::to_string(model.desc().vocab_size) + " embeddings");
+  auto tok = open_artifact_tokenizer(model.artifact());
+  if (!tok) fail_file(dir, "artifact has no tokenizer (convert with --tokenizer FILE)");
   return tok;
+}
+
+// What decides how a text is read: the tokenizer's kind and the content of its files.
+json tokenizer_identity(const ExecModel& model) {
+  const ArtifactTokenizer& t = model.artifact().tokenizer();
+  return {{"kind", t.kind}, {"sha256", t.sha256}};
 }
 
 // The text must give at least one window; said about the text file, before any model runs.
@@ -87,9 +89,7 @@ int run_kld(const KldOpts& o) {
   const auto tok = artifact_tokenizer(reference, o.ref);
   // Both must read the text the same way: a KL-divergence between models of different tokenizers
   // compares unrelated distributions.
-  const json& mt = model.artifact().manifest()["tokenizer"];
-  const json& rt = reference.artifact().manifest()["tokenizer"];
-  if (mt.is_object() && rt.is_object() && mt.value("sha256", json()) != rt.value("sha256", json()))
+  if (!model.artifact().tokenizer().kind.empty() && tokenizer_identity(model) != tokenizer_identity(reference))
     fail_file(o.dir, "its tokenizer differs from the reference's (" + o.ref + "); the two models do not read text alike");
   const std::vector<int> tokens = tok->encode_file(o.text);
   ThreadPool pool(o.threads);

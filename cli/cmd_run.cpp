@@ -14,7 +14,7 @@
 #include "core/error.h"
 #include "executor/session.h"
 #include "formats/output_dir.h"
-#include "validators/tokenizer.h"
+#include "validators/artifact_tokenizer.h"
 
 namespace sf::cli {
 
@@ -99,17 +99,17 @@ int run(const Opts& o) {
   check_report_path(o.logits_file, {o.dir});
   ExecModel model(o.dir);
   const int64_t vocab = model.desc().vocab_size;
-  std::unique_ptr<Tokenizer> tok;
-  const std::string tpath = model.artifact().tokenizer_path();
-  if (!tpath.empty()) tok = std::make_unique<Tokenizer>(tpath);
+  const std::unique_ptr<Tokenizer> tok = open_artifact_tokenizer(model.artifact());
   std::vector<int> prompt;
   if (!o.ids.empty()) {
     check_ids(o.ids, vocab);
     prompt = o.ids;  // exactly as given: no BOS added
   } else {
     if (!tok) fail_file(o.dir, "artifact has no tokenizer (convert with --tokenizer FILE, or pass --ids)");
-    prompt = {tok->bos()};
+    if (tok->prompt_starts_with_bos()) prompt = {tok->bos()};
     for (int id : tok->encode(o.prompt)) prompt.push_back(id);
+    // Generation needs a position to start from: an empty prompt is the start-of-text token alone.
+    if (prompt.empty()) prompt = {tok->bos()};
   }
   check_context(model.desc(), o.dir, int64_t(prompt.size()) + o.n,
                 "prompt of " + std::to_string(prompt.size()) + " tokens + -n " + std::to_string(o.n), o.allow_long);
@@ -154,7 +154,7 @@ void add_run(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<Opts>();
   auto* c = app.add_subcommand("run", "Generate text from a prompt with the reference executor");
   c->add_option("artifact", o->dir, "artifact directory")->required();
-  auto* p = c->add_option("-p,--prompt", o->prompt, "prompt text (BOS is prepended)");
+  auto* p = c->add_option("-p,--prompt", o->prompt, "prompt text (BOS is prepended for SentencePiece tokenizers)");
   auto* ids = c->add_option("--ids", o->ids_text, "prompt as token ids 1,2,3, used as given (no BOS added)")->excludes(p);
   p->excludes(ids);
   c->add_option("--logits", o->logits_file, "write every computed position's logits as raw f32 rows to FILE (a new or regular file, not inside an artifact)");

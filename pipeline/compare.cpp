@@ -16,10 +16,10 @@
 #include "formats/output_dir.h"
 #include "pipeline/convert.h"
 #include "quantizers/scheme.h"
+#include "tokenizers/tokenizer_kinds.h"
 #include "validators/kl_divergence.h"
 #include "validators/perplexity.h"
 #include "validators/reference_logits.h"
-#include "validators/tokenizer.h"
 #include "validators/windows.h"
 
 namespace sf {
@@ -71,6 +71,7 @@ struct Inputs {
 // read from there), the text, the tokenizer, the --keep directory.
 std::vector<std::string> report_inputs(const CompareOptions& opt, const SourceModel& src, const std::string& tokenizer) {
   std::vector<std::string> inputs = {opt.source, opt.text, tokenizer, opt.keep_dir};
+  for (const auto& f : locate_tokenizer(tokenizer).files) inputs.push_back(f);  // merges.txt beside vocab.json
   for (const auto& f : src.files) {
     inputs.push_back(f);
     inputs.push_back(fs::path(f).parent_path().empty() ? "." : fs::path(f).parent_path().string());
@@ -102,9 +103,9 @@ Inputs check_inputs(CompareOptions& opt) {
   in.tokenizer = opt.tokenizer.empty() ? src->tokenizer_path : opt.tokenizer;
   if (in.tokenizer.empty()) fail_file(opt.source, "no tokenizer beside the source; pass --tokenizer FILE");
   check_report_path(opt.report, report_inputs(opt, *src, in.tokenizer));
-  const Tokenizer tok(in.tokenizer);
-  in.tokens = tok.encode(text);
-  in.bos = tok.bos();
+  const auto tok = open_tokenizer(in.tokenizer);
+  in.tokens = tok->encode(text);
+  in.bos = tok->bos();
   try {
     in.plan = plan_windows(in.tokens.size(), opt.ctx, opt.chunks);
   } catch (const Error& e) {
@@ -163,8 +164,12 @@ std::vector<CompareRow> compare_schemes(CompareOptions& opt) {
     r.scheme = scheme;
     {
       const ExecModel model(c.out);
+      const json& tokenizer = model.artifact().manifest()["tokenizer"];
+      std::set<std::string> tokenizer_files;
+      if (tokenizer.is_object())
+        for (const auto& f : tokenizer["files"]) tokenizer_files.insert(f["name"].get<std::string>());
       for (const auto& f : model.artifact().manifest()["files"])
-        if (f["path"] != "tokenizer.model") r.weight_bytes += f["bytes"].get<uint64_t>();
+        if (!tokenizer_files.count(f["path"].get<std::string>())) r.weight_bytes += f["bytes"].get<uint64_t>();
       r.bits_per_weight = model.artifact().manifest()["summary"]["bits_per_weight"].get<double>();
       if (i == 0) {  // the reference: its logits are stored once for every other scheme
         reference = std::make_unique<ReferenceLogits>(scratch.path, size_t(in.plan.positions()),

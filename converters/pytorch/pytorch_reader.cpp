@@ -131,25 +131,29 @@ std::string checkpoint_in_dir(const std::string& dir) {
 }
 
 // The tokenizer beside the checkpoint: tokenizer.model, else the one *.model file in the directory
-// (llama2.c keeps tok512.model beside stories260K.pt). Several, or none: a warning, and no tokenizer.
+// (llama2.c keeps tok512.model beside stories260K.pt), else GPT-2's vocab.json with merges.txt
+// (tokenizer_path is then the vocab.json). Several, or none: a warning, and no tokenizer.
 void find_tokenizer(SourceModel& m, const std::string& dir) {
-  // Only a regular file is taken: SentencePiece would block reading a FIFO, or read a device.
-  auto take = [&](const std::string& path) {
+  // Only regular files are taken: SentencePiece would block reading a FIFO, or read a device.
+  auto take = [&](const std::vector<std::string>& paths) {
     try {
-      InputFile check(path);
-      m.tokenizer_path = path;
+      for (const auto& path : paths) InputFile check(path);
+      m.tokenizer_path = paths.front();
     } catch (const Error& e) {
       m.tokenizer_warning = e.message() + "; not taken as the tokenizer";
     }
   };
-  if (present(dir + "/tokenizer.model")) return take(dir + "/tokenizer.model");
+  if (present(dir + "/tokenizer.model")) return take({dir + "/tokenizer.model"});
   std::vector<std::string> found;
   for (const auto& p : directory_entries(dir))
     if (std::error_code ec; p.extension() == ".model" && !fs::is_directory(p, ec)) found.push_back(p.string());
-  if (found.size() == 1) return take(found[0]);
+  if (found.size() == 1) return take({found[0]});
+  if (found.empty() && present(dir + "/vocab.json") && present(dir + "/merges.txt"))
+    return take({dir + "/vocab.json", dir + "/merges.txt"});
   if (found.empty()) {
     m.tokenizer_warning = "no tokenizer beside the checkpoint in " + dir +
-                          " (tokenizer.model or one *.model file); the artifact will have none unless --tokenizer names one";
+                          " (tokenizer.model, one *.model file, or vocab.json with merges.txt); the artifact will "
+                          "have none unless --tokenizer names one";
     return;
   }
   std::string names;

@@ -87,7 +87,8 @@ class Verify(TempDirTest):
     def test_manifest_paths_stay_inside_the_artifact(self):
         # Even with a correct manifest_sha256, a name that leaves the directory is refused before
         # any file is opened.
-        escapes = [("tokenizer.file", lambda m, v: m.__setitem__("tokenizer", {"file": v, "sha256": "0"})),
+        escapes = [("tokenizer.files[].name", lambda m, v: m.__setitem__(
+                        "tokenizer", {"kind": "sentencepiece", "files": [{"name": v, "sha256": "0"}]})),
                    ("units.embedding.file", lambda m, v: m["units"]["embedding"].__setitem__("file", v)),
                    ("units.head", lambda m, v: m["units"].__setitem__("head", v)),
                    ("units.blocks[]", lambda m, v: m["units"]["blocks"].__setitem__(0, v)),
@@ -183,12 +184,12 @@ class HostileArtifacts(TempDirTest):
         # mismatch itself can stop it (ids past 300 would index past the logits).
         write_bytes(os.path.join(self.art, "tokenizer.model"), read_bytes(os.path.join(SAMPLE, "tokenizer.model")))
         m = read_json(os.path.join(self.art, "manifest.json"))
-        m["tokenizer"] = {"file": "tokenizer.model", "sha256": ""}
+        m["tokenizer"] = {"kind": "sentencepiece", "files": [{"name": "tokenizer.model", "sha256": ""}]}
         m["files"].append({"path": "tokenizer.model"})
         write_json(os.path.join(self.art, "manifest.json"), m)
         reseal(self.art)
-        self.assertEqual(sf("verify", self.art, check=False).returncode, 0)
-        for cmd in (["eval", "ppl", self.art, "--text", HELDOUT, "--ctx", "64"],
+        for cmd in (["verify", self.art], ["run", self.art, "-p", "hello", "-n", "1"],
+                    ["eval", "ppl", self.art, "--text", HELDOUT, "--ctx", "64"],
                     ["eval", "kld", self.art, "--ref", self.art, "--text", HELDOUT, "--ctx", "64"]):
             with self.subTest(cmd=cmd[1]):
                 self.refused(cmd, "512 pieces but the model only 300")

@@ -1,0 +1,50 @@
+#include "tokenizers/sentencepiece_tokenizer.h"
+
+#include <sentencepiece_processor.h>
+
+#include "core/error.h"
+#include "core/fs_util.h"
+
+namespace sf {
+
+namespace {
+// Real SentencePiece models are a few MiB at most; a larger file is not one.
+constexpr uint64_t kMaxModelBytes = uint64_t(64) << 20;
+}  // namespace
+
+// The bytes are read by read_file (regular files only: a FIFO or /proc path is refused, never
+// waited on) and parsed from memory; SentencePiece's own messages name its source files and
+// internals, so every failure is reported in our words.
+SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model_path)
+    : Tokenizer({model_path}), sp_(std::make_unique<sentencepiece::SentencePieceProcessor>()), path_(model_path) {
+  const std::string bytes = read_file(model_path, kMaxModelBytes);
+  if (!sp_->LoadFromSerializedProto(bytes).ok() || sp_->GetPieceSize() <= 0)
+    fail_file(model_path, "not a SentencePiece model (it does not parse as one, or has no pieces)");
+}
+
+SentencePieceTokenizer::~SentencePieceTokenizer() = default;
+
+std::vector<int> SentencePieceTokenizer::encode_text(const std::string& text, const std::string& where) const {
+  std::vector<int> ids;
+  if (!sp_->Encode(text, &ids).ok()) fail_file(where, "the tokenizer cannot encode this text");
+  return ids;
+}
+
+std::string SentencePieceTokenizer::decode(const std::vector<int>& ids) const {
+  std::string out;
+  if (!sp_->Decode(ids, &out).ok()) fail_file(path_, "the tokenizer cannot decode the generated ids");
+  return out;
+}
+
+std::string SentencePieceTokenizer::piece_text(int prev, int id) const {
+  // Decoding a pair and removing the first token's text keeps leading spaces right.
+  if (prev < 0) return decode({id});
+  const std::string a = decode({prev}), ab = decode({prev, id});
+  return ab.compare(0, a.size(), a) == 0 ? ab.substr(a.size()) : decode({id});
+}
+
+int SentencePieceTokenizer::bos() const { return sp_->bos_id(); }
+int SentencePieceTokenizer::eos() const { return sp_->eos_id(); }
+int SentencePieceTokenizer::vocab_size() const { return sp_->GetPieceSize(); }
+
+}  // namespace sf

@@ -1,0 +1,18 @@
+#include "validators/artifact_tokenizer.h"
+
+#include "core/error.h"
+#include "formats/manifest.h"
+
+namespace sf {
+
+std::unique_ptr<Tokenizer> open_artifact_tokenizer(const Artifact& artifact) {
+  const ArtifactTokenizer& t = artifact.tokenizer();
+  if (t.kind.empty()) return nullptr;
+  auto tok = open_tokenizer(t.kind, t.paths, artifact.dir() + "/" + kManifestName);
+  if (tok->vocab_size() > artifact.desc().vocab_size)
+    fail_file(artifact.dir(), "its tokenizer has " + std::to_string(tok->vocab_size()) + " pieces but the model only " +
+                                  std::to_string(artifact.desc().vocab_size) + " embeddings");
+  return tok;
+}
+
+}  // namespace sf

@@ -5,12 +5,24 @@
 #include <memory>
 
 #include "cli/common.h"
+#include "converters/architectures/architecture.h"
 #include "core/error.h"
 #include "pipeline/convert.h"
 
 namespace sf::cli {
 
 namespace {
+
+// "auto, llama, llama/hf, llama/meta, gpt2, ...": every family and variant the maps define.
+std::string arch_help() {
+  std::string s = "architecture: auto", last;
+  for (const auto& m : architecture_maps()) {
+    if (m.family != last) s += std::string(", ") + m.family;
+    s += std::string(", ") + m.family + "/" + m.variant;
+    last = m.family;
+  }
+  return s;
+}
 
 struct Opts {
   ConvertOptions c;
@@ -62,7 +74,7 @@ void add_convert(CLI::App& app, int& exit_code) {
                          "keep NaN/Inf weights instead of refusing them (recorded in the manifest)");
   c->add_option("--tokenizer", o->c.tokenizer, "tokenizer when it is not beside the checkpoint: a SentencePiece .model, a GPT-2 *vocab.json (*merges.txt beside it) or their directory");
   c->add_option("--format", o->c.format, "output format")->default_val("shards");
-  c->add_option("--arch", o->c.arch, "architecture: auto, llama, llama/hf, llama/meta")->default_val("auto");
+  c->add_option("--arch", o->c.arch, arch_help())->default_val("auto");
   auto* pl = c->add_option("--pipeline", o->c.pipeline_file, "JSON pipeline file replacing the default stages");
   add_threads_option(c, o->c.threads);
   c->add_flag("--force", o->c.force, "replace OUT only if it is an existing artifact");

@@ -41,6 +41,12 @@ Artifact::Artifact(const std::string& dir) : dir_(dir) {
     if (int64_t(files.size()) != desc_.n_layers + 1)
       fail_file(mpath, "lists " + std::to_string(files.size() - 1) + " blocks for a model with " +
                            std::to_string(desc_.n_layers) + " layers");
+    // The learned position table (without it, the check below names the missing embed.pos.weight).
+    if (units.contains("positions")) {
+      if (desc_.positional != PositionalKind::Learned)
+        fail_file(mpath, "units.positions is listed but the model has no learned positions");
+      files.push_back(units.at("positions").get<std::string>());
+    }
     for (const auto& f : files) {
       shards_.push_back(std::make_unique<ShardFile>(dir + "/" + f));
       for (const auto& t : shards_.back()->tensors()) views_[t.name] = t;

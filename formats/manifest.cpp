@@ -30,6 +30,7 @@ void check_file_names(const json& m, const std::string& path) {
       for (const auto& b : units["blocks"]) check_artifact_file_name(b, path, "units.blocks[]");
     }
     if (units.contains("head")) check_artifact_file_name(units["head"], path, "units.head");
+    if (units.contains("positions")) check_artifact_file_name(units["positions"], path, "units.positions");
   }
   if (m.contains("tokenizer") && !m["tokenizer"].is_null()) {
     const json& t = m["tokenizer"];

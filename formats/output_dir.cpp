@@ -99,7 +99,7 @@ std::string why_not_overwritable(const struct stat& st) {
 
 bool is_artifact_file_name(const std::string& name) {
   // The tokenizer files are those of tokenizers/tokenizer_kinds.cpp (artifact_names).
-  static const std::set<std::string> fixed = {kManifestName, "embedding.bin", "head.shard", "tokenizer.model",
+  static const std::set<std::string> fixed = {kManifestName, "embedding.bin", "positions.shard", "head.shard", "tokenizer.model",
                                               "vocab.json", "merges.txt"};
   if (fixed.count(name)) return true;
   const std::string prefix = "block_", suffix = ".shard";

@@ -15,14 +15,24 @@ class ShardWriter : public FormatWriter {
   void write_unit(const EncodedUnit& u) override {
     const std::string name = unit_name(u.kind, u.index);
     if (u.kind == UnitKind::Embedding) {
-      // Raw rows, no header: an edge runtime seeks to row_bytes * token_id.
-      if (u.tensors.size() != 1) fail("embedding unit must hold exactly one tensor");
-      const EncodedTensor& t = u.tensors[0];
-      w_.write_file("embedding.bin", t.data);
-      json e = {{"file", "embedding.bin"}, {"tensor", t.name}, {"type", qtype_traits(t.type).name},
-                {"shape", t.shape}, {"row_bytes", t.row_bytes()}};
-      if (qtype_traits(t.type).grouped) e["group"] = t.group;
+      // The token embedding as raw rows, no header: an edge runtime seeks to row_bytes * token_id.
+      // Anything else of the unit (the learned position table) goes to positions.shard.
+      std::vector<EncodedTensor> rest;
+      const EncodedTensor* token = nullptr;
+      for (const auto& t : u.tensors) {
+        if (t.name == "embed.weight" && !token) token = &t;
+        else rest.push_back(t);
+      }
+      if (!token) fail("embedding unit has no embed.weight");
+      w_.write_file("embedding.bin", token->data);
+      json e = {{"file", "embedding.bin"}, {"tensor", token->name}, {"type", qtype_traits(token->type).name},
+                {"shape", token->shape}, {"row_bytes", token->row_bytes()}};
+      if (qtype_traits(token->type).grouped) e["group"] = token->group;
       units_["embedding"] = e;
+      if (!rest.empty()) {
+        w_.write_file("positions.shard", encode_shard("positions", rest));
+        units_["positions"] = "positions.shard";
+      }
     } else {
       const std::string file = name + ".shard";
       w_.write_file(file, encode_shard(name, u.tensors));

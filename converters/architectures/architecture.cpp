@@ -184,6 +184,34 @@ bool config_bool(const SourceModel& src, const char* key, bool fallback) {
   return v.get<bool>();
 }
 
+void refuse_config_value(const SourceModel& src, const char* family, const char* key, const std::string& what) {
+  // The value is quoted from the file: keep the line short whatever it holds.
+  std::string value = src.config.is_object() && src.config.contains(key) ? src.config[key].dump() : "absent";
+  if (value.size() > 60) value = value.substr(0, 57) + "...";
+  fail(src.path + ": " + config_origin(src) + ": '" + key + "' is " + value + ", but shardforge's " + family +
+           " forward has no " + what,
+       ErrorKind::Unsupported);
+}
+
+void refuse_unmodelled(const SourceModel& src, const char* family, const std::vector<UnmodelledKey>& keys) {
+  if (!src.config.is_object()) return;
+  for (const UnmodelledKey& k : keys) {
+    const auto it = src.config.find(k.key);
+    if (it == src.config.end() || it->is_null()) continue;
+    if (k.neutral && *it == json::parse(k.neutral)) continue;
+    const std::string allowed = k.neutral ? std::string("absent, null or ") + k.neutral : "absent or null";
+    refuse_config_value(src, family, k.key, std::string(k.feature) + " (it must be " + allowed + ")");
+  }
+}
+
+int64_t exact_head_dim(const SourceModel& src, int64_t width, const char* width_key, int64_t heads,
+                       const char* heads_key) {
+  if (heads <= 0 || width % heads != 0)
+    fail(src.path + ": " + config_origin(src) + ": '" + width_key + "' (" + std::to_string(width) +
+         ") is not a multiple of '" + heads_key + "' (" + std::to_string(heads) + ")");
+  return width / heads;
+}
+
 const CanonicalTensor& CanonicalModel::at(const std::string& name) const {
   auto it = tensors.find(name);
   if (it == tensors.end()) fail("canonical tensor " + name + " does not exist in this model");

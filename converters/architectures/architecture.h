@@ -90,4 +90,24 @@ bool config_bool(const SourceModel& src, const char* key, bool fallback);
 // "config.json", "params.json", "the checkpoint's model_args": where src.config came from.
 std::string config_origin(const SourceModel& src);
 
+// A configuration key naming a feature the family's forward does not model (sliding-window
+// attention, RoPE scaling, ...). Each family lists its own in a small table; the source is refused
+// unless the key is absent, null, or the value that switches the feature off.
+struct UnmodelledKey {
+  const char* key;      // "sliding_window"
+  const char* neutral;  // JSON text of the value meaning "off" ("false", "1"), or nullptr: only null
+  const char* feature;  // "sliding-window attention", for the message
+};
+// Refuses (one line naming the file, the key, its value and the feature) the first key of `keys`
+// that is set to anything but null or its neutral value.
+void refuse_unmodelled(const SourceModel& src, const char* family, const std::vector<UnmodelledKey>& keys);
+// "SOURCE: config.json: 'KEY' is VALUE, but shardforge's FAMILY forward has no WHAT" (Unsupported).
+[[noreturn]] void refuse_config_value(const SourceModel& src, const char* family, const char* key,
+                                      const std::string& what);
+
+// width / heads for a family that derives head_dim from them, refused naming both keys unless the
+// division is exact (both already checked positive by config_int).
+int64_t exact_head_dim(const SourceModel& src, int64_t width, const char* width_key, int64_t heads,
+                       const char* heads_key);
+
 }  // namespace sf

@@ -6,7 +6,7 @@ namespace sf {
 const std::vector<ArchitectureMap>& architecture_maps() {
   static const std::vector<ArchitectureMap> maps = [] {
     std::vector<ArchitectureMap> all;
-    for (auto family : {llama_maps, chatglm_maps})
+    for (auto family : {llama_maps, chatglm_maps, internlm2_maps, gpt2_maps})
       for (auto& m : family()) all.push_back(std::move(m));
     return all;
   }();

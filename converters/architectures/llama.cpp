@@ -20,9 +20,24 @@ int64_t count_layers(const SourceModel& src, const std::string& prefix, const st
   return n;
 }
 
+// Keys of LlamaConfig (and of LLaMA-shaped configs saved under that class) whose features the
+// canonical forward leaves out.
+const std::vector<UnmodelledKey> kHfUnmodelled = {
+    {"rope_scaling", nullptr, "RoPE scaling"},
+    {"sliding_window", nullptr, "sliding-window attention"},
+    {"partial_rotary_factor", "1", "partial rotary embedding"},
+    {"attention_bias", "false", "attention projection biases"},
+    {"mlp_bias", "false", "MLP projection biases"},
+};
+// Llama 3.1's params.json switches on its RoPE frequency scaling with this key.
+const std::vector<UnmodelledKey> kMetaUnmodelled = {
+    {"use_scaled_rope", "false", "RoPE scaling"},
+};
+
 ModelDesc hf_hyperparams(const SourceModel& src) {
   if (src.config_kind != "hf_config")
     fail(src.path + ": Hugging Face LLaMA naming needs a config.json beside the checkpoint");
+  refuse_unmodelled(src, "llama", kHfUnmodelled);
   const LazyTensor& embed = need_tensor(src, "model.embed_tokens.weight");
   ModelDesc m;
   m.family = "llama";
@@ -37,8 +52,6 @@ ModelDesc hf_hyperparams(const SourceModel& src) {
   m.rope_theta = config_num(src, "rope_theta", 10000.0, "rope_theta");
   m.rope_dims = m.head_dim;
   m.max_seq = config_int(src, "max_position_embeddings", 0, "max_seq");
-  if (src.config.contains("rope_scaling") && !src.config["rope_scaling"].is_null())
-    fail(src.path + ": rope_scaling is not supported yet");
   const std::string act = config_string(src, "hidden_act", "silu");
   if (act != "silu") fail(src.path + ": hidden_act '" + act + "' is not supported (LLaMA uses silu)");
   const bool tie = config_bool(src, "tie_word_embeddings", false);
@@ -59,6 +72,7 @@ ModelDesc meta_hyperparams(const SourceModel& src) {
   m.d_model = have ? config_int(src, "dim", -1, "d_model") : embed.shape[1];
   m.n_layers = have ? config_int(src, "n_layers") : count_layers(src, "layers.", ".attention.wq.weight");
   if (!have) fail(src.path + ": Meta LLaMA naming needs params.json or model_args to know the head count");
+  refuse_unmodelled(src, "llama", kMetaUnmodelled);
   m.n_heads = config_int(src, "n_heads", -1, "n_heads");
   m.n_kv_heads = config_int(src, "n_kv_heads", m.n_heads, "n_kv_heads");
   m.head_dim = m.d_model / m.n_heads;

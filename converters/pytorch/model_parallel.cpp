@@ -112,7 +112,9 @@ std::map<std::string, LazyTensor> merge_model_parallel(const std::vector<ModelPa
       if (!first.tensors.count(name)) fail_file(part.path, "holds tensor " + name + ", which " + first_name + " lacks");
   }
   std::map<std::string, LazyTensor> out;
-  for (const auto& [name, t0] : first.tensors) {
+  for (const auto& entry : first.tensors) {
+    const std::string& name = entry.first;  // not a structured binding: the lambda below uses it
+    const LazyTensor& t0 = entry.second;
     const auto axis = split_axis(name);
     if (!axis)
       fail_file(first.path, "tensor " + name + " has no rule for merging model-parallel parts (not a Meta LLaMA weight?)");

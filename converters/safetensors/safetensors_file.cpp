@@ -107,18 +107,26 @@ class MappedRange : public Storage {
   void read(uint64_t offset, void* dst, size_t n) override {
     if (!range_within(offset, n, size_)) fail(map_->path() + ": read outside the tensor's data");
     if (n == 0) return;
+    // A slice at a time, each given back once copied: at most one slice of the map is resident.
     const uint8_t* src = map_->data() + begin_ + offset;
-    std::memcpy(dst, src, n);
-    drop_pages(src, n);
+    for (size_t done = 0; done < n; done += kSliceBytes) {
+      const size_t k = std::min(kSliceBytes, n - done);
+      std::memcpy(static_cast<uint8_t*>(dst) + done, src + done, k);
+      drop_pages(src + done, k);
+    }
   }
   std::string describe() const override { return map_->path(); }
 
  private:
+  // Every page the bytes touch, partial ones included: the map starts on a page and its last page
+  // is whole, so the rounded range stays inside it. A page another thread is reading from is
+  // simply faulted in again.
   static void drop_pages(const uint8_t* p, size_t n) {
     static const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
-    const uintptr_t first = (uintptr_t(p) + page - 1) / page * page, last = (uintptr_t(p) + n) / page * page;
-    if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+    const uintptr_t first = uintptr_t(p) / page * page, last = (uintptr_t(p) + n + page - 1) / page * page;
+    ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
   }
+  static constexpr size_t kSliceBytes = size_t(1) << 20;
   std::shared_ptr<MappedFile> map_;
   uint64_t begin_, size_;
 };

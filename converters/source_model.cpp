@@ -66,16 +66,17 @@ void LazyTensor::check_parts() const {
   const std::string where = describe() + ": tensor " + name;
   if (storage) fail(where + " has both a storage and parts");
   if (shape.size() > kMaxDims) fail(where + " has more than " + std::to_string(kMaxDims) + " dimensions");
-  if (concat_axis >= shape.size()) fail(where + " " + shape_string(shape) + " has no axis " + std::to_string(concat_axis));
+  if (concat_axis >= shape.size())
+    fail(where + " " + shape_string(shape) + " has no axis " + std::to_string(concat_axis));
   checked_mul(numel(), int64_t(sizeof(float)), where);  // the whole's f32 copy fits
   int64_t along = 0;
   for (const auto& p : parts) {
+    const std::string part = p.describe() + ": tensor " + name;
     if (!p.parts.empty()) fail(where + ": a part is itself made of parts");
-    if (p.dtype != dtype) fail(p.describe() + ": tensor " + name + " is " + dtype_name(p.dtype) + ", not " + dtype_name(dtype));
-    if (p.shape.size() != shape.size()) fail(p.describe() + ": tensor " + name + " part " + shape_string(p.shape) + " does not fit " + shape_string(shape));
-    for (size_t i = 0; i < shape.size(); ++i)
-      if (i != concat_axis && p.shape[i] != shape[i])
-        fail(p.describe() + ": tensor " + name + " part " + shape_string(p.shape) + " does not fit " + shape_string(shape));
+    if (p.dtype != dtype) fail(part + " is " + dtype_name(p.dtype) + ", not " + dtype_name(dtype));
+    bool fits = p.shape.size() == shape.size();
+    for (size_t i = 0; fits && i < shape.size(); ++i) fits = i == concat_axis || p.shape[i] == shape[i];
+    if (!fits) fail(part + " part " + shape_string(p.shape) + " does not fit " + shape_string(shape));
     p.check_bounds();
     along = checked_add(along, p.shape[concat_axis], where);
   }

@@ -117,7 +117,8 @@ std::map<std::string, LazyTensor> merge_model_parallel(const std::vector<ModelPa
     const LazyTensor& t0 = entry.second;
     const auto axis = split_axis(name);
     if (!axis)
-      fail_file(first.path, "tensor " + name + " has no rule for merging model-parallel parts (not a Meta LLaMA weight?)");
+      fail_file(first.path,
+                "tensor " + name + " has no rule for merging model-parallel parts (not a Meta LLaMA weight?)");
     LazyTensor whole = t0;
     if (*axis != kReplicated) {
       whole.storage.reset();

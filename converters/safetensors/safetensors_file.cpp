@@ -88,8 +88,8 @@ SafetensorsEntry parse_entry(const std::string& name, const json& v, uint64_t da
   if (end > data_size)
     fail(where + ": data_offsets " + range + " lie past the end of the data (" + std::to_string(data_size) + " bytes)");
   if (end - begin != bytes)
-    fail(where + ": " + dt + " x " + shape_string(e.shape) + " is " + std::to_string(bytes) + " bytes but data_offsets " +
-         range + " hold " + std::to_string(end - begin));
+    fail(where + ": " + dt + " x " + shape_string(e.shape) + " is " + std::to_string(bytes) +
+         " bytes but data_offsets " + range + " hold " + std::to_string(end - begin));
   e.begin = data_start + begin;  // data_start + end <= size: no overflow
   e.end = data_start + end;
   return e;
@@ -183,8 +183,9 @@ std::map<std::string, LazyTensor> read_safetensors(const std::string& path) {
     t.dtype = e.dtype;
     t.shape = e.shape;
     t.strides.assign(e.shape.size(), 1);
+    const std::string what = path + ": tensor " + e.name + " " + shape_string(e.shape);
     for (size_t i = e.shape.size(); i-- > 1;)  // checked: an empty tensor's other dimensions may be huge
-      t.strides[i - 1] = checked_mul(t.strides[i], e.shape[i], path + ": tensor " + e.name + " " + shape_string(e.shape));
+      t.strides[i - 1] = checked_mul(t.strides[i], e.shape[i], what);
     t.storage = std::make_shared<MappedRange>(map, e.begin, e.end - e.begin);
     t.check_bounds();  // its f32 copy's size fits too
     out.emplace(e.name, std::move(t));

@@ -119,6 +119,11 @@ std::map<std::string, LazyTensor> merge_model_parallel(const std::vector<ModelPa
     if (!axis)
       fail_file(first.path,
                 "tensor " + name + " has no rule for merging model-parallel parts (not a Meta LLaMA weight?)");
+    // Rank 0's tensor must have the axis before the whole's extent along it is reset; every other
+    // rank's is checked in the loop below (and must agree with rank 0 on the number of axes).
+    if (*axis != kReplicated && t0.shape.size() <= size_t(*axis))
+      fail_file(first.path, "tensor " + name + " " + shape_string(t0.shape) + " has no axis " +
+                                std::to_string(*axis) + " to merge model-parallel parts along");
     LazyTensor whole = t0;
     if (*axis != kReplicated) {
       whole.storage.reset();

@@ -181,7 +181,20 @@ TEST(ModelParallel, RefusesPartsThatDisagree) {
   {
     auto p = two_ranks();
     for (auto& part : p) part.tensors["layers.0.attention.wo.weight"] = f32_tensor("o", {2}, {0, 1}, part.path);
-    EXPECT_NE(merge_error(p).find("has no axis 1"), std::string::npos) << merge_error(p);
+    EXPECT_NE(merge_error(p).find("consolidated.00.pth: tensor layers.0.attention.wo.weight [2] has no axis 1"),
+              std::string::npos)
+        << merge_error(p);
+    // Only one rank short of the axis: rank 0 (checked before the merged shape is made) or rank 1.
+    p = two_ranks();
+    p[0].tensors["tok_embeddings.weight"] = f32_tensor("e", {3}, {0, 1, 2}, p[0].path);
+    EXPECT_NE(merge_error(p).find("consolidated.00.pth: tensor tok_embeddings.weight [3] has no axis 1"),
+              std::string::npos)
+        << merge_error(p);
+    p = two_ranks();
+    p[1].tensors["tok_embeddings.weight"] = f32_tensor("e", {3}, {0, 1, 2}, p[1].path);
+    EXPECT_NE(merge_error(p).find("consolidated.01.pth: tensor tok_embeddings.weight [3] has no axis 1"),
+              std::string::npos)
+        << merge_error(p);
   }
 }
 

@@ -28,7 +28,10 @@ from collections import OrderedDict
 
 import torch
 
-TARGETS = ["fuzz_pickle", "fuzz_torch_zip", "fuzz_shard", "fuzz_artifact", "fuzz_json_config", "fuzz_tokenizer"]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures"))
+import safetensors_writer as st  # noqa: E402
+
+TARGETS = ["fuzz_pickle", "fuzz_torch_zip", "fuzz_shard", "fuzz_artifact", "fuzz_json_config", "fuzz_tokenizer", "fuzz_safetensors"]
 
 # A LLaMA small enough that its shards and artifacts fuzz quickly, large enough for int4 groups
 # of 32: width 32, 1 block, 4 heads over 2 KV heads, FFN 64, vocabulary 64.
@@ -279,6 +282,56 @@ def hand_made_zips(real):
     return zips
 
 
+# ---------------------------------------------------------------- safetensors
+
+def safetensors_files():
+    """Small real safetensors files (every dtype, empty and scalar tensors, metadata, the tiny
+    LLaMA in f32 and bf16) and hand-made headers that lie in each way the reader checks."""
+    base = torch.arange(-6, 6, dtype=torch.float64).reshape(3, 4)
+    dtypes = OrderedDict((f"t_{dt}".replace("torch.", ""), (base if dt.is_floating_point or dt == torch.bool
+                                                            else base + 6).to(dt)) for dt in st.DTYPES)
+    files = {
+        "every_dtype": st.to_bytes(dtypes, {"format": "pt"}),
+        "tiny_llama_f32": st.to_bytes(tiny_state_dict()),
+        "tiny_llama_bf16": st.to_bytes(OrderedDict((k, v.to(torch.bfloat16)) for k, v in tiny_state_dict(1).items())),
+        "empty_and_scalar": st.to_bytes(OrderedDict([("e", torch.zeros(0, 4)), ("s", torch.tensor(2.5)),
+                                                     ("v", torch.ones(3))])),
+        "no_tensors": st.pack({"__metadata__": {"format": "pt"}}, b""),
+    }
+    def entry(dtype="F32", shape=(4,), offsets=(0, 16)):
+        return {"dtype": dtype, "shape": list(shape), "data_offsets": list(offsets)}
+    d16 = b"\0" * 16
+    lies = {
+        "offsets_past_end": ({"w": entry(offsets=(0, 32))}, d16),
+        "overlapping": ({"a": entry(shape=(3,), offsets=(0, 12)), "b": entry(shape=(2,), offsets=(8, 16))}, d16),
+        "bytes_not_numel": ({"w": entry(shape=(3,))}, d16),
+        "negative_dim": ({"w": entry(shape=(-1, 4))}, d16),
+        "huge_dims": ({"w": entry(shape=(1 << 32, 1 << 32))}, d16),
+        "huge_empty": ({"w": entry(shape=(0, 1 << 62, 1 << 62), offsets=(0, 0))}, d16),
+        "dim_past_int64": ({"w": entry(shape=((1 << 64) - 1,))}, d16),
+        "offsets_reversed": ({"w": entry(offsets=(16, 0))}, d16),
+        "offsets_max": ({"w": entry(offsets=((1 << 64) - 1, (1 << 64) - 1))}, d16),
+        "unknown_dtype": ({"w": entry(dtype="F8_E4M3", shape=(16,))}, d16),
+        "float_dim": ({"w": {"dtype": "F32", "shape": [4.0], "data_offsets": [0, 16]}}, d16),
+        "metadata_not_strings": ({"__metadata__": {"a": [1]}, "w": entry()}, d16),
+        "entry_not_object": ({"w": [1, 2]}, d16),
+        "not_object": (b"[1, 2, 3]", d16),
+        "deep": (b"{\"a\":" + b"[" * 100_000 + b"]" * 100_000 + b"}", b""),
+        "invalid_json": (b'{"w": {"dtype": "F32", ', d16),
+    }
+    for name, (header, data) in lies.items():
+        files[name] = st.pack(header, data)
+    real = files["tiny_llama_f32"]
+    files.update({
+        "header_len_2_pow_60": struct.pack("<Q", 1 << 60) + real[8:],
+        "header_len_past_end": struct.pack("<Q", len(real)) + real[8:],
+        "truncated_half": real[: len(real) // 2],
+        "truncated_header": real[:40],
+        "short": b"\x02\0\0",
+    })
+    return files
+
+
 # ---------------------------------------------------------------- shards and artifacts
 
 def convert_tiny(shardforge, work):
@@ -494,6 +547,9 @@ def main():
         seeds.add("fuzz_torch_zip", name, data)
     for name, data in hand_made_pickles().items():
         seeds.add("fuzz_pickle", name, data)
+
+    for name, data in safetensors_files().items():
+        seeds.add("fuzz_safetensors", name, data)
 
     work = os.path.join(args.out, "work", "convert")
     arts = convert_tiny(args.shardforge, work)

@@ -11,7 +11,7 @@ FUZZ=$(realpath "${1:?usage: bench/fuzz.sh FUZZ_BUILD_DIR [SECONDS] [TARGET...]}
 SECONDS_EACH=${2:-60}
 shift $(( $# >= 2 ? 2 : 1 ))
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(fuzz_pickle fuzz_torch_zip fuzz_shard fuzz_artifact fuzz_json_config)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(fuzz_pickle fuzz_torch_zip fuzz_shard fuzz_artifact fuzz_json_config fuzz_tokenizer fuzz_safetensors)
 [ -x "$FUZZ/shardforge" ] || { echo "fuzz.sh: $FUZZ/shardforge missing (scripts/setup.sh build build-san)" >&2; exit 2; }
 
 WORK=$(mktemp -d /tmp/shardforge-fuzz.XXXXXX)

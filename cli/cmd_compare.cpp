@@ -98,7 +98,7 @@ void add_compare(CLI::App& app, int& exit_code) {
   c->add_option("--text", o->c.text, "UTF-8 evaluation text")->required();
   c->add_option("--ctx", o->c.ctx, "window length in tokens (default 256, or the model's context length when shorter)")->check(within(2, double(kMaxContext)));
   c->add_option("--chunks", o->c.chunks, "use only the first K windows")->check(within(1, double(kMaxChunks)));
-  c->add_option("--tokenizer", o->c.tokenizer, "SentencePiece model, when it is not beside the source");
+  c->add_option("--tokenizer", o->c.tokenizer, "tokenizer when it is not beside the source (as for convert --tokenizer)");
   c->add_option("--trim-vocab", o->c.trim_vocab, "trim every conversion's vocabulary (as convert --trim-vocab); the text is mapped through it");
   c->add_option("--keep", o->c.keep_dir, "keep the artifacts in this directory (one per scheme)");
   c->add_option("--bench-tokens", o->c.bench_tokens, "prompt and generated tokens for the speed column (0: skip; 2N must fit the context length)")

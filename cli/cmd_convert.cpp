@@ -72,7 +72,7 @@ void add_convert(CLI::App& app, int& exit_code) {
                            "per-tensor override PATTERN=SCHEME (glob over canonical names; must match one)");
   auto* nf = c->add_flag("--allow-non-finite", o->c.allow_non_finite,
                          "keep NaN/Inf weights instead of refusing them (recorded in the manifest)");
-  c->add_option("--tokenizer", o->c.tokenizer, "SentencePiece model, when it is not beside the checkpoint");
+  c->add_option("--tokenizer", o->c.tokenizer, "tokenizer when it is not beside the checkpoint: a SentencePiece .model, a GPT-2 *vocab.json (*merges.txt beside it) or their directory");
   auto* tv = c->add_option("--trim-vocab", o->c.trim_vocab,
                            "keep only these token ids: range:A-B[,C-D...] (A- to the end), corpus:FILE[:MIN], ids:FILE");
   c->add_option("--format", o->c.format, "output format")->default_val("shards");

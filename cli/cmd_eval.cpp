@@ -9,7 +9,7 @@
 #include "core/fs_util.h"
 #include "validators/kl_divergence.h"
 #include "validators/perplexity.h"
-#include "validators/artifact_tokenizer.h"
+#include "validators/model_tokenizer.h"
 #include "validators/removed_mass.h"
 #include "validators/windows.h"
 
@@ -39,21 +39,27 @@ int64_t window_length(const PplOpts& o, const std::vector<std::pair<const ExecMo
   return ctx;
 }
 
-// The sha256 a manifest records for a top-level entry's file (tokenizer, vocab_map); null when absent.
-json recorded_sha(const ExecModel& m, const char* entry) {
-  const json& e = m.artifact().manifest().value(entry, json());
+// What decides how a text is read: the tokenizer's kind and the content of its files.
+json tokenizer_identity(const ExecModel& model) {
+  const ArtifactTokenizer& t = model.artifact().tokenizer();
+  return {{"kind", t.kind}, {"sha256", t.sha256}};
+}
+
+// Which ids the model's rows are: the sha256 of its vocab_map.bin, null when untrimmed.
+json vocab_map_identity(const ExecModel& model) {
+  const json& e = model.artifact().manifest().value("vocab_map", json());
   return e.is_object() ? e.value("sha256", json()) : json();
 }
 
-// Both read text alike: the same tokenizer and the same vocabulary map (or none). A KL-divergence
-// between models that number tokens differently compares unrelated distributions.
+// Both read text alike: the same tokenizer and, when `same_map`, the same vocabulary map (or none).
+// A KL-divergence between models that read or number tokens differently compares unrelated
+// distributions.
 void require_same_reading(const ExecModel& model, const std::string& dir, const ExecModel& other,
-                          const std::string& other_dir, bool same_map) {
-  const json mt = recorded_sha(model, "tokenizer"), rt = recorded_sha(other, "tokenizer");
-  if (!mt.is_null() && !rt.is_null() && mt != rt)
-    fail_file(dir, "its tokenizer differs from " + other_dir + "'s; the two models do not read text alike");
-  if (same_map && recorded_sha(model, "vocab_map") != recorded_sha(other, "vocab_map"))
-    fail_file(dir, "its vocabulary trim (vocab_map.bin) differs from " + other_dir +
+                          const std::string& other_name, bool same_map) {
+  if (!model.artifact().tokenizer().kind.empty() && tokenizer_identity(model) != tokenizer_identity(other))
+    fail_file(dir, "its tokenizer differs from " + other_name + "'s; the two models do not read text alike");
+  if (same_map && vocab_map_identity(model) != vocab_map_identity(other))
+    fail_file(dir, "its vocabulary trim (vocab_map.bin) differs from " + other_name +
                        "'s; the two models number tokens differently");
 }
 
@@ -93,16 +99,16 @@ int run_ppl(const PplOpts& o) {
   std::vector<std::pair<const ExecModel*, std::string>> models = {{&model, o.dir}};
   if (untrimmed) models.emplace_back(untrimmed.get(), o.untrimmed);
   const int64_t ctx = window_length(o, models);
-  ArtifactTokenizer tok(model.artifact());
-  const std::vector<int> text_ids = tok.tokenizer().encode_file(o.text);  // the tokenizer's ids
-  const std::vector<int> tokens = tok.to_model(text_ids, o.text);
+  const auto tok = ModelTokenizer::require(model.artifact());
+  const std::vector<int> text_ids = tok->tokenizer().encode_file(o.text);  // the tokenizer's ids
+  const std::vector<int> tokens = tok->to_model(text_ids, o.text);
   ThreadPool pool(o.threads);
   check_windows(tokens, ctx, o);
-  const PerplexityResult r = perplexity(model, tokens, ctx, tok.bos(), o.chunks, pool);
+  const PerplexityResult r = perplexity(model, tokens, ctx, tok->bos(), o.chunks, pool);
   RemovedMass removed;
   if (untrimmed)
-    removed = removed_mass(*untrimmed, *tok.map(), text_ids, ctx, tok.tokenizer().bos(), o.chunks, pool);
-  const VocabMap* map = tok.map();
+    removed = removed_mass(*untrimmed, *tok->map(), text_ids, ctx, tok->tokenizer().bos(), o.chunks, pool);
+  const VocabMap* map = tok->map();
   if (o.json_out) {
     json j = {{"artifact", o.dir}, {"text", o.text}, {"ppl", r.ppl}, {"ppl_stderr", r.ppl_stderr},
               {"mean_nll", r.mean_nll}, {"tokens_scored", r.tokens_scored}, {"windows", r.windows},
@@ -119,13 +125,13 @@ int run_ppl(const PplOpts& o) {
     if (untrimmed)
       std::cout << "trimmed vocabulary (" << map->kept() << " of " << map->old_size() << " ids): the untrimmed model "
                 << "gave the dropped ids " << fmt("%.6f", removed.mean) << " of its probability on average (max "
-                << fmt("%.6f", removed.max) << "); its perplexity on these positions " << fmt("%.4f", removed.untrimmed_ppl)
-                << ", " << removed.dropped_targets << " targets dropped\n";
+                << fmt("%.6f", removed.max) << "); its perplexity on these positions "
+                << fmt("%.4f", removed.untrimmed_ppl) << ", " << removed.dropped_targets << " targets dropped\n";
     else if (map)
       std::cout << "trimmed vocabulary (" << map->kept() << " of " << map->old_size() << " ids); --untrimmed DIR "
                 << "reports the probability mass the trim removed\n";
   }
-  if (!tok.unk_warning().empty()) warn(tok.unk_warning());
+  if (!tok->unk_warning().empty()) warn(tok->unk_warning());
   return 0;
 }
 struct KldOpts : PplOpts {
@@ -136,12 +142,12 @@ int run_kld(const KldOpts& o) {
   set_current_input(o.dir);
   ExecModel model(o.dir), reference(o.ref);
   const int64_t ctx = window_length(o, {{&model, o.dir}, {&reference, o.ref}});
-  ArtifactTokenizer tok(reference.artifact());
+  const auto tok = ModelTokenizer::require(reference.artifact());
   require_same_reading(model, o.dir, reference, "the reference " + o.ref, true);
-  const std::vector<int> tokens = tok.to_model(tok.tokenizer().encode_file(o.text), o.text);
+  const std::vector<int> tokens = tok->to_model(tok->tokenizer().encode_file(o.text), o.text);
   ThreadPool pool(o.threads);
   check_windows(tokens, ctx, o);
-  const KldResult r = kl_divergence(model, reference, tokens, ctx, tok.bos(), o.chunks, pool);
+  const KldResult r = kl_divergence(model, reference, tokens, ctx, tok->bos(), o.chunks, pool);
   if (o.json_out) {
     print_json({{"artifact", o.dir}, {"reference", o.ref}, {"text", o.text}, {"kld", r.kld_mean},
                 {"kld_stderr", r.kld_stderr}, {"kld_max", r.kld_max}, {"top1_agreement", r.top1_agreement},
@@ -153,7 +159,7 @@ int run_kld(const KldOpts& o) {
               << ", PPL " << fmt("%.4f", r.ppl) << " vs reference " << fmt("%.4f", r.ref_ppl) << " ("
               << r.tokens_scored << " tokens scored)\n";
   }
-  if (!tok.unk_warning().empty()) warn(tok.unk_warning());
+  if (!tok->unk_warning().empty()) warn(tok->unk_warning());
   return 0;
 }
 

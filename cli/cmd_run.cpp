@@ -14,7 +14,7 @@
 #include "core/error.h"
 #include "executor/session.h"
 #include "formats/output_dir.h"
-#include "validators/artifact_tokenizer.h"
+#include "validators/model_tokenizer.h"
 
 namespace sf::cli {
 
@@ -100,16 +100,17 @@ int run(const Opts& o) {
   ExecModel model(o.dir);
   const int64_t vocab = model.desc().vocab_size;
   // Text goes through the artifact's vocabulary map (a trimmed artifact numbers its rows anew).
-  std::unique_ptr<ArtifactTokenizer> tok;
-  if (!model.artifact().tokenizer_path().empty()) tok = std::make_unique<ArtifactTokenizer>(model.artifact());
+  const std::unique_ptr<ModelTokenizer> tok = ModelTokenizer::open(model.artifact());
   std::vector<int> prompt;
   if (!o.ids.empty()) {
     check_ids(o.ids, vocab);
     prompt = o.ids;  // exactly as given (model ids): no BOS added
   } else {
     if (!tok) fail_file(o.dir, "artifact has no tokenizer (convert with --tokenizer FILE, or pass --ids)");
-    prompt = {tok->bos()};
+    if (tok->tokenizer().prompt_starts_with_bos()) prompt = {tok->bos()};
     for (int id : tok->to_model(tok->tokenizer().encode(o.prompt), "prompt")) prompt.push_back(id);
+    // Generation needs a position to start from: an empty prompt is the start-of-text token alone.
+    if (prompt.empty()) prompt = {tok->bos()};
   }
   check_context(model.desc(), o.dir, int64_t(prompt.size()) + o.n,
                 "prompt of " + std::to_string(prompt.size()) + " tokens + -n " + std::to_string(o.n), o.allow_long);
@@ -160,7 +161,7 @@ void add_run(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<Opts>();
   auto* c = app.add_subcommand("run", "Generate text from a prompt with the reference executor");
   c->add_option("artifact", o->dir, "artifact directory")->required();
-  auto* p = c->add_option("-p,--prompt", o->prompt, "prompt text (BOS is prepended)");
+  auto* p = c->add_option("-p,--prompt", o->prompt, "prompt text (BOS is prepended for SentencePiece tokenizers)");
   auto* ids = c->add_option("--ids", o->ids_text, "prompt as the model's token ids 1,2,3 (a trimmed artifact's own ids), used as given (no BOS added)")->excludes(p);
   p->excludes(ids);
   c->add_option("--logits", o->logits_file, "write every computed position's logits as raw f32 rows to FILE (a new or regular file, not inside an artifact)");

@@ -3,7 +3,9 @@
 #include <memory>
 
 #include "cli/common.h"
+#include "core/error.h"
 #include "formats/artifact.h"
+#include "validators/artifact_tokenizer.h"
 
 namespace sf::cli {
 
@@ -15,7 +17,14 @@ struct Opts {
 
 int run(const Opts& o) {
   set_current_input(o.dir);
-  const auto problems = verify_artifact(o.dir);
+  auto problems = verify_artifact(o.dir);
+  if (problems.empty()) {
+    try {  // its files are intact; they must also be a tokenizer of their kind that fits the model
+      open_artifact_tokenizer(Artifact(o.dir));
+    } catch (const Error& e) {
+      problems.push_back(e.message());
+    }
+  }
   if (o.json_out) {
     print_json({{"artifact", o.dir}, {"ok", problems.empty()}, {"problems", problems}});
   } else if (problems.empty()) {
@@ -29,7 +38,7 @@ int run(const Opts& o) {
 
 void add_verify(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<Opts>();
-  auto* c = app.add_subcommand("verify", "Check an artifact's files against its manifest (sizes, sha256, structure)");
+  auto* c = app.add_subcommand("verify", "Check an artifact's files against its manifest (sizes, sha256, structure) and open its tokenizer");
   c->add_option("artifact", o->dir, "artifact directory")->required();
   c->add_flag("--json", o->json_out, "print one JSON object");
   c->callback([o, &exit_code] { exit_code = run(*o); });

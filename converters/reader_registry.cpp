@@ -3,13 +3,17 @@
 #include <filesystem>
 
 #include "converters/pytorch/pytorch_reader.h"
+#include "converters/safetensors/safetensors_reader.h"
 #include "core/error.h"
 #include "core/input_file.h"
 
 namespace sf {
 
 const std::vector<ReaderEntry>& readers() {
+  // safetensors first: a directory holding both model.safetensors and pytorch_model.bin (as many
+  // Hugging Face repositories do) is read from the safetensors, as transformers reads it.
   static const std::vector<ReaderEntry> table = {
+      {"safetensors", safetensors_probe, safetensors_open},
       {"pytorch", pytorch_probe, pytorch_open},
   };
   return table;
@@ -25,7 +29,8 @@ std::unique_ptr<SourceModel> open_source(const std::string& path, const std::str
     if (format == "auto" && r.probe(path)) return r.open(path);
   }
   if (format != "auto") fail("unknown source format '" + format + "'");
-  fail_file(path, "not a recognised model source (expected a torch.save zip checkpoint or a directory holding one)");
+  fail_file(path, "not a recognised model source (expected a torch.save zip checkpoint, a .safetensors file, or a "
+                        "directory holding one)");
 }
 
 }  // namespace sf

@@ -30,16 +30,31 @@ struct LazyTensor {
   std::vector<int64_t> strides;  // elements
   int64_t offset = 0;            // elements into the storage
   std::shared_ptr<Storage> storage;
+  // A tensor stored in pieces (Meta's model-parallel consolidated.NN.pth files): when non-empty,
+  // the tensor is these parts concatenated along concat_axis (every other dimension equal), and
+  // storage, strides and offset are unused. to_f32 reads each part straight into its place.
+  std::vector<LazyTensor> parts;
+  size_t concat_axis = 0;
 
   int64_t numel() const;  // throws Error when the shape is negative or its product overflows
   // The tensor as contiguous row-major f32; checks that the storage holds every element. Reads the
   // source a chunk at a time, so memory is the output plus one chunk.
   std::vector<float> to_f32() const;
-  // Throws Error unless the storage holds every element the view (offset, shape, strides) touches.
+  // Throws Error unless the storage holds every element the view (offset, shape, strides) touches
+  // (for a concatenation: unless every part does and the parts' shapes add up to shape).
   void check_bounds() const;
-  void release() const { if (storage) storage->release(); }
-  // Same storage, offset, shape and strides: a tied weight saved once.
+  void release() const;
+  // Same storage, offset, shape and strides (or the same parts): a tied weight saved once.
   bool same_data(const LazyTensor& o) const;
+  // Where the bytes come from, for messages: the storage's description or the first part's.
+  std::string describe() const;
+
+ private:
+  // Converts the tensor's elements, in row-major order, into dst: element e goes to
+  // dst[(e / block) * dst_stride + e % block]. to_f32 is (block = dst_stride = numel); a part of a
+  // concatenation lands in its columns of every row of the whole.
+  void read_placed(float* dst, uint64_t block, uint64_t dst_stride) const;
+  void check_parts() const;
 };
 
 struct SourceModel {

@@ -78,6 +78,7 @@ Artifact::Artifact(const std::string& dir) : dir_(dir) {
       shards_.push_back(std::make_unique<ShardFile>(dir + "/" + f));
       for (const auto& t : shards_.back()->tensors()) views_[t.name] = t;
     }
+    read_tokenizer_entry(mpath);
     if (manifest_.contains("vocab_map"))
       vocab_map_ = std::make_shared<const VocabMap>(read_vocab_map(dir, manifest_, desc_));
   } catch (const json::exception& e) {
@@ -97,9 +98,25 @@ const TensorView& Artifact::tensor(const std::string& canonical) const {
   return it->second;
 }
 
-std::string Artifact::tokenizer_path() const {
-  if (!manifest_.contains("tokenizer") || manifest_["tokenizer"].is_null()) return "";
-  return dir_ + "/" + manifest_["tokenizer"].value("file", "tokenizer.model");
+// read_manifest has checked the shape of the entry and its file names.
+void Artifact::read_tokenizer_entry(const std::string& mpath) {
+  if (!manifest_.contains("tokenizer") || manifest_["tokenizer"].is_null()) return;
+  const json& t = manifest_["tokenizer"];
+  if (!t.contains("kind") || !t["kind"].is_string() || t["kind"].get<std::string>().empty())
+    fail_file(mpath, "tokenizer.kind is not a name");
+  std::map<std::string, json> listed;
+  for (const auto& f : manifest_.value("files", json::array()))
+    if (f.is_object() && f.contains("path") && f["path"].is_string()) listed[f["path"].get<std::string>()] = f.value("sha256", json());
+  for (const auto& f : t["files"]) {
+    const std::string name = f["name"].get<std::string>();
+    const json sha = f.value("sha256", json());
+    const auto it = listed.find(name);
+    if (!sha.is_string() || it == listed.end() || it->second != sha)
+      fail_file(mpath, "tokenizer file " + name + " is not listed in files with the same sha256");
+    tokenizer_.paths.push_back(dir_ + "/" + name);
+    tokenizer_.sha256.push_back(sha.get<std::string>());
+  }
+  tokenizer_.kind = t["kind"].get<std::string>();
 }
 
 uint64_t Artifact::file_bytes() const {

@@ -14,6 +14,14 @@
 
 namespace sf {
 
+// The manifest's "tokenizer" entry: which kind, and its files in the kind's order (tokenizers/
+// reads them). Each file is also listed in "files" with the same sha256, so verify checks it.
+struct ArtifactTokenizer {
+  std::string kind;  // empty when the artifact has none
+  std::vector<std::string> paths;
+  std::vector<std::string> sha256;
+};
+
 class Artifact {
  public:
   explicit Artifact(const std::string& dir);  // maps files and checks structure; no hashing
@@ -23,16 +31,18 @@ class Artifact {
   const ModelDesc& desc() const { return desc_; }
   const TensorView& tensor(const std::string& canonical) const;
   bool has(const std::string& canonical) const { return views_.count(canonical) > 0; }
-  std::string tokenizer_path() const;  // empty when the artifact has none
+  const ArtifactTokenizer& tokenizer() const { return tokenizer_; }
   // The vocabulary map of a trimmed artifact (vocab_map.bin), or null: then the model's ids are the
   // tokenizer's.
-  const VocabMap* vocab_map() const { return vocab_map_ ? &*vocab_map_ : nullptr; }
+  const VocabMap* vocab_map() const { return vocab_map_.get(); }
   uint64_t file_bytes() const;         // all files listed in the manifest
 
  private:
+  void read_tokenizer_entry(const std::string& mpath);
   std::string dir_;
   json manifest_;
   ModelDesc desc_;
+  ArtifactTokenizer tokenizer_;
   std::shared_ptr<MappedFile> embedding_;
   std::vector<std::unique_ptr<ShardFile>> shards_;
   std::map<std::string, TensorView> views_;

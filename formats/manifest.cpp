@@ -33,8 +33,14 @@ void check_file_names(const json& m, const std::string& path) {
     if (units.contains("positions")) check_artifact_file_name(units["positions"], path, "units.positions");
   }
   if (m.contains("tokenizer") && !m["tokenizer"].is_null()) {
-    if (!m["tokenizer"].is_object()) fail_file(path, "tokenizer is not an object");
-    check_artifact_file_name(m["tokenizer"].value("file", json()), path, "tokenizer.file");
+    const json& t = m["tokenizer"];
+    if (!t.is_object()) fail_file(path, "tokenizer is not an object");
+    if (!t.contains("files") || !t["files"].is_array() || t["files"].empty())
+      fail_file(path, "tokenizer.files is not a list of files");
+    for (const auto& f : t["files"]) {
+      if (!f.is_object()) fail_file(path, "tokenizer.files[] entry is not an object");
+      check_artifact_file_name(f.value("name", json()), path, "tokenizer.files[].name");
+    }
   }
   if (m.contains("vocab_map")) {
     if (!m["vocab_map"].is_object()) fail_file(path, "vocab_map is not an object");

@@ -17,11 +17,12 @@
 #include "formats/output_dir.h"
 #include "pipeline/convert.h"
 #include "quantizers/scheme.h"
+#include "tokenizers/tokenizer_kinds.h"
+#include "pipeline/vocab_trim.h"
+#include "validators/model_tokenizer.h"
 #include "validators/kl_divergence.h"
 #include "validators/perplexity.h"
 #include "validators/reference_logits.h"
-#include "pipeline/vocab_trim.h"
-#include "validators/artifact_tokenizer.h"
 #include "validators/windows.h"
 
 namespace sf {
@@ -75,6 +76,7 @@ struct Inputs {
 // read from there), the text, the tokenizer, the --keep directory.
 std::vector<std::string> report_inputs(const CompareOptions& opt, const SourceModel& src, const std::string& tokenizer) {
   std::vector<std::string> inputs = {opt.source, opt.text, tokenizer, opt.keep_dir};
+  for (const auto& f : locate_tokenizer(tokenizer).files) inputs.push_back(f);  // merges.txt beside vocab.json
   if (!opt.trim_vocab.empty()) inputs.push_back(parse_trim_spec(opt.trim_vocab).file);
   for (const auto& f : src.files) {
     inputs.push_back(f);
@@ -110,11 +112,10 @@ Inputs check_inputs(CompareOptions& opt) {
   check_report_path(opt.report, report_inputs(opt, *src, in.tokenizer));
   // The trim every conversion will make (the trim_vocab stage computes the same from the same
   // spec), so that a text holding a dropped token is refused before converting anything.
-  if (!opt.trim_vocab.empty()) {
-    const Tokenizer tok(in.tokenizer);
-    in.map = std::make_shared<const VocabMap>(VocabMap::from_keep(trim_keep_set(trim, desc.vocab_size, &tok)));
-  }
-  ArtifactTokenizer tok(in.tokenizer, in.map.get(), desc.vocab_size, opt.source);
+  auto opened = open_tokenizer(in.tokenizer);
+  if (!opt.trim_vocab.empty())
+    in.map = std::make_shared<const VocabMap>(VocabMap::from_keep(trim_keep_set(trim, desc.vocab_size, opened.get())));
+  ModelTokenizer tok(std::move(opened), in.map.get(), opt.source);
   in.tokens = tok.to_model(tok.tokenizer().encode(text), opt.text);
   in.bos = tok.bos();
   in.unk_warning = tok.unk_warning();
@@ -180,8 +181,12 @@ std::vector<CompareRow> compare_schemes(CompareOptions& opt) {
       const VocabMap* map = model.artifact().vocab_map();
       if (bool(map) != bool(in.map) || (map && !(*map == *in.map)))
         fail_file(c.out, "keeps other ids than compare planned from --trim-vocab (did its file change meanwhile?)");
+      const json& tokenizer = model.artifact().manifest()["tokenizer"];
+      std::set<std::string> tokenizer_files;
+      if (tokenizer.is_object())
+        for (const auto& f : tokenizer["files"]) tokenizer_files.insert(f["name"].get<std::string>());
       for (const auto& f : model.artifact().manifest()["files"])
-        if (f["path"] != "tokenizer.model") r.weight_bytes += f["bytes"].get<uint64_t>();
+        if (!tokenizer_files.count(f["path"].get<std::string>())) r.weight_bytes += f["bytes"].get<uint64_t>();
       r.bits_per_weight = model.artifact().manifest()["summary"]["bits_per_weight"].get<double>();
       if (i == 0) {  // the reference: its logits are stored once for every other scheme
         reference = std::make_unique<ReferenceLogits>(scratch.path, size_t(in.plan.positions()),

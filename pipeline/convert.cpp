@@ -12,7 +12,7 @@
 #include "core/sha256.h"
 #include "formats/manifest.h"
 #include "pipeline/stage.h"
-#include "validators/tokenizer.h"
+#include "tokenizers/tokenizer_kinds.h"
 
 namespace sf {
 
@@ -47,25 +47,38 @@ std::vector<std::unique_ptr<Stage>> build_pipeline(const ConvertOptions& opt, Ca
   }
 }
 
+// The manifest's "tokenizer": its kind and files under their artifact names (docs/format.md).
+json tokenizer_entry(const TokenizerSource& src) {
+  if (!src.kind) return nullptr;
+  json files = json::array();
+  for (size_t i = 0; i < src.files.size(); ++i)
+    files.push_back({{"name", src.kind->artifact_names[i]}, {"sha256", sha256_file(src.files[i])}});
+  return {{"kind", src.kind->name}, {"files", files}};
+}
+
 }  // namespace
 
 ConvertReport convert(const ConvertOptions& opt) {
   const auto start = std::chrono::steady_clock::now();
   auto src = open_source(opt.source);
   CanonicalModel model = map_architecture(*src, opt.arch);
-  const std::string tokenizer = opt.tokenizer.empty() ? src->tokenizer_path : opt.tokenizer;
 
+  const std::string tokenizer = opt.tokenizer.empty() ? src->tokenizer_path : opt.tokenizer;
+  TokenizerSource tok_src{nullptr, {}};
+  std::unique_ptr<Tokenizer> tok;
   if (!tokenizer.empty()) {
-    const Tokenizer tok(tokenizer);  // fail before writing anything if it is not a tokenizer
+    tok_src = locate_tokenizer(tokenizer);
+    tok = tok_src.kind->open(tok_src.files);  // fail before writing anything if it is not a tokenizer
     // Against the source's vocabulary: the tokenizer's ids are the source's (a trim maps them).
-    if (tok.vocab_size() > model.desc.vocab_size)
-      fail_file(tokenizer, "tokenizer has " + std::to_string(tok.vocab_size()) + " pieces but the model only " +
+    if (tok->vocab_size() > model.desc.vocab_size)
+      fail_file(tokenizer, "tokenizer has " + std::to_string(tok->vocab_size()) + " pieces but the model only " +
                                std::to_string(model.desc.vocab_size) + " embeddings");
   }
   std::vector<std::string> inputs = src->files;  // OUT may not be or contain anything the conversion reads
   inputs.insert(inputs.end(), {opt.source, tokenizer, opt.pipeline_file});
+  inputs.insert(inputs.end(), tok_src.files.begin(), tok_src.files.end());
   const std::vector<std::unique_ptr<Stage>> stages =
-      build_pipeline(opt, model, PlanContext{opt.source, tokenizer, inputs});
+      build_pipeline(opt, model, PlanContext{opt.source, tok.get(), inputs});
 
   json manifest = manifest_header();
   manifest["model"] = model.desc.to_json();
@@ -77,8 +90,7 @@ ConvertReport convert(const ConvertOptions& opt) {
   json stage_list = json::array();
   for (const auto& s : stages) stage_list.push_back({{"name", s->name()}, {"params", s->params()}});
   manifest["pipeline"] = {{"stages", stage_list}};
-  manifest["tokenizer"] = tokenizer.empty() ? json(nullptr)
-                                            : json{{"file", "tokenizer.model"}, {"sha256", sha256_file(tokenizer)}};
+  manifest["tokenizer"] = tokenizer_entry(tok_src);
 
   const InterruptGuard interrupt;
   ThreadPool pool(opt.threads);
@@ -95,7 +107,7 @@ ConvertReport convert(const ConvertOptions& opt) {
       if (bar) bar->step(unit.name());
     }
   }
-  if (!tokenizer.empty()) writer->add_file("tokenizer.model", tokenizer);
+  for (size_t i = 0; i < tok_src.files.size(); ++i) writer->add_file(tok_src.kind->artifact_names[i], tok_src.files[i]);
   for (auto& s : stages) s->finish(*writer, manifest);
   interrupt.check();
   ConvertReport r;

@@ -11,15 +11,16 @@
 #include "core/thread_pool.h"
 #include "formats/format_registry.h"
 #include "pipeline/unit.h"
+#include "tokenizers/tokenizer.h"
 
 namespace sf {
 
 // What a stage's plan may need beyond the model: the tokenizer convert uses (beside the source or
-// --tokenizer; empty when there is none), and where to add the files it reads (OUT may not be or
+// --tokenizer; null when there is none), and where to add the files it reads (OUT may not be or
 // contain them).
 struct PlanContext {
   const std::string& source;
-  const std::string& tokenizer;
+  const Tokenizer* tokenizer;
   std::vector<std::string>& inputs;
 };
 

@@ -10,7 +10,7 @@
 #include "formats/vocab_map.h"
 #include "pipeline/stages.h"
 #include "pipeline/vocab_trim.h"
-#include "validators/tokenizer.h"
+#include "tokenizers/tokenizer.h"
 
 namespace sf {
 
@@ -42,8 +42,6 @@ class TrimVocabStage : public Stage {
   }
 
   void plan(CanonicalModel& model, const PlanContext& ctx) override {
-    std::unique_ptr<Tokenizer> tok;
-    if (!ctx.tokenizer.empty()) tok = std::make_unique<Tokenizer>(ctx.tokenizer);
     if (!spec_.file.empty()) {
       ctx.inputs.push_back(spec_.file);
       file_sha_ = sha256_file(spec_.file);
@@ -51,10 +49,10 @@ class TrimVocabStage : public Stage {
         fail_file(spec_.file, "its sha256 differs from the pipeline's file_sha256 (not the file that was meant)");
     }
     old_vocab_ = model.desc.vocab_size;
-    map_ = VocabMap::from_keep(trim_keep_set(spec_, old_vocab_, tok.get()));
+    map_ = VocabMap::from_keep(trim_keep_set(spec_, old_vocab_, ctx.tokenizer));
     remap_special(model.desc.special);
     model.desc.vocab_size = map_.kept();
-    if (tok) warn_dropped_specials(*tok, model.warnings);
+    if (ctx.tokenizer) warn_dropped_specials(*ctx.tokenizer, model.warnings);
   }
 
   void process(Unit& u, StageContext&) override {

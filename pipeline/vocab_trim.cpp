@@ -9,7 +9,7 @@
 #include "core/fs_util.h"
 #include "core/messages.h"
 #include "core/model_desc.h"
-#include "validators/tokenizer.h"
+#include "tokenizers/tokenizer.h"
 
 namespace sf {
 

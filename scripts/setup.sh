@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   cmake g++ make pkg-config
   libzip-dev zlib1g-dev libcli11-dev libsentencepiece-dev nlohmann-json3-dev
+  libicu-dev             # Unicode character properties for GPT-2's pre-tokenizer
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-torch python3-numpy python3-sentencepiece
   libopenblas0-pthread   # a real BLAS under Debian's python3-torch (fixture generation)

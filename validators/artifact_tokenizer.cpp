@@ -1,98 +1,20 @@
 #include "validators/artifact_tokenizer.h"
 
 #include "core/error.h"
+#include "formats/manifest.h"
 
 namespace sf {
 
-namespace {
-// A piece quoted in a message: JSON string syntax shows spaces and escapes control characters.
-std::string quoted(const std::string& piece) { return json(piece).dump(-1, ' ', false, json::error_handler_t::replace); }
-}  // namespace
-
-namespace {
-std::string artifact_tokenizer_path(const Artifact& a) {
-  std::string path = a.tokenizer_path();
-  if (path.empty()) fail_file(a.dir(), "artifact has no tokenizer (convert with --tokenizer FILE)");
-  return path;
-}
-}  // namespace
-
-ArtifactTokenizer::ArtifactTokenizer(const Artifact& artifact)
-    : ArtifactTokenizer(artifact_tokenizer_path(artifact), artifact.vocab_map(), artifact.desc().vocab_size,
-                        artifact.dir()) {}
-
-ArtifactTokenizer::ArtifactTokenizer(const std::string& tokenizer_path, const VocabMap* map, int64_t model_vocab,
-                                     const std::string& name)
-    : dir_(name), tok_(std::make_unique<Tokenizer>(tokenizer_path)), map_(map) {
-  // The tokenizer's ids index the source's vocabulary: the model's own, or the one its map trims.
-  const int64_t vocab = map_ ? map_->old_size() : model_vocab;
-  if (tok_->vocab_size() > vocab)
-    fail_file(dir_, "its tokenizer has " + std::to_string(tok_->vocab_size()) + " pieces but the model only " +
-                        std::to_string(vocab) + (map_ ? " source ids" : " embeddings"));
-}
-
-std::vector<int> ArtifactTokenizer::to_model(const std::vector<int>& ids, const std::string& where) {
-  if (!map_) return ids;
-  const int unk = tok_->unk();
-  const int unk_model = unk >= 0 ? map_->new_id(unk) : -1;
-  std::vector<int> out;
-  out.reserve(ids.size());
-  for (int id : ids) {
-    const int32_t n = map_->new_id(id);
-    if (n >= 0) {
-      out.push_back(n);
-      continue;
-    }
-    if (unk_model < 0)
-      fail_file(where, "holds the token " + quoted(tok_->piece(id)) + " (tokenizer id " + std::to_string(id) +
-                           "), which the vocabulary trim of " + dir_ + " dropped" +
-                           (unk < 0 ? "" : "; the trim dropped the unknown piece too, so it cannot be read as unknown"));
-    if (replaced_++ == 0) {
-      first_replaced_ = id;
-      replaced_where_ = where;
-    }
-    out.push_back(unk_model);
-  }
-  return out;
-}
-
-int ArtifactTokenizer::bos() const {
-  const int b = tok_->bos();
-  if (!map_) return b;
-  const int32_t n = map_->new_id(b);
-  if (n < 0)
-    fail_file(dir_, "the vocabulary trim dropped the tokenizer's BOS " + quoted(tok_->piece(b)) + " (id " +
-                        std::to_string(b) + "), which every text starts with");
-  return n;
-}
-
-int ArtifactTokenizer::eos() const {
-  const int e = tok_->eos();
-  return map_ && e >= 0 ? map_->new_id(e) : e;
-}
-
-int ArtifactTokenizer::tokenizer_id(int model_id) const { return map_ ? map_->old_id(model_id) : model_id; }
-
-std::vector<int> ArtifactTokenizer::tokenizer_ids(const std::vector<int>& model_ids) const {
-  std::vector<int> out;
-  out.reserve(model_ids.size());
-  for (int id : model_ids) out.push_back(tokenizer_id(id));
-  return out;
-}
-
-std::string ArtifactTokenizer::decode(const std::vector<int>& model_ids) const {
-  return tok_->decode(tokenizer_ids(model_ids));
-}
-
-std::string ArtifactTokenizer::piece_text(int prev_model_id, int model_id) const {
-  return tok_->piece_text(prev_model_id < 0 ? -1 : tokenizer_id(prev_model_id), tokenizer_id(model_id));
-}
-
-std::string ArtifactTokenizer::unk_warning() const {
-  if (replaced_ == 0) return "";
-  return replaced_where_ + ": " + std::to_string(replaced_) + " token(s) the vocabulary trim of " + dir_ +
-         " dropped were read as the unknown piece " + quoted(tok_->piece(tok_->unk())) + " (the first: " +
-         quoted(tok_->piece(first_replaced_)) + ", tokenizer id " + std::to_string(first_replaced_) + ")";
+std::unique_ptr<Tokenizer> open_artifact_tokenizer(const Artifact& artifact) {
+  const ArtifactTokenizer& t = artifact.tokenizer();
+  if (t.kind.empty()) return nullptr;
+  auto tok = open_tokenizer(t.kind, t.paths, artifact.dir() + "/" + kManifestName);
+  const VocabMap* map = artifact.vocab_map();
+  const int64_t vocab = map ? map->old_size() : artifact.desc().vocab_size;
+  if (tok->vocab_size() > vocab)
+    fail_file(artifact.dir(), "its tokenizer has " + std::to_string(tok->vocab_size()) + " pieces but the model only " +
+                                  std::to_string(vocab) + (map ? " source ids" : " embeddings"));
+  return tok;
 }
 
 }  // namespace sf

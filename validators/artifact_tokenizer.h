@@ -1,53 +1,15 @@
 #pragma once
-// An artifact's tokenizer seen through its vocabulary map (formats/vocab_map.h): text becomes the
-// ids the model's rows are numbered by ("model ids"), and model ids become text again. For an
-// untrimmed artifact both are the tokenizer's own ids. Every command that tokenizes for a model
-// (run, eval, compare) goes through this class.
-#include <cstdint>
+// The tokenizer an artifact carries (manifest "tokenizer": its kind and files), opened by kind.
 #include <memory>
-#include <string>
-#include <vector>
 
 #include "formats/artifact.h"
-#include "validators/tokenizer.h"
+#include "tokenizers/tokenizer_kinds.h"
 
 namespace sf {
 
-class ArtifactTokenizer {
- public:
-  // Fails naming the artifact when it has no tokenizer, or one with more pieces than the source
-  // vocabulary the tokenizer's ids index.
-  explicit ArtifactTokenizer(const Artifact& artifact);
-  // The same from parts: the tokenizer file, the map (null: none; it must outlive this) and the
-  // name messages give the model (compare maps its text before converting).
-  ArtifactTokenizer(const std::string& tokenizer_path, const VocabMap* map, int64_t vocab, const std::string& name);
-
-  const Tokenizer& tokenizer() const { return *tok_; }
-  const VocabMap* map() const { return map_; }
-
-  // Tokenizer ids -> model ids. An id the trim dropped becomes the tokenizer's unknown piece when
-  // the trim kept that (counted for unk_warning()); otherwise it is an Error naming `where`, the
-  // piece and its id.
-  std::vector<int> to_model(const std::vector<int>& ids, const std::string& where);
-  // BOS as a model id; an Error naming the artifact when the trim dropped it.
-  int bos() const;
-  // EOS as a model id; -1 when the trim dropped it (generation then never meets it).
-  int eos() const;
-  // Model id -> tokenizer id.
-  int tokenizer_id(int model_id) const;
-  std::vector<int> tokenizer_ids(const std::vector<int>& model_ids) const;
-  std::string decode(const std::vector<int>& model_ids) const;
-  std::string piece_text(int prev_model_id, int model_id) const;
-  // One line for a warning when to_model() read dropped tokens as unknown; empty otherwise.
-  std::string unk_warning() const;
-
- private:
-  std::string dir_;
-  std::unique_ptr<Tokenizer> tok_;
-  const VocabMap* map_;
-  int64_t replaced_ = 0;
-  int first_replaced_ = -1;
-  std::string replaced_where_;
-};
+// nullptr when the artifact has none. A tokenizer with more pieces than the model has embeddings
+// (than the source had, for a trimmed artifact: its ids are mapped, validators/model_tokenizer.h)
+// is refused: the ids it makes would index past the embedding.
+std::unique_ptr<Tokenizer> open_artifact_tokenizer(const Artifact& artifact);
 
 }  // namespace sf

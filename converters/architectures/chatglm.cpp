@@ -135,8 +135,9 @@ ModelDesc chatglm6b_hyperparams(const SourceModel& src) {
   const bool tie = config_bool(src, "tie_word_embeddings", false);
   if (!has_head && stated && !tie)
     fail(origin(src) + " says tie_word_embeddings is false but the checkpoint has no lm_head.weight");
-  // The published checkpoint stores lm_head.weight (equal to the embedding in the released model)
-  // and states nothing: read it as stored. Without it the head is the embedding.
+  // The published checkpoint stores lm_head.weight and states nothing: read it as stored (the
+  // reference does too). transformers would tie it to the embedding (its tie_word_embeddings
+  // default is true), which only matters for a checkpoint whose two matrices differ.
   m.tied_embeddings = tie || !has_head;
   return m;
 }

@@ -1,15 +1,14 @@
 #include "converters/pytorch/pytorch_reader.h"
 
-#include <sys/stat.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <set>
 
+#include "converters/pytorch/model_parallel.h"
 #include "converters/pytorch/torch_checkpoint.h"
+#include "converters/source_dir.h"
 #include "core/error.h"
-#include "core/fs_util.h"
 #include "core/input_file.h"
 #include "core/json_util.h"
 
@@ -42,13 +41,6 @@ std::string first_bytes(const std::string& path, size_t n) {
 }
 
 bool starts_with_zip_magic(const std::string& path) { return first_bytes(path, 4) == std::string("PK\3\4", 4); }
-
-// True when something exists at path (a dangling symlink included): such a file is then read, and
-// refused with a message when it is not a regular file, instead of being skipped without a word.
-bool present(const std::string& path) {
-  struct stat st {};
-  return ::lstat(path.c_str(), &st) == 0;
-}
 
 bool has_tensor(const Value& v) {
   for (const auto& [k, x] : v.dict)
@@ -103,17 +95,6 @@ void add_tensors(TorchCheckpoint& ck, SourceModel& m, const std::set<std::string
       }
 }
 
-json read_json(const std::string& path) { return read_json_file(path); }
-
-std::vector<fs::path> directory_entries(const std::string& dir) {
-  std::vector<fs::path> out;
-  std::error_code ec;
-  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) out.push_back(it->path());
-  if (ec) fail_file(dir, "cannot list the directory: " + ec.message(), ErrorKind::IO);
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
 // Picks the checkpoint inside a directory.
 std::string checkpoint_in_dir(const std::string& dir) {
   for (const char* name : kCheckpointNames)
@@ -128,34 +109,6 @@ std::string checkpoint_in_dir(const std::string& dir) {
   if (found.size() == 1) return found[0];
   if (found.empty()) fail_file(dir, "directory holds no PyTorch checkpoint (*.pt, *.pth, pytorch_model.bin)");
   fail_file(dir, "directory holds several checkpoints; name one");
-}
-
-// The tokenizer beside the checkpoint: tokenizer.model, else the one *.model file in the directory
-// (llama2.c keeps tok512.model beside stories260K.pt). Several, or none: a warning, and no tokenizer.
-void find_tokenizer(SourceModel& m, const std::string& dir) {
-  // Only a regular file is taken: SentencePiece would block reading a FIFO, or read a device.
-  auto take = [&](const std::string& path) {
-    try {
-      InputFile check(path);
-      m.tokenizer_path = path;
-    } catch (const Error& e) {
-      m.tokenizer_warning = e.message() + "; not taken as the tokenizer";
-    }
-  };
-  if (present(dir + "/tokenizer.model")) return take(dir + "/tokenizer.model");
-  std::vector<std::string> found;
-  for (const auto& p : directory_entries(dir))
-    if (std::error_code ec; p.extension() == ".model" && !fs::is_directory(p, ec)) found.push_back(p.string());
-  if (found.size() == 1) return take(found[0]);
-  if (found.empty()) {
-    m.tokenizer_warning = "no tokenizer beside the checkpoint in " + dir +
-                          " (tokenizer.model or one *.model file); the artifact will have none unless --tokenizer names one";
-    return;
-  }
-  std::string names;
-  for (const auto& f : found) names += (names.empty() ? "" : ", ") + fs::path(f).filename().string();
-  m.tokenizer_warning = "several tokenizers beside the checkpoint in " + dir + " (" + names +
-                        "); none was taken: name one with --tokenizer";
 }
 
 }  // namespace
@@ -176,62 +129,87 @@ bool pytorch_probe(const std::string& path) {
   return starts_with_zip_magic(path) || ext == ".pt" || ext == ".pth" || ext == ".bin" || ext == ".ckpt";
 }
 
+namespace {
+
+// Hugging Face sharded checkpoint: weight_map names the shard holding each tensor.
+void open_bin_index(SourceModel& m, const std::string& file, const std::string& dir) {
+  const json index = read_json_file(file);
+  if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
+    fail_file(file, "index has no weight_map object");
+  std::map<std::string, std::set<std::string>> by_shard;
+  for (const auto& [name, shard] : index["weight_map"].items()) {
+    if (!shard.is_string()) fail_file(file, "weight_map entry for " + name + " is not a file name");
+    const std::string s = shard.get<std::string>();
+    if (s.find('/') != std::string::npos || s.find("..") != std::string::npos)
+      fail_file(file, "weight_map names a file outside the directory: " + s);
+    by_shard[s].insert(name);
+  }
+  for (const auto& [shard, names] : by_shard) {
+    const std::string shard_path = dir + "/" + shard;
+    TorchCheckpoint ck = TorchCheckpoint::open(shard_path);
+    const size_t before = m.tensors.size();
+    add_tensors(ck, m, &names);
+    if (m.tensors.size() - before != names.size())
+      fail_file(shard_path, "holds " + std::to_string(m.tensors.size() - before) + " of the " +
+                                std::to_string(names.size()) + " tensors the index assigns to it");
+    m.files.push_back(shard_path);
+  }
+}
+
+// Meta model-parallel checkpoint: every consolidated.NN.pth holds one rank's slice of each tensor.
+// Each file's pickle is dropped once its tensors are listed; the merged tensors read every file's
+// slice when they are loaded.
+void open_model_parallel(SourceModel& m, const std::vector<std::string>& files) {
+  std::vector<ModelParallelPart> parts;
+  for (const auto& f : files) {
+    TorchCheckpoint ck = TorchCheckpoint::open(f);
+    SourceModel one;
+    add_tensors(ck, one, nullptr);
+    if (parts.empty()) {  // hyper-parameters a rank-0 file carries, as for a single file
+      m.config = std::move(one.config);
+      m.config_kind = one.config_kind;
+    }
+    parts.push_back({f, std::move(one.tensors)});
+    m.files.push_back(f);
+  }
+  m.tensors = merge_model_parallel(parts);
+}
+
+void open_single(SourceModel& m, const std::string& file) {
+  const std::string head = first_bytes(file, 4);
+  if (head != std::string("PK\3\4", 4))
+    fail_file(file, !head.empty() && uint8_t(head[0]) == 0x80
+                        ? "legacy (pre-zip) torch.save format is not supported; re-save with torch >= 1.6"
+                        : "not a zip archive");
+  // One rank of a model-parallel set is not the model: the directory is.
+  if (fs::path(file).filename().string().rfind("consolidated.", 0) == 0)
+    if (const auto set = model_parallel_files(parent_dir(file)); !set.empty())
+      fail_file(file, "is one of " + std::to_string(set.size()) + " model-parallel parts in " + parent_dir(file) +
+                          "; convert the directory to merge them");
+  TorchCheckpoint ck = TorchCheckpoint::open(file);
+  add_tensors(ck, m, nullptr);
+  m.files.push_back(file);
+}
+
+}  // namespace
+
 std::unique_ptr<SourceModel> pytorch_open(const std::string& path) {
   auto m = std::make_unique<SourceModel>();
   m->path = path;
   m->format = "pytorch";
   std::error_code ec;
-  const std::string file = fs::is_directory(path, ec) ? checkpoint_in_dir(path) : path;
-  const std::string dir = fs::path(file).parent_path().empty() ? "." : fs::path(file).parent_path().string();
+  const bool is_dir = fs::is_directory(path, ec);
+  const std::vector<std::string> parallel = is_dir ? model_parallel_files(path) : std::vector<std::string>{};
+  const std::string file = !parallel.empty() ? parallel[0] : is_dir ? checkpoint_in_dir(path) : path;
+  const std::string dir = parent_dir(file);
 
-  if (file.size() >= 11 && file.compare(file.size() - 11, 11, ".index.json") == 0) {
-    // Hugging Face sharded checkpoint: weight_map names the shard holding each tensor.
-    const json index = read_json(file);
-    if (!index.contains("weight_map") || !index["weight_map"].is_object())
-      fail_file(file, "index has no weight_map object");
-    std::map<std::string, std::set<std::string>> by_shard;
-    for (const auto& [name, shard] : index["weight_map"].items()) {
-      if (!shard.is_string()) fail_file(file, "weight_map entry for " + name + " is not a file name");
-      const std::string s = shard.get<std::string>();
-      if (s.find('/') != std::string::npos || s.find("..") != std::string::npos)
-        fail_file(file, "weight_map names a file outside the directory: " + s);
-      by_shard[s].insert(name);
-    }
-    for (const auto& [shard, names] : by_shard) {
-      const std::string shard_path = dir + "/" + shard;
-      TorchCheckpoint ck = TorchCheckpoint::open(shard_path);
-      const size_t before = m->tensors.size();
-      add_tensors(ck, *m, &names);
-      if (m->tensors.size() - before != names.size())
-        fail_file(shard_path, "holds " + std::to_string(m->tensors.size() - before) + " of the " +
-                                  std::to_string(names.size()) + " tensors the index assigns to it");
-      m->files.push_back(shard_path);
-    }
-  } else {
-    const std::string head = first_bytes(file, 4);
-    if (head != std::string("PK\3\4", 4))
-      fail_file(file, !head.empty() && uint8_t(head[0]) == 0x80
-                          ? "legacy (pre-zip) torch.save format is not supported; re-save with torch >= 1.6"
-                          : "not a zip archive");
-    TorchCheckpoint ck = TorchCheckpoint::open(file);
-    add_tensors(ck, *m, nullptr);
-    m->files.push_back(file);
-  }
-
-  const bool had_args = m->config_kind == "model_args";
-  if (present(dir + "/config.json")) {
-    m->config = read_json(dir + "/config.json");
-    m->config_kind = "hf_config";
-    if (present(dir + "/params.json"))
-      m->warnings.push_back(dir + "/params.json is ignored: config.json beside it states the hyper-parameters");
-  } else if (present(dir + "/params.json")) {
-    m->config = read_json(dir + "/params.json");
-    m->config_kind = "params_json";
-  }
-  if (had_args && m->config_kind != "model_args")
-    m->warnings.push_back(file + ": the checkpoint's own model_args are ignored: " +
-                          (m->config_kind == "hf_config" ? "config.json" : "params.json") +
-                          " beside it states the hyper-parameters");
+  if (!parallel.empty())
+    open_model_parallel(*m, parallel);
+  else if (file.size() >= 11 && file.compare(file.size() - 11, 11, ".index.json") == 0)
+    open_bin_index(*m, file, dir);
+  else
+    open_single(*m, file);
+  load_source_config(*m, dir, file);
   find_tokenizer(*m, dir);
   return m;
 }

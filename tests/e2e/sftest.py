@@ -99,8 +99,9 @@ def need_stories():
 
 
 def reseal(art):
-    """Recomputes files[].bytes/sha256 and manifest_sha256 (docs/format.md) after a test edits an
-    artifact on purpose, so the check under test is the one that must catch the edit."""
+    """Recomputes files[].bytes/sha256, tokenizer.files[].sha256 and manifest_sha256
+    (docs/format.md) after a test edits an artifact on purpose, so the check under test is the one
+    that must catch the edit."""
     mpath = os.path.join(art, "manifest.json")
     m = read_json(mpath)
     for f in m.get("files", []):
@@ -108,6 +109,12 @@ def reseal(art):
         if os.path.isfile(p) and "/" not in f["path"]:
             data = read_bytes(p)
             f["bytes"], f["sha256"] = len(data), hashlib.sha256(data).hexdigest()
+    tokenizer = m.get("tokenizer")
+    if isinstance(tokenizer, dict) and isinstance(tokenizer.get("files"), list):
+        listed = {f.get("path"): f.get("sha256") for f in m.get("files", []) if isinstance(f, dict)}
+        for f in tokenizer["files"]:
+            if isinstance(f, dict) and f.get("name") in listed:
+                f["sha256"] = listed[f["name"]]
     m.pop("manifest_sha256", None)
     m["manifest_sha256"] = hashlib.sha256(
         json.dumps(m, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()

@@ -87,9 +87,11 @@ class Verify(TempDirTest):
     def test_manifest_paths_stay_inside_the_artifact(self):
         # Even with a correct manifest_sha256, a name that leaves the directory is refused before
         # any file is opened.
-        escapes = [("tokenizer.file", lambda m, v: m.__setitem__("tokenizer", {"file": v, "sha256": "0"})),
+        escapes = [("tokenizer.files[].name", lambda m, v: m.__setitem__(
+                        "tokenizer", {"kind": "sentencepiece", "files": [{"name": v, "sha256": "0"}]})),
                    ("units.embedding.file", lambda m, v: m["units"]["embedding"].__setitem__("file", v)),
                    ("units.head", lambda m, v: m["units"].__setitem__("head", v)),
+                   ("units.positions", lambda m, v: m["units"].__setitem__("positions", v)),
                    ("units.blocks[]", lambda m, v: m["units"]["blocks"].__setitem__(0, v)),
                    ("files[].path", lambda m, v: m["files"][0].__setitem__("path", v))]
         original = read_bytes(os.path.join(self.art, "manifest.json"))
@@ -119,6 +121,18 @@ class Verify(TempDirTest):
                 write_bytes(os.path.join(self.art, "manifest.json"), original)
                 self.edit_manifest(edit, seal=True)
                 self.assert_refused(*needles)
+
+    def test_learned_position_table_is_listed_exactly_for_learned_positions(self):
+        # hf_gqa has RoPE: a positions shard named in its manifest is refused.
+        self.edit_manifest(lambda m: m["units"].__setitem__("positions", "head.shard"), seal=True)
+        self.assert_refused("units.positions is listed but the model has no learned positions")
+        # GPT-2's table is positions.shard; without it the artifact lacks embed.pos.weight.
+        shutil.rmtree(self.art)
+        sf("convert", fixture("gpt2_hub"), "-o", self.art, "--quant", "int8")
+        self.assertTrue(sf_json("verify", self.art)["ok"])
+        self.assertEqual(read_json(os.path.join(self.art, "manifest.json"))["units"]["positions"], "positions.shard")
+        self.edit_manifest(lambda m: m["units"].pop("positions"), seal=True)
+        self.assert_refused("embed.pos.weight")
 
     def test_version_1_artifact_is_refused_with_advice(self):
         self.edit_manifest(lambda m: m.update(format_version=1), seal=True)
@@ -183,12 +197,12 @@ class HostileArtifacts(TempDirTest):
         # mismatch itself can stop it (ids past 300 would index past the logits).
         write_bytes(os.path.join(self.art, "tokenizer.model"), read_bytes(os.path.join(SAMPLE, "tokenizer.model")))
         m = read_json(os.path.join(self.art, "manifest.json"))
-        m["tokenizer"] = {"file": "tokenizer.model", "sha256": ""}
+        m["tokenizer"] = {"kind": "sentencepiece", "files": [{"name": "tokenizer.model", "sha256": ""}]}
         m["files"].append({"path": "tokenizer.model"})
         write_json(os.path.join(self.art, "manifest.json"), m)
         reseal(self.art)
-        self.assertEqual(sf("verify", self.art, check=False).returncode, 0)
-        for cmd in (["eval", "ppl", self.art, "--text", HELDOUT, "--ctx", "64"],
+        for cmd in (["verify", self.art], ["run", self.art, "-p", "hello", "-n", "1"],
+                    ["eval", "ppl", self.art, "--text", HELDOUT, "--ctx", "64"],
                     ["eval", "kld", self.art, "--ref", self.art, "--text", HELDOUT, "--ctx", "64"]):
             with self.subTest(cmd=cmd[1]):
                 self.refused(cmd, "512 pieces but the model only 300")

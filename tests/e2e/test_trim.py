@@ -12,8 +12,8 @@ import unittest
 import numpy as np
 import torch
 
-from sftest import (CORPUS, ROOT, STORIES, TempDirTest, fixture, need_stories, read_bytes, read_json, reseal, sf,
-                    sf_json, write_bytes, write_json)
+from sftest import (CORPUS, ROOT, SHARED, STORIES, TempDirTest, fixture, need_stories, read_bytes, read_json, reseal,
+                    sf, sf_json, write_bytes, write_json, write_meta_checkpoint)
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
 import chatglm_ref  # noqa: E402
@@ -22,6 +22,8 @@ import make_fixtures  # noqa: E402
 TOK512 = os.path.join(STORIES, "tok512.model")
 STORIES_PT = os.path.join(STORIES, "stories260K.pt")
 SAMPLE_TEXT = os.path.join(CORPUS, "tinystories_sample.txt")
+GPT2_VOCAB = os.path.join(SHARED, "tokenizers", "gpt2_vocab.json")
+GPT2_MERGES = os.path.join(SHARED, "tokenizers", "gpt2_merges.txt")
 
 
 def keep_of_ranges(ranges, vocab):
@@ -442,6 +444,49 @@ class TokenizerTrims(TrimTest):
             self.assertEqual(read_json(os.path.join(art, "manifest.json"))["vocab_map"]["kept"],
                              len(self.corpus_keep(read_bytes(path).decode(), 1)))
             self.assertEqual(row["ppl"], sf_json("eval", "ppl", art, "--text", path, "--ctx", 64, "--chunks", 2)["ppl"])
+
+
+class Gpt2BpeTrims(TrimTest):
+    """GPT-2's byte-level BPE (the real vocab.json / merges.txt) on a tiny model of its 50257 ids: a
+    corpus trim keeps the 256 byte tokens and <|endoftext|>; the tokenizer has no unknown piece, so
+    text with a dropped token is refused."""
+
+    @classmethod
+    def setUpClass(cls):
+        if not (os.path.exists(GPT2_VOCAB) and os.path.exists(GPT2_MERGES)):
+            raise unittest.SkipTest(f"GPT-2 tokenizer files not found at {GPT2_VOCAB}: ../shared is absent, skipping")
+        from gpt2_reference import Gpt2Reference
+        cls.ref = Gpt2Reference(GPT2_VOCAB, GPT2_MERGES)
+
+    def test_corpus_trim_keeps_byte_tokens_and_maps_text(self):
+        src = write_meta_checkpoint(self.path("src"), d=16, ffn=32, layers=1, vocab=50257)
+        text = read_bytes(SAMPLE_TEXT).decode()
+        corpus = self.path("corpus.txt")
+        write_bytes(corpus, text)
+        full = self.convert(src, "full", "--tokenizer", GPT2_VOCAB)
+        trimmed = self.convert(src, "trim", "--tokenizer", GPT2_VOCAB, "--trim-vocab", f"corpus:{corpus}")
+        eot = self.ref.vocab["<|endoftext|>"]
+        byte_ids = {self.ref.vocab[self.ref.shown[b]] for b in range(256)}
+        keep = sorted(set(self.ref.encode(text)) | byte_ids | {eot})
+        self.assertTrue(np.array_equal(read_map(trimmed), expected_map(keep, 50257)))
+        new_of_old = expected_map(keep, 50257)
+        prompt = "Once upon a time there was a little boy"
+        old = self.ref.encode(prompt)  # GPT-2 prompts take no BOS
+        got = sf_json("run", trimmed, "-p", prompt, "-n", 4, "--ignore-eos")
+        self.assertEqual(got["prompt_ids"], [int(new_of_old[i]) for i in old])
+        self.assertEqual(got["prompt_tokenizer_ids"], old)
+        self.assertEqual(got["tokenizer_ids"], [keep[i] for i in got["ids"]])
+        self.assert_kept_logits_equal(full, trimmed, old, keep, 50257, n=4)
+        # A word the corpus never used: GPT-2 has no unknown piece, so the text is refused.
+        dropped = next(i for i in self.ref.encode(" Zanzibar quantum") if new_of_old[i] < 0)
+        p = sf("run", trimmed, "-p", "Zanzibar quantum", "-n", 1, check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertEqual(len(p.stderr.strip().splitlines()), 1)
+        self.assertIn("the tokenizer has no unknown piece", p.stderr)
+        self.assertIn("tokenizer id", p.stderr)
+        # Only the unused merged tokens went: the savings are their rows in both matrices.
+        self.assertEqual(sf_json("inspect", trimmed)["vocab_trim"]["bytes_saved"], (50257 - len(keep)) * 16 * 4 * 2)
+        self.assertGreater(dropped, 255)
 
 
 def chatglm6b_first_release(out):

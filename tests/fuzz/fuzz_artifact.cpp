@@ -28,7 +28,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (const auto& spec : sf::all_tensors(a.desc()))
       if (a.has(spec.name)) decode_every_row(a.tensor(spec.name));
     a.file_bytes();
-    a.tokenizer_path();
+    a.tokenizer();
   } catch (const sf::Error&) {
   }
   try {

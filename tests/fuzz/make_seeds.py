@@ -29,7 +29,10 @@ from collections import OrderedDict
 
 import torch
 
-TARGETS = ["fuzz_pickle", "fuzz_torch_zip", "fuzz_shard", "fuzz_artifact", "fuzz_json_config"]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures"))
+import safetensors_writer as st  # noqa: E402
+
+TARGETS = ["fuzz_pickle", "fuzz_torch_zip", "fuzz_shard", "fuzz_artifact", "fuzz_json_config", "fuzz_tokenizer", "fuzz_safetensors"]
 
 # A LLaMA small enough that its shards and artifacts fuzz quickly, large enough for int4 groups
 # of 32: width 32, 1 block, 4 heads over 2 KV heads, FFN 64, vocabulary 64.
@@ -280,6 +283,56 @@ def hand_made_zips(real):
     return zips
 
 
+# ---------------------------------------------------------------- safetensors
+
+def safetensors_files():
+    """Small real safetensors files (every dtype, empty and scalar tensors, metadata, the tiny
+    LLaMA in f32 and bf16) and hand-made headers that lie in each way the reader checks."""
+    base = torch.arange(-6, 6, dtype=torch.float64).reshape(3, 4)
+    dtypes = OrderedDict((f"t_{dt}".replace("torch.", ""), (base if dt.is_floating_point or dt == torch.bool
+                                                            else base + 6).to(dt)) for dt in st.DTYPES)
+    files = {
+        "every_dtype": st.to_bytes(dtypes, {"format": "pt"}),
+        "tiny_llama_f32": st.to_bytes(tiny_state_dict()),
+        "tiny_llama_bf16": st.to_bytes(OrderedDict((k, v.to(torch.bfloat16)) for k, v in tiny_state_dict(1).items())),
+        "empty_and_scalar": st.to_bytes(OrderedDict([("e", torch.zeros(0, 4)), ("s", torch.tensor(2.5)),
+                                                     ("v", torch.ones(3))])),
+        "no_tensors": st.pack({"__metadata__": {"format": "pt"}}, b""),
+    }
+    def entry(dtype="F32", shape=(4,), offsets=(0, 16)):
+        return {"dtype": dtype, "shape": list(shape), "data_offsets": list(offsets)}
+    d16 = b"\0" * 16
+    lies = {
+        "offsets_past_end": ({"w": entry(offsets=(0, 32))}, d16),
+        "overlapping": ({"a": entry(shape=(3,), offsets=(0, 12)), "b": entry(shape=(2,), offsets=(8, 16))}, d16),
+        "bytes_not_numel": ({"w": entry(shape=(3,))}, d16),
+        "negative_dim": ({"w": entry(shape=(-1, 4))}, d16),
+        "huge_dims": ({"w": entry(shape=(1 << 32, 1 << 32))}, d16),
+        "huge_empty": ({"w": entry(shape=(0, 1 << 62, 1 << 62), offsets=(0, 0))}, d16),
+        "dim_past_int64": ({"w": entry(shape=((1 << 64) - 1,))}, d16),
+        "offsets_reversed": ({"w": entry(offsets=(16, 0))}, d16),
+        "offsets_max": ({"w": entry(offsets=((1 << 64) - 1, (1 << 64) - 1))}, d16),
+        "unknown_dtype": ({"w": entry(dtype="F8_E4M3", shape=(16,))}, d16),
+        "float_dim": ({"w": {"dtype": "F32", "shape": [4.0], "data_offsets": [0, 16]}}, d16),
+        "metadata_not_strings": ({"__metadata__": {"a": [1]}, "w": entry()}, d16),
+        "entry_not_object": ({"w": [1, 2]}, d16),
+        "not_object": (b"[1, 2, 3]", d16),
+        "deep": (b"{\"a\":" + b"[" * 100_000 + b"]" * 100_000 + b"}", b""),
+        "invalid_json": (b'{"w": {"dtype": "F32", ', d16),
+    }
+    for name, (header, data) in lies.items():
+        files[name] = st.pack(header, data)
+    real = files["tiny_llama_f32"]
+    files.update({
+        "header_len_2_pow_60": struct.pack("<Q", 1 << 60) + real[8:],
+        "header_len_past_end": struct.pack("<Q", len(real)) + real[8:],
+        "truncated_half": real[: len(real) // 2],
+        "truncated_header": real[:40],
+        "short": b"\x02\0\0",
+    })
+    return files
+
+
 # ---------------------------------------------------------------- shards and artifacts
 
 def convert_tiny(shardforge, work):
@@ -453,6 +506,63 @@ def json_configs(fixtures, manifest):
     return texts
 
 
+# ---------------------------------------------------------------- GPT-2 BPE tokenizers
+
+def gpt2_alphabet():
+    """GPT-2's byte-to-unicode map: printable Latin-1 bytes as themselves, the rest from U+0100 up."""
+    kept = set(range(ord("!"), ord("~") + 1)) | set(range(0xA1, 0xAD)) | set(range(0xAE, 0x100))
+    shown, extra = {}, 0
+    for b in range(256):
+        shown[b] = chr(b) if b in kept else chr(0x100 + extra)
+        extra += b not in kept
+    return shown
+
+
+def tokenizer_dirs():
+    """Small GPT-2 BPE directories for fuzz_tokenizer: the 256 byte tokens, a few merges (so merges
+    chain: "Ġ t" then "Ġt he"), <|endoftext|>, texts in several scripts; then damaged variants."""
+    shown = gpt2_alphabet()
+    word = lambda s: "".join(shown[b] for b in s.encode())
+    merges = [(word(" "), "t"), ("h", "e"), (word(" t"), "he"), ("i", "n"), (word(" "), "a"), ("e", "r"),
+              ("o", "n"), (word(" "), word("l")), ("ð", "Ł"), (word("\n"), word("\n"))]
+    vocab = {shown[b]: b for b in range(256)}
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    vocab["<|endoftext|>"] = len(vocab)
+    merges_txt = "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges)
+    texts = {
+        "english": "The then in on a lane.\n\n  the there's they'll we've I'd   \n",
+        "mixed": "Führer нещо 我想在apple工作1314151天～ 🦙.cpp  ½ ² e\u0301 \u00a0 \u3000x\t\r\n",
+        "eot": "one<|endoftext|>two <|endoftext|><|endoftext|>",
+        "invalid_utf8": b"caf\xc3 \xe2\x82 \xf0\x9f\xa6 \xed\xa0\x80 \xc0\xaf \xff\xfe end\xf4",
+        "long_space_run": " " * 5000 + "x",
+        "empty": "",
+    }
+    enc = lambda t: t if isinstance(t, bytes) else t.encode()
+    good = [("vocab.json", json.dumps(vocab).encode()), ("merges.txt", merges_txt.encode())]
+    dirs = {f"bpe_{name}": good + [("text", enc(text))] for name, text in texts.items()}
+    text = ("text", enc(texts["english"]))
+    edit = lambda change: [("vocab.json", json.dumps(change(dict(vocab))).encode()), good[1], text]
+    dirs.update({
+        "bpe_no_merges": [good[0], text],
+        "bpe_no_vocab": [good[1], text],
+        "bpe_vocab_not_json": [("vocab.json", b'{"a": 1,'), good[1], text],
+        "bpe_vocab_list": [("vocab.json", b"[1, 2]"), good[1], text],
+        "bpe_id_out_of_range": edit(lambda v: {**v, "he": 1 << 40}),
+        "bpe_id_negative": edit(lambda v: {**v, "he": -1}),
+        "bpe_id_duplicate": edit(lambda v: {**v, "he": 0}),
+        "bpe_id_float": edit(lambda v: {**v, "he": 2.5}),
+        "bpe_no_end_of_text": edit(lambda v: {k: i for k, i in v.items() if k != "<|endoftext|>"}),
+        "bpe_missing_byte": edit(lambda v: {(k if k != "a" else "zz"): i for k, i in v.items()}),
+        "bpe_merge_unknown": [good[0], ("merges.txt", merges_txt.encode() + b"q zz\n"), text],
+        "bpe_merge_result_unknown": [good[0], ("merges.txt", merges_txt.encode() + b"a b\n"), text],
+        "bpe_merge_three_parts": [good[0], ("merges.txt", b"h e r\n"), text],
+        "bpe_merge_repeated": [good[0], ("merges.txt", merges_txt.encode() + b"h e\n"), text],
+        "bpe_merges_crlf": [good[0], ("merges.txt", merges_txt.replace("\n", "\r\n").encode()), text],
+    })
+    return dirs
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out")
@@ -479,6 +589,9 @@ def main():
     for name, data in hand_made_pickles().items():
         seeds.add("fuzz_pickle", name, data)
 
+    for name, data in safetensors_files().items():
+        seeds.add("fuzz_safetensors", name, data)
+
     work = os.path.join(args.out, "work", "convert")
     arts = convert_tiny(args.shardforge, work)
     for scheme, art in arts.items():
@@ -503,6 +616,8 @@ def main():
     for name, text in json_configs(args.fixtures, manifest).items():
         seeds.add("fuzz_json_config", name, text)
     shutil.rmtree(work)
+    for name, files in tokenizer_dirs().items():
+        seeds.add("fuzz_tokenizer", name, pack_dir(files))
 
     print("fuzz seeds written to", args.out + ":", ", ".join(f"{t} {seeds.count.get(t, 0)}" for t in TARGETS))
     if any(seeds.count.get(t, 0) == 0 for t in TARGETS):

@@ -114,23 +114,29 @@ TEST(Manifest, SealedManifestRoundTripsAndEditsAreCaught) {
   fs::create_directories(dir);
   auto write_manifest = [&](const json& m) { std::ofstream(dir + "/manifest.json") << m.dump(2); };
   json m = manifest_header();
-  m["tokenizer"] = {{"file", "tokenizer.model"}};
+  m["tokenizer"] = {{"kind", "gpt2_bpe"}, {"files", {{{"name", "vocab.json"}}, {{"name", "merges.txt"}}}}};
   m["summary"] = {{"bits_per_weight", 5.0937}};
   write_manifest(seal_manifest(m));
-  EXPECT_EQ(read_manifest(dir)["tokenizer"]["file"], "tokenizer.model");
+  EXPECT_EQ(read_manifest(dir)["tokenizer"]["files"][1]["name"], "merges.txt");
   json edited = seal_manifest(m);
-  edited["tokenizer"]["file"] = "other.model";
+  edited["tokenizer"]["files"][1]["name"] = "other.txt";
   write_manifest(edited);
   EXPECT_THROW(read_manifest(dir), Error);
   for (const char* bad : {"../../etc/passwd", "a/b", "", "..", "manifest.json"}) {
-    m["tokenizer"]["file"] = bad;
+    m["tokenizer"]["files"][1]["name"] = bad;
     write_manifest(seal_manifest(m));  // integrity holds: the path rule alone must refuse it
     try {
       read_manifest(dir);
-      ADD_FAILURE() << "accepted tokenizer.file " << bad;
+      ADD_FAILURE() << "accepted tokenizer.files[].name " << bad;
     } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("tokenizer.file"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("tokenizer.files[].name"), std::string::npos) << e.what();
     }
+  }
+  for (const json& bad : {json("tokenizer.model"), json{{"kind", "sentencepiece"}}, json{{"files", json::array()}},
+                          json{{"files", {"tokenizer.model"}}}}) {
+    m["tokenizer"] = bad;
+    write_manifest(seal_manifest(m));
+    EXPECT_THROW(read_manifest(dir), Error) << bad.dump();
   }
   fs::remove_all(dir);
 }

@@ -1,0 +1,100 @@
+#include "tokenizers/tokenizer_kinds.h"
+
+#include <sys/stat.h>
+
+#include "core/error.h"
+#include "tokenizers/gpt2_bpe.h"
+#include "tokenizers/sentencepiece_tokenizer.h"
+
+namespace sf {
+
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Whether anything is at path (a FIFO or dangling link included): it is then opened, and the
+// opener names what is wrong with it, rather than the file being reported missing.
+bool present(const std::string& path) {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+bool is_directory(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+// GPT-2 BPE: DIR (vocab.json, merges.txt inside), or NAMEvocab.json with NAMEmerges.txt beside it
+// (Hugging Face's vocab.json / merges.txt, and the older gpt2-vocab.json / gpt2-merges.txt).
+std::vector<std::string> locate_gpt2_bpe(const std::string& path) {
+  std::vector<std::string> files;
+  if (is_directory(path)) {
+    files = {path + "/vocab.json", path + "/merges.txt"};
+    if (!present(files[0]) || !present(files[1]))
+      fail_file(path, "holds no tokenizer: a GPT-2 BPE directory holds vocab.json and merges.txt");
+  } else if (ends_with(path, "vocab.json")) {
+    files = {path, path.substr(0, path.size() - 10) + "merges.txt"};
+    if (!present(files[1])) fail_file(files[1], "missing: the GPT-2 vocabulary " + path + " needs its merges beside it");
+  } else if (ends_with(path, ".json")) {
+    fail_file(path, "not a tokenizer shardforge reads: a GPT-2 BPE tokenizer is given as its vocab.json (merges.txt "
+                    "beside it) or their directory; a SentencePiece tokenizer as its .model file");
+  }
+  return files;
+}
+
+std::unique_ptr<Tokenizer> open_gpt2_bpe(const std::vector<std::string>& files) {
+  return std::make_unique<Gpt2BpeTokenizer>(files[0], files[1]);
+}
+
+// SentencePiece: any other file, which must then parse as a model.
+std::vector<std::string> locate_sentencepiece(const std::string& path) { return {path}; }
+
+std::unique_ptr<Tokenizer> open_sentencepiece(const std::vector<std::string>& files) {
+  return std::make_unique<SentencePieceTokenizer>(files[0]);
+}
+
+}  // namespace
+
+// Tried in order by locate_tokenizer: SentencePiece, which claims every file, comes last.
+const std::vector<TokenizerKind>& tokenizer_kinds() {
+  static const std::vector<TokenizerKind> kinds = {
+      {"gpt2_bpe", {"vocab.json", "merges.txt"}, locate_gpt2_bpe, open_gpt2_bpe},
+      {"sentencepiece", {"tokenizer.model"}, locate_sentencepiece, open_sentencepiece},
+  };
+  return kinds;
+}
+
+const TokenizerKind* find_tokenizer_kind(const std::string& name) {
+  for (const auto& k : tokenizer_kinds())
+    if (name == k.name) return &k;
+  return nullptr;
+}
+
+TokenizerSource locate_tokenizer(const std::string& path) {
+  for (const auto& k : tokenizer_kinds())
+    if (auto files = k.locate(path); !files.empty()) return {&k, std::move(files)};
+  fail_file(path, "not a tokenizer");  // unreachable while SentencePiece claims every file
+}
+
+std::unique_ptr<Tokenizer> open_tokenizer(const std::string& path) {
+  const TokenizerSource src = locate_tokenizer(path);
+  return src.kind->open(src.files);
+}
+
+std::unique_ptr<Tokenizer> open_tokenizer(const std::string& kind, const std::vector<std::string>& files,
+                                          const std::string& where) {
+  const TokenizerKind* k = find_tokenizer_kind(kind);
+  if (!k) {
+    std::string known;
+    for (const auto& t : tokenizer_kinds()) known += (known.empty() ? "" : ", ") + std::string(t.name);
+    fail_file(where, "tokenizer kind \"" + kind + "\" is unknown (this shardforge reads " + known + ")");
+  }
+  if (files.size() != k->artifact_names.size())
+    fail_file(where, "a " + kind + " tokenizer has " + std::to_string(k->artifact_names.size()) + " file(s), not " +
+                         std::to_string(files.size()));
+  return k->open(files);
+}
+
+}  // namespace sf

@@ -1,0 +1,98 @@
+#include "validators/model_tokenizer.h"
+
+#include "core/error.h"
+#include "validators/artifact_tokenizer.h"
+
+namespace sf {
+
+namespace {
+// A piece quoted in a message: JSON string syntax shows spaces and escapes control characters.
+std::string quoted(const std::string& piece) { return json(piece).dump(-1, ' ', false, json::error_handler_t::replace); }
+}  // namespace
+
+ModelTokenizer::ModelTokenizer(std::unique_ptr<Tokenizer> tokenizer, const VocabMap* map, std::string model)
+    : tok_(std::move(tokenizer)), map_(map), model_(std::move(model)) {
+  // The tokenizer's ids index the source's vocabulary: the model's own, or the one its map trims.
+  if (map_ && tok_->vocab_size() > map_->old_size())
+    fail_file(model_, "its tokenizer has " + std::to_string(tok_->vocab_size()) + " pieces but the model only " +
+                          std::to_string(map_->old_size()) + " source ids");
+}
+
+std::unique_ptr<ModelTokenizer> ModelTokenizer::open(const Artifact& artifact) {
+  std::unique_ptr<Tokenizer> tok = open_artifact_tokenizer(artifact);
+  if (!tok) return nullptr;
+  return std::make_unique<ModelTokenizer>(std::move(tok), artifact.vocab_map(), artifact.dir());
+}
+
+std::unique_ptr<ModelTokenizer> ModelTokenizer::require(const Artifact& artifact) {
+  auto tok = open(artifact);
+  if (!tok) fail_file(artifact.dir(), "artifact has no tokenizer (convert with --tokenizer FILE)");
+  return tok;
+}
+
+std::vector<int> ModelTokenizer::to_model(const std::vector<int>& ids, const std::string& where) {
+  if (!map_) return ids;
+  const int unk = tok_->unk();
+  const int unk_model = unk >= 0 ? map_->new_id(unk) : -1;
+  std::vector<int> out;
+  out.reserve(ids.size());
+  for (int id : ids) {
+    const int32_t n = map_->new_id(id);
+    if (n >= 0) {
+      out.push_back(n);
+      continue;
+    }
+    if (unk_model < 0)
+      fail_file(where, "holds the token " + quoted(tok_->piece(id)) + " (tokenizer id " + std::to_string(id) +
+                           "), which the vocabulary trim of " + model_ + " dropped" +
+                           (unk < 0 ? "; the tokenizer has no unknown piece to read it as"
+                                    : "; the trim dropped the unknown piece too, so it cannot be read as unknown"));
+    if (replaced_++ == 0) {
+      first_replaced_ = id;
+      replaced_where_ = where;
+    }
+    out.push_back(unk_model);
+  }
+  return out;
+}
+
+int ModelTokenizer::bos() const {
+  const int b = tok_->bos();
+  if (!map_) return b;
+  const int32_t n = map_->new_id(b);
+  if (n < 0)
+    fail_file(model_, "the vocabulary trim dropped the tokenizer's BOS " + quoted(tok_->piece(b)) + " (id " +
+                        std::to_string(b) + "), which every text starts with");
+  return n;
+}
+
+int ModelTokenizer::eos() const {
+  const int e = tok_->eos();
+  return map_ && e >= 0 ? map_->new_id(e) : e;
+}
+
+int ModelTokenizer::tokenizer_id(int model_id) const { return map_ ? map_->old_id(model_id) : model_id; }
+
+std::vector<int> ModelTokenizer::tokenizer_ids(const std::vector<int>& model_ids) const {
+  std::vector<int> out;
+  out.reserve(model_ids.size());
+  for (int id : model_ids) out.push_back(tokenizer_id(id));
+  return out;
+}
+
+std::string ModelTokenizer::decode(const std::vector<int>& model_ids) const {
+  return tok_->decode(tokenizer_ids(model_ids));
+}
+
+std::string ModelTokenizer::piece_text(int prev_model_id, int model_id) const {
+  return tok_->piece_text(prev_model_id < 0 ? -1 : tokenizer_id(prev_model_id), tokenizer_id(model_id));
+}
+
+std::string ModelTokenizer::unk_warning() const {
+  if (replaced_ == 0) return "";
+  return replaced_where_ + ": " + std::to_string(replaced_) + " token(s) the vocabulary trim of " + model_ +
+         " dropped were read as the unknown piece " + quoted(tok_->piece(tok_->unk())) + " (the first: " +
+         quoted(tok_->piece(first_replaced_)) + ", tokenizer id " + std::to_string(first_replaced_) + ")";
+}
+
+}  // namespace sf

@@ -469,7 +469,9 @@ def json_configs(fixtures, manifest):
     configs = {"tiny_config": tiny_config(), "pipeline_default": manifest["pipeline"],
                "pipeline_int8_override": {"stages": [{"name": "load"}, {"name": "quantize", "params": {
                    "scheme": "int8", "overrides": ["blocks.*.ffn.down.weight=f16"]}}, {"name": "write"}]},
-               "pipeline_unknown_stage": {"stages": [{"name": "exec"}]}}
+               "pipeline_unknown_stage": {"stages": [{"name": "exec"}]},
+               "pipeline_trim": {"stages": [{"name": "load"}, {"name": "trim_vocab", "params": {
+                   "spec": "range:0-9,20-,5"}}, {"name": "quantize"}, {"name": "write"}]}}
     for name in ["hf_gqa/config.json", "hf_tied/config.json", "meta_params/params.json",
                  "hf_sharded/pytorch_model.bin.index.json"]:
         path = os.path.join(fixtures, name)

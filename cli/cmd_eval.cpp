@@ -68,7 +68,8 @@ void require_same_reading(const ExecModel& model, const std::string& dir, const 
 void check_untrimmed(const ExecModel& trimmed, const PplOpts& o, const ExecModel& untrimmed) {
   const VocabMap* map = trimmed.artifact().vocab_map();
   if (!map) fail_usage("--untrimmed: " + o.dir + " is not trimmed (it has no vocab_map.bin)");
-  if (untrimmed.artifact().vocab_map()) fail_file(o.untrimmed, "is itself trimmed; --untrimmed takes the untrimmed conversion");
+  if (untrimmed.artifact().vocab_map())
+    fail_file(o.untrimmed, "is itself trimmed; --untrimmed takes the untrimmed conversion");
   if (untrimmed.desc().vocab_size != map->old_size())
     fail_file(o.untrimmed, "has " + std::to_string(untrimmed.desc().vocab_size) + " ids; " + o.dir +
                                " was trimmed from " + std::to_string(map->old_size()));

@@ -99,8 +99,9 @@ int run(const Opts& o) {
               << " ids (kept " << describe_ranges(ranges) << "), saving "
               << human_bytes(v["bytes_saved"].get<uint64_t>()) << " (embedding "
               << human_bytes(v["embedding_bytes_saved"].get<uint64_t>()) << ", output projection "
-              << (info["model"].value("tied_embeddings", false) ? std::string("tied")
-                                                                  : human_bytes(v["output_bytes_saved"].get<uint64_t>()))
+              << (info["model"].value("tied_embeddings", false)
+                      ? std::string("tied")
+                      : human_bytes(v["output_bytes_saved"].get<uint64_t>()))
               << ")\n";
   }
   std::cout << "\n";

@@ -29,7 +29,8 @@ VocabMap read_vocab_map(const std::string& dir, const json& m, const ModelDesc& 
                          std::to_string(desc.vocab_size));
   bool listed = false;
   for (const auto& f : m.value("files", json::array()))
-    if (f.is_object() && f.value("path", json()) == json(name)) listed = f.value("sha256", json()) == e.value("sha256", json());
+    if (f.is_object() && f.value("path", json()) == json(name))
+      listed = f.value("sha256", json()) == e.value("sha256", json());
   if (!listed) fail_file(mpath, "vocab_map's file and sha256 are not the ones listed in files");
   const std::string path = dir + "/" + name;
   // The size is checked before the file is read, so a lying manifest allocates nothing.

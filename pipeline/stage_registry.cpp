@@ -95,7 +95,8 @@ std::vector<std::unique_ptr<Stage>> make_pipeline(const json& spec) {
     for (size_t i = at + 1; i < out.size(); ++i)
       if (out[i]->name() == p.name) fail_usage(std::string("pipeline: at most one '") + p.name + "' stage");
     if (at < index_of(p.after) || at > index_of(p.before))
-      fail_usage(std::string("pipeline: '") + p.name + "' must come after '" + p.after + "' and before '" + p.before + "'");
+      fail_usage(std::string("pipeline: '") + p.name + "' must come after '" + p.after + "' and before '" + p.before +
+                 "'");
   }
   return out;
 }

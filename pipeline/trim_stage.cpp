@@ -58,18 +58,20 @@ class TrimVocabStage : public Stage {
   void process(Unit& u, StageContext&) override {
     for (auto& t : u.tensors) {
       if (t.spec.role != TensorRole::TokenEmbedding && t.spec.role != TensorRole::Output) continue;
-      if (!t.has_values) fail("trim_vocab stage: tensor " + t.spec.name + " was not loaded (trim_vocab runs after load)");
+      if (!t.has_values)
+        fail("trim_vocab stage: tensor " + t.spec.name + " was not loaded (trim_vocab runs after load)");
       const size_t cols = size_t(t.spec.shape.back());
       if (t.values.size() != size_t(old_vocab_) * cols)
         fail("trim_vocab stage: tensor " + t.spec.name + " does not have the source's " + std::to_string(old_vocab_) +
              " rows");
-      // Kept rows move down in order (new id n is the n-th kept old id), in place.
+      // Kept rows move down in order (new id n is the n-th kept old id), in place: no second copy
+      // of the largest tensor (quantize frees the buffer once it is encoded).
+      float* v = t.values.data();
       for (int64_t n = 0; n < map_.kept(); ++n) {
         const size_t from = size_t(map_.old_id(n)) * cols, to = size_t(n) * cols;
-        if (from != to) std::copy(t.values.begin() + long(from), t.values.begin() + long(from + cols), t.values.begin() + long(to));
+        if (from != to) std::copy(v + from, v + from + cols, v + to);
       }
       t.values.resize(size_t(map_.kept()) * cols);
-      t.values.shrink_to_fit();
     }
   }
 

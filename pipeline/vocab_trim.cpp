@@ -100,7 +100,8 @@ void keep_listed(const TrimSpec& spec, int64_t vocab, std::vector<bool>& keep) {
     int64_t id = 0;
     if (!parse_id(item, id))
       fail_file(spec.file, std::string("'").append(printable(item.substr(0, 40))) +
-                               "' is not a token id (the file lists decimal ids separated by spaces, commas or newlines)");
+                               "' is not a token id (the file lists decimal ids separated by spaces, commas or "
+                               "newlines)");
     if (id >= vocab)
       fail_file(spec.file, "id " + item + " is outside the vocabulary (ids 0 to " + std::to_string(vocab - 1) + ")");
     keep[size_t(id)] = true;

@@ -7,7 +7,9 @@ namespace sf {
 
 namespace {
 // A piece quoted in a message: JSON string syntax shows spaces and escapes control characters.
-std::string quoted(const std::string& piece) { return json(piece).dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string quoted(const std::string& piece) {
+  return json(piece).dump(-1, ' ', false, json::error_handler_t::replace);
+}
 }  // namespace
 
 ModelTokenizer::ModelTokenizer(std::unique_ptr<Tokenizer> tokenizer, const VocabMap* map, std::string model)

@@ -23,7 +23,7 @@ RemovedMass removed_mass(const ExecModel& untrimmed, const VocabMap& map, const 
   const size_t n = size_t(plan.positions());
   std::vector<double> mass(n), nll(n);
   std::vector<char> target_dropped(n);
-  run_windows({&untrimmed}, tokens, plan, bos, pool, [&](size_t slot, const std::vector<const float*>& logits, int target) {
+  const ScoreFn score = [&](size_t slot, const std::vector<const float*>& logits, int target) {
     thread_local std::vector<double> lp;
     log_softmax(logits[0], vocab, lp);
     double m = 0;
@@ -31,7 +31,8 @@ RemovedMass removed_mass(const ExecModel& untrimmed, const VocabMap& map, const 
     mass[slot] = m;
     nll[slot] = -lp[size_t(target)];
     target_dropped[slot] = !map.keeps(target);
-  }, "removed mass");
+  };
+  run_windows({&untrimmed}, tokens, plan, bos, pool, score, "removed mass");
   RemovedMass r;
   r.tokens_scored = int64_t(n);
   r.mean = mean_stderr(mass).mean;  // summed in slot order: the same for any thread count

@@ -63,21 +63,35 @@ Artifact::Artifact(const std::string& dir) : dir_(dir) {
     // Loaders that seek to one token's row use this number: it must be the one the type implies.
     if (json_int(emb, "row_bytes", mpath, 0) != int64_t(views_["embed.weight"].row_bytes))
       fail_file(mpath, "units.embedding.row_bytes disagrees with the embedding's type and width");
-    std::vector<std::string> files;
-    for (const auto& b : units.at("blocks")) files.push_back(b.get<std::string>());
-    files.push_back(units.at("head").get<std::string>());
-    if (int64_t(files.size()) != desc_.n_layers + 1)
-      fail_file(mpath, "lists " + std::to_string(files.size() - 1) + " blocks for a model with " +
+    // Each shard file with the canonical tensors its unit must hold: exactly those, so a manifest
+    // whose settings contradict the tensors (biases it says do not exist, a norm kind without the
+    // norm's bias) is refused instead of run with part of its weights ignored.
+    std::vector<std::pair<std::string, std::vector<TensorSpec>>> files;
+    for (const auto& b : units.at("blocks"))
+      files.emplace_back(b.get<std::string>(), unit_tensors(desc_, UnitKind::Block, int64_t(files.size())));
+    if (int64_t(files.size()) != desc_.n_layers)
+      fail_file(mpath, "lists " + std::to_string(files.size()) + " blocks for a model with " +
                            std::to_string(desc_.n_layers) + " layers");
+    files.emplace_back(units.at("head").get<std::string>(), unit_tensors(desc_, UnitKind::Head, 0));
     // The learned position table (without it, the check below names the missing embed.pos.weight).
     if (units.contains("positions")) {
       if (desc_.positional != PositionalKind::Learned)
         fail_file(mpath, "units.positions is listed but the model has no learned positions");
-      files.push_back(units.at("positions").get<std::string>());
+      std::vector<TensorSpec> pos;
+      for (auto& t : unit_tensors(desc_, UnitKind::Embedding, 0))
+        if (t.role == TensorRole::PositionEmbedding) pos.push_back(t);
+      files.emplace_back(units.at("positions").get<std::string>(), pos);
     }
-    for (const auto& f : files) {
+    for (const auto& [f, specs] : files) {
       shards_.push_back(std::make_unique<ShardFile>(dir + "/" + f));
-      for (const auto& t : shards_.back()->tensors()) views_[t.name] = t;
+      std::set<std::string> expected;
+      for (const auto& t : specs) expected.insert(t.name);
+      for (const auto& t : shards_.back()->tensors()) {
+        if (!expected.count(t.name))
+          fail_file(dir + "/" + f, "holds tensor " + t.name + ", which this unit of the model the manifest " +
+                                       "describes does not have (settings and tensors disagree)");
+        views_[t.name] = t;
+      }
     }
     read_tokenizer_entry(mpath);
     if (manifest_.contains("vocab_map"))

@@ -134,6 +134,34 @@ class Verify(TempDirTest):
         self.edit_manifest(lambda m: m["units"].pop("positions"), seal=True)
         self.assert_refused("embed.pos.weight")
 
+    def test_settings_contradicting_the_tensors_are_refused(self):
+        # Settings naming tensors the shards lack, or shards holding tensors the settings leave out:
+        # refused by every command that opens the artifact, never run with weights ignored.
+        gpt2 = self.path("gpt2")
+        sf("convert", fixture("gpt2_hub"), "-o", gpt2)
+        original = read_bytes(os.path.join(gpt2, "manifest.json"))
+        cases = [
+            (gpt2, lambda m: m["model"]["biases"].update(qkv=False), ["holds tensor blocks.0.attn.q.bias"]),
+            (gpt2, lambda m: m["model"].update(norm="rms", norm_bias=False), ["holds tensor blocks.0.attn_norm.bias"]),
+            (gpt2, lambda m: m["model"].update(norm_bias=False), ["holds tensor blocks.0.attn_norm.bias"]),
+            (gpt2, lambda m: m["model"]["biases"].update(ffn=False), ["holds tensor blocks.0.ffn.up.bias"]),
+        ]
+        for art, edit, needles in cases:
+            with self.subTest(needles=needles):
+                write_bytes(os.path.join(art, "manifest.json"), original)
+                m = read_json(os.path.join(art, "manifest.json"))
+                edit(m)
+                write_json(os.path.join(art, "manifest.json"), m)
+                reseal(art)
+                for args in [["verify", art], ["run", art, "--ids", "1,2", "-n", 1]]:
+                    p = sf(*args, check=False)
+                    self.assertEqual(p.returncode, 1, args)
+                    for n in needles:
+                        self.assertIn(n, p.stderr, args)
+        # The other way round: settings naming tensors the shards do not hold.
+        self.edit_manifest(lambda m: m["model"].update(norm="layer", norm_bias=True), seal=True)
+        self.assert_refused("lacks tensor blocks.0.attn_norm.bias")
+
     def test_version_1_artifact_is_refused_with_advice(self):
         self.edit_manifest(lambda m: m.update(format_version=1), seal=True)
         self.assert_refused("format version 1 is not supported", "convert the source again")

@@ -112,12 +112,14 @@ int run(const Opts& o) {
     // Generation needs a position to start from: an empty prompt is the start-of-text token alone.
     if (prompt.empty()) prompt = {tok->bos()};
   }
-  check_context(model.desc(), o.dir, int64_t(prompt.size()) + o.n,
+  // The last generated token is never run, so the sequence takes prompt + n - 1 positions.
+  const int64_t positions = int64_t(prompt.size()) + std::max<int64_t>(o.n - 1, 0);
+  check_context(model.desc(), o.dir, positions,
                 "prompt of " + std::to_string(prompt.size()) + " tokens + -n " + std::to_string(o.n), o.allow_long);
   const bool dump_all = !o.logits_file.empty();
   LogitsDump dump(o.logits_file, vocab);
   ThreadPool pool(o.threads);
-  Session s(model, int64_t(prompt.size()) + o.n, &pool);
+  Session s(model, positions, &pool);
   // The whole prompt in one call (prefill); its logits rows kept only when they are dumped.
   const std::vector<int32_t> prompt32(prompt.begin(), prompt.end());
   const float* logits = s.forward(prompt32.data(), prompt32.size(), dump_all ? 0 : prompt32.size() - 1);

@@ -61,6 +61,9 @@ void check_context(const ModelDesc& m, const std::string& artifact, int64_t posi
                " positions shardforge supports");
   if (m.max_seq <= 0 || positions <= m.max_seq) return;
   const std::string limit = "the model's context length of " + std::to_string(m.max_seq);
+  // A learned position table has a row per position and nothing past it: no flag runs further.
+  if (m.positional == PositionalKind::Learned)
+    fail_usage(artifact + ": " + n + " is more than " + limit + ", the rows of its learned position table");
   if (!allow_long) fail_usage(artifact + ": " + n + " is more than " + limit + " (--allow-long-context runs past it)");
   warn(artifact + ": " + n + " is more than " + limit + "; results past it are not meaningful");
 }

@@ -100,8 +100,23 @@ class ContextLength(WithSample):
         self.assertIn("context length of 256", p.stderr)
 
     def test_within_the_context_is_accepted(self):
-        r = sf_json("run", self.art, "--ids", "1", "-n", 255, "--ignore-eos")
-        self.assertEqual(len(r["ids"]), 255)
+        # The last generated token is never run: 1 + 256 tokens take 256 positions.
+        r = sf_json("run", self.art, "--ids", "1", "-n", 256, "--ignore-eos")
+        self.assertEqual(len(r["ids"]), 256)
+        p = sf("run", self.art, "--ids", "1", "-n", 257, "--ignore-eos", check=False)
+        error_line(self, p, 2, self.art, "257 positions", "context length of 256")
+
+    def test_learned_positions_cannot_run_past_their_table(self):
+        # GPT-2's position table has n_positions rows: no flag runs past it, and none is suggested.
+        art = self.path("gpt2")
+        sf("convert", fixture("gpt2_hub"), "-o", art)
+        rows = read_json(os.path.join(art, "manifest.json"))["model"]["max_seq"]
+        ids = ",".join(str(1 + i % 250) for i in range(rows - 8))
+        self.assertEqual(len(sf_json("run", art, "--ids", ids, "-n", 9)["ids"]), 9)
+        for extra in [[], ["--allow-long-context"]]:
+            p = sf("run", art, "--ids", ids, "-n", 10, *extra, check=False)
+            error_line(self, p, 2, art, f"context length of {rows}", "learned position table")
+            self.assertNotIn("--allow-long-context runs past it", p.stderr)
 
     def test_eval_default_window_fits_the_model(self):
         r = sf_json("eval", "ppl", self.art, "--text", HELDOUT, "--chunks", 1)

@@ -56,7 +56,11 @@ json vocab_map_identity(const ExecModel& model) {
 // distributions.
 void require_same_reading(const ExecModel& model, const std::string& dir, const ExecModel& other,
                           const std::string& other_name, bool same_map) {
-  if (!model.artifact().tokenizer().kind.empty() && tokenizer_identity(model) != tokenizer_identity(other))
+  const bool has = !model.artifact().tokenizer().kind.empty(), other_has = !other.artifact().tokenizer().kind.empty();
+  if (has != other_has)
+    fail_file(has ? other_name : dir, "has no tokenizer but " + (has ? dir : other_name) +
+                                          " has one; the two models must read text alike");
+  if (tokenizer_identity(model) != tokenizer_identity(other))
     fail_file(dir, "its tokenizer differs from " + other_name + "'s; the two models do not read text alike");
   if (same_map && vocab_map_identity(model) != vocab_map_identity(other))
     fail_file(dir, "its vocabulary trim (vocab_map.bin) differs from " + other_name +

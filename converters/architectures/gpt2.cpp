@@ -97,7 +97,9 @@ std::vector<NameRule> rules(const std::string& p) {
 }
 
 ArchitectureMap variant(const char* name, const std::string& prefix) {
-  return {"gpt2", name, {"GPT2LMHeadModel"}, keep(prefix + "h.{i}.attn.c_attn.weight"), rules(prefix),
+  // GPT2Model (the bare transformer, as some hubs label it) holds the same tensors; its head is
+  // the tied embedding.
+  return {"gpt2", name, {"GPT2LMHeadModel", "GPT2Model"}, keep(prefix + "h.{i}.attn.c_attn.weight"), rules(prefix),
           // The causal-mask buffers (persistent in older transformers): the executor masks itself.
           {keep(prefix + "h.{i}.attn.bias"), keep(prefix + "h.{i}.attn.masked_bias")},
           hyperparams, "lm_head.weight"};

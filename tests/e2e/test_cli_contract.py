@@ -134,6 +134,28 @@ class ContextLength(WithSample):
         self.assertEqual(p.stderr.splitlines()[-1], f"shardforge: error: {self.art}: out of memory")
 
 
+class KldReadsTextAlike(WithSample):
+    def test_a_model_without_a_tokenizer_is_refused_on_either_side(self):
+        bare = self.path("bare")
+        sf("convert", SAMPLE, "-o", bare)
+        m = read_json(os.path.join(bare, "manifest.json"))
+        self.assertIsNotNone(m["tokenizer"])
+        # The same weights without their tokenizer (--tokenizer cannot remove one: rebuild the source).
+        src = self.path("src")
+        shutil.copytree(SAMPLE, src)
+        for f in os.listdir(src):
+            if f.endswith(".model"):
+                os.remove(os.path.join(src, f))
+        notok = self.path("notok")
+        sf("convert", src, "-o", notok)
+        for a, b in [(notok, self.art), (self.art, notok)]:
+            with self.subTest(model=a):
+                p = sf("eval", "kld", a, "--ref", b, "--text", HELDOUT, "--chunks", 1, check=False)
+                self.assertEqual(p.returncode, 1, p.stderr)
+                self.assertEqual(len(p.stderr.splitlines()), 1, p.stderr)
+                self.assertIn("no tokenizer", p.stderr)
+
+
 class NonFiniteWeights(TempDirTest):
     def test_nan_is_refused_naming_tensor_row_and_column(self):
         src = checkpoint_with(self.path("nan"), "model.layers.0.mlp.up_proj.weight", 3, 5, float("nan"))

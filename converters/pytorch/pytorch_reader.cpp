@@ -9,6 +9,7 @@
 #include "converters/pytorch/torch_checkpoint.h"
 #include "converters/source_dir.h"
 #include "core/error.h"
+#include "core/fs_util.h"
 #include "core/input_file.h"
 #include "core/json_util.h"
 
@@ -124,7 +125,7 @@ bool pytorch_probe(const std::string& path) {
     }
     return false;
   }
-  if (path.size() >= 11 && path.compare(path.size() - 11, 11, ".index.json") == 0) return true;
+  if (ends_with(path, ".index.json")) return true;
   const std::string ext = fs::path(path).extension().string();
   return starts_with_zip_magic(path) || ext == ".pt" || ext == ".pth" || ext == ".bin" || ext == ".ckpt";
 }
@@ -205,7 +206,7 @@ std::unique_ptr<SourceModel> pytorch_open(const std::string& path) {
 
   if (!parallel.empty())
     open_model_parallel(*m, parallel);
-  else if (file.size() >= 11 && file.compare(file.size() - 11, 11, ".index.json") == 0)
+  else if (ends_with(file, ".index.json"))
     open_bin_index(*m, file, dir);
   else
     open_single(*m, file);

@@ -6,6 +6,7 @@
 #include "converters/safetensors/safetensors_file.h"
 #include "converters/source_dir.h"
 #include "core/error.h"
+#include "core/fs_util.h"
 #include "core/json_util.h"
 
 namespace sf {
@@ -18,10 +19,6 @@ constexpr const char* kIndexName = "model.safetensors.index.json";
 constexpr const char* kSingleName = "model.safetensors";
 constexpr const char* kExtension = ".safetensors";
 constexpr const char* kIndexSuffix = ".safetensors.index.json";
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 std::vector<std::string> safetensors_in(const std::string& dir) {
   std::vector<std::string> found;

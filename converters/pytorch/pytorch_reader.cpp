@@ -7,6 +7,7 @@
 
 #include "converters/pytorch/model_parallel.h"
 #include "converters/pytorch/torch_checkpoint.h"
+#include "converters/shard_index.h"
 #include "converters/source_dir.h"
 #include "core/error.h"
 #include "core/fs_util.h"
@@ -72,12 +73,11 @@ std::string strip_prefixes(std::string name) {
   return name;
 }
 
-void add_tensors(TorchCheckpoint& ck, SourceModel& m, const std::set<std::string>* only) {
+void add_tensors(TorchCheckpoint& ck, SourceModel& m) {
   const Value* sd = find_state_dict(*ck.root());
   if (!sd) fail_file(ck.path, "no state dict of tensors found in the checkpoint");
   for (const auto& [k, v] : sd->dict) {
     if (k->kind != Kind::Str || v->kind != Kind::Tensor) continue;
-    if (only && !only->count(k->s)) continue;
     const std::string name = strip_prefixes(k->s);
     LazyTensor t = ck.tensor(name, *v);
     t.check_bounds();
@@ -132,27 +132,23 @@ bool pytorch_probe(const std::string& path) {
 
 namespace {
 
-// Hugging Face sharded checkpoint: weight_map names the shard holding each tensor.
+// Hugging Face sharded checkpoint: weight_map names the shard holding each tensor, and each shard
+// must hold exactly the tensors the index assigns to it (converters/shard_index.h).
 void open_bin_index(SourceModel& m, const std::string& file, const std::string& dir) {
-  const json index = read_json_file(file);
-  if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
-    fail_file(file, "index has no weight_map object");
-  std::map<std::string, std::set<std::string>> by_shard;
-  for (const auto& [name, shard] : index["weight_map"].items()) {
-    if (!shard.is_string()) fail_file(file, "weight_map entry for " + name + " is not a file name");
-    const std::string s = shard.get<std::string>();
-    if (s.find('/') != std::string::npos || s.find("..") != std::string::npos)
-      fail_file(file, "weight_map names a file outside the directory: " + s);
-    by_shard[s].insert(name);
-  }
-  for (const auto& [shard, names] : by_shard) {
+  const ShardIndex index = read_shard_index(file, strip_prefixes);
+  for (const auto& [shard, names] : index.names) {
     const std::string shard_path = dir + "/" + shard;
     TorchCheckpoint ck = TorchCheckpoint::open(shard_path);
-    const size_t before = m.tensors.size();
-    add_tensors(ck, m, &names);
-    if (m.tensors.size() - before != names.size())
-      fail_file(shard_path, "holds " + std::to_string(m.tensors.size() - before) + " of the " +
-                                std::to_string(names.size()) + " tensors the index assigns to it");
+    SourceModel one;
+    add_tensors(ck, one);
+    std::set<std::string> held;
+    for (const auto& entry : one.tensors) held.insert(entry.first);
+    check_shard(index, shard, shard_path, held);
+    for (auto& [name, t] : one.tensors) m.tensors.emplace(name, std::move(t));
+    if (m.config.is_null() && !one.config.is_null()) {  // hyper-parameters a shard carries
+      m.config = std::move(one.config);
+      m.config_kind = one.config_kind;
+    }
     m.files.push_back(shard_path);
   }
 }
@@ -165,7 +161,7 @@ void open_model_parallel(SourceModel& m, const std::vector<std::string>& files) 
   for (const auto& f : files) {
     TorchCheckpoint ck = TorchCheckpoint::open(f);
     SourceModel one;
-    add_tensors(ck, one, nullptr);
+    add_tensors(ck, one);
     if (parts.empty()) {  // hyper-parameters a rank-0 file carries, as for a single file
       m.config = std::move(one.config);
       m.config_kind = one.config_kind;
@@ -188,7 +184,7 @@ void open_single(SourceModel& m, const std::string& file) {
       fail_file(file, "is one of " + std::to_string(set.size()) + " model-parallel parts in " + parent_dir(file) +
                           "; convert the directory to merge them");
   TorchCheckpoint ck = TorchCheckpoint::open(file);
-  add_tensors(ck, m, nullptr);
+  add_tensors(ck, m);
   m.files.push_back(file);
 }
 

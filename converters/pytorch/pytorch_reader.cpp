@@ -156,7 +156,7 @@ void open_bin_index(SourceModel& m, const std::string& file, const std::string& 
 // Meta model-parallel checkpoint: every consolidated.NN.pth holds one rank's slice of each tensor.
 // Each file's pickle is dropped once its tensors are listed; the merged tensors read every file's
 // slice when they are loaded.
-void open_model_parallel(SourceModel& m, const std::vector<std::string>& files) {
+std::vector<ModelParallelPart> read_model_parallel(SourceModel& m, const std::vector<std::string>& files) {
   std::vector<ModelParallelPart> parts;
   for (const auto& f : files) {
     TorchCheckpoint ck = TorchCheckpoint::open(f);
@@ -169,7 +169,19 @@ void open_model_parallel(SourceModel& m, const std::vector<std::string>& files) 
     parts.push_back({f, std::move(one.tensors)});
     m.files.push_back(f);
   }
-  m.tensors = merge_model_parallel(parts);
+  return parts;
+}
+
+// The model's width as its hyper-parameters state it (params.json's "dim", or config.json's
+// "hidden_size"), or 0 when they do not state a positive integer.
+int64_t stated_width(const SourceModel& m) {
+  if (!m.config.is_object()) return 0;
+  for (const char* key : {"dim", "hidden_size"})
+    if (const auto it = m.config.find(key); it != m.config.end() && it->is_number_integer()) {
+      if (it->is_number_unsigned() && it->get<uint64_t>() > uint64_t(INT64_MAX)) return 0;
+      return std::max<int64_t>(0, it->get<int64_t>());
+    }
+  return 0;
 }
 
 void open_single(SourceModel& m, const std::string& file) {
@@ -200,13 +212,16 @@ std::unique_ptr<SourceModel> pytorch_open(const std::string& path) {
   const std::string file = !parallel.empty() ? parallel[0] : is_dir ? checkpoint_in_dir(path) : path;
   const std::string dir = parent_dir(file);
 
+  std::vector<ModelParallelPart> parts;
   if (!parallel.empty())
-    open_model_parallel(*m, parallel);
+    parts = read_model_parallel(*m, parallel);
   else if (ends_with(file, ".index.json"))
     open_bin_index(*m, file, dir);
   else
     open_single(*m, file);
   load_source_config(*m, dir, file);
+  // How the embedding was split depends on the model's width, known once params.json is read.
+  if (!parallel.empty()) m->tensors = merge_model_parallel(parts, stated_width(*m));
   find_tokenizer(*m, dir);
   return m;
 }

@@ -71,6 +71,11 @@ class Equivalence(TempDirTest):
         self.assertEqual(sorted(self.source_files(out)),
                          ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"])
 
+    def test_llama3_model_parallel_equals_unsplit(self):
+        # Llama 3 splits the embedding by vocabulary rows, not by feature columns as LLaMA 1/2.
+        out = self.same_as("meta_mp2_llama3", "meta_params")
+        self.assertEqual(sf_json("inspect", out)["source"]["architecture"], "llama/meta")
+
     def test_model_parallel_equals_unsplit(self):
         out = self.same_as("meta_mp2", "meta_params")
         src = fixture("meta_mp2")
@@ -293,6 +298,21 @@ class ModelParallel(TempDirTest):
         d, (p0, p1) = self.parts()
         self.edit(p1, lambda sd: sd.update({"layers.0.feed_forward.w2.weight": sd["layers.0.feed_forward.w2.weight"].half()}))
         self.refused(d, p1, "layers.0.feed_forward.w2.weight", "f16", "f32")
+
+    def test_embedding_fitting_neither_split_is_refused(self):
+        # Llama 3 layout (rows) on rank 0, half the columns on rank 1: neither layout for dim 64.
+        d = self.path("mp3")
+        shutil.copytree(fixture("meta_mp2_llama3"), d)
+        p0, p1 = (os.path.join(d, f"consolidated.{r:02d}.pth") for r in range(2))
+        self.edit(p1, lambda sd: sd.update({"tok_embeddings.weight": sd["tok_embeddings.weight"][:, :32].clone()}))
+        self.refused(d, p0, "tok_embeddings.weight", "[150, 64] in consolidated.00.pth",
+                     "[150, 32] in consolidated.01.pth", "dim 64")
+
+    def test_embedding_split_needs_dim(self):
+        d, (p0, p1) = self.parts()
+        params = os.path.join(d, "params.json")
+        write_json(params, {k: v for k, v in read_json(params).items() if k != "dim"})
+        self.refused(d, p0, "tok_embeddings.weight", "needs the model's dim")
 
     def test_one_rank_named_alone_is_refused(self):
         d, (p0, p1) = self.parts()

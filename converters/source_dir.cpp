@@ -1,21 +1,15 @@
 #include "converters/source_dir.h"
 
-#include <sys/stat.h>
-
 #include <algorithm>
 
 #include "core/error.h"
+#include "core/fs_util.h"
 #include "core/input_file.h"
 #include "core/json_util.h"
 
 namespace sf {
 
 namespace fs = std::filesystem;
-
-bool present(const std::string& path) {
-  struct stat st {};
-  return ::lstat(path.c_str(), &st) == 0;
-}
 
 std::vector<fs::path> directory_entries(const std::string& dir) {
   std::vector<fs::path> out;

@@ -9,9 +9,6 @@
 
 namespace sf {
 
-// True when something exists at path (a dangling symlink included): such a file is then read, and
-// refused with a message when it is not a regular file, instead of being skipped without a word.
-bool present(const std::string& path);
 // The directory's entries, sorted; throws Error naming it when it cannot be listed.
 std::vector<std::filesystem::path> directory_entries(const std::string& dir);
 // The directory holding a file ("." for a bare name).

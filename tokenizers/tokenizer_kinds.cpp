@@ -3,23 +3,13 @@
 #include <sys/stat.h>
 
 #include "core/error.h"
+#include "core/fs_util.h"
 #include "tokenizers/gpt2_bpe.h"
 #include "tokenizers/sentencepiece_tokenizer.h"
 
 namespace sf {
 
 namespace {
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-// Whether anything is at path (a FIFO or dangling link included): it is then opened, and the
-// opener names what is wrong with it, rather than the file being reported missing.
-bool present(const std::string& path) {
-  struct stat st {};
-  return ::lstat(path.c_str(), &st) == 0;
-}
 
 bool is_directory(const std::string& path) {
   struct stat st {};

@@ -15,21 +15,24 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr int kReplicated = -1;
+constexpr int kByWidth = -2;  // decided by the parts' shapes against the model's width
 
 // How Meta's training code splits each weight across ranks (fairscale's parallel layers):
 // column-parallel layers (outputs split) are cut along rows, row-parallel ones (inputs split)
-// along columns, and the embedding along its feature columns. Norms and RoPE frequencies are
-// copied to every rank. A '*' matches any run of characters; the first matching rule wins.
+// along columns. The embedding is cut along its feature columns in LLaMA 1/2 (ParallelEmbedding)
+// and along its vocabulary rows in Llama 3 (VocabParallelEmbedding); see embedding_axis. Norms and
+// RoPE frequencies are copied to every rank. A '*' matches any run of characters; the first
+// matching rule wins.
 struct SplitRule {
   const char* pattern;
-  int axis;  // the axis the slices are concatenated along, or kReplicated
+  int axis;  // the axis the slices are concatenated along, kReplicated or kByWidth
 };
 constexpr SplitRule kSplitRules[] = {
     {"layers.*.attention.wq.weight", 0},     {"layers.*.attention.wk.weight", 0},
     {"layers.*.attention.wv.weight", 0},     {"layers.*.feed_forward.w1.weight", 0},
     {"layers.*.feed_forward.w3.weight", 0},  {"output.weight", 0},
     {"layers.*.attention.wo.weight", 1},     {"layers.*.feed_forward.w2.weight", 1},
-    {"tok_embeddings.weight", 1},            {"*norm.weight", kReplicated},
+    {"tok_embeddings.weight", kByWidth},     {"*norm.weight", kReplicated},
     {"rope.freqs", kReplicated},
 };
 
@@ -72,6 +75,34 @@ bool same_values(const LazyTensor& a, const LazyTensor& b) {
   return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
 }
 
+// The axis an embedding's parts are concatenated along. Split by vocabulary, every part has the
+// model's `dim` columns; split by features, the parts' columns add up to dim. Both at once would
+// need dim / n == dim, impossible for the n > 1 parts of a model-parallel set.
+size_t embedding_axis(const std::vector<ModelParallelPart>& parts, const std::string& name, int64_t dim) {
+  std::string shapes;
+  bool every_part_full = true;
+  int64_t columns = 0;
+  for (const auto& part : parts) {
+    const LazyTensor& t = part.tensors.at(name);
+    if (t.shape.size() != 2)
+      fail_file(part.path, "tensor " + name + " " + shape_string(t.shape) + " is not a matrix");
+    if (t.shape[1] < 0) fail_file(part.path, "tensor " + name + " has a negative dimension");
+    shapes += (shapes.empty() ? "" : ", ") + shape_string(t.shape) + " in " + fs::path(part.path).filename().string();
+    every_part_full = every_part_full && t.shape[1] == dim;
+    columns = checked_add(columns, t.shape[1], part.path + ": tensor " + name);
+  }
+  if (dim <= 0)
+    fail_file(parts[0].path, "tensor " + name + " is split across the parts (" + shapes +
+                                 "), and telling whether by vocabulary rows or by feature columns needs the model's "
+                                 "dim, which params.json beside the parts does not state");
+  if (every_part_full) return 0;
+  if (columns == dim) return 1;
+  const std::string d = std::to_string(dim);
+  fail_file(parts[0].path, "tensor " + name + ": the parts " + shapes +
+                               " are split neither by vocabulary rows (each of dim " + d +
+                               " columns) nor by feature columns (columns adding up to dim " + d + ")");
+}
+
 }  // namespace
 
 std::vector<std::string> model_parallel_files(const std::string& dir) {
@@ -101,7 +132,7 @@ std::vector<std::string> model_parallel_files(const std::string& dir) {
   return files;
 }
 
-std::map<std::string, LazyTensor> merge_model_parallel(const std::vector<ModelParallelPart>& parts) {
+std::map<std::string, LazyTensor> merge_model_parallel(const std::vector<ModelParallelPart>& parts, int64_t dim) {
   if (parts.empty()) fail("no model-parallel parts to merge");
   const ModelParallelPart& first = parts[0];
   const std::string first_name = fs::path(first.path).filename().string();
@@ -115,7 +146,8 @@ std::map<std::string, LazyTensor> merge_model_parallel(const std::vector<ModelPa
   for (const auto& entry : first.tensors) {
     const std::string& name = entry.first;  // not a structured binding: the lambda below uses it
     const LazyTensor& t0 = entry.second;
-    const auto axis = split_axis(name);
+    auto axis = split_axis(name);
+    if (axis == kByWidth) axis = int(embedding_axis(parts, name, dim));
     if (!axis)
       fail_file(first.path,
                 "tensor " + name + " has no rule for merging model-parallel parts (not a Meta LLaMA weight?)");

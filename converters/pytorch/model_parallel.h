@@ -27,7 +27,9 @@ struct ModelParallelPart {
 // The whole tensors: every part must hold the same names, with the same dtype; split tensors
 // (by name, see the table in model_parallel.cpp) must agree on every axis but the split one, and
 // replicated ones must be equal bit for bit (they are read and compared here). Nothing else is
-// read. Throws Error with one line naming the file that disagrees.
-std::map<std::string, LazyTensor> merge_model_parallel(const std::vector<ModelParallelPart>& parts);
+// read. `dim` is the model's width (params.json's "dim"; 0 when unknown): it tells whether
+// tok_embeddings was split by vocabulary rows (Llama 3) or by feature columns (LLaMA 1/2). Throws
+// Error with one line naming the file that disagrees.
+std::map<std::string, LazyTensor> merge_model_parallel(const std::vector<ModelParallelPart>& parts, int64_t dim);
 
 }  // namespace sf

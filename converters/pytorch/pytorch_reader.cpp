@@ -7,8 +7,10 @@
 
 #include "converters/pytorch/model_parallel.h"
 #include "converters/pytorch/torch_checkpoint.h"
+#include "converters/shard_index.h"
 #include "converters/source_dir.h"
 #include "core/error.h"
+#include "core/fs_util.h"
 #include "core/input_file.h"
 #include "core/json_util.h"
 
@@ -71,12 +73,11 @@ std::string strip_prefixes(std::string name) {
   return name;
 }
 
-void add_tensors(TorchCheckpoint& ck, SourceModel& m, const std::set<std::string>* only) {
+void add_tensors(TorchCheckpoint& ck, SourceModel& m) {
   const Value* sd = find_state_dict(*ck.root());
   if (!sd) fail_file(ck.path, "no state dict of tensors found in the checkpoint");
   for (const auto& [k, v] : sd->dict) {
     if (k->kind != Kind::Str || v->kind != Kind::Tensor) continue;
-    if (only && !only->count(k->s)) continue;
     const std::string name = strip_prefixes(k->s);
     LazyTensor t = ck.tensor(name, *v);
     t.check_bounds();
@@ -124,34 +125,30 @@ bool pytorch_probe(const std::string& path) {
     }
     return false;
   }
-  if (path.size() >= 11 && path.compare(path.size() - 11, 11, ".index.json") == 0) return true;
+  if (ends_with(path, ".index.json")) return true;
   const std::string ext = fs::path(path).extension().string();
   return starts_with_zip_magic(path) || ext == ".pt" || ext == ".pth" || ext == ".bin" || ext == ".ckpt";
 }
 
 namespace {
 
-// Hugging Face sharded checkpoint: weight_map names the shard holding each tensor.
+// Hugging Face sharded checkpoint: weight_map names the shard holding each tensor, and each shard
+// must hold exactly the tensors the index assigns to it (converters/shard_index.h).
 void open_bin_index(SourceModel& m, const std::string& file, const std::string& dir) {
-  const json index = read_json_file(file);
-  if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
-    fail_file(file, "index has no weight_map object");
-  std::map<std::string, std::set<std::string>> by_shard;
-  for (const auto& [name, shard] : index["weight_map"].items()) {
-    if (!shard.is_string()) fail_file(file, "weight_map entry for " + name + " is not a file name");
-    const std::string s = shard.get<std::string>();
-    if (s.find('/') != std::string::npos || s.find("..") != std::string::npos)
-      fail_file(file, "weight_map names a file outside the directory: " + s);
-    by_shard[s].insert(name);
-  }
-  for (const auto& [shard, names] : by_shard) {
+  const ShardIndex index = read_shard_index(file, strip_prefixes);
+  for (const auto& [shard, names] : index.names) {
     const std::string shard_path = dir + "/" + shard;
     TorchCheckpoint ck = TorchCheckpoint::open(shard_path);
-    const size_t before = m.tensors.size();
-    add_tensors(ck, m, &names);
-    if (m.tensors.size() - before != names.size())
-      fail_file(shard_path, "holds " + std::to_string(m.tensors.size() - before) + " of the " +
-                                std::to_string(names.size()) + " tensors the index assigns to it");
+    SourceModel one;
+    add_tensors(ck, one);
+    std::set<std::string> held;
+    for (const auto& entry : one.tensors) held.insert(entry.first);
+    check_shard(index, shard, shard_path, held);
+    for (auto& [name, t] : one.tensors) m.tensors.emplace(name, std::move(t));
+    if (m.config.is_null() && !one.config.is_null()) {  // hyper-parameters a shard carries
+      m.config = std::move(one.config);
+      m.config_kind = one.config_kind;
+    }
     m.files.push_back(shard_path);
   }
 }
@@ -159,12 +156,12 @@ void open_bin_index(SourceModel& m, const std::string& file, const std::string& 
 // Meta model-parallel checkpoint: every consolidated.NN.pth holds one rank's slice of each tensor.
 // Each file's pickle is dropped once its tensors are listed; the merged tensors read every file's
 // slice when they are loaded.
-void open_model_parallel(SourceModel& m, const std::vector<std::string>& files) {
+std::vector<ModelParallelPart> read_model_parallel(SourceModel& m, const std::vector<std::string>& files) {
   std::vector<ModelParallelPart> parts;
   for (const auto& f : files) {
     TorchCheckpoint ck = TorchCheckpoint::open(f);
     SourceModel one;
-    add_tensors(ck, one, nullptr);
+    add_tensors(ck, one);
     if (parts.empty()) {  // hyper-parameters a rank-0 file carries, as for a single file
       m.config = std::move(one.config);
       m.config_kind = one.config_kind;
@@ -172,7 +169,19 @@ void open_model_parallel(SourceModel& m, const std::vector<std::string>& files) 
     parts.push_back({f, std::move(one.tensors)});
     m.files.push_back(f);
   }
-  m.tensors = merge_model_parallel(parts);
+  return parts;
+}
+
+// The model's width as its hyper-parameters state it (params.json's "dim", or config.json's
+// "hidden_size"), or 0 when they do not state a positive integer.
+int64_t stated_width(const SourceModel& m) {
+  if (!m.config.is_object()) return 0;
+  for (const char* key : {"dim", "hidden_size"})
+    if (const auto it = m.config.find(key); it != m.config.end() && it->is_number_integer()) {
+      if (it->is_number_unsigned() && it->get<uint64_t>() > uint64_t(INT64_MAX)) return 0;
+      return std::max<int64_t>(0, it->get<int64_t>());
+    }
+  return 0;
 }
 
 void open_single(SourceModel& m, const std::string& file) {
@@ -187,7 +196,7 @@ void open_single(SourceModel& m, const std::string& file) {
       fail_file(file, "is one of " + std::to_string(set.size()) + " model-parallel parts in " + parent_dir(file) +
                           "; convert the directory to merge them");
   TorchCheckpoint ck = TorchCheckpoint::open(file);
-  add_tensors(ck, m, nullptr);
+  add_tensors(ck, m);
   m.files.push_back(file);
 }
 
@@ -203,13 +212,16 @@ std::unique_ptr<SourceModel> pytorch_open(const std::string& path) {
   const std::string file = !parallel.empty() ? parallel[0] : is_dir ? checkpoint_in_dir(path) : path;
   const std::string dir = parent_dir(file);
 
+  std::vector<ModelParallelPart> parts;
   if (!parallel.empty())
-    open_model_parallel(*m, parallel);
-  else if (file.size() >= 11 && file.compare(file.size() - 11, 11, ".index.json") == 0)
+    parts = read_model_parallel(*m, parallel);
+  else if (ends_with(file, ".index.json"))
     open_bin_index(*m, file, dir);
   else
     open_single(*m, file);
   load_source_config(*m, dir, file);
+  // How the embedding was split depends on the model's width, known once params.json is read.
+  if (!parallel.empty()) m->tensors = merge_model_parallel(parts, stated_width(*m));
   find_tokenizer(*m, dir);
   return m;
 }

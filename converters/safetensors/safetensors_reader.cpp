@@ -4,9 +4,10 @@
 #include <set>
 
 #include "converters/safetensors/safetensors_file.h"
+#include "converters/shard_index.h"
 #include "converters/source_dir.h"
 #include "core/error.h"
-#include "core/json_util.h"
+#include "core/fs_util.h"
 
 namespace sf {
 
@@ -18,10 +19,6 @@ constexpr const char* kIndexName = "model.safetensors.index.json";
 constexpr const char* kSingleName = "model.safetensors";
 constexpr const char* kExtension = ".safetensors";
 constexpr const char* kIndexSuffix = ".safetensors.index.json";
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 std::vector<std::string> safetensors_in(const std::string& dir) {
   std::vector<std::string> found;
@@ -41,48 +38,19 @@ std::string checkpoint_in_dir(const std::string& dir) {
   fail_file(dir, "directory holds several .safetensors files and no " + std::string(kIndexName) + "; name one");
 }
 
-// A shard name from an index: a plain file name in the index's directory.
-bool plain_name(const std::string& s) {
-  return !s.empty() && s != "." && s.find('/') == std::string::npos && s.find("..") == std::string::npos &&
-         s.find('\0') == std::string::npos;
-}
-
-// Hugging Face sharded checkpoint: weight_map names the shard holding each tensor. Each shard must
-// hold every tensor the index assigns to it, and none the index assigns to another shard.
+// Hugging Face sharded checkpoint: weight_map names the shard holding each tensor, and each shard
+// must hold exactly the tensors the index assigns to it (converters/shard_index.h).
 void open_index(SourceModel& m, const std::string& file, const std::string& dir) {
-  const json index = read_json_file(file);
-  if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
-    fail_file(file, "index has no weight_map object");
-  std::map<std::string, std::string> shard_of;  // tensor -> shard
-  std::map<std::string, std::set<std::string>> by_shard;
-  for (const auto& [name, shard] : index["weight_map"].items()) {
-    if (!shard.is_string()) fail_file(file, "weight_map entry for " + name + " is not a file name");
-    const std::string s = shard.get<std::string>();
-    if (!plain_name(s)) fail_file(file, "weight_map names a file outside the directory: " + s);
-    shard_of[name] = s;
-    by_shard[s].insert(name);
-  }
-  size_t unlisted = 0;
-  for (const auto& [shard, names] : by_shard) {
+  const ShardIndex index = read_shard_index(file);
+  for (const auto& [shard, names] : index.names) {
     const std::string shard_path = dir + "/" + shard;
     auto tensors = read_safetensors(shard_path);
-    for (const auto& name : names)
-      if (!tensors.count(name)) fail_file(shard_path, "lacks tensor " + name + ", which " + file + " assigns to it");
-    for (auto& [name, t] : tensors) {
-      const auto it = shard_of.find(name);
-      if (it == shard_of.end()) {
-        ++unlisted;
-        continue;
-      }
-      if (it->second != shard)
-        fail_file(shard_path, "holds tensor " + name + ", which " + file + " assigns to " + it->second);
-      m.tensors.emplace(name, std::move(t));
-    }
+    std::set<std::string> held;
+    for (const auto& entry : tensors) held.insert(entry.first);
+    check_shard(index, shard, shard_path, held);
+    for (auto& [name, t] : tensors) m.tensors.emplace(name, std::move(t));
     m.files.push_back(shard_path);
   }
-  if (unlisted > 0)
-    m.warnings.push_back(file + ": the shards hold " + std::to_string(unlisted) +
-                         " tensors the index does not list; they are not read");
 }
 
 }  // namespace

@@ -71,6 +71,11 @@ class Equivalence(TempDirTest):
         self.assertEqual(sorted(self.source_files(out)),
                          ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"])
 
+    def test_llama3_model_parallel_equals_unsplit(self):
+        # Llama 3 splits the embedding by vocabulary rows, not by feature columns as LLaMA 1/2.
+        out = self.same_as("meta_mp2_llama3", "meta_params")
+        self.assertEqual(sf_json("inspect", out)["source"]["architecture"], "llama/meta")
+
     def test_model_parallel_equals_unsplit(self):
         out = self.same_as("meta_mp2", "meta_params")
         src = fixture("meta_mp2")
@@ -159,11 +164,36 @@ class LyingHeaders(TempDirTest):
                 self.refused(st.pack(header, b"\0" * 16), needle)
 
 
+def add_to_safetensors(path, name, tensor):
+    """Rewrites a safetensors file with one more tensor after the others (read with a few lines of
+    Python here, not by shardforge)."""
+    data = read_bytes(path)
+    (n,) = struct.unpack("<Q", data[:8])
+    header, body = json.loads(data[8:8 + n]), data[8 + n:]
+    extra = st.raw_bytes(tensor)
+    header[name] = {"dtype": st.DTYPES[tensor.dtype], "shape": list(tensor.shape),
+                    "data_offsets": [len(body), len(body) + len(extra)]}
+    write_bytes(path, st.pack(header, body + extra))
+
+
+def add_to_torch_save(path, name, tensor):
+    sd = torch.load(path)
+    sd[name] = tensor
+    torch.save(sd, path)
+
+
 class ShardedIndex(TempDirTest):
-    def sharded(self):
+    # Each sharded container: fixture, index, shard file names, how to add a tensor to a shard.
+    CONTAINERS = [("hf_st_sharded", "model.safetensors.index.json", "model-0000{}-of-00002.safetensors",
+                   add_to_safetensors),
+                  ("hf_sharded", "pytorch_model.bin.index.json", "pytorch_model-0000{}-of-00002.bin",
+                   add_to_torch_save)]
+
+    def sharded(self, fixture_name="hf_st_sharded", index_name="model.safetensors.index.json"):
         d = self.path("src")
-        shutil.copytree(fixture("hf_st_sharded"), d)
-        return d, os.path.join(d, "model.safetensors.index.json")
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.copytree(fixture(fixture_name), d)
+        return d, os.path.join(d, index_name)
 
     def refused(self, src, *needles):
         p = run("convert", src, "-o", self.path("out"))
@@ -186,6 +216,26 @@ class ShardedIndex(TempDirTest):
         m["weight_map"]["model.norm.weight"] = "model-00001-of-00002.safetensors"
         write_json(index, m)
         self.refused(d, "model-00001-of-00002.safetensors", "lacks tensor model.norm.weight")
+
+    def test_shard_holds_a_tensor_the_index_does_not_list(self):
+        # Left unread, it would be a weight silently dropped; a single file holding it is refused too.
+        for name, index_name, shard, add in self.CONTAINERS:
+            with self.subTest(container=name):
+                d, index = self.sharded(name, index_name)
+                first = os.path.join(d, shard.format(1))
+                add(first, "extra.weight", torch.zeros(2, 2))
+                self.refused(d, first, "holds tensor extra.weight", index + " does not list")
+
+    def test_needed_tensor_in_a_shard_but_not_in_the_index(self):
+        # Reported as in that shard but not in the index, not merely as a missing tensor.
+        for name, index_name, shard, add in self.CONTAINERS:
+            with self.subTest(container=name):
+                d, index = self.sharded(name, index_name)
+                m = read_json(index)
+                self.assertEqual(m["weight_map"].pop("model.norm.weight"), shard.format(2))
+                write_json(index, m)
+                self.refused(d, os.path.join(d, shard.format(2)), "holds tensor model.norm.weight",
+                             index + " does not list")
 
     def test_tensor_in_two_shards(self):
         d, index = self.sharded()
@@ -248,6 +298,21 @@ class ModelParallel(TempDirTest):
         d, (p0, p1) = self.parts()
         self.edit(p1, lambda sd: sd.update({"layers.0.feed_forward.w2.weight": sd["layers.0.feed_forward.w2.weight"].half()}))
         self.refused(d, p1, "layers.0.feed_forward.w2.weight", "f16", "f32")
+
+    def test_embedding_fitting_neither_split_is_refused(self):
+        # Llama 3 layout (rows) on rank 0, half the columns on rank 1: neither layout for dim 64.
+        d = self.path("mp3")
+        shutil.copytree(fixture("meta_mp2_llama3"), d)
+        p0, p1 = (os.path.join(d, f"consolidated.{r:02d}.pth") for r in range(2))
+        self.edit(p1, lambda sd: sd.update({"tok_embeddings.weight": sd["tok_embeddings.weight"][:, :32].clone()}))
+        self.refused(d, p0, "tok_embeddings.weight", "[150, 64] in consolidated.00.pth",
+                     "[150, 32] in consolidated.01.pth", "dim 64")
+
+    def test_embedding_split_needs_dim(self):
+        d, (p0, p1) = self.parts()
+        params = os.path.join(d, "params.json")
+        write_json(params, {k: v for k, v in read_json(params).items() if k != "dim"})
+        self.refused(d, p0, "tok_embeddings.weight", "needs the model's dim")
 
     def test_one_rank_named_alone_is_refused(self):
         d, (p0, p1) = self.parts()

@@ -123,9 +123,12 @@ std::vector<ModelParallelPart> two_ranks() {
   return parts;
 }
 
-std::string merge_error(const std::vector<ModelParallelPart>& parts) {
+// two_ranks' model width: each rank's embedding holds one of its 2 feature columns.
+constexpr int64_t kDim = 2;
+
+std::string merge_error(const std::vector<ModelParallelPart>& parts, int64_t dim = kDim) {
   try {
-    merge_model_parallel(parts);
+    merge_model_parallel(parts, dim);
   } catch (const Error& e) {
     return e.message();
   }
@@ -133,7 +136,7 @@ std::string merge_error(const std::vector<ModelParallelPart>& parts) {
 }
 
 TEST(ModelParallel, MergesAlongEachWeightsSplitAxis) {
-  const auto merged = merge_model_parallel(two_ranks());
+  const auto merged = merge_model_parallel(two_ranks(), kDim);
   EXPECT_EQ(merged.at("layers.0.attention.wq.weight").shape, (std::vector<int64_t>{2, 2}));
   EXPECT_EQ(merged.at("layers.0.attention.wq.weight").to_f32(), (std::vector<float>{0, 1, 100, 101}));
   EXPECT_EQ(merged.at("layers.0.attention.wo.weight").to_f32(), (std::vector<float>{0, 100, 1, 101}));
@@ -186,16 +189,50 @@ TEST(ModelParallel, RefusesPartsThatDisagree) {
         << merge_error(p);
     // Only one rank short of the axis: rank 0 (checked before the merged shape is made) or rank 1.
     p = two_ranks();
-    p[0].tensors["tok_embeddings.weight"] = f32_tensor("e", {3}, {0, 1, 2}, p[0].path);
-    EXPECT_NE(merge_error(p).find("consolidated.00.pth: tensor tok_embeddings.weight [3] has no axis 1"),
-              std::string::npos)
+    p[0].tensors["output.weight"] = f32_tensor("o", {}, {0}, p[0].path);
+    EXPECT_NE(merge_error(p).find("consolidated.00.pth: tensor output.weight [] has no axis 0"), std::string::npos)
+        << merge_error(p);
+    p = two_ranks();
+    p[1].tensors["output.weight"] = f32_tensor("o", {}, {0}, p[1].path);
+    EXPECT_NE(merge_error(p).find("consolidated.01.pth: tensor output.weight [] has no axis 0"), std::string::npos)
         << merge_error(p);
     p = two_ranks();
     p[1].tensors["tok_embeddings.weight"] = f32_tensor("e", {3}, {0, 1, 2}, p[1].path);
-    EXPECT_NE(merge_error(p).find("consolidated.01.pth: tensor tok_embeddings.weight [3] has no axis 1"),
+    EXPECT_NE(merge_error(p).find("consolidated.01.pth: tensor tok_embeddings.weight [3] is not a matrix"),
               std::string::npos)
         << merge_error(p);
   }
+}
+
+// Llama 3's VocabParallelEmbedding: each rank holds a block of vocabulary rows, all dim columns.
+TEST(ModelParallel, EmbeddingSplitByVocabularyRows) {
+  auto p = two_ranks();
+  for (int r = 0; r < 2; ++r)
+    p[size_t(r)].tensors["tok_embeddings.weight"] = f32_tensor("e", {2, 2}, tagged(r, 4), p[size_t(r)].path);
+  const auto merged = merge_model_parallel(p, kDim);
+  EXPECT_EQ(merged.at("tok_embeddings.weight").shape, (std::vector<int64_t>{4, 2}));
+  EXPECT_EQ(merged.at("tok_embeddings.weight").to_f32(), (std::vector<float>{0, 1, 2, 3, 100, 101, 102, 103}));
+  // The other weights keep their own axes.
+  EXPECT_EQ(merged.at("layers.0.attention.wo.weight").to_f32(), (std::vector<float>{0, 100, 1, 101}));
+}
+
+TEST(ModelParallel, EmbeddingThatFitsNeitherSplitIsRefused) {
+  // Columns 1 + 1 are neither dim 3 each nor adding up to 3.
+  std::string e = merge_error(two_ranks(), 3);
+  EXPECT_NE(e.find("/d/consolidated.00.pth: tensor tok_embeddings.weight: the parts [3, 1] in consolidated.00.pth, "
+                   "[3, 1] in consolidated.01.pth"),
+            std::string::npos)
+      << e;
+  EXPECT_NE(e.find("dim 3"), std::string::npos) << e;
+  // One part of dim columns, one of half: neither layout.
+  auto p = two_ranks();
+  p[0].tensors["tok_embeddings.weight"] = f32_tensor("e", {3, 2}, tagged(0, 6), p[0].path);
+  e = merge_error(p);
+  EXPECT_NE(e.find("[3, 2] in consolidated.00.pth, [3, 1] in consolidated.01.pth"), std::string::npos) << e;
+  // Without the model's width the layout cannot be told.
+  e = merge_error(two_ranks(), 0);
+  EXPECT_NE(e.find("tok_embeddings.weight is split"), std::string::npos) << e;
+  EXPECT_NE(e.find("needs the model's dim"), std::string::npos) << e;
 }
 
 class PartFiles : public ::testing::Test {

@@ -126,7 +126,13 @@ int run(const Opts& o) {
   logits += (prompt32.size() - 1) * (dump_all ? size_t(vocab) : 0);
   std::mt19937_64 rng(o.seed);
   std::vector<int> out;
-  int prev = prompt.back();
+  // The last token with a piece, which the next piece's text follows: ids without one show as
+  // nothing, so the text reads as if they were not there (SentencePiece keeps the space before a
+  // word only after another piece).
+  int prev = -1;
+  if (tok)
+    for (auto it = prompt.rbegin(); it != prompt.rend() && prev < 0; ++it)
+      if (tok->has_piece(*it)) prev = *it;
   const bool stream = !o.json_out && tok;
   const int eos = tok ? tok->eos() : -1;  // -1: a trim dropped it
   if (stream) std::cout << o.prompt << std::flush;
@@ -135,7 +141,7 @@ int run(const Opts& o) {
     if (next == eos && !o.ignore_eos) break;
     out.push_back(next);
     if (stream) std::cout << tok->piece_text(prev, next) << std::flush;
-    prev = next;
+    if (tok && tok->has_piece(next)) prev = next;
     if (i + 1 < o.n) {
       logits = s.forward(next);
       if (dump_all) dump.add(logits);
@@ -153,6 +159,7 @@ int run(const Opts& o) {
     std::cout << "\n";
   }
   if (tok && !tok->unk_warning().empty()) warn(tok->unk_warning());
+  if (tok && !tok->undecodable_warning().empty()) warn(tok->undecodable_warning());
   return 0;
 }
 }  // namespace

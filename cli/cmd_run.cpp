@@ -10,6 +10,7 @@
 
 #include <cstdio>
 
+#include "cli/artifact_text.h"
 #include "cli/common.h"
 #include "core/error.h"
 #include "executor/session.h"
@@ -100,13 +101,13 @@ int run(const Opts& o) {
   ExecModel model(o.dir);
   const int64_t vocab = model.desc().vocab_size;
   // Text goes through the artifact's vocabulary map (a trimmed artifact numbers its rows anew).
-  const std::unique_ptr<ModelTokenizer> tok = ModelTokenizer::open(model.artifact());
+  const std::unique_ptr<ModelTokenizer> tok = open_text_tokenizer(model.artifact());
   std::vector<int> prompt;
   if (!o.ids.empty()) {
     check_ids(o.ids, vocab);
     prompt = o.ids;  // exactly as given (model ids): no BOS added
   } else {
-    if (!tok) fail_file(o.dir, "artifact has no tokenizer (convert with --tokenizer FILE, or pass --ids)");
+    if (!tok) fail_no_tokenizer(model.artifact(), "pass the prompt as token ids with --ids");
     if (tok->tokenizer().prompt_starts_with_bos()) prompt = {tok->bos()};
     for (int id : tok->to_model(tok->tokenizer().encode(o.prompt), "prompt")) prompt.push_back(id);
     // Generation needs a position to start from: an empty prompt is the start-of-text token alone.

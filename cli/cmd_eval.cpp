@@ -4,6 +4,7 @@
 #include <iostream>
 #include <memory>
 
+#include "cli/artifact_text.h"
 #include "cli/common.h"
 #include "core/error.h"
 #include "core/fs_util.h"
@@ -84,6 +85,14 @@ void check_untrimmed(const ExecModel& trimmed, const PplOpts& o, const ExecModel
   require_same_reading(trimmed, o.dir, untrimmed, o.untrimmed, false);
 }
 
+// eval reads text, so the artifact needs a tokenizer it can be read through.
+std::unique_ptr<ModelTokenizer> require_text_tokenizer(const Artifact& artifact) {
+  auto tok = open_text_tokenizer(artifact);
+  if (!tok)
+    fail_no_tokenizer(artifact, "eval reads text through one (run --ids IDS --logits FILE gives the logits of token ids)");
+  return tok;
+}
+
 // The text must give at least one window; said about the text file, before any model runs.
 void check_windows(const std::vector<int>& tokens, int64_t ctx, const PplOpts& o) {
   try {
@@ -104,7 +113,7 @@ int run_ppl(const PplOpts& o) {
   std::vector<std::pair<const ExecModel*, std::string>> models = {{&model, o.dir}};
   if (untrimmed) models.emplace_back(untrimmed.get(), o.untrimmed);
   const int64_t ctx = window_length(o, models);
-  const auto tok = ModelTokenizer::require(model.artifact());
+  const auto tok = require_text_tokenizer(model.artifact());
   const std::vector<int> text_ids = tok->tokenizer().encode_file(o.text);  // the tokenizer's ids
   const std::vector<int> tokens = tok->to_model(text_ids, o.text);
   ThreadPool pool(o.threads);
@@ -147,7 +156,7 @@ int run_kld(const KldOpts& o) {
   set_current_input(o.dir);
   ExecModel model(o.dir), reference(o.ref);
   const int64_t ctx = window_length(o, {{&model, o.dir}, {&reference, o.ref}});
-  const auto tok = ModelTokenizer::require(reference.artifact());
+  const auto tok = require_text_tokenizer(reference.artifact());
   require_same_reading(model, o.dir, reference, "the reference " + o.ref, true);
   const std::vector<int> tokens = tok->to_model(tok->tokenizer().encode_file(o.text), o.text);
   ThreadPool pool(o.threads);

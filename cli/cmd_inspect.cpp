@@ -67,7 +67,9 @@ json inspect_source(const std::string& path) {
   }
   return {{"kind", "source"}, {"path", path}, {"format", src->format},
           {"architecture", cm.family + "/" + cm.variant}, {"model", cm.desc.to_json()},
-          {"tokenizer", src->tokenizer_path.empty() ? json(nullptr) : json(src->tokenizer_path)},
+          // What convert would take: none for a family whose tokenizer shardforge does not reproduce.
+          {"tokenizer", src->tokenizer_path.empty() || cm.tokenizer_not_reproduced ? json(nullptr)
+                                                                                   : json(src->tokenizer_path)},
           {"tensor_bytes", total}, {"tensors", tensors}};
 }
 

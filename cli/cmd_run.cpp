@@ -10,6 +10,7 @@
 
 #include <cstdio>
 
+#include "cli/artifact_text.h"
 #include "cli/common.h"
 #include "core/error.h"
 #include "executor/session.h"
@@ -100,13 +101,13 @@ int run(const Opts& o) {
   ExecModel model(o.dir);
   const int64_t vocab = model.desc().vocab_size;
   // Text goes through the artifact's vocabulary map (a trimmed artifact numbers its rows anew).
-  const std::unique_ptr<ModelTokenizer> tok = ModelTokenizer::open(model.artifact());
+  const std::unique_ptr<ModelTokenizer> tok = open_text_tokenizer(model.artifact());
   std::vector<int> prompt;
   if (!o.ids.empty()) {
     check_ids(o.ids, vocab);
     prompt = o.ids;  // exactly as given (model ids): no BOS added
   } else {
-    if (!tok) fail_file(o.dir, "artifact has no tokenizer (convert with --tokenizer FILE, or pass --ids)");
+    if (!tok) fail_no_tokenizer(model.artifact(), "pass the prompt as token ids with --ids");
     if (tok->tokenizer().prompt_starts_with_bos()) prompt = {tok->bos()};
     for (int id : tok->to_model(tok->tokenizer().encode(o.prompt), "prompt")) prompt.push_back(id);
     // Generation needs a position to start from: an empty prompt is the start-of-text token alone.
@@ -128,7 +129,13 @@ int run(const Opts& o) {
   logits += (prompt32.size() - 1) * (dump_all ? size_t(vocab) : 0);
   std::mt19937_64 rng(o.seed);
   std::vector<int> out;
-  int prev = prompt.back();
+  // The last token with a piece, which the next piece's text follows: ids without one show as
+  // nothing, so the text reads as if they were not there (SentencePiece keeps the space before a
+  // word only after another piece).
+  int prev = -1;
+  if (tok)
+    for (auto it = prompt.rbegin(); it != prompt.rend() && prev < 0; ++it)
+      if (tok->has_piece(*it)) prev = *it;
   const bool stream = !o.json_out && tok;
   const int eos = tok ? tok->eos() : -1;  // -1: a trim dropped it
   if (stream) std::cout << o.prompt << std::flush;
@@ -137,7 +144,7 @@ int run(const Opts& o) {
     if (next == eos && !o.ignore_eos) break;
     out.push_back(next);
     if (stream) std::cout << tok->piece_text(prev, next) << std::flush;
-    prev = next;
+    if (tok && tok->has_piece(next)) prev = next;
     if (i + 1 < o.n) {
       logits = s.forward(next);
       if (dump_all) dump.add(logits);
@@ -155,6 +162,7 @@ int run(const Opts& o) {
     std::cout << "\n";
   }
   if (tok && !tok->unk_warning().empty()) warn(tok->unk_warning());
+  if (tok && !tok->undecodable_warning().empty()) warn(tok->undecodable_warning());
   return 0;
 }
 }  // namespace

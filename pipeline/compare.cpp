@@ -100,7 +100,14 @@ Inputs check_inputs(CompareOptions& opt) {
   Inputs in;
   const std::string text = read_file(opt.text, kMaxTextBytes);  // the bound eval applies too
   const auto src = open_source(opt.source);
-  const ModelDesc desc = map_architecture(*src).desc;
+  const CanonicalModel mapped = map_architecture(*src);
+  const ModelDesc& desc = mapped.desc;
+  // compare reads --text through a tokenizer, which convert does not take for such a family.
+  if (const char* why = mapped.tokenizer_not_reproduced)
+    fail_file(opt.source, "compare needs a tokenizer, and shardforge has none for " + mapped.family + " models: " +
+                              why + ", which shardforge does not implement (convert each scheme and give prompts as "
+                                    "token ids with run --ids)",
+              ErrorKind::Unsupported);
   const TrimSpec trim = opt.trim_vocab.empty() ? TrimSpec{} : parse_trim_spec(opt.trim_vocab);  // usage errors first
   if (opt.ctx == 0) opt.ctx = desc.max_seq >= 2 ? std::min<int64_t>(kDefaultCompareCtx, desc.max_seq) : kDefaultCompareCtx;
   check_positions(opt, desc, opt.ctx, "--ctx " + std::to_string(opt.ctx));

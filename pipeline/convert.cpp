@@ -63,7 +63,20 @@ ConvertReport convert(const ConvertOptions& opt) {
   auto src = open_source(opt.source);
   CanonicalModel model = map_architecture(*src, opt.arch);
 
-  const std::string tokenizer = opt.tokenizer.empty() ? src->tokenizer_path : opt.tokenizer;
+  std::string tokenizer = opt.tokenizer.empty() ? src->tokenizer_path : opt.tokenizer;
+  std::string tokenizer_warning = opt.tokenizer.empty() ? src->tokenizer_warning : "";
+  if (const char* why = model.tokenizer_not_reproduced) {
+    // Reading text through a tokenizer file that is only part of the family's would give other ids
+    // than the original, silently: the artifact carries none and prompts are given as ids.
+    if (!opt.tokenizer.empty())
+      fail_file(opt.tokenizer, "--tokenizer is not supported for " + model.family + " models: " + why +
+                                   ", which shardforge does not implement; give prompts as token ids (run --ids)",
+                ErrorKind::Unsupported);
+    tokenizer_warning = opt.source + ": the artifact will have no tokenizer" +
+                        (tokenizer.empty() ? std::string() : " (" + tokenizer + " beside it is not taken)") + ": " +
+                        why + ", which shardforge does not implement; give prompts as token ids (run --ids)";
+    tokenizer.clear();
+  }
   TokenizerSource tok_src{nullptr, {}};
   std::unique_ptr<Tokenizer> tok;
   if (!tokenizer.empty()) {
@@ -114,7 +127,7 @@ ConvertReport convert(const ConvertOptions& opt) {
   r.manifest = writer->finish(std::move(manifest));
   r.warnings = src->warnings;
   r.warnings.insert(r.warnings.end(), model.warnings.begin(), model.warnings.end());
-  if (opt.tokenizer.empty() && !src->tokenizer_warning.empty()) r.warnings.push_back(src->tokenizer_warning);
+  if (!tokenizer_warning.empty()) r.warnings.push_back(tokenizer_warning);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return r;
 }

@@ -205,7 +205,7 @@ std::vector<int> Gpt2BpeTokenizer::encode_text(const std::string& text, const st
   return ids;
 }
 
-std::string Gpt2BpeTokenizer::decode(const std::vector<int>& ids) const {
+std::string Gpt2BpeTokenizer::decode_ids(const std::vector<int>& ids) const {
   std::string out;
   for (int id : ids) out += bytes_of(id);
   return out;
@@ -213,7 +213,7 @@ std::string Gpt2BpeTokenizer::decode(const std::vector<int>& ids) const {
 
 // Byte-level tokens stand for bytes whatever precedes them: a piece is the token's bytes, which may
 // be part of a UTF-8 character (the next pieces complete it).
-std::string Gpt2BpeTokenizer::piece_text(int prev, int id) const {
+std::string Gpt2BpeTokenizer::piece_text_of(int prev, int id) const {
   (void)prev;
   return bytes_of(id);
 }

@@ -21,8 +21,6 @@ class Gpt2BpeTokenizer : public Tokenizer {
   Gpt2BpeTokenizer(const std::string& vocab_path, const std::string& merges_path);
 
   const char* kind() const override { return "gpt2_bpe"; }
-  std::string decode(const std::vector<int>& ids) const override;
-  std::string piece_text(int prev, int id) const override;
   int bos() const override { return end_of_text_; }
   int eos() const override { return end_of_text_; }
   int vocab_size() const override { return int(token_bytes_.size()); }
@@ -33,6 +31,8 @@ class Gpt2BpeTokenizer : public Tokenizer {
 
  protected:
   std::vector<int> encode_text(const std::string& text, const std::string& where) const override;
+  std::string decode_ids(const std::vector<int>& ids) const override;
+  std::string piece_text_of(int prev, int id) const override;
 
  private:
   struct Merge {

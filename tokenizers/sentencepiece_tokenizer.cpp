@@ -30,17 +30,17 @@ std::vector<int> SentencePieceTokenizer::encode_text(const std::string& text, co
   return ids;
 }
 
-std::string SentencePieceTokenizer::decode(const std::vector<int>& ids) const {
+std::string SentencePieceTokenizer::decode_ids(const std::vector<int>& ids) const {
   std::string out;
   if (!sp_->Decode(ids, &out).ok()) fail_file(path_, "the tokenizer cannot decode the generated ids");
   return out;
 }
 
-std::string SentencePieceTokenizer::piece_text(int prev, int id) const {
+std::string SentencePieceTokenizer::piece_text_of(int prev, int id) const {
   // Decoding a pair and removing the first token's text keeps leading spaces right.
-  if (prev < 0) return decode({id});
-  const std::string a = decode({prev}), ab = decode({prev, id});
-  return ab.compare(0, a.size(), a) == 0 ? ab.substr(a.size()) : decode({id});
+  if (prev < 0) return decode_ids({id});
+  const std::string a = decode_ids({prev}), ab = decode_ids({prev, id});
+  return ab.compare(0, a.size(), a) == 0 ? ab.substr(a.size()) : decode_ids({id});
 }
 
 int SentencePieceTokenizer::bos() const { return sp_->bos_id(); }

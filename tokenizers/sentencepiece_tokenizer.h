@@ -15,8 +15,6 @@ class SentencePieceTokenizer : public Tokenizer {
   ~SentencePieceTokenizer() override;
 
   const char* kind() const override { return "sentencepiece"; }
-  std::string decode(const std::vector<int>& ids) const override;
-  std::string piece_text(int prev, int id) const override;
   int bos() const override;
   int eos() const override;
   int vocab_size() const override;
@@ -27,6 +25,8 @@ class SentencePieceTokenizer : public Tokenizer {
 
  protected:
   std::vector<int> encode_text(const std::string& text, const std::string& where) const override;
+  std::string decode_ids(const std::vector<int>& ids) const override;
+  std::string piece_text_of(int prev, int id) const override;
 
  private:
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;

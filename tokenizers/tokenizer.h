@@ -25,10 +25,16 @@ class Tokenizer {
   std::vector<int> encode(const std::string& text) const;  // no BOS
   // A whole evaluation text: a regular file of at most kMaxTextBytes; problems name that file.
   std::vector<int> encode_file(const std::string& path) const;
-  virtual std::string decode(const std::vector<int>& ids) const = 0;  // exact bytes, possibly invalid UTF-8
+  // Exact bytes, possibly invalid UTF-8. An id outside 0 .. vocab_size()-1 decodes to nothing:
+  // models have more rows than their tokenizer has pieces (nanoGPT's GPT-2 pads 50257 to 50304,
+  // ChatGLM2 to 65024) and may emit one; callers that show text warn about them
+  // (is_decodable, validators/model_tokenizer.h).
+  std::string decode(const std::vector<int>& ids) const;
   // The text one generated token adds after `prev` (-1: none), for streaming. Pieces may end inside
-  // a UTF-8 character; their concatenation is the decoded text.
-  virtual std::string piece_text(int prev, int id) const = 0;
+  // a UTF-8 character; their concatenation is the decoded text. An undecodable `id` adds nothing;
+  // an undecodable `prev` is taken as none.
+  std::string piece_text(int prev, int id) const;
+  bool is_decodable(int id) const { return id >= 0 && id < vocab_size(); }
   virtual int bos() const = 0;
   virtual int eos() const = 0;
   virtual int vocab_size() const = 0;
@@ -49,6 +55,9 @@ class Tokenizer {
   explicit Tokenizer(std::vector<std::string> files) : files_(std::move(files)) {}
   // Encodes text; `where` is the file blamed when it cannot be.
   virtual std::vector<int> encode_text(const std::string& text, const std::string& where) const = 0;
+  // decode and piece_text for ids the vocabulary has (prev may still be -1).
+  virtual std::string decode_ids(const std::vector<int>& ids) const = 0;
+  virtual std::string piece_text_of(int prev, int id) const = 0;
 
  private:
   std::vector<std::string> files_;

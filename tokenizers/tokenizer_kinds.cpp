@@ -16,15 +16,11 @@ bool is_directory(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-// GPT-2 BPE: DIR (vocab.json, merges.txt inside), or NAMEvocab.json with NAMEmerges.txt beside it
-// (Hugging Face's vocab.json / merges.txt, and the older gpt2-vocab.json / gpt2-merges.txt).
+// GPT-2 BPE: NAMEvocab.json with NAMEmerges.txt beside it (Hugging Face's vocab.json /
+// merges.txt, and the older gpt2-vocab.json / gpt2-merges.txt).
 std::vector<std::string> locate_gpt2_bpe(const std::string& path) {
   std::vector<std::string> files;
-  if (is_directory(path)) {
-    files = {path + "/vocab.json", path + "/merges.txt"};
-    if (!present(files[0]) || !present(files[1]))
-      fail_file(path, "holds no tokenizer: a GPT-2 BPE directory holds vocab.json and merges.txt");
-  } else if (ends_with(path, "vocab.json")) {
+  if (ends_with(path, "vocab.json")) {
     files = {path, path.substr(0, path.size() - 10) + "merges.txt"};
     if (!present(files[1])) fail_file(files[1], "missing: the GPT-2 vocabulary " + path + " needs its merges beside it");
   } else if (ends_with(path, ".json")) {
@@ -47,7 +43,7 @@ std::unique_ptr<Tokenizer> open_sentencepiece(const std::vector<std::string>& fi
 
 }  // namespace
 
-// Tried in order by locate_tokenizer: SentencePiece, which claims every file, comes last.
+// A file is offered to each kind in order: SentencePiece, which claims every file, comes last.
 const std::vector<TokenizerKind>& tokenizer_kinds() {
   static const std::vector<TokenizerKind> kinds = {
       {"gpt2_bpe", {"vocab.json", "merges.txt"}, locate_gpt2_bpe, open_gpt2_bpe},
@@ -62,7 +58,55 @@ const TokenizerKind* find_tokenizer_kind(const std::string& name) {
   return nullptr;
 }
 
+namespace {
+
+// "tokenizer.model (sentencepiece)", "vocab.json and merges.txt (gpt2_bpe)".
+std::string described(const TokenizerKind& k) {
+  std::string s;
+  for (size_t i = 0; i < k.artifact_names.size(); ++i)
+    s += (i == 0 ? "" : i + 1 == k.artifact_names.size() ? " and " : ", ") + k.artifact_names[i];
+  return s + " (" + k.name + ")";
+}
+
+// A directory is searched for every kind's files under their artifact names: exactly one kind
+// complete is taken; several are refused naming them (which one is meant is the user's call); a
+// kind found in part names the file it lacks.
+TokenizerSource locate_in_directory(const std::string& dir) {
+  std::vector<TokenizerSource> complete;
+  const TokenizerKind* partial = nullptr;
+  std::string missing;
+  for (const auto& k : tokenizer_kinds()) {
+    std::vector<std::string> files;
+    std::string lacks;
+    bool any = false;
+    for (const auto& name : k.artifact_names) {
+      files.push_back(dir + "/" + name);
+      if (present(files.back())) any = true;
+      else if (lacks.empty()) lacks = files.back();
+    }
+    if (lacks.empty()) {
+      complete.push_back({&k, std::move(files)});
+    } else if (any && !partial) {
+      partial = &k;
+      missing = lacks;
+    }
+  }
+  if (complete.size() == 1) return complete.front();
+  std::string kinds;
+  if (complete.size() > 1) {
+    for (const auto& c : complete) kinds += (kinds.empty() ? "" : "; ") + described(*c.kind);
+    fail_file(dir, "holds several tokenizers (" + kinds + "): name the one to use (its file)");
+  }
+  if (partial) fail_file(missing, "missing: the " + std::string(partial->name) + " tokenizer in " + dir + " needs " +
+                                      described(*partial));
+  for (const auto& k : tokenizer_kinds()) kinds += (kinds.empty() ? "" : ", or ") + described(k);
+  fail_file(dir, "holds no tokenizer: a tokenizer directory holds " + kinds);
+}
+
+}  // namespace
+
 TokenizerSource locate_tokenizer(const std::string& path) {
+  if (is_directory(path)) return locate_in_directory(path);
   for (const auto& k : tokenizer_kinds())
     if (auto files = k.locate(path); !files.empty()) return {&k, std::move(files)};
   fail_file(path, "not a tokenizer");  // unreachable while SentencePiece claims every file

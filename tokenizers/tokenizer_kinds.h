@@ -12,9 +12,11 @@ namespace sf {
 
 struct TokenizerKind {
   const char* name;
-  std::vector<std::string> artifact_names;  // its files inside an artifact, in the kind's order
-  // The kind's files (in its order) for a path a user gave, or empty when the path is not of this
-  // kind; throws an Error naming the missing file when the path is this kind's but incomplete.
+  // Its files inside an artifact, in the kind's order; also the names a tokenizer directory holds.
+  std::vector<std::string> artifact_names;
+  // The kind's files (in its order) for a file a user gave (not a directory), or empty when the
+  // file is not of this kind; throws an Error naming the missing file when the path is this kind's
+  // but incomplete.
   std::vector<std::string> (*locate)(const std::string& path);
   std::unique_ptr<Tokenizer> (*open)(const std::vector<std::string>& files);
 };
@@ -28,8 +30,9 @@ struct TokenizerSource {
 };
 
 // A tokenizer named by one path (--tokenizer, or found beside a checkpoint): a GPT-2 vocabulary
-// (a file named *vocab.json, with *merges.txt beside it), a directory holding vocab.json and
-// merges.txt, or else a SentencePiece model file.
+// (a file named *vocab.json, with *merges.txt beside it), a SentencePiece model (any other file),
+// or a directory holding one kind's files under their artifact names (tokenizer.model, or
+// vocab.json with merges.txt); a directory holding several kinds, or none, is refused naming them.
 TokenizerSource locate_tokenizer(const std::string& path);
 std::unique_ptr<Tokenizer> open_tokenizer(const std::string& path);
 // A tokenizer stored in an artifact: the kind's name and its files in the kind's order. An

@@ -82,12 +82,21 @@ std::vector<int> ModelTokenizer::tokenizer_ids(const std::vector<int>& model_ids
   return out;
 }
 
+void ModelTokenizer::count_undecodable(int model_id, int tokenizer_id) const {
+  if (tok_->is_decodable(tokenizer_id)) return;
+  if (undecodable_++ == 0) first_undecodable_ = model_id;
+}
+
 std::string ModelTokenizer::decode(const std::vector<int>& model_ids) const {
-  return tok_->decode(tokenizer_ids(model_ids));
+  const std::vector<int> ids = tokenizer_ids(model_ids);
+  for (size_t i = 0; i < ids.size(); ++i) count_undecodable(model_ids[i], ids[i]);
+  return tok_->decode(ids);  // which skips them
 }
 
 std::string ModelTokenizer::piece_text(int prev_model_id, int model_id) const {
-  return tok_->piece_text(prev_model_id < 0 ? -1 : tokenizer_id(prev_model_id), tokenizer_id(model_id));
+  const int id = tokenizer_id(model_id);
+  count_undecodable(model_id, id);
+  return tok_->piece_text(prev_model_id < 0 ? -1 : tokenizer_id(prev_model_id), id);
 }
 
 std::string ModelTokenizer::unk_warning() const {
@@ -95,6 +104,16 @@ std::string ModelTokenizer::unk_warning() const {
   return replaced_where_ + ": " + std::to_string(replaced_) + " token(s) the vocabulary trim of " + model_ +
          " dropped were read as the unknown piece " + quoted(tok_->piece(tok_->unk())) + " (the first: " +
          quoted(tok_->piece(first_replaced_)) + ", tokenizer id " + std::to_string(first_replaced_) + ")";
+}
+
+std::string ModelTokenizer::undecodable_warning() const {
+  if (undecodable_ == 0) return "";
+  const int first = first_undecodable_;
+  std::string id = "id " + std::to_string(first);
+  if (map_) id = "model id " + std::to_string(first) + ", source id " + std::to_string(tokenizer_id(first));
+  return model_ + ": " + std::to_string(undecodable_) + " generated token(s) have no piece in the tokenizer (" +
+         std::to_string(tok_->vocab_size()) + " pieces; the first: " + id +
+         ") and were shown as nothing; --json lists every id";
 }
 
 }  // namespace sf

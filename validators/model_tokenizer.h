@@ -37,10 +37,16 @@ class ModelTokenizer {
   // Model id -> tokenizer id.
   int tokenizer_id(int model_id) const;
   std::vector<int> tokenizer_ids(const std::vector<int>& model_ids) const;
+  // Model ids the tokenizer has no piece for (padded rows: nanoGPT's GPT-2 has 50304 rows for
+  // 50257 pieces) decode to nothing and are counted for undecodable_warning(); a `prev` without a
+  // piece is read as none.
+  bool has_piece(int model_id) const { return tok_->is_decodable(tokenizer_id(model_id)); }
   std::string decode(const std::vector<int>& model_ids) const;
   std::string piece_text(int prev_model_id, int model_id) const;
   // One line for a warning when to_model() read dropped tokens as unknown; empty otherwise.
   std::string unk_warning() const;
+  // One line for a warning when decode() or piece_text() met ids without a piece; empty otherwise.
+  std::string undecodable_warning() const;
 
  private:
   std::unique_ptr<Tokenizer> tok_;
@@ -49,6 +55,10 @@ class ModelTokenizer {
   int64_t replaced_ = 0;
   int first_replaced_ = -1;
   std::string replaced_where_;
+  // Counted by the const decoders: what they showed as nothing.
+  void count_undecodable(int model_id, int tokenizer_id) const;
+  mutable int64_t undecodable_ = 0;
+  mutable int first_undecodable_ = -1;
 };
 
 }  // namespace sf

@@ -21,6 +21,28 @@ Throughput summarize(std::vector<double> v) {
 }
 }  // namespace
 
+// Special ids are skipped by counting past them, so every other id stays equally likely.
+std::vector<int32_t> bench_prompt(const ModelDesc& d, int64_t n) {
+  std::vector<int64_t> special;
+  for (int64_t id : {d.special.mask, d.special.gmask, d.special.bos})
+    if (id >= 0 && id < d.vocab_size && std::find(special.begin(), special.end(), id) == special.end())
+      special.push_back(id);
+  std::sort(special.begin(), special.end());
+  const int64_t choices = d.vocab_size - int64_t(special.size());
+  if (choices <= 0) special.clear();  // nothing else to choose: any id
+  uint32_t state = 12345;
+  std::vector<int32_t> prompt(static_cast<size_t>(n));
+  for (auto& id : prompt) {
+    state = state * 1664525u + 1013904223u;
+    // The r-th id that is not special: step past each special id at or below it, in order.
+    int64_t r = int64_t(state % uint32_t(special.empty() ? d.vocab_size : choices));
+    for (int64_t s : special)
+      if (r >= s) ++r;
+    id = int32_t(r);
+  }
+  return prompt;
+}
+
 int64_t peak_rss_bytes() {
   struct rusage ru {};
   ::getrusage(RUSAGE_SELF, &ru);
@@ -45,14 +67,8 @@ SpeedResult measure_speed(const std::string& dir, int64_t prefill, int64_t decod
   for (int64_t rep = 0; rep < reps; ++rep) {
     check_interrupt();
     Session s(model, prefill + decode, &pool);
-    // A fixed pseudo-random prompt: the content does not change the work done.
-    uint32_t state = 12345;
+    const std::vector<int32_t> prompt = bench_prompt(model.desc(), prefill);
     const auto t2 = clock::now();
-    std::vector<int32_t> prompt(static_cast<size_t>(prefill));
-    for (auto& id : prompt) {
-      state = state * 1664525u + 1013904223u;
-      id = int32_t(state % uint32_t(vocab));
-    }
     const float* logits = s.forward(prompt.data(), prompt.size(), prompt.size() - 1);  // one prefill call
     for (int64_t i = 0; i < prefill; ++i) bar.step();
     const auto t3 = clock::now();

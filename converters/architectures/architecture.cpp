@@ -263,6 +263,7 @@ CanonicalModel map_architecture(const SourceModel& src, const std::string& arch)
   CanonicalModel cm;
   cm.family = map->family;
   cm.variant = map->variant;
+  cm.tokenizer_not_reproduced = map->tokenizer_not_reproduced;
   cm.source = &src;
   cm.desc = map->hyperparams(src);
   // The stated layer count against the layers the tensors hold, before any per-layer work: a

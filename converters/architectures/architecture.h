@@ -47,9 +47,17 @@ struct ArchitectureMap {
   ModelDesc (*hyperparams)(const SourceModel&);
   // Source name of the output projection, which may be absent or share the embedding's storage.
   const char* output_source;
+  // Whether shardforge's tokenizer kinds (tokenizers/tokenizer_kinds.h) reproduce the family's
+  // tokenizer: nullptr when it is a plain SentencePiece model or GPT-2 BPE that they read as the
+  // original does; otherwise why not, for messages. `convert` then takes no tokenizer for the
+  // family (none beside the checkpoint, and --tokenizer is refused): prompts are given as ids.
+  const char* tokenizer_not_reproduced;
 };
 
 const std::vector<ArchitectureMap>& architecture_maps();
+// The family's tokenizer_not_reproduced (desc.family names it); nullptr for a family whose
+// tokenizer shardforge reproduces, or one it does not know.
+const char* tokenizer_not_reproduced(const std::string& family);
 
 struct CanonicalTensor {
   TensorSpec spec;
@@ -61,6 +69,7 @@ class CanonicalModel {
  public:
   ModelDesc desc;
   std::string family, variant;
+  const char* tokenizer_not_reproduced = nullptr;  // the map's
   const SourceModel* source = nullptr;
   std::map<std::string, CanonicalTensor> tensors;
   // Said about the mapping without refusing it (e.g. an output projection the tied configuration

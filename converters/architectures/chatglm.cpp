@@ -25,6 +25,15 @@ namespace {
 constexpr double kChatGLM6BAlphaLayers = 28;
 constexpr double kGlmRopeBase = 10000;  // both generations: the base before ChatGLM3's rope_ratio
 
+// What tokenization_chatglm.py does that a plain SentencePiece model does not (the first
+// generation's TextTokenizer / SPTokenizer, the second's SPTokenizer and ChatGLMTokenizer).
+constexpr const char* kChatGLM6BTokenizer =
+    "ChatGLM-6B's tokenizer adds 20000 (the image tokens) to every id of its ice_text.model and first writes "
+    "newlines, tabs and runs of spaces as <n>, <|tab|> and <|blank_N|>";
+constexpr const char* kChatGLM2Tokenizer =
+    "ChatGLM2/3's tokenizer numbers [gMASK], sop and its other special tokens past its tokenizer.model's pieces "
+    "and starts prompts with [gMASK] sop, not BOS";
+
 std::string origin(const SourceModel& src) { return src.path + ": " + config_origin(src); }
 
 void need_hf_config(const SourceModel& src, const char* who) {
@@ -244,7 +253,7 @@ std::vector<ArchitectureMap> chatglm_maps() {
        },
        // The executor computes the rotary frequencies itself (f16-rounded, as this buffer holds).
        {"transformer.layers.{i}.attention.rotary_emb.inv_freq"},
-       chatglm6b_hyperparams, "lm_head.weight"},
+       chatglm6b_hyperparams, "lm_head.weight", kChatGLM6BTokenizer},
       {"chatglm2", "hf", {"ChatGLMModel", "ChatGLMForConditionalGeneration"},
        "transformer.encoder.layers.{i}.self_attention.query_key_value.weight",
        {
@@ -275,7 +284,7 @@ std::vector<ArchitectureMap> chatglm_maps() {
        },
        // Base-10000 frequencies without rope_ratio: the original recomputes them in forward_impl.
        {"transformer.rotary_pos_emb.inv_freq"},
-       chatglm2_hyperparams, "transformer.output_layer.weight"},
+       chatglm2_hyperparams, "transformer.output_layer.weight", kChatGLM2Tokenizer},
   };
 }
 

@@ -13,4 +13,10 @@ const std::vector<ArchitectureMap>& architecture_maps() {
   return maps;
 }
 
+const char* tokenizer_not_reproduced(const std::string& family) {
+  for (const auto& m : architecture_maps())
+    if (family == m.family) return m.tokenizer_not_reproduced;
+  return nullptr;
+}
+
 }  // namespace sf

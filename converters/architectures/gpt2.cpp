@@ -102,7 +102,7 @@ ArchitectureMap variant(const char* name, const std::string& prefix) {
   return {"gpt2", name, {"GPT2LMHeadModel", "GPT2Model"}, keep(prefix + "h.{i}.attn.c_attn.weight"), rules(prefix),
           // The causal-mask buffers (persistent in older transformers): the executor masks itself.
           {keep(prefix + "h.{i}.attn.bias"), keep(prefix + "h.{i}.attn.masked_bias")},
-          hyperparams, "lm_head.weight"};
+          hyperparams, "lm_head.weight", nullptr};
 }
 
 }  // namespace

@@ -93,7 +93,7 @@ std::vector<ArchitectureMap> internlm2_maps() {
        },
        // Non-persistent in the released code; older exports may still carry it.
        {"model.layers.{i}.attention.rotary_emb.inv_freq"},
-       hyperparams, "output.weight"},
+       hyperparams, "output.weight", nullptr},
   };
 }
 

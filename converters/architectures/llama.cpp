@@ -110,7 +110,7 @@ std::vector<ArchitectureMap> llama_maps() {
            {"head.output.weight", "lm_head.weight"},
        },
        {"model.layers.{i}.self_attn.rotary_emb.inv_freq"},
-       hf_hyperparams, "lm_head.weight"},
+       hf_hyperparams, "lm_head.weight", nullptr},
       {"llama", "meta", {}, "layers.{i}.attention.wq.weight",
        {
            {"embed.weight", "tok_embeddings.weight"},
@@ -127,7 +127,7 @@ std::vector<ArchitectureMap> llama_maps() {
            {"head.output.weight", "output.weight"},
        },
        {"rope.freqs", "freqs_cis"},
-       meta_hyperparams, "output.weight"},
+       meta_hyperparams, "output.weight", nullptr},
   };
 }
 

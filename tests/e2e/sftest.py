@@ -86,6 +86,31 @@ def write_meta_checkpoint(src, d, ffn, layers, vocab, seed=0):
     return src
 
 
+def write_padded_llama(src, vocab, top, d=16, seed=0):
+    """A Meta-layout LLaMA (consolidated.00.pth + params.json) of `vocab` rows whose blocks add
+    nothing (zero output projections) and whose output rows `top` are equal and far above the
+    others: every step's distribution is the ids in `top`, evenly (anything else has e^-50 of it),
+    so greedy picks top[0] and --temp 1 picks among them. For ids a tokenizer has no piece for."""
+    import torch
+    os.makedirs(src, exist_ok=True)
+    torch.manual_seed(seed)
+    out = torch.randn(vocab, d) * 0.01
+    for t in top:
+        out[t] = 4.0  # the normalized state is positive (so is every embedding): a logit near 4 * d
+    sd = {"tok_embeddings.weight": torch.rand(vocab, d) + 0.5, "norm.weight": torch.ones(d), "output.weight": out}
+    for n, shape in [("attention.wq.weight", (d, d)), ("attention.wk.weight", (d, d)),
+                     ("attention.wv.weight", (d, d)), ("attention.wo.weight", (d, d)),
+                     ("feed_forward.w1.weight", (2 * d, d)), ("feed_forward.w2.weight", (d, 2 * d)),
+                     ("feed_forward.w3.weight", (2 * d, d))]:
+        sd["layers.0." + n] = torch.zeros(*shape) if n in ("attention.wo.weight", "feed_forward.w2.weight") \
+            else torch.randn(*shape)
+    sd["layers.0.attention_norm.weight"] = torch.ones(d)
+    sd["layers.0.ffn_norm.weight"] = torch.ones(d)
+    torch.save(sd, os.path.join(src, "consolidated.00.pth"))
+    write_json(os.path.join(src, "params.json"), {"dim": d, "n_layers": 1, "n_heads": 2, "vocab_size": vocab})
+    return src
+
+
 def fixture(name):
     p = os.path.join(FIXTURES, name)
     if not os.path.exists(p):

@@ -10,7 +10,8 @@ import subprocess
 import unittest
 
 from gpt2_reference import Gpt2Reference
-from sftest import CORPUS, SAMPLE, SF, SHARED, TempDirTest, read_bytes, read_json, sf, sf_json, write_meta_checkpoint
+from sftest import (CORPUS, SAMPLE, SF, SHARED, TempDirTest, read_bytes, read_json, sf, sf_json,
+                    write_meta_checkpoint, write_padded_llama)
 
 VOCAB = os.path.join(SHARED, "tokenizers", "gpt2_vocab.json")
 MERGES = os.path.join(SHARED, "tokenizers", "gpt2_merges.txt")
@@ -124,6 +125,47 @@ class Gpt2Tokenizer(TempDirTest):
         self.assertEqual(p.returncode, 1, p.stderr)
         self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
         self.assertIn("merges.txt: line 50001", p.stderr)
+
+
+
+class PaddedVocabulary(TempDirTest):
+    """nanoGPT's GPT-2 has 50304 rows for the tokenizer's 50257 pieces, and may generate one of the
+    47 without a piece: it shows as nothing, with one warning at the end, and never stops the run."""
+
+    def setUp(self):
+        super().setUp()
+        need_gpt2_files()
+        self.ref = Gpt2Reference(VOCAB, MERGES)
+        # Every step picks " world" (995) or the padded id 50284, about evenly.
+        src = write_padded_llama(self.path("src"), 50304, [995, 50284])
+        self.art = self.path("art")
+        sf("convert", src, "-o", self.art, "--tokenizer", VOCAB)
+
+    def warning(self, stderr, count):
+        lines = stderr.splitlines()
+        self.assertEqual(len(lines), 1, stderr)
+        self.assertTrue(lines[0].startswith(f"shardforge: warning: {self.art}: {count} generated token(s) have no "
+                                            "piece in the tokenizer (50257 pieces; the first: id 50284)"), stderr)
+
+    def test_generated_ids_without_a_piece_show_as_nothing(self):
+        args = ["run", self.art, "-p", "hello", "-n", "24", "--temp", "1", "--seed", "16", "--ignore-eos"]
+        p = sf(*args, "--json")
+        r = json.loads(p.stdout)
+        self.assertEqual(set(r["ids"]), {995, 50284})  # both, and nothing else
+        known = [i for i in r["ids"] if i < 50257]
+        self.assertEqual(r["text"], self.ref.decode(known).decode("utf-8"))
+        self.warning(p.stderr, r["ids"].count(50284))
+        streamed = subprocess.run([SF, *args], capture_output=True)
+        self.assertEqual(streamed.returncode, 0, streamed.stderr)
+        self.assertEqual(streamed.stdout, b"hello" + self.ref.decode(known) + b"\n")
+        self.warning(streamed.stderr.decode(), r["ids"].count(50284))
+
+    def test_a_prompt_ending_with_an_id_without_a_piece(self):
+        # Greedy: 995 wins the tie. The prompt's last id is what the first piece follows.
+        p = subprocess.run([SF, "run", self.art, "--ids", "31373,50284", "-n", "3"], capture_output=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, self.ref.decode([995, 995, 995]) + b"\n")
+        self.assertEqual(p.stderr, b"")  # the prompt's ids are not shown: nothing to warn about
 
 
 if __name__ == "__main__":

@@ -94,6 +94,53 @@ TEST_F(TokenizerFiles, OpensADirectoryAndNamedPairs) {
   EXPECT_TRUE(sp->prompt_starts_with_bos());
 }
 
+// A directory is searched for every kind: a SentencePiece tokenizer.model alone is found (the GPT-2
+// rule once claimed every directory and said it held no tokenizer), both kinds are refused naming
+// them, neither names what a tokenizer directory holds.
+TEST_F(TokenizerFiles, DirectoriesAreSearchedForEveryKind) {
+  const std::string sample = std::string(SF_SOURCE_DIR) + "/samples/jargon-llama/tokenizer.model";
+  const std::string sp_dir = path("sp");
+  fs::create_directory(sp_dir);
+  fs::copy_file(sample, sp_dir + "/tokenizer.model");
+  const auto sp = open_tokenizer(sp_dir);
+  EXPECT_STREQ(sp->kind(), "sentencepiece");
+  EXPECT_EQ(sp->files(), std::vector<std::string>{sp_dir + "/tokenizer.model"});
+  const auto message = [](const std::string& dir) {
+    try {
+      open_tokenizer(dir);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.message().find('\n'), std::string::npos) << e.message();
+      return e.message();
+    }
+    ADD_FAILURE() << dir << " opened";
+    return std::string();
+  };
+  fs::copy_file(sample, path("tokenizer.model"));  // dir_ now holds both kinds
+  const std::string both = message(dir_);
+  EXPECT_EQ(both.rfind(dir_ + ": holds several tokenizers", 0), 0u) << both;
+  for (const char* name : {"tokenizer.model", "vocab.json", "merges.txt"})
+    EXPECT_NE(both.find(name), std::string::npos) << both;
+  const std::string empty = path("empty");
+  fs::create_directory(empty);
+  const std::string none = message(empty);
+  EXPECT_NE(none.find("holds no tokenizer"), std::string::npos) << none;
+  EXPECT_NE(none.find("tokenizer.model"), std::string::npos) << none;
+  EXPECT_NE(none.find("vocab.json and merges.txt"), std::string::npos) << none;
+  fs::copy_file(path("merges.txt"), empty + "/merges.txt");  // merges without their vocabulary
+  EXPECT_NE(message(empty).find(empty + "/vocab.json: missing"), std::string::npos) << message(empty);
+}
+
+// SentencePiece ids past its pieces (a padded embedding) decode to nothing, as GPT-2's do.
+TEST_F(TokenizerFiles, SentencePieceIdsOutsideTheModelDecodeToNothing) {
+  const auto sp = open_tokenizer(std::string(SF_SOURCE_DIR) + "/samples/jargon-llama/tokenizer.model");
+  const std::vector<int> ids = sp->encode("hello world");
+  ASSERT_GE(ids.size(), 2u);
+  const int past = sp->vocab_size();
+  EXPECT_EQ(sp->decode({ids[0], past, ids[1], past + 7}), sp->decode({ids[0], ids[1]}));
+  EXPECT_EQ(sp->piece_text(ids[0], past), "");
+  EXPECT_EQ(sp->piece_text(past, ids[1]), sp->piece_text(-1, ids[1]));
+}
+
 TEST_F(TokenizerFiles, ArtifactKindAndFileCountAreChecked) {
   for (const auto& [kind, files, words] :
        std::vector<std::tuple<std::string, std::vector<std::string>, std::string>>{

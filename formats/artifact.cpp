@@ -17,7 +17,8 @@ namespace fs = std::filesystem;
 namespace {
 
 // The manifest's vocab_map entry and its file (docs/format.md): the map must keep exactly the
-// model's rows, and its sha256 must be the one `files` lists (verify hashes the file itself).
+// model's rows, and the bytes parsed must have the sha256 the manifest gives (the one `files`
+// lists): a map that is not the one written would send tokens to other rows without a word.
 VocabMap read_vocab_map(const std::string& dir, const json& m, const ModelDesc& desc) {
   const std::string mpath = dir + "/" + kManifestName;
   const json& e = m["vocab_map"];  // an object with a plain file name: checked by read_manifest
@@ -37,7 +38,10 @@ VocabMap read_vocab_map(const std::string& dir, const json& m, const ModelDesc& 
   if (InputFile(path).size() != uint64_t(old_size) * 4)
     fail_file(path, "is not " + std::to_string(uint64_t(old_size) * 4) + " bytes (" + std::to_string(old_size) +
                         " ids, as the manifest says)");
-  return VocabMap::parse(read_file(path, uint64_t(old_size) * 4), old_size, kept, path);
+  const std::string bytes = read_file(path, uint64_t(old_size) * 4);
+  if (sha256_hex(bytes.data(), bytes.size()) != e.value("sha256", json()))
+    fail_file(path, "sha256 differs from the manifest (the artifact's vocabulary map was changed)");
+  return VocabMap::parse(bytes, old_size, kept, path);
 }
 
 }  // namespace

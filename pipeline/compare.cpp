@@ -121,7 +121,8 @@ Inputs check_inputs(CompareOptions& opt) {
   // spec), so that a text holding a dropped token is refused before converting anything.
   auto opened = open_tokenizer(in.tokenizer);
   if (!opt.trim_vocab.empty())
-    in.map = std::make_shared<const VocabMap>(VocabMap::from_keep(trim_keep_set(trim, desc.vocab_size, opened.get())));
+    in.map = std::make_shared<const VocabMap>(
+        VocabMap::from_keep(trim_keep_set(trim, read_trim_file(trim), desc, opened.get())));
   ModelTokenizer tok(std::move(opened), in.map.get(), opt.source);
   in.tokens = tok.to_model(tok.tokenizer().encode(text), opt.text);
   in.bos = tok.bos();

@@ -42,14 +42,18 @@ class TrimVocabStage : public Stage {
   }
 
   void plan(CanonicalModel& model, const PlanContext& ctx) override {
+    // The file is read once: its sha256 is that of the bytes the keep set comes from.
+    const std::string file_bytes = read_trim_file(spec_);
     if (!spec_.file.empty()) {
       ctx.inputs.push_back(spec_.file);
-      file_sha_ = sha256_file(spec_.file);
+      file_sha_ = sha256_hex(file_bytes.data(), file_bytes.size());
       if (!expected_sha_.empty() && expected_sha_ != file_sha_)
         fail_file(spec_.file, "its sha256 differs from the pipeline's file_sha256 (not the file that was meant)");
     }
     old_vocab_ = model.desc.vocab_size;
-    map_ = VocabMap::from_keep(trim_keep_set(spec_, old_vocab_, ctx.tokenizer));
+    map_ = VocabMap::from_keep(trim_keep_set(spec_, file_bytes, model.desc, ctx.tokenizer));
+    if (spec_.kind == TrimSpec::Kind::Corpus && ctx.tokenizer)
+      note_uncounted(*ctx.tokenizer, model.desc.special, model.warnings);
     remap_special(model.desc.special);
     model.desc.vocab_size = map_.kept();
     if (ctx.tokenizer) warn_dropped_specials(*ctx.tokenizer, model.warnings);
@@ -84,7 +88,7 @@ class TrimVocabStage : public Stage {
 
  private:
   // A prefix-bidirectional model (ChatGLM-6B) gives meaning to [MASK], [gMASK] and <sop>: they take
-  // their new ids, and a trim dropping one is refused.
+  // their new ids, and a range or ids trim dropping one is refused (corpus mode keeps them).
   void remap_special(SpecialTokens& s) const {
     const std::pair<int64_t*, const char*> ids[] = {{&s.mask, "[MASK]"}, {&s.gmask, "[gMASK]"}, {&s.bos, "<sop>"}};
     for (auto [id, what] : ids) {
@@ -97,12 +101,36 @@ class TrimVocabStage : public Stage {
     }
   }
 
-  // Allowed (the spec says what to keep) but worth saying: text commands depend on these.
+  // Corpus mode keeps ids no corpus can count (pipeline/vocab_trim.h); the ones a user may not
+  // expect, the model's special ids and rows past the tokenizer's pieces, are said once.
+  void note_uncounted(const Tokenizer& tok, const SpecialTokens& special, std::vector<std::string>& warnings) const {
+    std::vector<std::string> parts;
+    std::string names;
+    for (auto [id, what] : model_special_ids(special)) names += std::string(names.empty() ? "" : ", ") + what;
+    if (!names.empty()) parts.push_back("the model's special ids " + names);
+    const int64_t pieces = tok.vocab_size();
+    if (pieces < old_vocab_)
+      parts.push_back("the " + std::to_string(old_vocab_ - pieces) + " ids past the tokenizer's " +
+                      std::to_string(pieces) + " pieces (" + std::to_string(pieces) + " to " +
+                      std::to_string(old_vocab_ - 1) + "), which the tokenizer never produces");
+    if (parts.empty()) return;
+    std::string line = "--trim-vocab corpus: kept " + parts[0];
+    for (size_t i = 1; i < parts.size(); ++i) line += " and " + parts[i];
+    warnings.push_back(line + ", whatever the corpus uses (no corpus can count them)");
+  }
+
+  // Allowed (the spec says what to keep) but worth saying: text commands depend on these. What
+  // BOS costs depends on the kind: SentencePiece prompts start with it, GPT-2's do not (only
+  // evaluation windows and an empty prompt do).
   void warn_dropped_specials(const Tokenizer& tok, std::vector<std::string>& warnings) const {
+    const char* bos_cost = tok.prompt_starts_with_bos()
+                               ? "run -p and eval will refuse every text"
+                               : "eval will refuse every text (its windows start with BOS), and run an empty prompt";
     const std::tuple<int, const char*, const char*> ids[] = {
-        {tok.bos(), "BOS", "run -p and eval will refuse every text"},
+        {tok.bos(), "BOS", bos_cost},
         {tok.eos(), "EOS", "generation never stops at the end of a sequence"},
-        {tok.unk(), "unknown piece", "text with a dropped token is refused instead of read as unknown"}};
+        {tok.unk(), "unknown piece", "text with a dropped token its byte pieces cannot spell is refused instead of "
+                                     "read as unknown"}};
     for (auto [id, what, consequence] : ids)
       if (id >= 0 && id < old_vocab_ && !map_.keeps(id))
         warnings.push_back("--trim-vocab drops the tokenizer's " + std::string(what) + " " + tok.piece(id) + " (id " +

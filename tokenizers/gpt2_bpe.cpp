@@ -229,4 +229,13 @@ std::vector<int> Gpt2BpeTokenizer::reserved_ids() const {
   return ids;
 }
 
+// A token stands for its bytes, and each byte has its token: the spelling is exact. <|endoftext|>
+// is a control token, not text.
+std::vector<int> Gpt2BpeTokenizer::byte_spelling(int id) const {
+  if (id < 0 || size_t(id) >= token_bytes_.size() || id == end_of_text_) return {};
+  std::vector<int> ids;
+  for (char c : token_bytes_[size_t(id)]) ids.push_back(byte_id_[uint8_t(c)]);
+  return ids;
+}
+
 }  // namespace sf

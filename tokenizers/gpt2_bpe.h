@@ -28,6 +28,7 @@ class Gpt2BpeTokenizer : public Tokenizer {
   int unk() const override { return -1; }
   std::string piece(int id) const override;
   std::vector<int> reserved_ids() const override;
+  std::vector<int> byte_spelling(int id) const override;
 
  protected:
   std::vector<int> encode_text(const std::string& text, const std::string& where) const override;

@@ -1,5 +1,8 @@
 #include "tokenizers/sentencepiece_tokenizer.h"
 
+#include <cstdio>
+#include <string_view>
+
 #include <sentencepiece_processor.h>
 
 #include "core/error.h"
@@ -10,6 +13,9 @@ namespace sf {
 namespace {
 // Real SentencePiece models are a few MiB at most; a larger file is not one.
 constexpr uint64_t kMaxModelBytes = uint64_t(64) << 20;
+// SentencePiece writes a space as U+2581, and spells a word it has no pieces for as the piece of
+// that character alone followed by byte pieces ("\u2581", <0xE4>, <0xB8>, <0xAD> for " \u4e2d").
+constexpr std::string_view kWordBoundary = "\xe2\x96\x81";
 }  // namespace
 
 // The bytes are read by read_file (regular files only: a FIFO or /proc path is refused, never
@@ -56,11 +62,50 @@ std::string SentencePieceTokenizer::piece(int id) const {
   return id >= 0 && id < vocab_size() ? sp_->IdToPiece(id) : "<id " + std::to_string(id) + ">";
 }
 
-// Control pieces are bos, eos, pad and any user-defined control token.
+// The piece of U+2581 alone when the model has it as a normal piece; -1 otherwise.
+int SentencePieceTokenizer::word_boundary() const {
+  const int id = sp_->PieceToId(std::string(kWordBoundary));
+  const bool normal = !sp_->IsUnknown(id) && !sp_->IsControl(id) && !sp_->IsByte(id) && !sp_->IsUnused(id);
+  return normal ? id : -1;
+}
+
+// Control pieces are bos, eos, pad and any user-defined control token; the word-boundary piece
+// starts the byte spelling of a word (byte_spelling).
 std::vector<int> SentencePieceTokenizer::reserved_ids() const {
   std::vector<int> ids;
+  const int boundary = word_boundary();
   for (int id = 0; id < vocab_size(); ++id)
-    if (sp_->IsControl(id) || sp_->IsUnknown(id) || sp_->IsByte(id)) ids.push_back(id);
+    if (sp_->IsControl(id) || sp_->IsUnknown(id) || sp_->IsByte(id) || id == boundary) ids.push_back(id);
+  return ids;
+}
+
+// The piece's text in byte pieces, each U+2581 (a space) as the word-boundary piece, as
+// SentencePiece spells a word it has no pieces for; a space as <0x20> when the model has no such
+// piece. Needs a byte-fallback model (<0x00>..<0xFF>).
+std::vector<int> SentencePieceTokenizer::byte_spelling(int id) const {
+  if (id < 0 || id >= vocab_size() || sp_->IsControl(id) || sp_->IsUnknown(id) || sp_->IsByte(id) ||
+      sp_->IsUnused(id))
+    return {};
+  const std::string text = sp_->IdToPiece(id);
+  const int boundary = word_boundary();
+  std::vector<int> ids;
+  const auto add_byte = [&](unsigned char b) {
+    char name[8];
+    std::snprintf(name, sizeof name, "<0x%02X>", b);
+    const int byte_id = sp_->PieceToId(name);
+    if (!sp_->IsByte(byte_id)) return false;
+    ids.push_back(byte_id);
+    return true;
+  };
+  for (size_t i = 0; i < text.size();) {
+    if (std::string_view(text).substr(i, kWordBoundary.size()) == kWordBoundary) {
+      if (boundary >= 0) ids.push_back(boundary);
+      else if (!add_byte(' ')) return {};
+      i += kWordBoundary.size();
+    } else if (!add_byte(static_cast<unsigned char>(text[i++]))) {
+      return {};
+    }
+  }
   return ids;
 }
 

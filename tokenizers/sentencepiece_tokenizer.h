@@ -22,6 +22,7 @@ class SentencePieceTokenizer : public Tokenizer {
   int unk() const override;
   std::string piece(int id) const override;
   std::vector<int> reserved_ids() const override;
+  std::vector<int> byte_spelling(int id) const override;
 
  protected:
   std::vector<int> encode_text(const std::string& text, const std::string& where) const override;
@@ -29,6 +30,8 @@ class SentencePieceTokenizer : public Tokenizer {
   std::string piece_text_of(int prev, int id) const override;
 
  private:
+  int word_boundary() const;
+
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
   std::string path_;
 };

@@ -47,9 +47,13 @@ class Tokenizer {
   virtual std::string piece(int id) const = 0;
   // Ids any text may need whatever it says, which a vocabulary trim always keeps (pipeline/
   // vocab_trim.h): the special pieces (bos, eos, pad, unk, control) and those the kind spells
-  // arbitrary bytes with (SentencePiece's byte-fallback pieces <0x00>..<0xFF>, GPT-2's 256 byte
-  // tokens and <|endoftext|>).
+  // arbitrary bytes with (SentencePiece's byte-fallback pieces <0x00>..<0xFF> and its word-boundary
+  // piece, GPT-2's 256 byte tokens and <|endoftext|>).
   virtual std::vector<int> reserved_ids() const = 0;
+  // Token `id` spelt with the kind's byte pieces (all among reserved_ids()), decoding to the same
+  // text: a trimmed artifact reads a token it dropped so (validators/model_tokenizer.h). Empty when
+  // the kind cannot: a special or control token, or a vocabulary without byte pieces.
+  virtual std::vector<int> byte_spelling(int id) const = 0;
 
  protected:
   explicit Tokenizer(std::vector<std::string> files) : files_(std::move(files)) {}

@@ -32,6 +32,8 @@ std::unique_ptr<ModelTokenizer> ModelTokenizer::require(const Artifact& artifact
   return tok;
 }
 
+// A dropped token is spelt with the byte pieces the trim kept, which read the same text (the
+// model sees other tokens, not other text); failing that it is read as the unknown piece, or refused.
 std::vector<int> ModelTokenizer::to_model(const std::vector<int>& ids, const std::string& where) {
   if (!map_) return ids;
   const int unk = tok_->unk();
@@ -44,11 +46,20 @@ std::vector<int> ModelTokenizer::to_model(const std::vector<int>& ids, const std
       out.push_back(n);
       continue;
     }
+    if (spell_in_bytes(id, out)) {
+      if (spelled_++ == 0) {
+        first_spelled_ = id;
+        spelled_where_ = where;
+      }
+      continue;
+    }
     if (unk_model < 0)
       fail_file(where, "holds the token " + quoted(tok_->piece(id)) + " (tokenizer id " + std::to_string(id) +
                            "), which the vocabulary trim of " + model_ + " dropped" +
-                           (unk < 0 ? "; the tokenizer has no unknown piece to read it as"
-                                    : "; the trim dropped the unknown piece too, so it cannot be read as unknown"));
+                           (tok_->byte_spelling(id).empty() ? "; the tokenizer cannot spell it in byte pieces"
+                                                            : "; the trim dropped pieces its byte spelling needs") +
+                           (unk < 0 ? ", and the tokenizer has no unknown piece to read it as"
+                                    : ", and the unknown piece too, so it cannot be read as unknown"));
     if (replaced_++ == 0) {
       first_replaced_ = id;
       replaced_where_ = where;
@@ -58,13 +69,33 @@ std::vector<int> ModelTokenizer::to_model(const std::vector<int>& ids, const std
   return out;
 }
 
+bool ModelTokenizer::spell_in_bytes(int id, std::vector<int>& out) const {
+  const std::vector<int> spelling = tok_->byte_spelling(id);
+  if (spelling.empty()) return false;
+  const size_t before = out.size();
+  for (int piece : spelling) {
+    const int32_t n = map_->new_id(piece);
+    if (n < 0) {
+      out.resize(before);
+      return false;
+    }
+    out.push_back(n);
+  }
+  return true;
+}
+
+// What needs BOS depends on the kind: SentencePiece prompts start with it, GPT-2's do not.
 int ModelTokenizer::bos() const {
   const int b = tok_->bos();
+  const std::string needed_by = tok_->prompt_starts_with_bos()
+                                    ? "which every prompt and evaluation window starts with"
+                                    : "which evaluation windows (and an empty prompt) start with";
+  if (b < 0) fail_file(model_, "its tokenizer has no BOS piece, " + needed_by);
   if (!map_) return b;
   const int32_t n = map_->new_id(b);
   if (n < 0)
     fail_file(model_, "the vocabulary trim dropped the tokenizer's BOS " + quoted(tok_->piece(b)) + " (id " +
-                        std::to_string(b) + "), which every text starts with");
+                          std::to_string(b) + "), " + needed_by);
   return n;
 }
 
@@ -100,10 +131,17 @@ std::string ModelTokenizer::piece_text(int prev_model_id, int model_id) const {
 }
 
 std::string ModelTokenizer::unk_warning() const {
-  if (replaced_ == 0) return "";
-  return replaced_where_ + ": " + std::to_string(replaced_) + " token(s) the vocabulary trim of " + model_ +
-         " dropped were read as the unknown piece " + quoted(tok_->piece(tok_->unk())) + " (the first: " +
-         quoted(tok_->piece(first_replaced_)) + ", tokenizer id " + std::to_string(first_replaced_) + ")";
+  std::string line;
+  if (spelled_ > 0)
+    line = spelled_where_ + ": " + std::to_string(spelled_) + " token(s) the vocabulary trim of " + model_ +
+           " dropped were spelt with byte pieces, which read the same text (the first: " +
+           quoted(tok_->piece(first_spelled_)) + ", tokenizer id " + std::to_string(first_spelled_) + ")";
+  if (replaced_ > 0)
+    line += (line.empty() ? "" : "; ") + replaced_where_ + ": " + std::to_string(replaced_) +
+            " token(s) the vocabulary trim of " + model_ + " dropped were read as the unknown piece " +
+            quoted(tok_->piece(tok_->unk())) + " (the first: " + quoted(tok_->piece(first_replaced_)) +
+            ", tokenizer id " + std::to_string(first_replaced_) + ")";
+  return line;
 }
 
 std::string ModelTokenizer::undecodable_warning() const {

@@ -26,11 +26,12 @@ class ModelTokenizer {
   const Tokenizer& tokenizer() const { return *tok_; }
   const VocabMap* map() const { return map_; }
 
-  // Tokenizer ids -> model ids. An id the trim dropped becomes the tokenizer's unknown piece when
-  // the trim kept that (counted for unk_warning()); otherwise it is an Error naming `where`, the
-  // piece and its id.
+  // Tokenizer ids -> model ids. An id the trim dropped is spelt with the tokenizer's byte pieces
+  // (Tokenizer::byte_spelling) when the trim kept those, so the text reads the same; else it
+  // becomes the unknown piece when the trim kept that; both are counted for unk_warning().
+  // Otherwise it is an Error naming `where`, the piece and its id.
   std::vector<int> to_model(const std::vector<int>& ids, const std::string& where);
-  // BOS as a model id; an Error naming the model when the trim dropped it.
+  // BOS as a model id; an Error naming the model when the tokenizer has none or the trim dropped it.
   int bos() const;
   // EOS as a model id; -1 when the trim dropped it (generation then never meets it).
   int eos() const;
@@ -43,12 +44,15 @@ class ModelTokenizer {
   bool has_piece(int model_id) const { return tok_->is_decodable(tokenizer_id(model_id)); }
   std::string decode(const std::vector<int>& model_ids) const;
   std::string piece_text(int prev_model_id, int model_id) const;
-  // One line for a warning when to_model() read dropped tokens as unknown; empty otherwise.
+  // One line for a warning when to_model() spelt dropped tokens in bytes or read them as unknown;
+  // empty otherwise.
   std::string unk_warning() const;
   // One line for a warning when decode() or piece_text() met ids without a piece; empty otherwise.
   std::string undecodable_warning() const;
 
  private:
+  bool spell_in_bytes(int id, std::vector<int>& out) const;  // appends nothing when it cannot
+
   std::unique_ptr<Tokenizer> tok_;
   const VocabMap* map_;
   std::string model_;
@@ -59,6 +63,9 @@ class ModelTokenizer {
   void count_undecodable(int model_id, int tokenizer_id) const;
   mutable int64_t undecodable_ = 0;
   mutable int first_undecodable_ = -1;
+  int64_t spelled_ = 0;
+  int first_spelled_ = -1;
+  std::string spelled_where_;
 };
 
 }  // namespace sf

@@ -8,6 +8,8 @@ import tempfile
 import unittest
 import warnings
 
+import numpy as np
+
 warnings.simplefilter("ignore", ResourceWarning)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -145,3 +147,20 @@ def reseal(art):
         json.dumps(m, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
     with open(mpath, "w") as f:
         json.dump(m, f, indent=2)
+
+
+def convert_and_logits(test, name, *extra):
+    """Converts fixture `name` (with extra convert flags) into test's temp dir and runs its reference
+    prompt for 32 greedy tokens. Returns (ref.json, run's JSON, every logits row run computed: the
+    prompt's then each generated step's, the reference's prompt rows, the artifact)."""
+    src = fixture(name)
+    ref = read_json(os.path.join(src, "ref.json"))
+    tag = name + "_" + "_".join(extra).replace(":", "_").replace("-", "")
+    out = test.path(tag)
+    sf("convert", src, "-o", out, *extra)
+    dump = test.path(tag + ".f32")
+    got = sf_json("run", out, "--ids", ",".join(map(str, ref["prompt_ids"])), "-n", 32, "--logits", dump)
+    rows = np.fromfile(dump, dtype="<f4").reshape(-1, ref["vocab_size"])
+    want = np.fromfile(os.path.join(src, "ref_logits.f32"), dtype="<f4").reshape(-1, ref["vocab_size"])
+    test.assertGreaterEqual(len(rows), len(want), f"{name}: fewer logit rows than prompt tokens")
+    return ref, got, rows, want, out

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from family_refs import EXPECT, FIXTURES, load_fixture
-from sftest import TempDirTest, fixture, read_json, sf, sf_json
+from sftest import TempDirTest, convert_and_logits, fixture, read_json, sf, sf_json
 
 # Relative bounds on the largest logit error of a quantized artifact, as test_models.py uses.
 QUANT_BOUNDS = {"int8": 0.05, "int4:g32": 0.35}
@@ -16,17 +16,7 @@ QUANT_BOUNDS = {"int8": 0.05, "int4:g32": 0.35}
 
 class FamilyFixtures(TempDirTest):
     def convert_and_logits(self, name, *extra):
-        src = fixture(name)
-        ref = read_json(os.path.join(src, "ref.json"))
-        tag = name + "_" + "_".join(extra).replace(":", "_").replace("-", "")
-        out = self.path(tag)
-        sf("convert", src, "-o", out, *extra)
-        dump = self.path(tag + ".f32")
-        got = sf_json("run", out, "--ids", ",".join(map(str, ref["prompt_ids"])), "-n", 32, "--logits", dump)
-        rows = np.fromfile(dump, dtype="<f4").reshape(-1, ref["vocab_size"])  # prompt, then each step
-        want = np.fromfile(os.path.join(src, "ref_logits.f32"), dtype="<f4").reshape(-1, ref["vocab_size"])
-        self.assertGreaterEqual(len(rows), len(want), f"{name}: fewer logit rows than prompt tokens")
-        return ref, got, rows, want, out
+        return convert_and_logits(self, name, *extra)
 
     def test_f32_logits_and_greedy_match_pytorch(self):
         for name in FIXTURES:

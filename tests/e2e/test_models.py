@@ -4,7 +4,7 @@ import unittest
 
 import numpy as np
 
-from sftest import TempDirTest, fixture, read_json, sf, sf_json
+from sftest import TempDirTest, convert_and_logits, fixture, read_json, sf, sf_json
 
 MODELS = ["hf_gqa", "hf_tied", "hf_sharded", "hf_bf16", "hf_f16", "meta_params", "meta_args_tied"]
 EXPECT = {  # architecture variant and tying each fixture must be recognised as
@@ -16,16 +16,8 @@ EXPECT = {  # architecture variant and tying each fixture must be recognised as
 
 class ModelFixtures(TempDirTest):
     def convert_and_logits(self, name, *extra):
-        src = fixture(name)
-        ref = read_json(os.path.join(src, "ref.json"))
-        tag = name + "_" + "_".join(extra).replace(":", "_").replace("-", "")
-        out = self.path(tag)
-        sf("convert", src, "-o", out, *extra)
-        dump = self.path(tag + ".f32")
-        got = sf_json("run", out, "--ids", ",".join(map(str, ref["prompt_ids"])), "-n", 32, "--logits", dump)
-        logits = np.fromfile(dump, dtype="<f4").reshape(-1, ref["vocab_size"])
-        want = np.fromfile(os.path.join(src, "ref_logits.f32"), dtype="<f4").reshape(-1, ref["vocab_size"])
-        return ref, got, logits[: len(want)], want, out
+        ref, got, rows, want, out = convert_and_logits(self, name, *extra)
+        return ref, got, rows[: len(want)], want, out
 
     def test_f32_logits_and_greedy_match_pytorch(self):
         for name in MODELS:

@@ -159,8 +159,10 @@ void Session::block(int64_t l, size_t n) {
   const float alpha = float(d.residual_alpha);
   // The residual around f: x + f(n(x)), or ChatGLM-6B's n(x) * alpha + f(n(x)).
   auto residual = [&](const float* f) {
-    for (size_t i = 0; i < n * D; ++i)
-      x_[i] = (d.residual == ResidualKind::ScaledNormInput ? xn_[i] * alpha : x_[i]) + f[i];
+    if (d.residual == ResidualKind::ScaledNormInput)
+      for (size_t i = 0; i < n * D; ++i) x_[i] = xn_[i] * alpha + f[i];
+    else
+      for (size_t i = 0; i < n * D; ++i) x_[i] += f[i];
   };
 
   kernels::norm(d.norm, x_.data(), n, D, *w.attn_norm, w.attn_norm_b, d.norm_eps, xn_.data());

@@ -65,12 +65,9 @@ class LetterTokenizer : public Tokenizer {
   LetterTokenizer() : Tokenizer({"letters.model"}) {}
   mutable std::vector<std::string> texts;
   const char* kind() const override { return "letters"; }
-  // Both names of the decoding hooks (a concurrent branch renames decode / piece_text to protected
-  // decode_ids / piece_text_of), without override, so the fake builds either way; unused here.
-  std::string decode(const std::vector<int>&) const { return ""; }
-  std::string piece_text(int, int) const { return ""; }
-  std::string decode_ids(const std::vector<int>&) const { return ""; }
-  std::string piece_text_of(int, int) const { return ""; }
+  // Decoding is unused here.
+  std::string decode_ids(const std::vector<int>&) const override { return ""; }
+  std::string piece_text_of(int, int) const override { return ""; }
   int bos() const override { return 1; }
   int eos() const override { return 2; }
   int vocab_size() const override { return 8; }
@@ -117,7 +114,9 @@ TEST(TrimSpec, RangesMustIncreaseWithoutOverlapping) {
       {"range:5-6,1-2", "range 1-2 does not come after range 5-6"},   // out of order
       {"range:5-,9", "range 9 does not come after range 5-"},         // past an open end
       {"range:0-,0-", "range 0- does not come after range 0-"}};
-  for (auto [spec, message] : cases) {
+  for (const auto& c : cases) {
+    const char* spec = c.first;  // a plain variable: lambdas may not capture structured bindings in C++20
+    const char* message = c.second;
     SCOPED_TRACE(spec);
     EXPECT_EQ(kind_of([&] { parse_trim_spec(spec); }), ErrorKind::Usage);
     EXPECT_NE(message_of([&] { parse_trim_spec(spec); }).find(message), std::string::npos)

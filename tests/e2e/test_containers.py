@@ -182,7 +182,19 @@ def add_to_torch_save(path, name, tensor):
     torch.save(sd, path)
 
 
-class ShardedIndex(TempDirTest):
+class ConvertRefusal(TempDirTest):
+    def refused(self, src, *needles):
+        """convert exits 1 with one line holding every needle; returns the line."""
+        p = run("convert", src, "-o", self.path("out"))
+        self.assertEqual(p.returncode, 1, p.stderr)
+        lines = p.stderr.strip().splitlines()
+        self.assertEqual(len(lines), 1, p.stderr)
+        for n in needles:
+            self.assertIn(n, lines[0])
+        return lines[0]
+
+
+class ShardedIndex(ConvertRefusal):
     # Each sharded container: fixture, index, shard file names, how to add a tensor to a shard.
     CONTAINERS = [("hf_st_sharded", "model.safetensors.index.json", "model-0000{}-of-00002.safetensors",
                    add_to_safetensors),
@@ -195,13 +207,6 @@ class ShardedIndex(TempDirTest):
         shutil.copytree(fixture(fixture_name), d)
         return d, os.path.join(d, index_name)
 
-    def refused(self, src, *needles):
-        p = run("convert", src, "-o", self.path("out"))
-        self.assertEqual(p.returncode, 1, p.stderr)
-        lines = p.stderr.strip().splitlines()
-        self.assertEqual(len(lines), 1, p.stderr)
-        for n in needles:
-            self.assertIn(n, lines[0])
 
     def test_shard_outside_the_directory(self):
         d, index = self.sharded()
@@ -249,7 +254,7 @@ class ShardedIndex(TempDirTest):
         self.refused(d, first, "holds tensor " + name)
 
 
-class ModelParallel(TempDirTest):
+class ModelParallel(ConvertRefusal):
     """Copies of meta_mp2 (two ranks) with one part changed."""
 
     def parts(self):
@@ -262,14 +267,6 @@ class ModelParallel(TempDirTest):
         change(sd)
         torch.save(sd, path)
 
-    def refused(self, src, *needles):
-        p = run("convert", src, "-o", self.path("out"))
-        self.assertEqual(p.returncode, 1, p.stderr)
-        lines = p.stderr.strip().splitlines()
-        self.assertEqual(len(lines), 1, p.stderr)
-        for n in needles:
-            self.assertIn(n, lines[0])
-        return lines[0]
 
     def test_shape_disagrees_outside_the_split_axis(self):
         d, (p0, p1) = self.parts()

@@ -155,13 +155,96 @@ float q4a_dot(const uint8_t* r, const float* x, size_t cols, size_t group) {
   return s;
 }
 
-constexpr std::array<QTypeTraits, 6> kTraits = {{
+// ---- ggml-compatible blocks of 32: a row is ceil(cols/32) blocks; a last block past the row's
+// end is quantized as if padded with zeros (ggml itself needs cols % 32 == 0, where the bytes are
+// identical to its reference quantizer's). ----
+constexpr size_t kBlock = 32;
+size_t n_blocks(size_t cols) { return (cols + kBlock - 1) / kBlock; }
+// One block of x starting at b, zero-padded past cols.
+void load_block(const float* x, size_t cols, size_t b, float* out) {
+  for (size_t j = 0; j < kBlock; ++j) out[j] = b + j < cols ? x[b + j] : 0.0f;
+}
+
+// q8_0: f16 scale d, then 32 int8 codes; value = d * code. ggml's quantize_row_q8_0_ref: d =
+// amax/127 rounded to f16, codes rounded half away from zero with the unrounded 1/d.
+size_t q80_bytes(size_t cols, size_t) { return n_blocks(cols) * 34; }
+void q80_quant(const float* x, size_t cols, size_t, uint8_t* out) {
+  float v[kBlock];
+  for (size_t bl = 0; bl < n_blocks(cols); ++bl, out += 34) {
+    load_block(x, cols, bl * kBlock, v);
+    float amax = 0;
+    for (float e : v) amax = std::max(amax, std::fabs(e));
+    const float d = amax / 127.0f;
+    const float id = d != 0 ? 1.0f / d : 0.0f;
+    store_u16(out, f32_to_f16(d));
+    for (size_t j = 0; j < kBlock; ++j) out[2 + j] = uint8_t(int8_t(std::round(v[j] * id)));
+  }
+}
+void q80_dequant(const uint8_t* r, size_t cols, size_t, float* out) {
+  for (size_t i = 0; i < cols; ++i) {
+    const uint8_t* blk = r + (i / kBlock) * 34;
+    out[i] = f16_to_f32_fast(load_u16(blk)) * float(int8_t(blk[2 + i % kBlock]));
+  }
+}
+float q80_dot(const uint8_t* r, const float* x, size_t cols, size_t) {
+  float s = 0;
+  for (size_t bl = 0; bl < n_blocks(cols); ++bl, r += 34) {
+    float acc = 0;
+    for (size_t j = 0; j < kBlock && bl * kBlock + j < cols; ++j) acc += float(int8_t(r[2 + j])) * x[bl * kBlock + j];
+    s += f16_to_f32_fast(load_u16(r)) * acc;
+  }
+  return s;
+}
+
+// q4_0: f16 scale d, then 16 bytes; byte j holds element j in its low nibble and element j + 16 in
+// its high one; value = d * (code - 8). ggml's quantize_row_q4_0_ref: d = (the value of largest
+// magnitude, sign kept) / -8, code = min(15, trunc(x/d + 8.5)).
+size_t q40_bytes(size_t cols, size_t) { return n_blocks(cols) * 18; }
+void q40_quant(const float* x, size_t cols, size_t, uint8_t* out) {
+  float v[kBlock];
+  for (size_t bl = 0; bl < n_blocks(cols); ++bl, out += 18) {
+    load_block(x, cols, bl * kBlock, v);
+    float amax = 0, m = 0;
+    for (float e : v)
+      if (amax < std::fabs(e)) { amax = std::fabs(e); m = e; }
+    const float d = m / -8.0f;
+    const float id = d != 0 ? 1.0f / d : 0.0f;
+    store_u16(out, f32_to_f16(d));
+    for (size_t j = 0; j < kBlock / 2; ++j) {
+      const int lo = std::min(15, int(int8_t(v[j] * id + 8.5f)));
+      const int hi = std::min(15, int(int8_t(v[j + 16] * id + 8.5f)));
+      out[2 + j] = uint8_t(lo | (hi << 4));
+    }
+  }
+}
+int q40_code(const uint8_t* blk, size_t j) {
+  return j < 16 ? (blk[2 + j] & 15) - 8 : (blk[2 + j - 16] >> 4) - 8;
+}
+void q40_dequant(const uint8_t* r, size_t cols, size_t, float* out) {
+  for (size_t i = 0; i < cols; ++i) {
+    const uint8_t* blk = r + (i / kBlock) * 18;
+    out[i] = f16_to_f32_fast(load_u16(blk)) * float(q40_code(blk, i % kBlock));
+  }
+}
+float q40_dot(const uint8_t* r, const float* x, size_t cols, size_t) {
+  float s = 0;
+  for (size_t bl = 0; bl < n_blocks(cols); ++bl, r += 18) {
+    float acc = 0;
+    for (size_t j = 0; j < kBlock && bl * kBlock + j < cols; ++j) acc += float(q40_code(r, j)) * x[bl * kBlock + j];
+    s += f16_to_f32_fast(load_u16(r)) * acc;
+  }
+  return s;
+}
+
+constexpr std::array<QTypeTraits, 8> kTraits = {{
     {QType::F32, "f32", false, f32_bytes, f32_quant, f32_dequant, f32_dot},
     {QType::F16, "f16", false, half_bytes, F16::quant, F16::dequant, F16::dot},
     {QType::BF16, "bf16", false, half_bytes, BF16::quant, BF16::dequant, BF16::dot},
     {QType::Int8, "int8", false, i8_bytes, i8_quant, i8_dequant, i8_dot},
     {QType::Int4Sym, "int4_sym", true, q4s_bytes, q4s_quant, q4s_dequant, q4s_dot},
     {QType::Int4Asym, "int4_asym", true, q4a_bytes, q4a_quant, q4a_dequant, q4a_dot},
+    {QType::Q8_0, "q8_0", false, q80_bytes, q80_quant, q80_dequant, q80_dot},
+    {QType::Q4_0, "q4_0", false, q40_bytes, q40_quant, q40_dequant, q40_dot},
 }};
 
 }  // namespace

@@ -10,7 +10,7 @@
 
 namespace sf {
 
-enum class QType : uint8_t { F32, F16, BF16, Int8, Int4Sym, Int4Asym };
+enum class QType : uint8_t { F32, F16, BF16, Int8, Int4Sym, Int4Asym, Q8_0, Q4_0 };
 
 struct QTypeTraits {
   QType type;

@@ -13,12 +13,14 @@ struct SchemeName {
   QType type;      // for int4, the symmetric variant; ":asym" selects the other
   bool grouped;
 };
-constexpr std::array<SchemeName, 5> kNames = {{
+constexpr std::array<SchemeName, 7> kNames = {{
     {"f32", QType::F32, false},
     {"f16", QType::F16, false},
     {"bf16", QType::BF16, false},
     {"int8", QType::Int8, false},
     {"int4", QType::Int4Sym, true},
+    {"q8_0", QType::Q8_0, false},  // ggml's blocks of 32
+    {"q4_0", QType::Q4_0, false},
 }};
 
 // "int4:g32:sym" -> {"int4", "g32", "sym"}; empty parts are kept ("int4:" has two parts).
@@ -69,7 +71,7 @@ std::string Scheme::name() const {
 }
 
 Scheme parse_scheme(const std::string& text) {
-  if (text.empty()) fail_usage("empty quantization scheme (known: f32, f16, bf16, int8, int4[:gN][:sym|:asym])");
+  if (text.empty()) fail_usage("empty quantization scheme (known: f32, f16, bf16, int8, int4[:gN][:sym|:asym], q8_0, q4_0)");
   const std::vector<std::string> parts = split_colons(text);
   for (const auto& n : kNames) {
     if (parts[0] != n.name) continue;
@@ -78,7 +80,7 @@ Scheme parse_scheme(const std::string& text) {
     if (n.grouped) parse_int4_options(text, parts, s);
     return s;
   }
-  fail_usage("unknown quantization scheme '" + text + "' (known: f32, f16, bf16, int8, int4[:gN][:sym|:asym])");
+  fail_usage("unknown quantization scheme '" + text + "' (known: f32, f16, bf16, int8, int4[:gN][:sym|:asym], q8_0, q4_0)");
 }
 
 }  // namespace sf

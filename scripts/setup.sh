@@ -11,6 +11,8 @@ PACKAGES=(
   cmake g++ make pkg-config
   libzip-dev zlib1g-dev libcli11-dev libsentencepiece-dev nlohmann-json3-dev
   libicu-dev             # Unicode character properties for GPT-2's pre-tokenizer
+  libhwy-dev             # Highway: the executor's SIMD kernels, one build per x86 level, chosen at run time
+  libssl-dev             # OpenSSL's libcrypto: SHA-256 of sources and shards
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-torch python3-numpy python3-sentencepiece
   libopenblas0-pthread   # a real BLAS under Debian's python3-torch (fixture generation)

@@ -38,6 +38,9 @@ double step_bound(QType t, const std::vector<float>& x, size_t b, size_t e) {
     case QType::F16: return amax * std::ldexp(1.0, -11);
     case QType::BF16: return amax * std::ldexp(1.0, -8);
     case QType::F32: return 0;
+    // Blocks of 32 with an f16 scale: half a step of the block's largest magnitude.
+    case QType::Q8_0: return amax / 127.0 * 0.5 + amax * std::ldexp(1.0, -11) * 1.01;  // codes use the unrounded scale
+    case QType::Q4_0: return amax / 8.0 * 0.5 * 1.01 + 1e-3 * amax;
   }
   return 0;
 }
@@ -47,7 +50,7 @@ struct Case { QType type; size_t group; };
 TEST(QuantTypes, RoundTripErrorIsWithinHalfAStepForEveryWidth) {
   const Case cases[] = {{QType::F32, 0}, {QType::F16, 0}, {QType::BF16, 0}, {QType::Int8, 0},
                         {QType::Int4Sym, 32}, {QType::Int4Sym, 64}, {QType::Int4Sym, 128},
-                        {QType::Int4Asym, 32}, {QType::Int4Asym, 128}};
+                        {QType::Int4Asym, 32}, {QType::Int4Asym, 128}, {QType::Q8_0, 32}, {QType::Q4_0, 32}};
   for (const Case& c : cases) {
     const auto& tr = qtype_traits(c.type);
     for (size_t cols : {1, 2, 7, 31, 32, 33, 100, 172, 300}) {
@@ -57,14 +60,14 @@ TEST(QuantTypes, RoundTripErrorIsWithinHalfAStepForEveryWidth) {
       tr.quantize_row(x.data(), cols, c.group, q.data());
       std::vector<float> y(cols);
       tr.dequantize_row(q.data(), cols, c.group, y.data());
-      const size_t g = c.group ? c.group : cols;
+      const size_t g = c.group ? c.group : cols;  // q8_0/q4_0: their fixed block of 32
       for (size_t b = 0; b < cols; b += g) {
         const size_t e = std::min(cols, b + g);
         const double bound = step_bound(c.type, x, b, e);
         for (size_t i = b; i < e; ++i) {
           // Symmetric int4 spans [-8d, 7d] with d signed so the largest magnitude is exactly -8d:
           // a value of the other sign beyond 7|d| is clamped, costing up to one whole step.
-          const bool clamped = c.type == QType::Int4Sym && std::fabs(x[i]) > bound * 2 * 7 / 1.01;
+          const bool clamped = (c.type == QType::Int4Sym || c.type == QType::Q4_0) && std::fabs(x[i]) > bound * 2 * 7 / 1.01;
           ASSERT_LE(std::fabs(double(x[i]) - y[i]), clamped ? 2 * bound : bound) << "i=" << i;
         }
       }
@@ -84,6 +87,8 @@ TEST(QuantTypes, RowBytesFollowTheLayout) {
   EXPECT_EQ(qtype_traits(QType::Int4Sym).row_bytes(172, 32), 6 * 2 + 86u);   // 6 groups, last one 12 wide
   EXPECT_EQ(qtype_traits(QType::Int4Asym).row_bytes(172, 256), 1 * 4 + 86u); // group larger than the row
   EXPECT_EQ(qtype_traits(QType::Int4Sym).row_bytes(33, 32), 2 * 2 + 17u);    // odd width: last byte half used
+  EXPECT_EQ(qtype_traits(QType::Q4_0).row_bytes(33, 0), 2 * 18u);              // ggml blocks: the last one padded
+  EXPECT_EQ(qtype_traits(QType::Q8_0).row_bytes(64, 0), 2 * 34u);
   EXPECT_EQ(qtype_traits(QType::Int8).row_bytes(64, 0), 4 + 64u);
   EXPECT_EQ(qtype_traits(QType::BF16).row_bytes(64, 0), 128u);
 }
@@ -100,7 +105,7 @@ TEST(QuantTypes, SymmetricInt4MapsTheLargestMagnitudeExactly) {
 }
 
 TEST(QuantTypes, ZeroRowsStayZero) {
-  for (QType t : {QType::Int8, QType::Int4Sym, QType::Int4Asym}) {
+  for (QType t : {QType::Int8, QType::Int4Sym, QType::Int4Asym, QType::Q8_0, QType::Q4_0}) {
     const auto& tr = qtype_traits(t);
     std::vector<float> x(40, 0.0f), y(40, 1.0f);
     std::vector<uint8_t> q(tr.row_bytes(40, 32));
@@ -117,7 +122,8 @@ TEST(QuantTypes, OverflowDecodesNonFiniteAndOrdinaryRowsDoNot) {
   const std::vector<float> ordinary = random_row(64, 7);
   std::vector<float> big = ordinary;
   big[9] = 1e6f;  // past f16's 65504, and past what an f16 int4 scale (x/8, or range/15) can hold
-  for (QType t : {QType::F32, QType::F16, QType::BF16, QType::Int8, QType::Int4Sym, QType::Int4Asym}) {
+  for (QType t : {QType::F32, QType::F16, QType::BF16, QType::Int8, QType::Int4Sym, QType::Int4Asym, QType::Q8_0,
+                  QType::Q4_0}) {
     const auto& tr = qtype_traits(t);
     auto decoded_finite = [&](const std::vector<float>& x) {
       std::vector<uint8_t> q(tr.row_bytes(x.size(), 32));
@@ -129,7 +135,8 @@ TEST(QuantTypes, OverflowDecodesNonFiniteAndOrdinaryRowsDoNot) {
       return true;
     };
     EXPECT_TRUE(decoded_finite(ordinary)) << tr.name;
-    const bool holds_1e6 = t == QType::F32 || t == QType::BF16 || t == QType::Int8;
+    // q8_0's f16 scale is 1e6/127, inside f16's range; q4_0's is 1e6/8, past it.
+    const bool holds_1e6 = t == QType::F32 || t == QType::BF16 || t == QType::Int8 || t == QType::Q8_0;
     EXPECT_EQ(decoded_finite(big), holds_1e6) << tr.name;
   }
 }
@@ -157,6 +164,8 @@ TEST(Policy, ReportsOverridesMatchingNoTensor) {
 TEST(Scheme, ParsesNamesAndRejectsTheRest) {
   EXPECT_EQ(parse_scheme("int4"), (Scheme{QType::Int4Sym, 32}));
   EXPECT_EQ(parse_scheme("int4:g128:asym"), (Scheme{QType::Int4Asym, 128}));
+  EXPECT_EQ(parse_scheme("q4_0"), (Scheme{QType::Q4_0, 0}));
+  EXPECT_EQ(parse_scheme("q8_0"), (Scheme{QType::Q8_0, 0}));
   EXPECT_EQ(parse_scheme("int4:asym:g64").name(), "int4:g64:asym");
   EXPECT_EQ(parse_scheme("bf16"), (Scheme{QType::BF16, 0}));
   EXPECT_THROW(parse_scheme("int3"), Error);

@@ -1,5 +1,6 @@
 #include "executor/kernels.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -89,6 +90,27 @@ void rotate_pairs(float* v, size_t n_pairs, const double* freqs, int64_t pos) {
     const float a = p[0], b = p[1];
     p[0] = a * c - b * s;
     p[1] = a * s + b * c;
+  }
+}
+
+void attend_head(const float* q, const float* k, const float* v, size_t stride, size_t n_pos, size_t head_dim,
+                 float scale, float* scores, float* out) {
+  float mx = -INFINITY;
+  for (size_t j = 0; j < n_pos; ++j) {
+    const float* kj = k + j * stride;
+    float s = 0;
+    for (size_t e = 0; e < head_dim; ++e) s += q[e] * kj[e];
+    scores[j] = s * scale;
+    mx = std::max(mx, scores[j]);
+  }
+  double sum = 0;
+  for (size_t j = 0; j < n_pos; ++j) sum += (scores[j] = std::exp(scores[j] - mx));
+  const float inv = float(1.0 / sum);
+  std::fill(out, out + head_dim, 0.0f);
+  for (size_t j = 0; j < n_pos; ++j) {
+    const float p = scores[j] * inv;
+    const float* vj = v + j * stride;
+    for (size_t e = 0; e < head_dim; ++e) out[e] += p * vj[e];
   }
 }
 

@@ -22,6 +22,11 @@ void norm(NormKind kind, const float* x, size_t T, size_t n, const TensorView& w
           double eps, float* out);
 // Rotates interleaved pairs (2i, 2i+1), i < n_pairs, of v (one head's segment) by pos * freqs[i].
 void rotate_pairs(float* v, size_t n_pairs, const double* freqs, int64_t pos);
+// One query head attending over n_pos cached positions: out = softmax(scale * q·k_j) · v_j, j < n_pos.
+// k and v point at position 0 of this head's cache; consecutive positions are `stride` floats
+// apart. scores has room for n_pos floats (the caller's scratch: no allocation here).
+void attend_head(const float* q, const float* k, const float* v, size_t stride, size_t n_pos, size_t head_dim,
+                 float scale, float* scores, float* out);
 inline float silu(float x) { return x / (1.0f + __builtin_expf(-x)); }
 // GELU, tanh approximation (GPT-2's gelu_new, ChatGLM-6B's gelu).
 float gelu_tanh(float x);

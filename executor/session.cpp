@@ -129,12 +129,12 @@ const float* Session::forward(const int32_t* tokens, size_t n, size_t first_logi
 
   const size_t D = size_t(d.d_model);
   grow(x_, n * D);
-  std::vector<float> pos_row(m_.pos_embed() ? D : 0);
+  if (m_.pos_embed()) grow(pos_row_, D);
   for (size_t t = 0; t < n; ++t) {
     kernels::dequantize_row(m_.embed(), tokens[t], &x_[t * D]);
     if (m_.pos_embed()) {
-      kernels::dequantize_row(*m_.pos_embed(), pos_a_[t], pos_row.data());
-      for (size_t i = 0; i < D; ++i) x_[t * D + i] += pos_row[i];
+      kernels::dequantize_row(*m_.pos_embed(), pos_a_[t], pos_row_.data());
+      for (size_t i = 0; i < D; ++i) x_[t * D + i] += pos_row_[i];
     }
   }
   for (int64_t l = 0; l < d.n_layers; ++l) block(l, n);
@@ -222,26 +222,9 @@ void Session::attention(int64_t l, size_t n) {
       const int64_t i = pos_ + int64_t(t);
       const int64_t last = prefix && i < ctx_len_ ? ctx_len_ - 1 : i;  // attends to [0, last]
       scores.resize(size_t(last + 1));
-      const float* qh = &q_[t * qd + h * hd];
       const size_t kvh = (h / group) * hd;
-      float mx = -INFINITY;
-      for (int64_t j = 0; j <= last; ++j) {
-        const float* kj = kc + size_t(j) * kvd + kvh;
-        float s = 0;
-        for (size_t e = 0; e < hd; ++e) s += qh[e] * kj[e];
-        scores[size_t(j)] = s * scale;
-        mx = std::max(mx, scores[size_t(j)]);
-      }
-      double sum = 0;
-      for (int64_t j = 0; j <= last; ++j) sum += (scores[size_t(j)] = std::exp(scores[size_t(j)] - mx));
-      const float inv = float(1.0 / sum);
-      float* out = &att_[t * qd + h * hd];
-      std::fill(out, out + hd, 0.0f);
-      for (int64_t j = 0; j <= last; ++j) {
-        const float p = scores[size_t(j)] * inv;
-        const float* vj = vc + size_t(j) * kvd + kvh;
-        for (size_t e = 0; e < hd; ++e) out[e] += p * vj[e];
-      }
+      kernels::attend_head(&q_[t * qd + h * hd], kc + kvh, vc + kvh, kvd, size_t(last + 1), hd, scale, scores.data(),
+                           &att_[t * qd + h * hd]);
     }
   };
   const size_t items = n * size_t(d.n_heads);

@@ -43,6 +43,7 @@ class Session {
   std::vector<int64_t> pos_a_, pos_b_;           // per token of the call: position, block position
   std::vector<float> k_cache_, v_cache_;         // [layer][pos][kv_heads * head_dim]
   std::vector<float> x_, xn_, q_, k_, v_, att_, o_, gate_, up_, logits_;  // [T x width]
+  std::vector<float> pos_row_;                   // one learned position row
 };
 
 }  // namespace sf

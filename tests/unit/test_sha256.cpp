@@ -13,6 +13,12 @@ TEST(Sha256, KnownVectors) {
   const std::string two_blocks = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
   EXPECT_EQ(sha256_hex(two_blocks.data(), two_blocks.size()),
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  // FIPS 180-2 appendix B.3: one million 'a', fed in pieces that straddle the 64-byte blocks.
+  Sha256 million;
+  const std::string piece(999, 'a');
+  for (int i = 0; i < 1001; ++i) million.update(piece.data(), piece.size());  // 999 999 bytes
+  million.update(piece.data(), 1);
+  EXPECT_EQ(million.hex_digest(), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
 TEST(Sha256, IncrementalEqualsOneShot) {

@@ -53,11 +53,12 @@ std::string sha256_hex(const void* data, size_t n) {
   return h.hex_digest();
 }
 
-std::string sha256_file(const std::string& path) {
+std::string sha256_file(const std::string& path, const std::atomic<bool>* stop) {
   const InputFile f(path);
   Sha256 h;
   std::vector<uint8_t> buf(1 << 20);
   for (uint64_t off = 0; off < f.size(); off += buf.size()) {
+    if (stop && stop->load(std::memory_order_relaxed)) return "";
     const size_t n = size_t(std::min<uint64_t>(buf.size(), f.size() - off));
     f.read_at(off, buf.data(), n);
     h.update(buf.data(), n);

@@ -2,6 +2,7 @@
 // SHA-256 (FIPS 180-4), incremental, for artifact checksums. Computed by OpenSSL's libcrypto, which
 // uses the CPU's SHA extensions where there are any (several times the speed of portable code).
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -27,6 +28,8 @@ class Sha256 {
 
 std::string sha256_hex(const void* data, size_t n);
 // Streams the file through read() so hashing a large checkpoint does not grow the resident set.
-std::string sha256_file(const std::string& path);
+// A caller hashing on another thread may give `stop`: once it is set the hash ends early and ""
+// is returned (the caller is abandoning the work).
+std::string sha256_file(const std::string& path, const std::atomic<bool>* stop = nullptr);
 
 }  // namespace sf

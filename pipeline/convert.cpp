@@ -1,7 +1,11 @@
 #include "pipeline/convert.h"
 
+#include <atomic>
 #include <chrono>
+#include <exception>
 #include <filesystem>
+#include <system_error>
+#include <thread>
 
 #include "converters/reader_registry.h"
 #include "core/error.h"
@@ -56,6 +60,65 @@ json tokenizer_entry(const TokenizerSource& src) {
   return {{"kind", src.kind->name}, {"files", files}};
 }
 
+// Hashes the source files the caller has not hashed yet. With more than one thread it runs on a
+// thread of its own while the units are converted (hashing a checkpoint from the page cache costs
+// about as much as quantizing it), otherwise before them. The digests are taken when the manifest
+// is written; a failed conversion stops the hashing and waits for it.
+class SourceHasher {
+ public:
+  SourceHasher(const std::vector<std::string>& files, const std::map<std::string, std::string>& known,
+               bool background) {
+    for (const auto& f : files) {
+      const auto it = known.find(f);
+      if (it != known.end()) digests_[f] = it->second;
+      else todo_.push_back(f);
+    }
+    if (todo_.empty()) return;
+    if (background) {
+      try {
+        thread_ = std::thread([this] {
+          try {
+            hash_all();
+          } catch (...) {
+            error_ = std::current_exception();
+          }
+        });
+        return;
+      } catch (const std::system_error&) {
+        // No thread to be had: hash here, as with one thread.
+      }
+    }
+    hash_all();
+  }
+  ~SourceHasher() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  SourceHasher(const SourceHasher&) = delete;
+  SourceHasher& operator=(const SourceHasher&) = delete;
+
+  // Waits for the hashing; rethrows its error (an unreadable or truncated file).
+  const std::map<std::string, std::string>& digests() {
+    if (thread_.joinable()) thread_.join();
+    if (error_) std::rethrow_exception(error_);
+    return digests_;
+  }
+
+ private:
+  void hash_all() {
+    for (const auto& f : todo_) {
+      std::string h = sha256_file(f, &stop_);
+      if (stop_) return;
+      digests_[f] = std::move(h);
+    }
+  }
+  std::vector<std::string> todo_;
+  std::map<std::string, std::string> digests_;  // written by the hashing thread until it is joined
+  std::atomic<bool> stop_{false};
+  std::exception_ptr error_;
+  std::thread thread_;
+};
+
 }  // namespace
 
 ConvertReport convert(const ConvertOptions& opt) {
@@ -95,11 +158,6 @@ ConvertReport convert(const ConvertOptions& opt) {
 
   json manifest = manifest_header();
   manifest["model"] = model.desc.to_json();
-  json files = json::array();
-  for (const auto& f : src->files)
-    files.push_back({{"name", fs::path(f).filename().string()}, {"sha256", sha256_file(f)}});
-  manifest["source"] = {{"format", src->format}, {"architecture", model.family + "/" + model.variant},
-                        {"files", files}};
   json stage_list = json::array();
   for (const auto& s : stages) stage_list.push_back({{"name", s->name()}, {"params", s->params()}});
   manifest["pipeline"] = {{"stages", stage_list}};
@@ -107,6 +165,7 @@ ConvertReport convert(const ConvertOptions& opt) {
 
   const InterruptGuard interrupt;
   ThreadPool pool(opt.threads);
+  SourceHasher hasher(src->files, opt.source_sha256, pool.size() > 1);
   auto writer = make_format_writer(opt.format, {opt.out, opt.force, inputs}, model.desc);
   StageContext ctx{opt.source, model, *writer, pool};
   const auto order = unit_order(model.desc);
@@ -122,8 +181,15 @@ ConvertReport convert(const ConvertOptions& opt) {
   }
   for (size_t i = 0; i < tok_src.files.size(); ++i) writer->add_file(tok_src.kind->artifact_names[i], tok_src.files[i]);
   for (auto& s : stages) s->finish(*writer, manifest);
+  const auto& digests = hasher.digests();
+  json files = json::array();
+  for (const auto& f : src->files)
+    files.push_back({{"name", fs::path(f).filename().string()}, {"sha256", digests.at(f)}});
+  manifest["source"] = {{"format", src->format}, {"architecture", model.family + "/" + model.variant},
+                        {"files", files}};
   interrupt.check();
   ConvertReport r;
+  r.source_sha256 = digests;
   r.manifest = writer->finish(std::move(manifest));
   r.warnings = src->warnings;
   r.warnings.insert(r.warnings.end(), model.warnings.begin(), model.warnings.end());

@@ -1,6 +1,7 @@
 #pragma once
 // `convert`: source -> architecture map -> units streamed through the stages -> artifact.
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,10 @@ struct ConvertOptions {
   bool force = false;
   bool progress = true;
   bool allow_non_finite = false;         // keep NaN/Inf weights (refused by default)
+  // sha256 of source files the caller already hashed, by the path the reader lists them under
+  // (ConvertReport::source_sha256 of an earlier conversion of the same source: compare hashes its
+  // source once for all its schemes). A source file not listed here is hashed by convert.
+  std::map<std::string, std::string> source_sha256;
 };
 
 struct ConvertReport {
@@ -32,6 +37,7 @@ struct ConvertReport {
   // What is worth saying about the source without refusing it (the CLI prints each as a warning
   // line once the artifact is written; a failed run says only its error).
   std::vector<std::string> warnings;
+  std::map<std::string, std::string> source_sha256;  // of every source file, by path, as in the manifest
 };
 
 ConvertReport convert(const ConvertOptions& opt);

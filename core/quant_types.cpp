@@ -81,28 +81,58 @@ void put_nibble(uint8_t* codes, size_t i, uint8_t v) {
 size_t q4s_bytes(size_t cols, size_t group) { return n_groups(cols, group) * 2 + (cols + 1) / 2; }
 size_t q4a_bytes(size_t cols, size_t group) { return n_groups(cols, group) * 4 + (cols + 1) / 2; }
 
+// The value of largest magnitude, sign kept (the first of equal magnitudes; NaN ignored; 0 for a
+// group of zeros). The magnitude is one pass in eight independent lanes, which vectorizes; a
+// second finds its first element.
+float signed_absmax(const float* x, size_t n) {
+  float lane[8] = {};
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (size_t j = 0; j < 8; ++j) lane[j] = lane[j] < std::fabs(x[i + j]) ? std::fabs(x[i + j]) : lane[j];
+  float amax = 0;
+  for (; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+  for (float l : lane) amax = std::max(amax, l);
+  if (amax == 0) return 0;
+  i = 0;
+  while (std::fabs(x[i]) != amax) ++i;
+  return x[i];
+}
+
+// The symmetric int4 code of v = x / d: round(v) clamped to [-8, 7], plus 8. Rounds half to even
+// as std::nearbyint does in the default rounding mode, without its library call: once clamped,
+// adding 1.5 x 2^23 leaves no fraction bits. NaN (kept by --allow-non-finite) fails the first
+// comparison and gets code 0. Branch-free, so the loops over a group vectorize.
+inline uint8_t q4s_code(float v) {
+  constexpr float kRound = 12582912.0f;
+  const float c = v >= -8.0f ? (v <= 7.0f ? v : 7.0f) : -8.0f;
+  return uint8_t(int((c + kRound) - kRound) + 8);
+}
+
 void q4s_quant(const float* x, size_t cols, size_t group, uint8_t* out) {
   const size_t G = n_groups(cols, group);
   uint8_t* codes = out + G * 2;
   std::memset(codes, 0, (cols + 1) / 2);
   for (size_t g = 0; g < G; ++g) {
     const size_t b = g * group, e = std::min(cols, b + group);
-    float m = 0;  // the value of largest magnitude, sign kept: it maps to code -8 exactly
-    for (size_t i = b; i < e; ++i)
-      if (std::fabs(x[i]) > std::fabs(m)) m = x[i];
+    const float m = signed_absmax(x + b, e - b);  // maps to code -8 exactly
     const uint16_t dh = f32_to_f16(m / -8.0f);
     store_u16(out + 2 * g, dh);
     const float d = f16_to_f32(dh);
     const float id = d != 0 ? 1.0f / d : 0.0f;
-    for (size_t i = b; i < e; ++i)
-      put_nibble(codes, i, uint8_t(std::clamp(std::nearbyint(x[i] * id), -8.0f, 7.0f) + 8.0f));
+    size_t i = b;
+    if ((i & 1) && i < e) { put_nibble(codes, i, q4s_code(x[i] * id)); ++i; }  // shares a byte with the last group
+    for (; i + 1 < e; i += 2) codes[i >> 1] = uint8_t(q4s_code(x[i] * id) | q4s_code(x[i + 1] * id) << 4);
+    if (i < e) put_nibble(codes, i, q4s_code(x[i] * id));
   }
 }
 void q4s_dequant(const uint8_t* r, size_t cols, size_t group, float* out) {
   const size_t G = n_groups(cols, group);
   const uint8_t* codes = r + G * 2;
-  for (size_t i = 0; i < cols; ++i)
-    out[i] = f16_to_f32_fast(load_u16(r + 2 * (i / group))) * float(int(nibble(codes, i)) - 8);
+  for (size_t g = 0; g < G; ++g) {  // one scale per group, not a division per element
+    const size_t b = g * group, e = std::min(cols, b + group);
+    const float d = f16_to_f32_fast(load_u16(r + 2 * g));
+    for (size_t i = b; i < e; ++i) out[i] = d * float(int(nibble(codes, i)) - 8);
+  }
 }
 float q4s_dot(const uint8_t* r, const float* x, size_t cols, size_t group) {
   const size_t G = n_groups(cols, group);

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <set>
 
@@ -116,7 +117,19 @@ Inputs check_inputs(CompareOptions& opt) {
                   "--bench-tokens " + std::to_string(opt.bench_tokens) + " (prompt and generated tokens)");
   in.tokenizer = opt.tokenizer.empty() ? src->tokenizer_path : opt.tokenizer;
   if (in.tokenizer.empty()) fail_file(opt.source, "no tokenizer beside the source; pass --tokenizer FILE");
-  check_report_path(opt.report, report_inputs(opt, *src, in.tokenizer));
+  opt.report_inputs = report_inputs(opt, *src, in.tokenizer);
+  const auto same_file = [](const std::string& a, const std::string& b) {
+    std::error_code ea, eb;
+    const fs::path pa = fs::weakly_canonical(a, ea), pb = fs::weakly_canonical(b, eb);
+    return ea || eb ? a == b : pa == pb;
+  };
+  for (size_t i = 0; i < opt.reports.size(); ++i) {
+    if (opt.reports[i].empty()) continue;
+    for (size_t j = 0; j < i; ++j)
+      if (!opt.reports[j].empty() && same_file(opt.reports[i], opt.reports[j]))
+        fail_usage(opt.reports[i] + ": named for two outputs (--out and --plot need different files)");
+    check_report_path(opt.reports[i], opt.report_inputs);
+  }
   // The trim every conversion will make (the trim_vocab stage computes the same from the same
   // spec), so that a text holding a dropped token is refused before converting anything.
   auto opened = open_tokenizer(in.tokenizer);
@@ -167,6 +180,8 @@ std::vector<CompareRow> compare_schemes(CompareOptions& opt) {
   std::unique_ptr<ReferenceLogits> reference;
   std::string reference_dir;
   std::vector<CompareRow> rows;
+  // The source is hashed by the first conversion; the others record the same digests.
+  std::map<std::string, std::string> source_sha256;
   for (size_t i = 0; i < opt.schemes.size(); ++i) {
     interrupt.check();
     const std::string& scheme = opt.schemes[i];
@@ -179,8 +194,9 @@ std::vector<CompareRow> compare_schemes(CompareOptions& opt) {
     c.threads = opt.threads;
     c.force = false;
     c.progress = true;  // drawn only on a terminal
+    c.source_sha256 = source_sha256;
     const SchemeArtifact artifact{c.out, !opt.keep_dir.empty()};
-    convert(c);
+    source_sha256 = convert(c).source_sha256;
 
     CompareRow r;
     r.scheme = scheme;

@@ -1,6 +1,6 @@
 #pragma once
 // `compare`: convert one source with several schemes and measure each against the first one -
-// size, bits per weight, perplexity, KL-divergence, top-1 agreement, decode speed.
+// size, bits per weight, perplexity, KL-divergence, top-1 agreement, prefill and decode speed.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -11,7 +11,10 @@ namespace sf {
 
 struct CompareOptions {
   std::string source, text, tokenizer, keep_dir;  // keep_dir empty: artifacts go to a temporary directory
-  std::string report;  // --out: checked (check_report_path) with the inputs before converting; the caller writes it
+  // --out, --plot: each checked (check_report_path) against the inputs and each other before
+  // converting; the caller writes them, checking again against report_inputs.
+  std::vector<std::string> reports;
+  std::vector<std::string> report_inputs;  // set by compare_schemes: what no report may be or lie in
   std::vector<std::string> schemes;               // the first is the reference
   std::string trim_vocab;                         // --trim-vocab SPEC for every conversion; the text is mapped
   int64_t ctx = 0, chunks = -1, bench_tokens = 32, bench_reps = 5;

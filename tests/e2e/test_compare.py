@@ -1,5 +1,8 @@
 """eval kld and compare: the quantization cost table."""
+import csv
 import glob
+import hashlib
+import io
 import json
 import os
 import signal
@@ -7,6 +10,7 @@ import struct
 import subprocess
 import time
 import unittest
+import xml.etree.ElementTree as ET
 
 from sftest import HELDOUT, SAMPLE, SF, TempDirTest, fixture, read_bytes, reseal, sf, sf_json, write_bytes
 
@@ -102,6 +106,9 @@ class Compare(TempDirTest):
         write_bytes(self.path("short.txt"), "A short text.")
         cases = [
             (["--out", "/nonexistent/r.md"], "/nonexistent/r.md", SAMPLE, HELDOUT),
+            (["--plot", "/nonexistent/p.svg"], "/nonexistent/p.svg", SAMPLE, HELDOUT),
+            (["--plot", os.path.join(SAMPLE, "p.svg")], "lies inside", SAMPLE, HELDOUT),
+            (["--plot", HELDOUT], "is a file this command reads", SAMPLE, HELDOUT),
             (["--ctx", "64"], "no tokenizer", fixture("hf_gqa"), HELDOUT),
             ([], "too few", SAMPLE, self.path("short.txt")),
             ([], "missing.txt", SAMPLE, self.path("missing.txt")),
@@ -111,6 +118,109 @@ class Compare(TempDirTest):
             self.assertEqual(p.returncode, 1, extra)
             self.assertIn(needle, p.stderr)
             self.assertEqual(os.listdir(tmpdir), [], f"{extra}: something was converted before the check")
+
+    def test_plot_and_output_formats(self):
+        keep, md, svg = self.path("keep"), self.path("report.md"), self.path("plot.svg")
+        schemes = ["f32", "int8", "q8_0", "q4_0", "int4:g32", "int4:g128"]
+        p = sf("compare", SAMPLE, "--schemes", ",".join(schemes), "--text", HELDOUT, "--ctx", 64, "--chunks", 2,
+               "--bench-tokens", 2, "--bench-reps", 1, "--keep", keep, "--out", md, "--plot", svg, "-o", "csv")
+        rows = list(csv.DictReader(io.StringIO(p.stdout)))
+        self.assertEqual([r["scheme"] for r in rows], schemes)
+        self.assertEqual(set(rows[0]), {
+            "scheme", "bits_per_weight", "weight_bytes", "ppl", "ppl_stderr", "delta_ppl_percent", "kld", "kld_stderr",
+            "top1_agreement", "prefill_tokens_per_s", "prefill_min", "prefill_max", "decode_tokens_per_s",
+            "decode_min", "decode_max", "tokens_scored"})
+        by = {r["scheme"]: r for r in rows}
+        for r in rows:
+            self.assertGreater(float(r["prefill_tokens_per_s"]), 0, r["scheme"])
+            self.assertGreater(float(r["decode_tokens_per_s"]), 0, r["scheme"])
+            self.assertLessEqual(float(r["prefill_min"]), float(r["prefill_tokens_per_s"]))
+            # The size column is the artifact's own files (not its manifest or tokenizer), as on disk.
+            d = os.path.join(keep, r["scheme"].replace(":", "_"))
+            on_disk = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d)
+                          if f.endswith((".shard", ".bin")))
+            self.assertEqual(int(r["weight_bytes"]), on_disk, r["scheme"])
+        self.assertEqual(float(by["f32"]["kld"]), 0.0)
+        self.assertGreater(float(by["q4_0"]["kld"]), float(by["q8_0"]["kld"]))
+        # q8_0 and q4_0 are ggml's blocks of 32: 34 and 18 bytes per 32 weights in the matrices.
+        self.assertLess(float(by["q8_0"]["bits_per_weight"]), float(by["f32"]["bits_per_weight"]) / 3)
+        self.assertLess(float(by["q4_0"]["bits_per_weight"]), float(by["q8_0"]["bits_per_weight"]))
+
+        with open(md) as f:
+            lines = f.read().splitlines()
+        header = [c.strip() for c in lines[0].strip("|").split("|")]
+        self.assertEqual(header, ["scheme", "bits/w", "size", "PPL ± stderr", "ΔPPL", "KLD ± stderr", "top-1",
+                                  "prefill tok/s (min–max)", "decode tok/s (min–max)"])
+        self.assertEqual(len(lines), 2 + len(schemes))
+        for line, scheme in zip(lines[2:], schemes):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            self.assertEqual(len(cells), len(header))
+            self.assertEqual(cells[0], scheme)
+            self.assertRegex(cells[7], r"^[0-9.]+ \([0-9.]+–[0-9.]+\)$")
+
+        root = ET.parse(svg).getroot()
+        self.assertEqual(root.tag, "{http://www.w3.org/2000/svg}svg")
+        ns = {"s": "http://www.w3.org/2000/svg"}
+        points = [c for c in root.iter("{http://www.w3.org/2000/svg}circle") if "data-scheme" in c.attrib]
+        self.assertEqual(sorted(c.get("data-scheme") for c in points), sorted(schemes), "one point per scheme")
+        labels = {t.get("data-label-for"): t.text for t in root.iter("{http://www.w3.org/2000/svg}text")
+                  if t.get("data-label-for")}
+        self.assertEqual(labels, {s: s for s in schemes}, "each point labelled with its scheme")
+        titles = [t.text for t in root.findall(".//s:text[@class='axis-title']", ns)]
+        self.assertEqual(len(titles), 2)
+        self.assertTrue(any("bits per weight" in t for t in titles), titles)
+        self.assertTrue(any("perplexity" in t for t in titles), titles)
+        self.assertGreaterEqual(len(root.findall(".//s:g[@class='x-axis']/s:text[@class='tick']", ns)), 2)
+        self.assertGreaterEqual(len(root.findall(".//s:g[@class='y-axis']/s:text[@class='tick']", ns)), 2)
+        ref = [c.get("data-scheme") for c in points if "reference" in c.get("class", "").split()]
+        self.assertEqual(ref, ["f32"])
+        self.assertIn("f32", root.find(".//s:text[@class='reference-label']", ns).text)
+        self.assertEqual(len(root.findall(".//s:line[@class='errorbar']", ns)), 3 * len(schemes))
+        cx = {c.get("data-scheme"): float(c.get("cx")) for c in points}
+        cy = {c.get("data-scheme"): float(c.get("cy")) for c in points}
+        for a in schemes:
+            for b in schemes:
+                # Left to right by size (bits per weight), up the page by perplexity.
+                bits = float(by[a]["bits_per_weight"]) - float(by[b]["bits_per_weight"])
+                if abs(bits) > 1e-9:
+                    self.assertEqual(cx[a] < cx[b], bits < 0, (a, b))
+                ppl = float(by[a]["ppl"]) - float(by[b]["ppl"])
+                if abs(ppl) > 1e-3:
+                    self.assertEqual(cy[a] > cy[b], ppl < 0, (a, b))
+
+    def test_json_output_and_its_alias(self):
+        args = ["compare", SAMPLE, "--schemes", "int8", "--text", HELDOUT, "--ctx", 64, "--chunks", 1,
+                "--bench-tokens", 0]
+        a = json.loads(sf(*args, "-o", "json").stdout)
+        b = json.loads(sf(*args, "--json").stdout)
+        self.assertEqual([r["scheme"] for r in a["rows"]], ["int8"])
+        self.assertEqual(a["rows"][0]["ppl"], b["rows"][0]["ppl"])
+        self.assertEqual(set(a["rows"][0]), set(b["rows"][0]))
+        self.assertIn("prefill_tokens_per_s", a["rows"][0])
+        md = sf(*args, "-o", "md").stdout.splitlines()
+        self.assertTrue(md[0].startswith("| scheme |") and md[2].startswith("| int8 |"), md)
+        for bad in [["-o", "xml"], ["-o", "csv", "--json"]]:
+            p = sf(*args, *bad, check=False)
+            self.assertEqual(p.returncode, 2, bad)
+        p = sf(*args, "--out", self.path("same"), "--plot", self.path("same"), check=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("two outputs", p.stderr)
+        self.assertFalse(os.path.exists(self.path("same")))
+
+    def test_source_hashed_once_records_what_convert_records(self):
+        keep = self.path("keep")
+        sf("compare", SAMPLE, "--schemes", "f32,int8,q4_0", "--text", HELDOUT, "--ctx", 64, "--chunks", 1,
+           "--bench-tokens", 0, "--keep", keep)
+        want = hashlib.sha256(read_bytes(os.path.join(SAMPLE, "pytorch_model.bin"))).hexdigest()
+        for d in ["f32", "int8", "q4_0"]:
+            with open(os.path.join(keep, d, "manifest.json")) as f:
+                files = json.load(f)["source"]["files"]
+            self.assertEqual(files, [{"name": "pytorch_model.bin", "sha256": want}], d)
+            # The manifest is byte for byte the one a separate convert writes (which hashes the source itself).
+            out = self.path("plain-" + d)
+            sf("convert", SAMPLE, "-o", out, "--quant", d)
+            self.assertEqual(read_bytes(os.path.join(keep, d, "manifest.json")),
+                             read_bytes(os.path.join(out, "manifest.json")), d)
 
     def test_one_artifact_at_a_time_and_nothing_left_behind(self):
         tmpdir = self.path("tmpdir")

@@ -81,31 +81,39 @@ void put_nibble(uint8_t* codes, size_t i, uint8_t v) {
 size_t q4s_bytes(size_t cols, size_t group) { return n_groups(cols, group) * 2 + (cols + 1) / 2; }
 size_t q4a_bytes(size_t cols, size_t group) { return n_groups(cols, group) * 4 + (cols + 1) / 2; }
 
+uint32_t float_bits(float v) { uint32_t b; std::memcpy(&b, &v, 4); return b; }
+
 // The value of largest magnitude, sign kept (the first of equal magnitudes; NaN ignored; 0 for a
-// group of zeros). The magnitude is one pass in eight independent lanes, which vectorizes; a
-// second finds its first element.
+// group of zeros). Magnitudes compare as the integers their bits are (NaN's bits made 0), a loop
+// that vectorizes; a second pass finds the first element of that magnitude.
 float signed_absmax(const float* x, size_t n) {
-  float lane[8] = {};
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (size_t j = 0; j < 8; ++j) lane[j] = lane[j] < std::fabs(x[i + j]) ? std::fabs(x[i + j]) : lane[j];
-  float amax = 0;
-  for (; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
-  for (float l : lane) amax = std::max(amax, l);
+  uint32_t amax = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t m = float_bits(x[i]) & 0x7fffffffu;
+    amax = std::max(amax, m & (0u - uint32_t(m <= 0x7f800000u)));  // masks, not branches
+  }
   if (amax == 0) return 0;
-  i = 0;
-  while (std::fabs(x[i]) != amax) ++i;
+  size_t i = 0;
+  while ((float_bits(x[i]) & 0x7fffffffu) != amax) ++i;
   return x[i];
 }
 
-// The symmetric int4 code of v = x / d: round(v) clamped to [-8, 7], plus 8. Rounds half to even
-// as std::nearbyint does in the default rounding mode, without its library call: once clamped,
-// adding 1.5 x 2^23 leaves no fraction bits. NaN (kept by --allow-non-finite) fails the first
-// comparison and gets code 0. Branch-free, so the loops over a group vectorize.
-inline uint8_t q4s_code(float v) {
+// Symmetric int4 codes, one per byte, of x[0..n) / d (id = 1/d): round(v) clamped to [-8, 7], plus
+// 8, rounding half to even as std::nearbyint does in the default rounding mode. For |v| < 2^22,
+// v + 1.5 x 2^23 has no fraction bits and its low mantissa bits are round(v) + 2^22; larger
+// magnitudes (and inf) clamp by their sign, NaN (kept by --allow-non-finite) gets code 0. All in
+// integer selects, so the loop vectorizes.
+void q4s_codes(const float* x, size_t n, float id, uint8_t* out) {
   constexpr float kRound = 12582912.0f;
-  const float c = v >= -8.0f ? (v <= 7.0f ? v : 7.0f) : -8.0f;
-  return uint8_t(int((c + kRound) - kRound) + 8);
+  for (size_t i = 0; i < n; ++i) {
+    const float v = x[i] * id;
+    const uint32_t vb = float_bits(v), mag = vb & 0x7fffffffu;
+    const int32_t k = std::min(std::max(int32_t(float_bits(v + kRound) & 0x7fffffu) - 0x400000, -8), 7);
+    const int32_t big = -int32_t(mag >= 0x4a800000u), nan = -int32_t(mag > 0x7f800000u);  // masks
+    const int32_t clamped = 7 - 15 * int32_t(vb >> 31);  // |v| >= 2^22: 7, or -8 when negative
+    const int32_t code = (((k & ~big) | (clamped & big)) & ~nan) | (-8 & nan);
+    out[i] = uint8_t(code + 8);
+  }
 }
 
 void q4s_quant(const float* x, size_t cols, size_t group, uint8_t* out) {
@@ -119,10 +127,19 @@ void q4s_quant(const float* x, size_t cols, size_t group, uint8_t* out) {
     store_u16(out + 2 * g, dh);
     const float d = f16_to_f32(dh);
     const float id = d != 0 ? 1.0f / d : 0.0f;
-    size_t i = b;
-    if ((i & 1) && i < e) { put_nibble(codes, i, q4s_code(x[i] * id)); ++i; }  // shares a byte with the last group
-    for (; i + 1 < e; i += 2) codes[i >> 1] = uint8_t(q4s_code(x[i] * id) | q4s_code(x[i + 1] * id) << 4);
-    if (i < e) put_nibble(codes, i, q4s_code(x[i] * id));
+    // 64 codes at a time, then packed two to a byte. Chunks keep the group's parity: an odd start
+    // (only with an odd group size) shares bytes with the neighbouring groups, nibble by nibble.
+    uint8_t tmp[64];
+    for (size_t c = b; c < e; c += 64) {
+      const size_t k = std::min<size_t>(64, e - c);
+      q4s_codes(x + c, k, id, tmp);
+      if (c % 2) {
+        for (size_t j = 0; j < k; ++j) put_nibble(codes, c + j, tmp[j]);
+        continue;
+      }
+      for (size_t j = 0; j + 1 < k; j += 2) codes[(c + j) >> 1] = uint8_t(tmp[j] | tmp[j + 1] << 4);
+      if (k % 2) put_nibble(codes, c + k - 1, tmp[k - 1]);
+    }
   }
 }
 void q4s_dequant(const uint8_t* r, size_t cols, size_t group, float* out) {
@@ -131,7 +148,14 @@ void q4s_dequant(const uint8_t* r, size_t cols, size_t group, float* out) {
   for (size_t g = 0; g < G; ++g) {  // one scale per group, not a division per element
     const size_t b = g * group, e = std::min(cols, b + group);
     const float d = f16_to_f32_fast(load_u16(r + 2 * g));
-    for (size_t i = b; i < e; ++i) out[i] = d * float(int(nibble(codes, i)) - 8);
+    size_t i = b;
+    if (b % 2 == 0)  // whole bytes: two elements each
+      for (; i + 1 < e; i += 2) {
+        const uint8_t byte = codes[i >> 1];
+        out[i] = d * float(int(byte & 15) - 8);
+        out[i + 1] = d * float(int(byte >> 4) - 8);
+      }
+    for (; i < e; ++i) out[i] = d * float(int(nibble(codes, i)) - 8);
   }
 }
 float q4s_dot(const uint8_t* r, const float* x, size_t cols, size_t group) {

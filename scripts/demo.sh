@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The main job on the bundled sample: convert samples/jargon-llama with six schemes and print, for
+# The main job on the bundled sample: convert samples/jargon-llama with eight schemes and print, for
 # each, bits per weight, size, held-out perplexity ± standard error, its change against f32,
-# KL-divergence and top-1 agreement with f32, and decode speed - one `shardforge compare` run.
+# KL-divergence and top-1 agreement with f32, and prefill and decode speed - one `shardforge compare`
+# run, which also draws perplexity against bits per weight in demo-out/compare.svg.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh build >/dev/null
@@ -17,8 +18,11 @@ echo "held-out text: samples/heldout.txt, windows of 128 tokens, second half sco
 echo
 KEEP=$(mktemp -d /tmp/shardforge-demo.XXXXXX)
 trap 'rm -rf "$KEEP"' EXIT
-$SF compare samples/jargon-llama --schemes f32,f16,bf16,int8,int4:g32,int4:g128 \
-    --text samples/heldout.txt --ctx 128 --keep "$KEEP"
+mkdir -p demo-out
+$SF compare samples/jargon-llama --schemes f32,f16,bf16,int8,q8_0,int4:g128,int4:g32,q4_0 \
+    --text samples/heldout.txt --ctx 128 --bench-reps 3 --keep "$KEEP" --plot demo-out/compare.svg
+echo
+echo "plot: $(pwd)/demo-out/compare.svg (perplexity ± stderr against bits per weight, one point per scheme)"
 echo
 echo "greedy continuation from the int4:g32 artifact:"
 $SF run "$KEEP/int4_g32" -p "A hacker is a person who" -n 40

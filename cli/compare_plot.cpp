@@ -138,7 +138,14 @@ std::vector<Box> place_labels(const std::vector<CompareRow>& rows, const std::ve
 
 }  // namespace
 
-std::string compare_plot_svg(const std::vector<CompareRow>& rows, const std::string& caption) {
+std::string compare_plot_svg(const std::vector<CompareRow>& measured, const std::string& caption) {
+  // compare refuses a non-finite perplexity; a size of 0 or a standard error that is not a number
+  // (one scored token) must not break the axes either.
+  std::vector<CompareRow> rows = measured;
+  for (auto& r : rows) {
+    if (!(r.bits_per_weight > 0.01)) r.bits_per_weight = 0.01;
+    if (!(r.ppl_stderr >= 0 && std::isfinite(r.ppl_stderr))) r.ppl_stderr = 0;
+  }
   const XAxis xa = x_axis(rows);
   const YAxis ya = y_axis(rows);
   std::vector<double> px, py;

@@ -89,7 +89,8 @@ class QuantizeStage : public Stage {
     for (auto& t : u.tensors) {
       if (!t.has_values) fail("quantize stage: tensor " + t.spec.name + " was not loaded (no load stage?)");
       if (!allow_non_finite_) refuse_non_finite(t, ctx);
-      encode(t, policy_.scheme_for(t.spec), ctx);
+      const FormatRules rules{ctx.writer.format_name(), ctx.writer.storable_types(), ctx.writer.whole_blocks_only()};
+      encode(t, policy_.scheme_for(t.spec, rules), ctx);
       std::vector<float>().swap(t.values);
       t.has_values = false;
       t.has_encoded = true;

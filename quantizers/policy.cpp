@@ -60,12 +60,15 @@ Scheme Policy::scheme_for(const TensorSpec& t) const {
 }
 
 Scheme Policy::scheme_for(const TensorSpec& t, const FormatRules& f) const {
+  const auto storable = [&](QType q) { return f.types.empty() || std::find(f.types.begin(), f.types.end(), q) != f.types.end(); };
+  std::string takes;
+  for (QType q : f.types) takes += std::string(takes.empty() ? "" : ", ") + qtype_traits(q).name;
+  // The base scheme first: it is what the user chose, and it decides the embedding's type too.
+  if (!storable(base_.type))
+    fail_usage("--format " + f.format + " cannot store " + base_.name() + " (it has no such type); it takes " + takes);
   Scheme s = scheme_for(t);
-  if (!f.types.empty() && std::find(f.types.begin(), f.types.end(), s.type) == f.types.end()) {
-    std::string takes;
-    for (QType q : f.types) takes += std::string(takes.empty() ? "" : ", ") + qtype_traits(q).name;
+  if (!storable(s.type))
     fail_usage("--format " + f.format + " cannot store " + s.name() + " (tensor " + t.name + "); it takes " + takes);
-  }
   const size_t block = block_elements(s.type);
   if (f.whole_blocks_only && block > 1 && t.shape.back() % int64_t(block) != 0) return Scheme{QType::F16, 0};
   return s;

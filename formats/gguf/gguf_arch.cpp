@@ -37,7 +37,7 @@ std::string n(int64_t v) { return std::to_string(v); }
 std::string needs_square_attention(const ModelDesc& m) {
   if (m.n_heads * m.head_dim != m.d_model)
     return "n_heads x head_dim (" + n(m.n_heads * m.head_dim) + ") differs from d_model (" + n(m.d_model) +
-           "), which llama.cpp's " + m.family + " graph assumes equal";
+           "), which llama.cpp's graph for it assumes equal";
   return "";
 }
 

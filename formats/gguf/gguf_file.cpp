@@ -123,8 +123,13 @@ GgufFile::GgufFile(const std::string& path) : map_(std::make_shared<MappedFile>(
   const uint64_t n_tensors = c.read<uint64_t>("the tensor count");
   const uint64_t n_kv = c.read<uint64_t>("the metadata count");
   // Each entry takes bytes of the file: counts larger than the file could hold are lies.
-  if (n_kv > map_->size() / 13) fail_file(path, "claims " + std::to_string(n_kv) + " metadata entries, more than the file can hold");
-  if (n_tensors > map_->size() / 24) fail_file(path, "claims " + std::to_string(n_tensors) + " tensors, more than the file can hold");
+  const std::string size = std::to_string(map_->size());
+  if (n_kv > map_->size() / 13)
+    fail_file(path, "is truncated or damaged: it claims " + std::to_string(n_kv) + " metadata entries, more than its " +
+                        size + " bytes can hold");
+  if (n_tensors > map_->size() / 24)
+    fail_file(path, "is truncated or damaged: it claims " + std::to_string(n_tensors) + " tensors, more than its " +
+                        size + " bytes can hold");
 
   std::set<std::string> keys;
   for (uint64_t k = 0; k < n_kv; ++k) {

@@ -55,9 +55,12 @@ std::optional<QType> qtype_of_ggml(uint32_t g) {
 }
 
 const char* ggml_type_name(uint32_t g) {
-  for (const auto& r : kTypes)
-    if (uint32_t(r.ggml) == g) return r.name;
-  return "another ggml type";
+  // ggml.h's enum ggml_type, for messages and inspect (4 and 5 were removed from ggml).
+  static const char* names[] = {"f32",    "f16",    "q4_0",    "q4_1",  "type 4", "type 5", "q5_0",   "q5_1",
+                                "q8_0",   "q8_1",   "q2_K",    "q3_K",  "q4_K",   "q5_K",   "q6_K",   "q8_K",
+                                "iq2_xxs", "iq2_xs", "iq3_xxs", "iq1_s", "iq4_nl", "iq3_s",  "iq2_s",  "iq4_xs",
+                                "i8",     "i16",    "i32",     "i64",   "f64",    "iq1_m",  "bf16"};
+  return g < sizeof(names) / sizeof(names[0]) ? names[g] : "an unknown ggml type";
 }
 
 std::string gguf_scheme_names() {

@@ -240,6 +240,7 @@ class GgufWriter : public FormatWriter {
     kv.kv_u32("general.quantization_version", 2);
     const ModelDesc& m = desc_;
     kv.kv_u32(a + ".context_length", uint32_t(m.max_seq > 0 ? m.max_seq : 2048));
+    kv.kv_u32(a + ".vocab_size", uint32_t(m.vocab_size));  // llama.cpp's row count when there is no tokenizer
     kv.kv_u32(a + ".embedding_length", uint32_t(m.d_model));
     kv.kv_u32(a + ".block_count", uint32_t(m.n_layers));
     kv.kv_u32(a + ".feed_forward_length", uint32_t(m.ffn_dim));

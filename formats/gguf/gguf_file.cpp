@@ -197,7 +197,7 @@ GgufFile::GgufFile(const std::string& path) : map_(std::make_shared<MappedFile>(
   // Every tensor inside the file, and no two overlapping.
   std::vector<const GgufTensor*> by_offset;
   for (auto& g : tensors_) {
-    const uint64_t at = checked_add(data_start_, g.offset, path);
+    const uint64_t at = checked_add(data_start_, g.offset, path + ": tensor '" + printable(g.name) + "' offset");
     if (!range_within(at, g.bytes, map_->size()))
       fail_file(path, "is truncated: tensor '" + printable(g.name) + "' (" + std::to_string(g.bytes) +
                           " bytes at " + std::to_string(at) + ") runs past the end of the file");

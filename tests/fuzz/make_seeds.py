@@ -32,7 +32,8 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures"))
 import safetensors_writer as st  # noqa: E402
 
-TARGETS = ["fuzz_pickle", "fuzz_torch_zip", "fuzz_shard", "fuzz_artifact", "fuzz_json_config", "fuzz_tokenizer", "fuzz_safetensors"]
+TARGETS = ["fuzz_pickle", "fuzz_torch_zip", "fuzz_shard", "fuzz_artifact", "fuzz_json_config", "fuzz_tokenizer", "fuzz_safetensors",
+           "fuzz_gguf"]
 
 # A LLaMA small enough that its shards and artifacts fuzz quickly, large enough for int4 groups
 # of 32: width 32, 1 block, 4 heads over 2 KV heads, FFN 64, vocabulary 64.
@@ -360,6 +361,69 @@ def convert_tiny(shardforge, work):
     return arts
 
 
+# ---------------------------------------------------------------- GGUF
+
+def convert_tiny_gguf(shardforge, work, fixtures):
+    """The tiny model as GGUF files of every type GGUF takes, and the GPT-2 fixture (fused attn_qkv)."""
+    src = os.path.join(work, "tiny_hf")
+    out = {}
+    for scheme in ["f32", "f16", "bf16", "q8_0", "q4_0"]:
+        path = os.path.join(work, f"tiny_{scheme}.gguf")
+        subprocess.run([shardforge, "convert", src, "-o", path, "--quant", scheme, "--format", "gguf", "--threads", "1"],
+                       check=True, capture_output=True)
+        out["tiny_" + scheme] = path
+    path = os.path.join(work, "gpt2_q4_0.gguf")
+    subprocess.run([shardforge, "convert", os.path.join(fixtures, "gpt2_hub"), "-o", path, "--quant", "q4_0",
+                    "--format", "gguf", "--threads", "1"], check=True, capture_output=True)
+    out["gpt2_q4_0"] = path
+    return {name: open(p, "rb").read() for name, p in out.items()}
+
+
+def gguf_str(s):
+    b = s.encode() if isinstance(s, str) else s
+    return struct.pack("<Q", len(b)) + b
+
+
+def gguf_first_tensor_info(data):
+    """Offset of the first tensor info's n_dims (after its name, token_embd.weight)."""
+    name = b"token_embd.weight"
+    return data.index(struct.pack("<Q", len(name)) + name) + 8 + len(name)
+
+
+def gguf_variants(real):
+    """A real GGUF with its header changed the ways a damaged or hostile one would be."""
+    def patched(off, fmt, value):
+        d = bytearray(real)
+        struct.pack_into(fmt, d, off, value)
+        return bytes(d)
+    info = gguf_first_tensor_info(real)
+    header = b"GGUF" + struct.pack("<IQQ", 3, 0, 1)
+    return {
+        "truncated_header": real[:40],
+        "truncated_data": real[:-9],
+        "version_1": patched(4, "<I", 1),
+        "tensor_count_huge": patched(8, "<Q", 1 << 62),
+        "kv_count_huge": patched(16, "<Q", 1 << 62),
+        "key_length_huge": patched(24, "<Q", 1 << 63),
+        "n_dims_5": patched(info, "<I", 5),
+        "dim_zero": patched(info + 4, "<Q", 0),
+        "dim_huge": patched(info + 4, "<Q", 1 << 62),
+        "rows_not_blocks": patched(info + 4, "<Q", 33),
+        "type_unknown": patched(info + 20, "<I", 99),
+        "type_q6_k": patched(info + 20, "<I", 14),
+        "offset_overflow": patched(info + 24, "<Q", (1 << 64) - 32),
+        "offset_unaligned": patched(info + 24, "<Q", 7),
+        "string_value_huge": header + gguf_str("general.name") + struct.pack("<IQ", 8, 1 << 62),
+        "array_of_arrays": header + gguf_str("a") + struct.pack("<IIQ", 9, 9, 1) + struct.pack("<IQ", 6, 1) + b"\0" * 4,
+        "array_count_huge": header + gguf_str("a") + struct.pack("<IIQ", 9, 6, 1 << 61),
+        "strings_count_huge": header + gguf_str("a") + struct.pack("<IIQ", 9, 8, 1 << 60),
+        "value_type_unknown": header + gguf_str("a") + struct.pack("<I", 77),
+        "alignment_zero": header + gguf_str("general.alignment") + struct.pack("<II", 4, 0),
+        "alignment_odd": header + gguf_str("general.alignment") + struct.pack("<II", 4, 48),
+        "magic_only": b"GGUF",
+    }
+
+
 def pack_dir(files):
     """fuzz_file.h's directory layout: u8 name length, name, u32 data length, data."""
     out = b""
@@ -613,6 +677,12 @@ def main():
     seeds.add("fuzz_shard", "version_2", shard[:8] + b"\x02\0\0\0" + shard[12:])
     seeds.add("fuzz_shard", "truncated_data", shard[:-7])
     seeds.add("fuzz_shard", "header_only", shard[:16 + struct.unpack("<I", shard[12:16])[0]])
+
+    for name, data in convert_tiny_gguf(args.shardforge, work, args.fixtures).items():
+        seeds.add("fuzz_gguf", name, data)
+        if name == "tiny_q4_0":
+            for vname, variant in gguf_variants(data).items():
+                seeds.add("fuzz_gguf", vname, variant)
 
     manifest = json.loads(dict(files)["manifest.json"])
     for name, text in json_configs(args.fixtures, manifest).items():

@@ -6,6 +6,7 @@
 #include "formats/gguf/gguf_writer.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -52,6 +53,29 @@ std::string why_not_replaceable_gguf(const std::string& path) {
   const bool ok = fd >= 0 && ::pread(fd, magic, 4, 0) == 4 && std::memcmp(magic, kMagic, 4) == 0;
   if (fd >= 0) ::close(fd);
   return ok ? "" : "is not a GGUF file; --force replaces only a GGUF file";
+}
+
+// OUT.partial-PID and OUT.partial-PID.data siblings: another conversion's while PID lives (refused,
+// as for artifact directories), a killed one's otherwise (reported and left: a regular file of that
+// name could be anyone's).
+void check_partial_siblings(const std::string& out) {
+  const fs::path p(out);
+  const std::string dir = p.parent_path().empty() ? "." : p.parent_path().string();
+  const std::string base = p.filename().string() + ".partial-";
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    std::string name = e.path().filename().string();
+    if (name.compare(0, base.size(), base) != 0) continue;
+    std::string pid = name.substr(base.size());
+    if (pid.size() > 5 && pid.compare(pid.size() - 5, 5, ".data") == 0) pid.resize(pid.size() - 5);
+    if (pid.empty() || pid.size() > 9 || pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    const pid_t id = pid_t(std::stol(pid));
+    if (id == ::getpid()) continue;
+    if (::kill(id, 0) == 0 || errno == EPERM)
+      fail_file(e.path().string(), "process " + pid + " is writing " + out + " (another conversion?); not starting a "
+                                   "second one (if no conversion is running, remove this file)");
+    warn(e.path().string() + " was left by a conversion that stopped (process " + pid + " is gone); left in place");
+  }
 }
 
 void write_at(int fd, const uint8_t* p, size_t n, uint64_t off, const std::string& path) {
@@ -104,6 +128,7 @@ class GgufWriter : public FormatWriter {
     std::error_code ec;
     if (!parent.empty()) fs::create_directories(parent, ec);
     if (ec) fail_file(parent, "cannot create directory: " + ec.message());
+    check_partial_siblings(out_);
     tmp_ = out_ + ".partial-" + std::to_string(::getpid());
     data_path_ = tmp_ + ".data";
     data_fd_ = ::open(data_path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);

@@ -316,6 +316,16 @@ class GgufRefusals(TempDirTest):
         self.assertEqual(sorted(os.listdir(self.tmp)), ["x.gguf"])
 
 
+    def test_a_live_conversion_s_partial_file_is_respected(self):
+        out = self.path("x.gguf")
+        live = f"{out}.partial-{os.getpid()}"  # this test's process: alive
+        write_bytes(live, b"")
+        p = sf("convert", fixture("hf_gqa"), "--format", "gguf", "-o", out, check=False)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("is writing", p.stderr)
+        self.assertEqual(sorted(os.listdir(self.tmp)), [os.path.basename(live)])
+
+
 class HostileGguf(TempDirTest):
     """A damaged or lying GGUF is one error line naming the file, exit 1, for inspect and run."""
 

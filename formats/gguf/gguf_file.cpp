@@ -18,6 +18,10 @@ constexpr uint64_t kMaxKeyBytes = 65536;
 constexpr uint64_t kMaxNameBytes = 64;  // GGML_MAX_NAME
 constexpr uint32_t kMaxDims = 4;        // GGML_MAX_DIMS
 constexpr uint64_t kMaxAlignment = uint64_t(1) << 20;
+// Entries are kept in memory several times their size in the file: real files have tens of keys
+// and at most tens of thousands of tensors (a large mixture of experts), so more is refused.
+constexpr uint64_t kMaxKeys = uint64_t(1) << 16;
+constexpr uint64_t kMaxTensors = uint64_t(1) << 20;
 
 // ggml's block layouts (ggml-common.h): elements per block and bytes per block, by ggml_type.
 struct GgmlLayout {
@@ -127,6 +131,9 @@ GgufFile::GgufFile(const std::string& path) : map_(std::make_shared<MappedFile>(
   if (n_kv > map_->size() / 13)
     fail_file(path, "is truncated or damaged: it claims " + std::to_string(n_kv) + " metadata entries, more than its " +
                         size + " bytes can hold");
+  if (n_kv > kMaxKeys) fail_file(path, "has " + std::to_string(n_kv) + " metadata entries, more than the 65536 shardforge reads");
+  if (n_tensors > kMaxTensors)
+    fail_file(path, "has " + std::to_string(n_tensors) + " tensors, more than the 1048576 shardforge reads");
   if (n_tensors > map_->size() / 24)
     fail_file(path, "is truncated or damaged: it claims " + std::to_string(n_tensors) + " tensors, more than its " +
                         size + " bytes can hold");

@@ -43,6 +43,10 @@ class Encoder {
     key(k, ValueType::Array), raw<uint32_t>(uint32_t(elem)), raw<uint64_t>(v.size());
     for (const T& x : v) raw(x);
   }
+  void kv_bytes(const std::string& k, const std::string& bytes) {  // an array of u8
+    key(k, ValueType::Array), raw<uint32_t>(uint32_t(ValueType::U8)), raw<uint64_t>(bytes.size());
+    b_.insert(b_.end(), bytes.begin(), bytes.end());
+  }
   uint64_t kv_count() const { return kv_count_; }
 
  private:

@@ -286,6 +286,14 @@ std::vector<std::string> GgufFile::array_strings(const std::string& key) const {
   return out;
 }
 
+std::string GgufFile::array_bytes(const std::string& key) const {
+  const GgufValue* v = find(key);
+  if (!v) return {};
+  if (v->type != ValueType::Array || (v->elem != ValueType::U8 && v->elem != ValueType::I8))
+    wrong_type(path(), key, *v, "an array of bytes");
+  return std::string(reinterpret_cast<const char*>(v->elems), size_t(v->count));
+}
+
 std::vector<double> GgufFile::array_numbers(const std::string& key) const {
   const GgufValue* v = find(key);
   if (!v) return {};

@@ -58,6 +58,8 @@ class GgufFile {
   // The elements of an array of strings / numbers (already validated when the file was opened).
   std::vector<std::string> array_strings(const std::string& key) const;
   std::vector<double> array_numbers(const std::string& key) const;
+  // The bytes of an array of u8 / i8 (a file carried inside the GGUF).
+  std::string array_bytes(const std::string& key) const;
 
   std::shared_ptr<const MappedFile> map() const { return map_; }
 

@@ -4,12 +4,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
 #include "core/error.h"
 #include "core/json_util.h"
 #include "core/messages.h"
+#include "core/sha256.h"
+#include "formats/output_dir.h"
 #include "formats/gguf/gguf_arch.h"
 #include "formats/gguf/gguf_file.h"
 
@@ -85,6 +88,57 @@ TensorView view_of(const GgufFile& f, const GgufTensor& t, const std::string& ca
   return make_view(f.path(), canonical, *type, 0, shape, t.data + first * unit_bytes, size_t(length * unit_bytes));
 }
 
+// The tokenizer files a shardforge GGUF carries (shardforge.tokenizer.*), written to a private
+// temporary directory for the tokenizer readers, which read files; removed with the Artifact.
+struct Extracted {
+  std::shared_ptr<const GgufFile> file;
+  std::string dir;
+  std::vector<std::string> paths;
+  ~Extracted() {
+    for (const auto& p : paths) ::unlink(p.c_str());
+    if (!dir.empty()) ::rmdir(dir.c_str());
+  }
+};
+
+constexpr uint64_t kMaxTokenizerFileBytes = uint64_t(64) << 20;  // the tokenizers' own limit
+
+ArtifactTokenizer extract_tokenizer(const GgufFile& f, Extracted& x) {
+  const auto kind = f.get_string("shardforge.tokenizer.kind");
+  if (!kind) return {};
+  const std::vector<std::string> names = f.array_strings("shardforge.tokenizer.files");
+  if (names.empty() || names.size() > 4) fail_file(f.path(), "shardforge.tokenizer.files must name 1 to 4 files");
+  std::vector<std::string> bytes;
+  for (const auto& n : names) {
+    // Plain names of tokenizer files only: nothing is written outside the private directory.
+    if (!is_artifact_file_name(n) || n == "manifest.json" || n.find('/') != std::string::npos)
+      fail_file(f.path(), "shardforge.tokenizer.files names '" + printable(n) + "', not a tokenizer file");
+    const GgufValue* v = f.find("shardforge.tokenizer.file." + n);
+    if (!v) fail_file(f.path(), "lacks shardforge.tokenizer.file." + printable(n));
+    if (v->type == ValueType::Array && v->count > kMaxTokenizerFileBytes)
+      fail_file(f.path(), "tokenizer file " + printable(n) + " is larger than 64 MiB");
+    bytes.push_back(f.array_bytes("shardforge.tokenizer.file." + n));
+  }
+  const char* tmp = std::getenv("TMPDIR");
+  std::string pattern = std::string(tmp && *tmp ? tmp : "/tmp") + "/shardforge-gguf-XXXXXX";
+  if (!::mkdtemp(pattern.data())) fail_file(pattern, "cannot create a temporary directory for the GGUF's tokenizer");
+  x.dir = pattern;
+  ArtifactTokenizer t;
+  t.kind = *kind;
+  for (size_t i = 0; i < names.size(); ++i) {
+    const std::string path = x.dir + "/" + names[i];
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) fail_file(path, "cannot create (the same file named twice?)");
+    x.paths.push_back(path);
+    const std::string& b = bytes[i];
+    const bool ok = ::write(fd, b.data(), b.size()) == ssize_t(b.size());
+    ::close(fd);
+    if (!ok) fail_file(path, "cannot write the GGUF's tokenizer file (disk full?)");
+    t.paths.push_back(path);
+    t.sha256.push_back(sha256_hex(b.data(), b.size()));
+  }
+  return t;
+}
+
 }  // namespace
 
 ModelDesc gguf_model_desc(const GgufFile& f) {
@@ -154,8 +208,9 @@ ModelDesc gguf_model_desc(const GgufFile& f) {
 
 Artifact open_model(const std::string& path) {
   if (!is_gguf_file(path)) return Artifact(path);
-  auto file = std::make_shared<const GgufFile>(path);
-  const GgufFile& f = *file;
+  auto keep = std::make_shared<Extracted>();
+  keep->file = std::make_shared<const GgufFile>(path);
+  const GgufFile& f = *keep->file;
   const ModelDesc desc = gguf_model_desc(f);
   const ArchEntry& arch = *arch_for_name(*f.get_string("general.architecture"));
   std::map<std::string, TensorView> views;
@@ -206,6 +261,13 @@ Artifact open_model(const std::string& path) {
       {"summary", {{"parameters", params}, {"tensor_bytes", bytes},
                    {"bits_per_weight", params ? 8.0 * double(bytes) / double(params) : 0.0}}},
       {"tokenizer", nullptr}};
+  ArtifactTokenizer tokenizer = extract_tokenizer(f, *keep);
+  if (!tokenizer.kind.empty()) {
+    json files = json::array();
+    for (size_t i = 0; i < tokenizer.paths.size(); ++i)
+      files.push_back({{"name", fs::path(tokenizer.paths[i]).filename().string()}, {"sha256", tokenizer.sha256[i]}});
+    manifest["tokenizer"] = {{"kind", tokenizer.kind}, {"files", files}};
+  }
   if (const auto p = f.get_string("shardforge.pipeline")) {
     try {
       manifest["pipeline"] = parse_json(*p, path + ": shardforge.pipeline");
@@ -213,7 +275,7 @@ Artifact open_model(const std::string& path) {
       manifest["pipeline"] = *p;  // shown as found; nothing executes it
     }
   }
-  return Artifact(path, std::move(manifest), desc, std::move(views), file);
+  return Artifact(path, std::move(manifest), desc, std::move(views), keep, std::move(tokenizer));
 }
 
 }  // namespace sf

@@ -16,6 +16,7 @@
 #include <map>
 
 #include "core/error.h"
+#include "core/fs_util.h"
 #include "core/messages.h"
 #include "formats/gguf/gguf_arch.h"
 #include "formats/gguf/gguf_encode.h"
@@ -280,6 +281,7 @@ class GgufWriter : public FormatWriter {
       kv.kv_f32(a + ".rope.freq_base", float(m.rope_theta));
     }
     add_tokenizer(kv);
+    add_tokenizer_files(kv, manifest);
     // shardforge's own description, exact (the f32 keys above round norm_eps): the reader checks it
     // against the llama.cpp keys and takes its precise values.
     kv.kv_str("shardforge.model", m.to_json().dump());
@@ -340,6 +342,23 @@ class GgufWriter : public FormatWriter {
     kv.kv_bool("tokenizer.ggml.add_bos_token", v.add_bos);
     kv.kv_bool("tokenizer.ggml.add_eos_token", false);
     if (v.model == "llama") kv.kv_bool("tokenizer.ggml.add_space_prefix", v.add_space_prefix);
+  }
+
+  // The tokenizer's own files, byte for byte, under shardforge.tokenizer.*: shardforge's tokenizers
+  // read those files (llama.cpp reads tokenizer.ggml.*), so run -p and eval work on the GGUF alone.
+  void add_tokenizer_files(Encoder& kv, const json& manifest) {
+    const json t = manifest.value("tokenizer", json());
+    if (!t.is_object() || !t.contains("kind") || !t.contains("files")) return;
+    std::vector<std::string> names;
+    for (const auto& f : t["files"]) names.push_back(f.at("name").get<std::string>());
+    for (const auto& n : names)
+      if (!tokenizer_files_.count(n)) return;  // not the files this writer was given
+    kv.kv_str("shardforge.tokenizer.kind", t["kind"].get<std::string>());
+    kv.kv_strs("shardforge.tokenizer.files", names);
+    for (const auto& n : names) {
+      const std::string bytes = read_file(tokenizer_files_[n], uint64_t(64) << 20);
+      kv.kv_bytes("shardforge.tokenizer.file." + n, bytes);
+    }
   }
 
   void put_in_place() {

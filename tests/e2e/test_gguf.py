@@ -9,7 +9,7 @@ import struct
 
 import numpy as np
 
-from sftest import STORIES, TempDirTest, fixture, read_bytes, read_json, sf, sf_json, write_bytes
+from sftest import HELDOUT, STORIES, TempDirTest, fixture, read_bytes, read_json, sf, sf_json, write_bytes
 
 # ---- an independent GGUF reader (GGUF v3: little-endian; strings are u64 length + bytes) ----
 SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
@@ -217,6 +217,18 @@ class GgufLayoutAndQuantizers(TempDirTest):
         self.assertEqual(g.kv["tokenizer.ggml.bos_token_id"], sp.bos_id())
         self.assertEqual(g.kv["tokenizer.ggml.eos_token_id"], sp.eos_id())
         self.assertTrue(g.kv["tokenizer.ggml.add_bos_token"])
+        # The .model file rides along byte for byte, so shardforge reads text through the GGUF alone:
+        # run -p and eval give what they give on the artifact of the same scheme.
+        self.assertEqual(bytes(g.kv["shardforge.tokenizer.file.tokenizer.model"]),
+                         read_bytes(os.path.join(STORIES, "tok512.model")))
+        art = self.path("st-art")
+        sf("convert", os.path.join(STORIES, "stories260K.pt"), "--tokenizer", os.path.join(STORIES, "tok512.model"),
+           "--quant", "q8_0", "--tensor-quant", "blocks.*.ffn.down.weight=f16", "-o", art)
+        for cmd in (["run", "{}", "-p", "Once upon a time", "-n", "12", "--json"],
+                    ["eval", "ppl", "{}", "--text", HELDOUT, "--ctx", "64", "--chunks", "2", "--json"]):
+            a = sf(*[art if c == "{}" else c for c in cmd]).stdout
+            b = sf(*[out if c == "{}" else c for c in cmd]).stdout
+            self.assertEqual(a.replace(art, "X"), b.replace(out, "X"), cmd)
 
     def test_gpt2_fuses_qkv_by_rows_and_writes_the_tied_output(self):
         out = self.path("g.gguf")

@@ -390,6 +390,52 @@ def gguf_first_tensor_info(data):
     return data.index(struct.pack("<Q", len(name)) + name) + 8 + len(name)
 
 
+GGUF_SCALAR_SIZE = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+def gguf_with_keys(real, extra):
+    """The GGUF `real` with metadata entries `extra` (encoded key/value bytes, one per entry) added
+    after its own, the data moved to the new aligned start (alignment 32)."""
+    pos = 24
+    n_tensors, n_kv = struct.unpack_from("<QQ", real, 8)
+
+    def skip_value(pos, t):
+        if t == 8:
+            return pos + 8 + struct.unpack_from("<Q", real, pos)[0]
+        if t == 9:
+            elem, count = struct.unpack_from("<IQ", real, pos)
+            pos += 12
+            if elem != 8:
+                return pos + GGUF_SCALAR_SIZE[elem] * count
+            for _ in range(count):
+                pos = skip_value(pos, 8)
+            return pos
+        return pos + GGUF_SCALAR_SIZE[t]
+
+    for _ in range(n_kv):
+        pos += 8 + struct.unpack_from("<Q", real, pos)[0]
+        (t,) = struct.unpack_from("<I", real, pos)
+        pos = skip_value(pos + 4, t)
+    kv_end = pos
+    for _ in range(n_tensors):
+        pos += 8 + struct.unpack_from("<Q", real, pos)[0]
+        (n_dims,) = struct.unpack_from("<I", real, pos)
+        pos += 4 + 8 * n_dims + 4 + 8
+    data_start = (pos + 31) // 32 * 32
+    header = real[:16] + struct.pack("<Q", n_kv + len(extra)) + real[24:kv_end] + b"".join(extra) + real[kv_end:pos]
+    return header + b"\0" * ((-len(header)) % 32) + real[data_start:]
+
+
+def gguf_tokenizer_keys(kind, files):
+    """shardforge.tokenizer.* entries for `files` [(name, bytes)]."""
+    out = [gguf_str("shardforge.tokenizer.kind") + struct.pack("<I", 8) + gguf_str(kind),
+           gguf_str("shardforge.tokenizer.files") + struct.pack("<IIQ", 9, 8, len(files)) +
+           b"".join(gguf_str(n) for n, _ in files)]
+    for n, data in files:
+        out.append(gguf_str("shardforge.tokenizer.file." + n) + struct.pack("<IIQ", 9, 0, len(data)) + data)
+    return out
+
+
 def gguf_variants(real):
     """A real GGUF with its header changed the ways a damaged or hostile one would be."""
     def patched(off, fmt, value):
@@ -683,6 +729,16 @@ def main():
         if name == "tiny_q4_0":
             for vname, variant in gguf_variants(data).items():
                 seeds.add("fuzz_gguf", vname, variant)
+            # Carried tokenizer files (extracted to a temporary directory when opened): a real
+            # byte-level BPE pair, and names or kinds that must be refused.
+            bpe = [(n, d) for n, d in tokenizer_dirs()["bpe_english"] if n in ("vocab.json", "merges.txt")]
+            seeds.add("fuzz_gguf", "tokenizer_gpt2", gguf_with_keys(data, gguf_tokenizer_keys("gpt2_bpe", bpe)))
+            seeds.add("fuzz_gguf", "tokenizer_path_escape",
+                      gguf_with_keys(data, gguf_tokenizer_keys("sentencepiece", [("../tokenizer.model", b"x")])))
+            seeds.add("fuzz_gguf", "tokenizer_kind_unknown",
+                      gguf_with_keys(data, gguf_tokenizer_keys("bogus", [("tokenizer.model", b"\x0a\x00")])))
+            seeds.add("fuzz_gguf", "tokenizer_named_twice",
+                      gguf_with_keys(data, gguf_tokenizer_keys("gpt2_bpe", [("vocab.json", b"{}"), ("vocab.json", b"{}")])))
 
     manifest = json.loads(dict(files)["manifest.json"])
     for name, text in json_configs(args.fixtures, manifest).items():

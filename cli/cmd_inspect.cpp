@@ -102,7 +102,13 @@ void print_gguf(const json& info) {
   std::vector<std::vector<std::string>> meta;
   for (const auto& [k, v] : info["metadata"].items()) {
     std::string shown = v.is_string() ? v.get<std::string>() : v.dump();
-    if (v.is_object()) shown = "[" + v["array"].get<std::string>() + " x " + v["count"].dump() + "]";
+    if (v.is_object()) {
+      shown = "[";
+      shown += v["array"].get<std::string>();
+      shown += " x ";
+      shown += v["count"].dump();
+      shown += "]";
+    }
     if (shown.size() > 100) shown = shown.substr(0, 97) + "...";
     meta.push_back({k, shown});
   }

@@ -79,6 +79,15 @@ void check_partial_siblings(const std::string& out) {
   }
 }
 
+// The rename is durable once the directory holding OUT is synced.
+void sync_parent(const std::string& out) {
+  const std::string dir = fs::path(out).parent_path().empty() ? "." : fs::path(out).parent_path().string();
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+
 void write_at(int fd, const uint8_t* p, size_t n, uint64_t off, const std::string& path) {
   while (n > 0) {
     const ssize_t w = ::pwrite(fd, p, n, off_t(off));
@@ -194,6 +203,7 @@ class GgufWriter : public FormatWriter {
       fail_file(out_, std::string("the GGUF written does not read back, so it was not put in place: ") + e.message());
     }
     put_in_place();
+    sync_parent(out_);
     const uint64_t total = data_start + data_end_;
     manifest["format"] = "gguf";
     manifest["files"] = json::array({{{"path", fs::path(out_).filename().string()}, {"bytes", total}}});

@@ -117,7 +117,10 @@ void print_gguf(const json& info) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& t : info["tensors"]) {
     std::string shape;
-    for (const auto& d : t["shape"]) shape += (shape.empty() ? "" : "x") + d.dump();
+    for (const auto& d : t["shape"]) {
+      if (!shape.empty()) shape += "x";
+      shape += d.dump();
+    }
     rows.push_back({t["name"].get<std::string>(), t["type"].get<std::string>(), shape,
                     human_bytes(t["bytes"].get<uint64_t>())});
   }

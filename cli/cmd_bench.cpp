@@ -5,6 +5,7 @@
 #include "cli/common.h"
 #include "core/error.h"
 #include "formats/artifact.h"
+#include "formats/gguf/gguf_model.h"
 #include "validators/speed.h"
 
 namespace sf::cli {
@@ -20,7 +21,7 @@ struct Opts {
 int run(const Opts& o) {
   set_current_input(o.dir);
   // Opened once for its description (and its checks) before measure_speed times its own open.
-  check_context(Artifact(o.dir).desc(), o.dir, o.prefill + o.decode,
+  check_context(open_model(o.dir).desc(), o.dir, o.prefill + o.decode,
                 "-p " + std::to_string(o.prefill) + " + -n " + std::to_string(o.decode), o.allow_long);
   const SpeedResult r = measure_speed(o.dir, o.prefill, o.decode, int64_t(o.threads));
   if (o.json_out) {

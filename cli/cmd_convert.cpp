@@ -63,10 +63,10 @@ void add_convert(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<Opts>();
   auto* c = app.add_subcommand("convert", "Convert a checkpoint into a quantized per-block artifact");
   c->add_option("source", o->c.source, "checkpoint file, directory, or sharded index")->required();
-  c->add_option("-o,--out", o->c.out, "output artifact directory")->required();
+  c->add_option("-o,--out", o->c.out, "output artifact directory (with --format gguf: the .gguf file)")->required();
   auto* dt = c->add_option("--dtype", o->dtype, "float type for all matrices: f32, f16, bf16")
                  ->check(CLI::IsMember({"f32", "f16", "bf16"}));
-  auto* q = c->add_option("--quant", o->quant, "scheme: f32, f16, bf16, int8, int4[:g32|:g64|:g128][:sym|:asym]")
+  auto* q = c->add_option("--quant", o->quant, "scheme: f32, f16, bf16, int8, int4[:g32|:g64|:g128][:sym|:asym], q8_0, q4_0")
                 ->excludes(dt);
   auto* tq = c->add_option("--tensor-quant", o->c.overrides,
                            "per-tensor override PATTERN=SCHEME (glob over canonical names; must match one)");
@@ -75,7 +75,8 @@ void add_convert(CLI::App& app, int& exit_code) {
   c->add_option("--tokenizer", o->c.tokenizer, "tokenizer when it is not beside the checkpoint: a SentencePiece .model, a GPT-2 *vocab.json (*merges.txt beside it) or their directory");
   auto* tv = c->add_option("--trim-vocab", o->c.trim_vocab,
                            "keep only these token ids: range:A-B[,C-D...] (A- to the end), corpus:FILE[:MIN], ids:FILE");
-  c->add_option("--format", o->c.format, "output format")->default_val("shards");
+  c->add_option("--format", o->c.format, "output format: shards (an artifact directory) or gguf (one file llama.cpp loads)")
+      ->default_val("shards");
   c->add_option("--arch", o->c.arch, arch_help())->default_val("auto");
   auto* pl = c->add_option("--pipeline", o->c.pipeline_file, "JSON pipeline file replacing the default stages");
   add_threads_option(c, o->c.threads);
@@ -83,6 +84,10 @@ void add_convert(CLI::App& app, int& exit_code) {
   c->add_flag("--json", o->json_out, "print a JSON report");
   c->callback([o, dt, q, tq, nf, pl, tv, &exit_code] {
     if (pl->count() > 0) refuse_beside_pipeline({q, dt, tq, nf, tv});
+    // GGUF has no place for the map from a trimmed vocabulary's ids to the tokenizer's.
+    if (o->c.format == "gguf" && tv->count() > 0)
+      fail_usage("--trim-vocab cannot be written with --format gguf: GGUF has no vocabulary map (llama.cpp reads "
+                 "ids as the tokenizer's)");
     // An option given is used as given: --quant "" is an error, not f32.
     o->c.scheme = q->count() > 0 ? o->quant : dt->count() > 0 ? o->dtype : "f32";
     exit_code = run(*o);

@@ -7,7 +7,11 @@
 #include "converters/architectures/architecture.h"
 #include "converters/reader_registry.h"
 #include "core/fs_util.h"
+#include "core/error.h"
+#include "core/messages.h"
 #include "formats/artifact.h"
+#include "formats/gguf/gguf_file.h"
+#include "formats/gguf/gguf_model.h"
 #include "formats/manifest.h"
 
 namespace sf::cli {
@@ -49,6 +53,81 @@ json inspect_artifact(const std::string& dir) {
           {"file_bytes", a.file_bytes()}, {"vocab_trim", vocab_trim_info(a)}, {"tensors", tensors}};
 }
 
+// A metadata value as JSON: scalars as they are, strings made printable (a file's bytes need not be
+// UTF-8), arrays as their element type and count (a vocabulary is thousands of entries).
+json gguf_value(const GgufValue& v) {
+  using gguf::ValueType;
+  switch (v.type) {
+    case ValueType::String: return printable(v.s);
+    case ValueType::Array: return {{"array", gguf::value_type_name(v.elem)}, {"count", v.count}};
+    case ValueType::Bool: return v.u != 0;
+    case ValueType::F32: case ValueType::F64: return v.f;
+    case ValueType::I8: case ValueType::I16: case ValueType::I32: case ValueType::I64: return v.i;
+    default: return v.u;
+  }
+}
+
+json inspect_gguf(const std::string& path) {
+  const GgufFile f(path);
+  json meta = json::object();
+  for (const auto& [k, v] : f.metadata()) meta[printable(k)] = gguf_value(v);
+  json tensors = json::array();
+  for (const auto& t : f.tensors())
+    tensors.push_back({{"name", printable(t.name)}, {"type", gguf::ggml_type_name(t.type)}, {"ggml_type", t.type},
+                       {"shape", t.ne}, {"offset", t.offset}, {"bytes", t.bytes}});
+  json model = nullptr;
+  std::string why;
+  try {
+    model = gguf_model_desc(f).to_json();
+  } catch (const Error& e) {
+    why = e.message();
+  }
+  json info = {{"kind", "gguf"}, {"path", path}, {"version", f.version()}, {"alignment", f.alignment()},
+               {"metadata", meta}, {"model", model}, {"file_bytes", f.file_size()}, {"tensors", tensors}};
+  if (!why.empty()) info["model_problem"] = why;  // inspect still shows a file shardforge cannot run
+  return info;
+}
+
+void print_gguf(const json& info) {
+  std::cout << "gguf: " << info["path"].get<std::string>() << " (version " << info["version"] << ", alignment "
+            << info["alignment"] << ")\n";
+  if (info["model"].is_object()) {
+    std::cout << "model:";
+    for (const auto& [k, v] : info["model"].items()) std::cout << " " << k << "=" << v.dump();
+    std::cout << "\n";
+  } else {
+    std::cout << "model: not one shardforge runs (" << info["model_problem"].get<std::string>() << ")\n";
+  }
+  std::cout << "\n";
+  std::vector<std::vector<std::string>> meta;
+  for (const auto& [k, v] : info["metadata"].items()) {
+    std::string shown = v.is_string() ? v.get<std::string>() : v.dump();
+    if (v.is_object()) {
+      shown = "[";
+      shown += v["array"].get<std::string>();
+      shown += " x ";
+      shown += v["count"].dump();
+      shown += "]";
+    }
+    if (shown.size() > 100) shown = shown.substr(0, 97) + "...";
+    meta.push_back({k, shown});
+  }
+  print_table({"key", "value"}, meta);
+  std::cout << "\n";
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& t : info["tensors"]) {
+    std::string shape;
+    for (const auto& d : t["shape"]) {
+      if (!shape.empty()) shape += "x";
+      shape += d.dump();
+    }
+    rows.push_back({t["name"].get<std::string>(), t["type"].get<std::string>(), shape,
+                    human_bytes(t["bytes"].get<uint64_t>())});
+  }
+  print_table({"tensor", "type", "shape (ggml order)", "size"}, rows);
+  std::cout << "\ntotal: " << human_bytes(info["file_bytes"].get<uint64_t>()) << "\n";
+}
+
 json inspect_source(const std::string& path) {
   auto src = open_source(path);
   const CanonicalModel cm = map_architecture(*src);
@@ -75,6 +154,12 @@ json inspect_source(const std::string& path) {
 
 int run(const Opts& o) {
   set_current_input(o.path);
+  if (is_gguf_file(o.path)) {
+    const json info = inspect_gguf(o.path);
+    if (o.json_out) print_json(info);
+    else print_gguf(info);
+    return 0;
+  }
   const bool artifact = file_exists(o.path + "/" + kManifestName);
   const json info = artifact ? inspect_artifact(o.path) : inspect_source(o.path);
   if (o.json_out) {
@@ -126,7 +211,7 @@ int run(const Opts& o) {
 void add_inspect(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<Opts>();
   auto* c = app.add_subcommand("inspect", "Show architecture, hyper-parameters and tensors of a source or artifact");
-  c->add_option("path", o->path, "checkpoint file, directory or artifact directory")->required();
+  c->add_option("path", o->path, "checkpoint file, directory, artifact directory or GGUF file")->required();
   c->add_flag("--json", o->json_out, "print one JSON object");
   c->callback([o, &exit_code] { exit_code = run(*o); });
 }

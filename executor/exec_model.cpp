@@ -1,6 +1,7 @@
 #include "executor/exec_model.h"
 
 #include "core/error.h"
+#include "formats/gguf/gguf_model.h"
 
 namespace sf {
 
@@ -25,7 +26,7 @@ constexpr Slot kBlockSlots[] = {
 
 }  // namespace
 
-ExecModel::ExecModel(const std::string& dir) : artifact_(dir) {
+ExecModel::ExecModel(const std::string& dir) : artifact_(open_model(dir)) {
   const ModelDesc& m = artifact_.desc();
   for (const auto& kind : {UnitKind::Embedding, UnitKind::Head})
     for (const auto& spec : unit_tensors(m, kind, 0)) {

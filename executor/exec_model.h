@@ -21,7 +21,8 @@ struct LayerWeights {
 
 class ExecModel {
  public:
-  explicit ExecModel(const std::string& artifact_dir);
+  // An artifact directory or a GGUF file (formats/gguf/gguf_model.h): the same views either way.
+  explicit ExecModel(const std::string& artifact_dir_or_gguf);
   const ModelDesc& desc() const { return artifact_.desc(); }
   const Artifact& artifact() const { return artifact_; }
   const TensorView& embed() const { return *embed_; }

@@ -103,11 +103,22 @@ Artifact::Artifact(const std::string& dir) : dir_(dir) {
   } catch (const json::exception& e) {
     fail_file(mpath, std::string("malformed manifest: ") + e.what());
   }
-  // Every canonical tensor must be present with the shape the hyper-parameters imply.
+  check_tensors();
+}
+
+Artifact::Artifact(std::string path, json manifest, ModelDesc desc, std::map<std::string, TensorView> views,
+                   std::shared_ptr<const void> keep, ArtifactTokenizer tokenizer)
+    : dir_(std::move(path)), manifest_(std::move(manifest)), desc_(std::move(desc)), tokenizer_(std::move(tokenizer)),
+      views_(std::move(views)), keep_(std::move(keep)) {
+  check_tensors();
+}
+
+// Every canonical tensor must be present with the shape the hyper-parameters imply.
+void Artifact::check_tensors() const {
   for (const auto& spec : all_tensors(desc_)) {
     auto it = views_.find(spec.name);
-    if (it == views_.end()) fail_file(dir, "artifact lacks tensor " + spec.name);
-    if (it->second.shape != spec.shape) fail_file(dir, "tensor " + spec.name + " has the wrong shape");
+    if (it == views_.end()) fail_file(dir_, "artifact lacks tensor " + spec.name);
+    if (it->second.shape != spec.shape) fail_file(dir_, "tensor " + spec.name + " has the wrong shape");
   }
 }
 

@@ -25,6 +25,11 @@ struct ArtifactTokenizer {
 class Artifact {
  public:
   explicit Artifact(const std::string& dir);  // maps files and checks structure; no hashing
+  // A model another reader mapped and validated (a GGUF file: formats/gguf/gguf_model.h), under
+  // `path`: its manifest-like description, and views into memory `keep` owns. Every canonical
+  // tensor must be there with its shape, as for a directory.
+  Artifact(std::string path, json manifest, ModelDesc desc, std::map<std::string, TensorView> views,
+           std::shared_ptr<const void> keep, ArtifactTokenizer tokenizer = {});
 
   const std::string& dir() const { return dir_; }
   const json& manifest() const { return manifest_; }
@@ -47,6 +52,8 @@ class Artifact {
   std::vector<std::unique_ptr<ShardFile>> shards_;
   std::map<std::string, TensorView> views_;
   std::shared_ptr<const VocabMap> vocab_map_;
+  std::shared_ptr<const void> keep_;
+  void check_tensors() const;
 };
 
 // Checks an artifact completely: manifest, presence, size and sha256 of every listed file, no

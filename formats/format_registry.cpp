@@ -1,6 +1,7 @@
 #include "formats/format_registry.h"
 
 #include "core/error.h"
+#include "formats/gguf/gguf_writer.h"
 #include "formats/shard_format.h"
 
 namespace sf {
@@ -8,6 +9,7 @@ namespace sf {
 const std::vector<FormatEntry>& formats() {
   static const std::vector<FormatEntry> table = {
       {"shards", "per-unit .shard files + raw embedding rows + manifest.json", make_shard_writer},
+      {"gguf", "one GGUF v3 file (-o names the file) that llama.cpp loads", make_gguf_writer},
   };
   return table;
 }

@@ -23,6 +23,11 @@ class FormatWriter {
   // manifest holds everything but the format's own entries; the writer completes and commits it,
   // and returns it as written.
   virtual json finish(json manifest) = 0;
+  // What the format stores, for the quantization policy (quantizers/policy.h FormatRules): the
+  // types (empty: all) and whether block types need rows of whole blocks.
+  virtual std::vector<QType> storable_types() const { return {}; }
+  virtual bool whole_blocks_only() const { return false; }
+  virtual const char* format_name() const = 0;
 };
 
 struct FormatEntry {

@@ -45,6 +45,7 @@ class ShardWriter : public FormatWriter {
     }
   }
 
+  const char* format_name() const override { return "shards"; }
   void add_file(const std::string& name, const std::string& src_path) override { w_.copy_file(name, src_path); }
   void add_bytes(const std::string& name, const std::string& bytes) override {
     w_.write_file(name, std::vector<uint8_t>(bytes.begin(), bytes.end()));

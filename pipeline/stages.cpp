@@ -96,7 +96,8 @@ class QuantizeStage : public Stage {
   void process(Unit& u, StageContext& ctx) override {
     for (auto& t : u.tensors) {
       if (!t.has_values) fail("quantize stage: tensor " + t.spec.name + " was not loaded (no load stage?)");
-      encode(t, policy_.scheme_for(t.spec), ctx);
+      const FormatRules rules{ctx.writer.format_name(), ctx.writer.storable_types(), ctx.writer.whole_blocks_only()};
+      encode(t, policy_.scheme_for(t.spec, rules), ctx);
       std::vector<float>().swap(t.values);
       t.has_values = false;
       t.has_encoded = true;

@@ -32,7 +32,8 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures"))
 import safetensors_writer as st  # noqa: E402
 
-TARGETS = ["fuzz_pickle", "fuzz_torch_zip", "fuzz_shard", "fuzz_artifact", "fuzz_json_config", "fuzz_tokenizer", "fuzz_safetensors"]
+TARGETS = ["fuzz_pickle", "fuzz_torch_zip", "fuzz_shard", "fuzz_artifact", "fuzz_json_config", "fuzz_tokenizer", "fuzz_safetensors",
+           "fuzz_gguf"]
 
 # A LLaMA small enough that its shards and artifacts fuzz quickly, large enough for int4 groups
 # of 32: width 32, 1 block, 4 heads over 2 KV heads, FFN 64, vocabulary 64.
@@ -360,6 +361,115 @@ def convert_tiny(shardforge, work):
     return arts
 
 
+# ---------------------------------------------------------------- GGUF
+
+def convert_tiny_gguf(shardforge, work, fixtures):
+    """The tiny model as GGUF files of every type GGUF takes, and the GPT-2 fixture (fused attn_qkv)."""
+    src = os.path.join(work, "tiny_hf")
+    out = {}
+    for scheme in ["f32", "f16", "bf16", "q8_0", "q4_0"]:
+        path = os.path.join(work, f"tiny_{scheme}.gguf")
+        subprocess.run([shardforge, "convert", src, "-o", path, "--quant", scheme, "--format", "gguf", "--threads", "1"],
+                       check=True, capture_output=True)
+        out["tiny_" + scheme] = path
+    path = os.path.join(work, "gpt2_q4_0.gguf")
+    subprocess.run([shardforge, "convert", os.path.join(fixtures, "gpt2_hub"), "-o", path, "--quant", "q4_0",
+                    "--format", "gguf", "--threads", "1"], check=True, capture_output=True)
+    out["gpt2_q4_0"] = path
+    return {name: open(p, "rb").read() for name, p in out.items()}
+
+
+def gguf_str(s):
+    b = s.encode() if isinstance(s, str) else s
+    return struct.pack("<Q", len(b)) + b
+
+
+def gguf_first_tensor_info(data):
+    """Offset of the first tensor info's n_dims (after its name, token_embd.weight)."""
+    name = b"token_embd.weight"
+    return data.index(struct.pack("<Q", len(name)) + name) + 8 + len(name)
+
+
+GGUF_SCALAR_SIZE = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+def gguf_with_keys(real, extra):
+    """The GGUF `real` with metadata entries `extra` (encoded key/value bytes, one per entry) added
+    after its own, the data moved to the new aligned start (alignment 32)."""
+    pos = 24
+    n_tensors, n_kv = struct.unpack_from("<QQ", real, 8)
+
+    def skip_value(pos, t):
+        if t == 8:
+            return pos + 8 + struct.unpack_from("<Q", real, pos)[0]
+        if t == 9:
+            elem, count = struct.unpack_from("<IQ", real, pos)
+            pos += 12
+            if elem != 8:
+                return pos + GGUF_SCALAR_SIZE[elem] * count
+            for _ in range(count):
+                pos = skip_value(pos, 8)
+            return pos
+        return pos + GGUF_SCALAR_SIZE[t]
+
+    for _ in range(n_kv):
+        pos += 8 + struct.unpack_from("<Q", real, pos)[0]
+        (t,) = struct.unpack_from("<I", real, pos)
+        pos = skip_value(pos + 4, t)
+    kv_end = pos
+    for _ in range(n_tensors):
+        pos += 8 + struct.unpack_from("<Q", real, pos)[0]
+        (n_dims,) = struct.unpack_from("<I", real, pos)
+        pos += 4 + 8 * n_dims + 4 + 8
+    data_start = (pos + 31) // 32 * 32
+    header = real[:16] + struct.pack("<Q", n_kv + len(extra)) + real[24:kv_end] + b"".join(extra) + real[kv_end:pos]
+    return header + b"\0" * ((-len(header)) % 32) + real[data_start:]
+
+
+def gguf_tokenizer_keys(kind, files):
+    """shardforge.tokenizer.* entries for `files` [(name, bytes)]."""
+    out = [gguf_str("shardforge.tokenizer.kind") + struct.pack("<I", 8) + gguf_str(kind),
+           gguf_str("shardforge.tokenizer.files") + struct.pack("<IIQ", 9, 8, len(files)) +
+           b"".join(gguf_str(n) for n, _ in files)]
+    for n, data in files:
+        out.append(gguf_str("shardforge.tokenizer.file." + n) + struct.pack("<IIQ", 9, 0, len(data)) + data)
+    return out
+
+
+def gguf_variants(real):
+    """A real GGUF with its header changed the ways a damaged or hostile one would be."""
+    def patched(off, fmt, value):
+        d = bytearray(real)
+        struct.pack_into(fmt, d, off, value)
+        return bytes(d)
+    info = gguf_first_tensor_info(real)
+    header = b"GGUF" + struct.pack("<IQQ", 3, 0, 1)
+    return {
+        "truncated_header": real[:40],
+        "truncated_data": real[:-9],
+        "version_1": patched(4, "<I", 1),
+        "tensor_count_huge": patched(8, "<Q", 1 << 62),
+        "kv_count_huge": patched(16, "<Q", 1 << 62),
+        "key_length_huge": patched(24, "<Q", 1 << 63),
+        "n_dims_5": patched(info, "<I", 5),
+        "dim_zero": patched(info + 4, "<Q", 0),
+        "dim_huge": patched(info + 4, "<Q", 1 << 62),
+        "rows_not_blocks": patched(info + 4, "<Q", 33),
+        "type_unknown": patched(info + 20, "<I", 99),
+        "type_q6_k": patched(info + 20, "<I", 14),
+        "offset_overflow": patched(info + 24, "<Q", (1 << 64) - 32),
+        "offset_unaligned": patched(info + 24, "<Q", 7),
+        "string_value_huge": header + gguf_str("general.name") + struct.pack("<IQ", 8, 1 << 62),
+        "array_of_arrays": header + gguf_str("a") + struct.pack("<IIQ", 9, 9, 1) + struct.pack("<IQ", 6, 1) + b"\0" * 4,
+        "array_count_huge": header + gguf_str("a") + struct.pack("<IIQ", 9, 6, 1 << 61),
+        "strings_count_huge": header + gguf_str("a") + struct.pack("<IIQ", 9, 8, 1 << 60),
+        "value_type_unknown": header + gguf_str("a") + struct.pack("<I", 77),
+        "alignment_zero": header + gguf_str("general.alignment") + struct.pack("<II", 4, 0),
+        "alignment_odd": header + gguf_str("general.alignment") + struct.pack("<II", 4, 48),
+        "magic_only": b"GGUF",
+    }
+
+
 def pack_dir(files):
     """fuzz_file.h's directory layout: u8 name length, name, u32 data length, data."""
     out = b""
@@ -613,6 +723,22 @@ def main():
     seeds.add("fuzz_shard", "version_2", shard[:8] + b"\x02\0\0\0" + shard[12:])
     seeds.add("fuzz_shard", "truncated_data", shard[:-7])
     seeds.add("fuzz_shard", "header_only", shard[:16 + struct.unpack("<I", shard[12:16])[0]])
+
+    for name, data in convert_tiny_gguf(args.shardforge, work, args.fixtures).items():
+        seeds.add("fuzz_gguf", name, data)
+        if name == "tiny_q4_0":
+            for vname, variant in gguf_variants(data).items():
+                seeds.add("fuzz_gguf", vname, variant)
+            # Carried tokenizer files (extracted to a temporary directory when opened): a real
+            # byte-level BPE pair, and names or kinds that must be refused.
+            bpe = [(n, d) for n, d in tokenizer_dirs()["bpe_english"] if n in ("vocab.json", "merges.txt")]
+            seeds.add("fuzz_gguf", "tokenizer_gpt2", gguf_with_keys(data, gguf_tokenizer_keys("gpt2_bpe", bpe)))
+            seeds.add("fuzz_gguf", "tokenizer_path_escape",
+                      gguf_with_keys(data, gguf_tokenizer_keys("sentencepiece", [("../tokenizer.model", b"x")])))
+            seeds.add("fuzz_gguf", "tokenizer_kind_unknown",
+                      gguf_with_keys(data, gguf_tokenizer_keys("bogus", [("tokenizer.model", b"\x0a\x00")])))
+            seeds.add("fuzz_gguf", "tokenizer_named_twice",
+                      gguf_with_keys(data, gguf_tokenizer_keys("gpt2_bpe", [("vocab.json", b"{}"), ("vocab.json", b"{}")])))
 
     manifest = json.loads(dict(files)["manifest.json"])
     for name, text in json_configs(args.fixtures, manifest).items():

@@ -110,8 +110,10 @@ std::string md_cell(const std::string& s) {
   return out;
 }
 
-std::string csv_cell(const std::string& s) {
-  if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
+// RFC 4180 quoting when needed; control characters were escaped by printable() already.
+std::string csv_cell(const std::string& raw) {
+  const std::string s = printable(raw);
+  if (s.find_first_of(",\"") == std::string::npos) return s;
   std::string out = "\"";
   for (char c : s) out += c == '"' ? std::string("\"\"") : std::string(1, c);
   return out + "\"";

@@ -1,52 +1,228 @@
-// bench ARTIFACT: prefill and decode tokens/s, load time, peak RSS.
+// bench ARTIFACT: llama-bench-style tables of prefill (pp) and decode (tg) tokens/s over lists of
+// prompt lengths, generated lengths, thread counts and sequences decoding together; load time and
+// peak RSS.
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
 #include <iostream>
 #include <memory>
 
 #include "cli/common.h"
 #include "core/error.h"
+#include "executor/session.h"
 #include "formats/artifact.h"
 #include "formats/gguf/gguf_model.h"
+#include "shardforge_version.h"
 #include "validators/speed.h"
 
 namespace sf::cli {
 
 namespace {
+
+// What the kernels were compiled for; the SIMD kernels will say which target they chose.
+constexpr const char* kSimdTarget = "unknown";
+constexpr int64_t kMaxBatch = 4096;
+constexpr int64_t kMaxReps = 1000;
+
 struct Opts {
   std::string dir;
-  int64_t prefill = 128, decode = 64;
-  size_t threads = 0;
+  std::vector<std::string> prompts{"128"}, generated{"64"}, threads{"0"}, batches{"1"};
+  int64_t reps = 3;
+  std::string output = "md";
   bool json_out = false, allow_long = false;
 };
 
-int run(const Opts& o) {
-  set_current_input(o.dir);
-  // Opened once for its description (and its checks) before measure_speed times its own open.
-  check_context(open_model(o.dir).desc(), o.dir, o.prefill + o.decode,
-                "-p " + std::to_string(o.prefill) + " + -n " + std::to_string(o.decode), o.allow_long);
-  const SpeedResult r = measure_speed(o.dir, o.prefill, o.decode, int64_t(o.threads));
-  if (o.json_out) {
-    print_json({{"artifact", o.dir}, {"threads", r.threads}, {"load_seconds", r.load_seconds},
-                {"prefill_tokens", r.prefill_tokens}, {"prefill_tokens_per_s", r.prefill_tokens_per_s},
-                {"decode_tokens", r.decode_tokens}, {"decode_tokens_per_s", r.decode_tokens_per_s},
-                {"peak_rss_bytes", r.peak_rss_bytes}});
-    return 0;
+// "64,512" (or the option given several times) -> {64, 512}. Strict: an empty item, a value that
+// is not a whole number or outside [lo, hi] is a usage error naming the option.
+std::vector<int64_t> parse_list(const std::string& option, const std::vector<std::string>& values, int64_t lo,
+                                int64_t hi) {
+  std::vector<int64_t> out;
+  for (const std::string& v : values) {
+    size_t start = 0;
+    for (;;) {
+      const size_t comma = std::min(v.find(',', start), v.size());
+      const std::string item = v.substr(start, comma - start);
+      if (item.empty()) fail_usage(option + " '" + v + "': an empty item in the list");
+      char* end = nullptr;
+      errno = 0;
+      const long long n = std::strtoll(item.c_str(), &end, 10);
+      if (end != item.c_str() + item.size() || errno)
+        fail_usage(option + " '" + item + "': not a whole number (a list looks like 32 or 32,128)");
+      if (n < lo || n > hi)
+        fail_usage(option + " " + item + " is out of range: must be " + std::to_string(lo) + " to " +
+                   std::to_string(hi));
+      out.push_back(n);
+      if (comma == v.size()) break;
+      start = comma + 1;
+    }
   }
-  print_table({"load", "prefill tok/s", "decode tok/s", "peak RSS", "threads"},
-              {{fmt("%.3f s", r.load_seconds), fmt("%.1f", r.prefill_tokens_per_s), fmt("%.1f", r.decode_tokens_per_s),
-                human_bytes(uint64_t(r.peak_rss_bytes)), std::to_string(r.threads)}});
+  return out;
+}
+
+// Thread counts go through the common rule: 0 = all cores, negative refused, too many clamped
+// with a warning. Negative counts are refused here; resolve_threads() later, once nothing else
+// can fail, so a refused run prints only its error line.
+std::vector<int64_t> parse_threads(const std::vector<std::string>& values) {
+  std::vector<int64_t> out = parse_list("-t/--threads", values, INT64_MIN, INT64_MAX);
+  for (int64_t t : out)
+    if (t < 0) resolve_threads(t);
+  return out;
+}
+
+// B sequences each hold a KV cache of their positions and a row of logits: refused up front when
+// that and the weights would not fit in memory, naming --batch rather than failing after minutes.
+void check_batch_memory(const Artifact& a, const std::vector<int64_t>& batches, int64_t positions) {
+  const uint64_t memory = physical_memory_bytes(), weights = a.file_bytes();
+  for (int64_t b : batches) {
+    const uint64_t kv = kv_cache_bytes(a.desc(), positions, size_t(b));
+    const uint64_t logits = uint64_t(b) * uint64_t(a.desc().vocab_size) * sizeof(float);  // b <= kMaxBatch
+    uint64_t total = 0;
+    const bool overflows = __builtin_add_overflow(kv, logits, &total) || __builtin_add_overflow(total, weights, &total);
+    if (overflows || total > memory)
+      fail_usage("--batch " + std::to_string(b) + ": " + std::to_string(b) + " sequences of " +
+                 std::to_string(positions) + " positions need " + human_bytes(kv) + " of KV cache and " +
+                 human_bytes(logits) + " of logits beside " + human_bytes(weights) +
+                 " of weights, more than this machine's " + human_bytes(memory) + " of memory");
+  }
+}
+
+std::string model_name(const std::string& dir) {
+  std::string d = dir;
+  while (d.size() > 1 && d.back() == '/') d.pop_back();
+  const size_t slash = d.find_last_of('/');
+  return slash == std::string::npos ? d : d.substr(slash + 1);
+}
+
+// "151.03 M": params as llama-bench prints them.
+std::string count(uint64_t n) {
+  const char* units[] = {"", " K", " M", " B", " T"};
+  double v = double(n);
+  int u = 0;
+  while (v >= 1000 && u < 4) {
+    v /= 1000;
+    ++u;
+  }
+  return fmt(u ? "%.2f" : "%.0f", v) + units[u];
+}
+
+std::string md_cell(const std::string& s) {
+  std::string out;
+  for (char c : printable(s)) out += c == '|' ? std::string("\\|") : std::string(1, c);
+  return out;
+}
+
+// RFC 4180 quoting when needed; control characters were escaped by printable() already.
+std::string csv_cell(const std::string& raw) {
+  const std::string s = printable(raw);
+  if (s.find_first_of(",\"") == std::string::npos) return s;
+  std::string out = "\"";
+  for (char c : s) out += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return out + "\"";
+}
+
+void print_md(const std::string& name, const BenchReport& r) {
+  std::cout << "| model | size | params | threads | batch | test | t/s |\n"
+            << "| --- | ---: | ---: | ---: | ---: | --- | ---: |\n";
+  for (const BenchRow& row : r.rows)
+    std::cout << "| " << md_cell(name) << " | " << human_bytes(r.weight_bytes) << " | " << count(r.params) << " | "
+              << row.threads << " | " << row.test.batch << " | " << row.test.name() << " | "
+              << fmt("%.2f", row.mean) << " ± " << fmt("%.2f", row.sd) << " |\n";
+  std::cout << "\nload " << fmt("%.3f", r.load_seconds) << " s, peak RSS "
+            << human_bytes(uint64_t(r.peak_rss_bytes)) << "\n";
+}
+
+void print_csv(const std::string& name, const BenchReport& r, int64_t reps) {
+  std::cout << "model,size,params,threads,batch,test,n_prompt,n_gen,reps,ts_mean,ts_sd,ts_median\n";
+  for (const BenchRow& row : r.rows)
+    std::cout << csv_cell(name) << "," << r.weight_bytes << "," << r.params << "," << row.threads << ","
+              << row.test.batch << "," << row.test.name() << "," << row.test.prompt_tokens() << ","
+              << row.test.generated_tokens() << "," << reps << "," << fmt("%.3f", row.mean) << ","
+              << fmt("%.3f", row.sd) << "," << fmt("%.3f", row.median) << "\n";
+}
+
+void print_bench_json(const Opts& o, const std::string& name, const BenchReport& r) {
+  const MachineInfo m = machine_info();
+  json rows = json::array();
+  for (const BenchRow& row : r.rows)
+    rows.push_back({{"test", row.test.name()},
+                    {"n_prompt", row.test.prompt_tokens()},
+                    {"n_gen", row.test.generated_tokens()},
+                    {"batch", row.test.batch},
+                    {"threads", row.threads},
+                    {"tokens_per_s",
+                     {{"mean", row.mean}, {"sd", row.sd}, {"median", row.median}, {"min", row.min}, {"max", row.max}}},
+                    {"samples", row.samples}});
+  print_json({{"model", name},
+              {"artifact", o.dir},
+              {"size", r.weight_bytes},
+              {"params", r.params},
+              {"reps", o.reps},
+              {"decode_prompt_tokens", kDecodePromptTokens},
+              {"load_seconds", r.load_seconds},
+              {"peak_rss_bytes", r.peak_rss_bytes},
+              {"machine", {{"cpu", m.cpu}, {"cores", m.cores}, {"simd", kSimdTarget}}},
+              {"version", SHARDFORGE_VERSION},
+              {"rows", rows}});
+}
+
+int run(Opts o) {
+  // Every option is checked before the artifact is opened: a typo is a usage error, whatever the
+  // artifact.
+  if (o.json_out) {
+    if (o.output != "json" && o.output != "md") fail_usage("--json and -o " + o.output + " contradict each other");
+    o.output = "json";
+  }
+  BenchPlan plan;
+  plan.prompts = parse_list("-p", o.prompts, 1, kMaxGenerate);
+  plan.generated = parse_list("-n", o.generated, 1, kMaxGenerate);
+  plan.batches = parse_list("--batch", o.batches, 1, kMaxBatch);
+  plan.threads = parse_threads(o.threads);
+  plan.reps = o.reps;
+  set_current_input(o.dir);
+  {
+    // Opened once for its description (and its checks) before run_bench times its own open.
+    // Checks that can fail come before those that can only warn (-t, --allow-long-context).
+    const Artifact a = open_model(o.dir);
+    const int64_t longest_gen = *std::max_element(plan.generated.begin(), plan.generated.end());
+    check_batch_memory(a, plan.batches, kDecodePromptTokens + longest_gen);
+    for (int64_t p : plan.prompts) check_context(a.desc(), o.dir, p, "-p " + std::to_string(p), o.allow_long);
+    for (int64_t n : plan.generated)
+      check_context(a.desc(), o.dir, kDecodePromptTokens + n,
+                    std::to_string(kDecodePromptTokens) + " prompt tokens + -n " + std::to_string(n), o.allow_long);
+  }
+  for (int64_t& t : plan.threads) t = int64_t(resolve_threads(t));
+  const BenchReport r = run_bench(o.dir, plan);
+  const std::string name = model_name(o.dir);
+  if (o.output == "json")
+    print_bench_json(o, name, r);
+  else if (o.output == "csv")
+    print_csv(name, r, o.reps);
+  else
+    print_md(name, r);
   return 0;
 }
+
 }  // namespace
 
 void add_bench(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<Opts>();
-  auto* c = app.add_subcommand("bench", "Measure load time, prefill and decode speed, and peak memory");
+  auto* c = app.add_subcommand("bench", "Tables of prefill and decode tokens/s (like llama-bench), load time, peak memory");
   c->add_option("artifact", o->dir, "artifact directory")->required();
-  c->add_option("-p", o->prefill, "prompt tokens")->default_val(128)->check(within(1, double(kMaxGenerate)));
-  c->add_option("-n", o->decode, "generated tokens")->default_val(64)->check(within(0, double(kMaxGenerate)));
-  add_threads_option(c, o->threads);
+  // Each occurrence takes one value (a comma list), so `-p 64 ARTIFACT` leaves ARTIFACT alone.
+  c->add_option("-p", o->prompts, "prompt lengths, e.g. 64,512 (pp rows; default 128)")->allow_extra_args(false);
+  c->add_option("-n", o->generated, "generated tokens per sequence, e.g. 32 (tg rows; default 64)")
+      ->allow_extra_args(false);
+  c->add_option("-t,--threads", o->threads,
+                "worker thread counts, e.g. 1,2 (0 = all cores, the default; at most " + std::to_string(max_threads()) +
+                    " here)")
+      ->allow_extra_args(false);
+  c->add_option("--batch", o->batches, "sequences decoding together, e.g. 1,8 (default 1)")->allow_extra_args(false);
+  c->add_option("-r,--repetitions", o->reps, "repetitions of each test")
+      ->default_val(3)
+      ->check(within(1, double(kMaxReps)));
+  c->add_option("-o,--output", o->output, "md (default), csv or json")->check(CLI::IsMember({"md", "csv", "json"}));
   add_allow_long_context(c, o->allow_long);
-  c->add_flag("--json", o->json_out, "print one JSON object");
+  c->add_flag("--json", o->json_out, "the same as -o json");
   c->callback([o, &exit_code] { exit_code = run(*o); });
 }
 

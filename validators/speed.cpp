@@ -4,6 +4,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <fstream>
+#include <memory>
+#include <thread>
 #include <vector>
 
 #include "core/error.h"
@@ -14,6 +18,9 @@
 namespace sf {
 
 namespace {
+using Clock = std::chrono::steady_clock;
+double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
 Throughput summarize(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
@@ -92,6 +99,160 @@ SpeedResult measure_speed(const std::string& dir, int64_t prefill, int64_t decod
   r.decode_tokens_per_s = r.decode.median;
   r.peak_rss_bytes = peak_rss_bytes();
   return r;
+}
+
+// ---- bench tables ----
+
+std::string BenchTest::name() const { return (kind == BenchKind::Prefill ? "pp" : "tg") + std::to_string(tokens); }
+int64_t BenchTest::prompt_tokens() const { return kind == BenchKind::Prefill ? tokens : kDecodePromptTokens; }
+int64_t BenchTest::generated_tokens() const { return kind == BenchKind::Prefill ? 0 : tokens; }
+int64_t BenchTest::positions() const { return prompt_tokens() + generated_tokens(); }
+
+std::vector<BenchTest> bench_tests(const BenchPlan& plan) {
+  std::vector<BenchTest> tests;
+  for (int64_t t : plan.threads) {
+    for (int64_t p : plan.prompts) tests.push_back({BenchKind::Prefill, p, 1, t});
+    for (int64_t n : plan.generated)
+      for (int64_t b : plan.batches) tests.push_back({BenchKind::Decode, n, b, t});
+  }
+  return tests;
+}
+
+namespace {
+
+int32_t argmax(const float* logits, int64_t n) {
+  int32_t best = 0;
+  for (int64_t v = 1; v < n; ++v)
+    if (logits[v] > logits[best]) best = int32_t(v);
+  return best;
+}
+
+// One timed repetition of a test on a session sized for it; tokens per second.
+class BenchRunner {
+ public:
+  BenchRunner(const ExecModel& model, const BenchTest& test, ThreadPool& pool, Progress& bar)
+      : model_(model), test_(test), bar_(bar),
+        session_(model, test.positions(), &pool, size_t(test.kind == BenchKind::Prefill ? 1 : test.batch)),
+        prompt_(bench_prompt(model.desc(), test.prompt_tokens() * test.batch)) {
+    for (size_t b = 0; b < session_.slots(); ++b) slots_.push_back(b);
+    tokens_.resize(slots_.size());
+  }
+
+  double rep() {
+    session_.reset();
+    return test_.kind == BenchKind::Prefill ? prefill() : decode();
+  }
+
+ private:
+  double prefill() {
+    const auto t0 = Clock::now();
+    session_.forward(prompt_.data(), prompt_.size(), prompt_.size() - 1);  // one call, as run and eval do
+    const auto t1 = Clock::now();
+    for (size_t i = 0; i < prompt_.size(); ++i) bar_.step();
+    return double(prompt_.size()) / std::max(1e-9, seconds(t0, t1));
+  }
+
+  // Each sequence prefills its own slice of the prompt (untimed), then all decode together: each
+  // step feeds every sequence its greedy next token.
+  double decode() {
+    const int64_t vocab = model_.desc().vocab_size;
+    const size_t P = size_t(kDecodePromptTokens);
+    for (size_t b = 0; b < slots_.size(); ++b)
+      tokens_[b] = argmax(session_.prefill(b, &prompt_[b * P], P, P - 1), vocab);
+    const auto t0 = Clock::now();
+    for (int64_t step = 0; step < test_.tokens; ++step) {
+      check_interrupt();
+      const float* rows = session_.decode(tokens_.data(), slots_.data(), slots_.size());
+      for (size_t b = 0; b < slots_.size(); ++b) {
+        tokens_[b] = argmax(rows + b * size_t(vocab), vocab);
+        bar_.step();
+      }
+    }
+    const auto t1 = Clock::now();
+    return double(test_.tokens) * double(slots_.size()) / std::max(1e-9, seconds(t0, t1));
+  }
+
+  const ExecModel& model_;
+  const BenchTest& test_;
+  Progress& bar_;
+  Session session_;
+  std::vector<int32_t> prompt_;
+  std::vector<size_t> slots_;
+  std::vector<int32_t> tokens_;
+};
+
+void summarize(BenchRow& r) {
+  const std::vector<double>& v = r.samples;
+  const double n = double(v.size());
+  double sum = 0;
+  for (double x : v) sum += x;
+  r.mean = sum / n;
+  double ss = 0;
+  for (double x : v) ss += (x - r.mean) * (x - r.mean);
+  r.sd = v.size() > 1 ? std::sqrt(ss / (n - 1)) : 0.0;
+  const Throughput t = summarize(v);
+  r.median = t.median, r.min = t.min, r.max = t.max;
+}
+
+}  // namespace
+
+BenchReport run_bench(const std::string& dir, const BenchPlan& plan, const std::string& label) {
+  if (plan.reps < 1) fail("bench needs at least one repetition");
+  const std::vector<BenchTest> tests = bench_tests(plan);
+  BenchReport report;
+  const auto t0 = Clock::now();
+  ExecModel model(dir);
+  report.load_seconds = seconds(t0, Clock::now());
+  for (const TensorSpec& spec : all_tensors(model.desc())) {
+    const TensorView& t = model.artifact().tensor(spec.name);
+    report.weight_bytes += t.nbytes;
+    uint64_t numel = 1;
+    for (int64_t d : t.shape) numel *= uint64_t(d);
+    report.params += numel;
+  }
+  size_t total = 0;
+  for (const BenchTest& t : tests) total += size_t(plan.reps * t.tokens * t.batch);
+  Progress bar(label, total);
+  std::unique_ptr<ThreadPool> pool;  // one per thread count, the tests of one count being adjacent
+  int64_t pool_threads = -1;
+  for (const BenchTest& test : tests) {
+    check_interrupt();
+    if (test.threads != pool_threads) {
+      pool.reset();
+      pool = std::make_unique<ThreadPool>(size_t(test.threads));
+      if (pool_threads < 0) Session(model, 1, pool.get()).forward(bench_prompt(model.desc(), 1)[0]);  // warm-up
+      pool_threads = test.threads;
+    }
+    BenchRow row;
+    row.test = test;
+    row.threads = int64_t(pool->size());
+    BenchRunner runner(model, test, *pool, bar);
+    for (int64_t rep = 0; rep < plan.reps; ++rep) {
+      check_interrupt();
+      row.samples.push_back(runner.rep());
+    }
+    summarize(row);
+    report.rows.push_back(std::move(row));
+  }
+  report.peak_rss_bytes = peak_rss_bytes();
+  return report;
+}
+
+MachineInfo machine_info() {
+  MachineInfo m;
+  m.cores = int64_t(std::max(1u, std::thread::hardware_concurrency()));
+  m.cpu = "unknown";
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  for (int i = 0; i < 4096 && std::getline(in, line); ++i) {
+    if (line.rfind("model name", 0) != 0) continue;
+    const size_t colon = line.find(':');
+    if (colon == std::string::npos) break;
+    const size_t start = line.find_first_not_of(" \t", colon + 1);
+    if (start != std::string::npos) m.cpu = line.substr(start, 200);
+    break;
+  }
+  return m;
 }
 
 }  // namespace sf

@@ -1,5 +1,8 @@
 #pragma once
 // Speed of the executor on an artifact: load time, prefill and decode throughput, peak RSS.
+// measure_speed times one prefill + decode run (compare's timing); run_bench times llama-bench's
+// tests — pp (prefill of one prompt), tg (decode, one or several sequences together) — over lists
+// of sizes and thread counts.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -35,5 +38,62 @@ int64_t peak_rss_bytes();
 // differently for each vocabulary size, so two artifacts of one model (a trimmed one renumbers
 // them) would not be timed on the same work. Without them the whole prompt is causal.
 std::vector<int32_t> bench_prompt(const ModelDesc& desc, int64_t n);
+
+// ---- bench tables ----
+// Every decoding sequence first prefills this many tokens (untimed), its own slice of
+// bench_prompt, so sequences of a batch differ and tg rows do not depend on -p.
+inline constexpr int64_t kDecodePromptTokens = 16;
+
+enum class BenchKind { Prefill, Decode };
+
+// One row of the table: pp<tokens> is the prefill of one prompt of `tokens`; tg<tokens> is
+// `batch` sequences each generating `tokens` greedily, decoded together (one row per sequence
+// per step), timed as batch x tokens / seconds.
+struct BenchTest {
+  BenchKind kind = BenchKind::Prefill;
+  int64_t tokens = 0;
+  int64_t batch = 1;
+  int64_t threads = 0;  // as asked: 0 = all cores
+  std::string name() const;                   // "pp64", "tg32"
+  int64_t positions() const;                  // KV positions each sequence needs
+  int64_t prompt_tokens() const;              // pp: tokens; tg: kDecodePromptTokens
+  int64_t generated_tokens() const;           // pp: 0; tg: tokens
+};
+
+struct BenchPlan {
+  std::vector<int64_t> prompts, generated, threads, batches;
+  int64_t reps = 1;
+};
+
+// The tests in table order: for each thread count, a pp row per prompt length, then a tg row per
+// generated length and batch size. |threads| x (|prompts| + |generated| x |batches|) rows.
+std::vector<BenchTest> bench_tests(const BenchPlan& plan);
+
+struct BenchRow {
+  BenchTest test;
+  int64_t threads = 0;          // the pool's size (0 resolved to the cores)
+  std::vector<double> samples;  // tokens/s of each repetition
+  double mean = 0, sd = 0, median = 0, min = 0, max = 0;  // sd: sample standard deviation (0 for one)
+};
+
+struct BenchReport {
+  uint64_t weight_bytes = 0;  // every tensor as stored
+  uint64_t params = 0;        // elements of every tensor (a tied head counted once)
+  double load_seconds = 0;
+  int64_t peak_rss_bytes = 0;
+  std::vector<BenchRow> rows;
+};
+
+// Loads the artifact once, passes one token through every block (so the first test does not pay
+// the mapped weights' page faults), then runs each test `reps` times on one session per test.
+// A progress bar labelled `label` counts the tokens on a terminal.
+BenchReport run_bench(const std::string& artifact_dir, const BenchPlan& plan, const std::string& label = "bench");
+
+// The machine a table was measured on.
+struct MachineInfo {
+  std::string cpu;  // /proc/cpuinfo's model name, "unknown" when it has none
+  int64_t cores = 0;
+};
+MachineInfo machine_info();
 
 }  // namespace sf

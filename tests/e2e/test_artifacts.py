@@ -460,10 +460,11 @@ class Cli(TempDirTest):
         out = self.path("b")
         sf("convert", fixture("hf_gqa"), "-o", out, "--quant", "int8")
         r = sf_json("bench", out, "-p", 16, "-n", 8, "-t", 1)
-        for k in ["prefill_tokens_per_s", "decode_tokens_per_s", "load_seconds", "peak_rss_bytes"]:
+        for k in ["load_seconds", "peak_rss_bytes"]:
             self.assertGreater(r[k], 0, k)
-        self.assertEqual(r["prefill_tokens"], 16)
-        self.assertEqual(r["decode_tokens"], 8)
+        self.assertEqual([(x["test"], x["n_prompt"], x["n_gen"]) for x in r["rows"]], [("pp16", 16, 0), ("tg8", 16, 8)])
+        for x in r["rows"]:
+            self.assertGreater(x["tokens_per_s"]["median"], 0, x)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 #include "executor/kernels.h"
 
+#include "executor/matmul_simd.h"
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -22,6 +24,12 @@ const float* as_f32(const TensorView& v, std::vector<float>& buf) {
 }  // namespace
 
 void matmul(const TensorView& w, const TensorView* bias, const float* x, size_t T, float* y, ThreadPool* pool) {
+  std::vector<float> bias_buf;
+  simd::matmul(w, bias ? as_f32(*bias, bias_buf) : nullptr, x, T, y, pool);
+}
+
+void matmul_reference(const TensorView& w, const TensorView* bias, const float* x, size_t T, float* y,
+                      ThreadPool* pool) {
   const auto& tr = qtype_traits(w.type);
   const size_t cols = size_t(w.cols()), n = size_t(w.rows());
   std::vector<float> bias_buf;

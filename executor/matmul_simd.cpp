@@ -17,6 +17,7 @@
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "executor/matmul_simd.cpp"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/cache_control.h"
 #include "hwy/highway.h"
 
 #include <algorithm>
@@ -158,6 +159,7 @@ struct Int8Row {
   }
   float scale(size_t) const { return 1.0f; }
   float zero(size_t) const { return 0.0f; }
+  const uint8_t* block_bytes(size_t b) const { return codes + b * kBlock; }
 };
 
 // q8_0: blocks of f16 scale + 32 int8 codes (a last block is stored zero-padded).
@@ -169,6 +171,7 @@ struct Q80Row {
   Q80Row() = default;
   Q80Row(const TensorView& w, size_t r) : row(w.row(int64_t(r))) {}
   HWY_INLINE void load(size_t b, V16* out) const { load_i8(row + b * 34 + 2, out); }
+  const uint8_t* block_bytes(size_t b) const { return row + b * 34; }
   float scale(size_t b) const { return f16(row + b * 34); }
   float zero(size_t) const { return 0.0f; }
 };
@@ -182,6 +185,7 @@ struct Q40Row {
   Q40Row() = default;
   Q40Row(const TensorView& w, size_t r) : row(w.row(int64_t(r))) {}
   HWY_INLINE void load(size_t b, V16* out) const { load_nibbles<kOrder>(row + b * 18 + 2, 8, out); }
+  const uint8_t* block_bytes(size_t b) const { return row + b * 18; }
   float scale(size_t b) const { return f16(row + b * 18); }
   float zero(size_t) const { return 0.0f; }
 };
@@ -209,6 +213,7 @@ struct Int4Row {
     std::memcpy(tail, codes + at / 2, (cols - at + 1) / 2);
     load_nibbles<kOrder>(tail, bias, out);
   }
+  const uint8_t* block_bytes(size_t b) const { return codes + b * kBlock / 2; }
   float scale(size_t b) const { return f16(row + 2 * (b * kBlock / group)); }
   float zero(size_t b) const { return kAsym ? f16(row + 2 * groups + 2 * (b * kBlock / group)) : 0.0f; }
 };
@@ -252,6 +257,9 @@ HWY_NOINLINE void int_tile(const Job& job, size_t r0, size_t t0) {
       for (size_t c = 0; c < kChunks; ++c) xv[t][c] = hn::LoadU(d16, &qx.q[at * kBlock + c * kLanes16]);
       dx[t] = qx.d[at];
     }
+    // The next tile's rows at this block: the hardware prefetcher alone leaves decode (one pass
+    // over weights that do not fit in cache) well short of the memory bandwidth.
+    for (size_t r = 0; r < R; ++r) hwy::Prefetch(rows[r].block_bytes(b) + R * job.w->row_bytes);
     for (size_t r = 0; r < R; ++r) {
       V16 wv[kChunks];
       rows[r].load(b, wv);

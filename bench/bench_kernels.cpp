@@ -100,6 +100,7 @@ void matmul_args(benchmark::internal::Benchmark* b) {
       for (int T : {1, 64}) b->Args({c, rows, T, 1});
   for (int c = 0; c < kNumCases; ++c) b->Args({c, 2816, 1, 2});  // decode on both cores
   for (int c = 0; c < kNumCases; ++c) b->Args({c, 65536, 1, 1});
+  for (int c = 0; c < kNumCases; ++c) b->Args({c, 65536, 1, 2});
 }
 
 BENCHMARK(BM_QuantizeRow)->ArgsProduct({benchmark::CreateDenseRange(0, kNumCases - 1, 1), {4096}});

@@ -55,7 +55,13 @@ constexpr size_t kTileToks = kLanes16 >= 32 ? 4 : 2;
 
 uint16_t load_u16(const uint8_t* p) { uint16_t v; std::memcpy(&v, p, 2); return v; }
 float load_f32(const uint8_t* p) { float v; std::memcpy(&v, p, 4); return v; }
-float f16(const uint8_t* p) { return f16_to_f32_fast(load_u16(p)); }
+// An f16 scale: the CPU's conversion (F16C) where the target has one; the table of
+// f16_to_f32_fast is 256 KiB of cache traffic per lookup.
+HWY_INLINE float f16(const uint8_t* p) {
+  const hn::CappedTag<float, 1> d1;
+  const hn::Rebind<hwy::float16_t, decltype(d1)> dh;
+  return hn::GetLane(hn::PromoteTo(d1, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(p))));
+}
 
 // ---------------------------------------------------------------------------------------------
 // Activations, quantized once per call. Codes are stored in the lane order the weight type's
@@ -111,7 +117,8 @@ void quantize_x(const float* x, size_t T, size_t cols, Order order, QuantizedX& 
 
 // ---------------------------------------------------------------------------------------------
 // Integer weight rows. Each kind gives a block's codes as kChunks i16 vectors (in its Order), the
-// block's scale, an optional zero point (value = scale * code + min), and a per-row scale.
+// block's scale, a code offset (value = scale * (code - offset)), an optional zero point
+// (value = scale * code + min), and a per-row scale.
 
 // kChunks vectors of 32 int8 codes at p.
 HWY_INLINE void load_i8(const uint8_t* p, V16* out) {
@@ -120,23 +127,23 @@ HWY_INLINE void load_i8(const uint8_t* p, V16* out) {
   for (size_t c = 0; c < kChunks; ++c)
     out[c] = hn::PromoteTo(d16, hn::LoadU(d8, reinterpret_cast<const int8_t*>(p) + c * kLanes16));
 }
-// kChunks vectors of the 32 nibbles in the 16 bytes at p, minus `bias`: each chunk is kHalf
-// bytes' low nibbles then their high ones (the lane orders SplitHalves and Pairs describe).
+// kChunks vectors of the 32 nibbles in the 16 bytes at p: each chunk is kHalf bytes' low nibbles
+// then their high ones (the lane orders SplitHalves and Pairs describe).
 template <Order kOrder>
-HWY_INLINE void load_nibbles(const uint8_t* p, int16_t bias, V16* out) {
+HWY_INLINE void load_nibbles(const uint8_t* p, V16* out) {
   const D16 d16;
 #if HWY_TARGET == HWY_SCALAR
   for (size_t e = 0; e < kBlock; ++e) {
     const size_t byte = kOrder == Order::Pairs ? e / 2 : e % 16, high = kOrder == Order::Pairs ? e % 2 : e / 16;
-    out[e] = hn::Set(d16, int16_t(((p[byte] >> (4 * high)) & 15) - bias));
+    out[e] = hn::Set(d16, int16_t((p[byte] >> (4 * high)) & 15));
   }
 #else
   const hn::Half<D16> dh;
   const hn::Rebind<uint8_t, decltype(dh)> du8;
-  const auto mask = hn::Set(dh, 15), sub = hn::Set(dh, bias);
+  const auto mask = hn::Set(dh, 15);
   for (size_t c = 0; c < kChunks; ++c) {
     const auto v = hn::PromoteTo(dh, hn::LoadU(du8, p + c * kHalf));
-    out[c] = hn::Combine(d16, hn::Sub(hn::ShiftRight<4>(v), sub), hn::Sub(hn::And(v, mask), sub));
+    out[c] = hn::Combine(d16, hn::ShiftRight<4>(v), hn::And(v, mask));
   }
 #endif
 }
@@ -145,6 +152,7 @@ HWY_INLINE void load_nibbles(const uint8_t* p, int16_t bias, V16* out) {
 struct Int8Row {
   static constexpr Order kOrder = Order::Natural;
   static constexpr bool kZeroPoint = false;
+  static constexpr int16_t kCodeOffset = 0;
   const uint8_t* codes = nullptr;
   size_t cols = 0;
   float row_scale = 1.0f;
@@ -166,6 +174,7 @@ struct Int8Row {
 struct Q80Row {
   static constexpr Order kOrder = Order::Natural;
   static constexpr bool kZeroPoint = false;
+  static constexpr int16_t kCodeOffset = 0;
   const uint8_t* row = nullptr;
   float row_scale = 1.0f;
   Q80Row() = default;
@@ -180,11 +189,12 @@ struct Q80Row {
 struct Q40Row {
   static constexpr Order kOrder = Order::SplitHalves;
   static constexpr bool kZeroPoint = false;
+  static constexpr int16_t kCodeOffset = 8;  // value = scale * (code - 8)
   const uint8_t* row = nullptr;
   float row_scale = 1.0f;
   Q40Row() = default;
   Q40Row(const TensorView& w, size_t r) : row(w.row(int64_t(r))) {}
-  HWY_INLINE void load(size_t b, V16* out) const { load_nibbles<kOrder>(row + b * 18 + 2, 8, out); }
+  HWY_INLINE void load(size_t b, V16* out) const { load_nibbles<kOrder>(row + b * 18 + 2, out); }
   const uint8_t* block_bytes(size_t b) const { return row + b * 18; }
   float scale(size_t b) const { return f16(row + b * 18); }
   float zero(size_t) const { return 0.0f; }
@@ -196,6 +206,7 @@ template <bool kAsym>
 struct Int4Row {
   static constexpr Order kOrder = Order::Pairs;
   static constexpr bool kZeroPoint = kAsym;
+  static constexpr int16_t kCodeOffset = kAsym ? 0 : 8;
   const uint8_t* row = nullptr;
   const uint8_t* codes = nullptr;
   size_t cols = 0, group = 1, groups = 0;
@@ -206,12 +217,11 @@ struct Int4Row {
     codes = row + groups * (kAsym ? 4 : 2);
   }
   HWY_INLINE void load(size_t b, V16* out) const {
-    const int16_t bias = kAsym ? 0 : 8;
     const size_t at = b * kBlock;
-    if (at + kBlock <= cols) return load_nibbles<kOrder>(codes + at / 2, bias, out);
+    if (at + kBlock <= cols) return load_nibbles<kOrder>(codes + at / 2, out);
     alignas(64) uint8_t tail[kBlock / 2] = {};
     std::memcpy(tail, codes + at / 2, (cols - at + 1) / 2);
-    load_nibbles<kOrder>(tail, bias, out);
+    load_nibbles<kOrder>(tail, out);
   }
   const uint8_t* block_bytes(size_t b) const { return codes + b * kBlock / 2; }
   float scale(size_t b) const { return f16(row + 2 * (b * kBlock / group)); }
@@ -252,10 +262,20 @@ HWY_NOINLINE void int_tile(const Job& job, size_t r0, size_t t0) {
   for (size_t b = 0; b < nb; ++b) {
     V16 xv[TT][kChunks];
     float dx[TT];
+    // The code offset as the integer dot's starting value: -offset * (x's codes), per lane, so
+    // sum (code - offset) * q costs nothing per row.
+    hn::Vec<D32> start[TT];
     for (size_t t = 0; t < TT; ++t) {
       const size_t at = (t0 + t) * nb + b;
       for (size_t c = 0; c < kChunks; ++c) xv[t][c] = hn::LoadU(d16, &qx.q[at * kBlock + c * kLanes16]);
       dx[t] = qx.d[at];
+      start[t] = hn::Zero(d32);
+      if constexpr (Row::kCodeOffset != 0) {
+        auto s0 = hn::Zero(d32), s1 = hn::Zero(d32);
+        for (size_t c = 0; c < kChunks; ++c)
+          s0 = hn::ReorderWidenMulAccumulate(d32, xv[t][c], hn::Set(d16, int16_t(-Row::kCodeOffset)), s0, s1);
+        start[t] = hn::RearrangeToOddPlusEven(s0, s1);
+      }
     }
     // The next tile's rows at this block: the hardware prefetcher alone leaves decode (one pass
     // over weights that do not fit in cache) well short of the memory bandwidth.
@@ -265,7 +285,7 @@ HWY_NOINLINE void int_tile(const Job& job, size_t r0, size_t t0) {
       rows[r].load(b, wv);
       const float dw = rows[r].scale(b);
       for (size_t t = 0; t < TT; ++t) {
-        auto sum0 = hn::Zero(d32), sum1 = hn::Zero(d32);
+        auto sum0 = start[t], sum1 = hn::Zero(d32);
         for (size_t c = 0; c < kChunks; ++c) sum0 = hn::ReorderWidenMulAccumulate(d32, wv[c], xv[t][c], sum0, sum1);
         const auto dot = hn::ConvertTo(df, hn::RearrangeToOddPlusEven(sum0, sum1));
         acc[r][t] = hn::MulAdd(dot, hn::Set(df, dw * dx[t]), acc[r][t]);

@@ -1,5 +1,6 @@
 #include "executor/kernels.h"
 
+#include "executor/attend_simd.h"
 #include "executor/matmul_simd.h"
 
 #include <algorithm>
@@ -103,6 +104,11 @@ void rotate_pairs(float* v, size_t n_pairs, const double* freqs, int64_t pos) {
 
 void attend_head(const float* q, const float* k, const float* v, size_t stride, size_t n_pos, size_t head_dim,
                  float scale, float* scores, float* out) {
+  simd::attend_head(q, k, v, stride, n_pos, head_dim, scale, scores, out);
+}
+
+void attend_head_reference(const float* q, const float* k, const float* v, size_t stride, size_t n_pos,
+                           size_t head_dim, float scale, float* scores, float* out) {
   float mx = -INFINITY;
   for (size_t j = 0; j < n_pos; ++j) {
     const float* kj = k + j * stride;

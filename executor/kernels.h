@@ -33,6 +33,9 @@ void rotate_pairs(float* v, size_t n_pairs, const double* freqs, int64_t pos);
 // apart. scores has room for n_pos floats (the caller's scratch: no allocation here).
 void attend_head(const float* q, const float* k, const float* v, size_t stride, size_t n_pos, size_t head_dim,
                  float scale, float* scores, float* out);
+// The scalar loops attend_head's SIMD version (executor/attend_simd.cpp) is tested against.
+void attend_head_reference(const float* q, const float* k, const float* v, size_t stride, size_t n_pos,
+                           size_t head_dim, float scale, float* scores, float* out);
 inline float silu(float x) { return x / (1.0f + __builtin_expf(-x)); }
 // GELU, tanh approximation (GPT-2's gelu_new, ChatGLM-6B's gelu).
 float gelu_tanh(float x);

@@ -201,5 +201,40 @@ TEST(Kernels, MatmulIsBitIdenticalForAnyThreadCountRowAndTokenPosition) {
   }
 }
 
+// attend_head against its scalar reference: head sizes that leave vector tails, one to many
+// positions, keys and values interleaved in a cache with a stride. The softmax weights sum to 1,
+// so each output moves by at most a few f32 roundings of max |v|, plus the scores' rounding
+// (relative to sum |q_e k_e|) passed through the exponential.
+TEST(Kernels, AttendHeadMatchesReferenceOnEveryTarget) {
+  for (size_t head_dim : {1, 7, 64, 80, 128}) {
+    for (size_t n_pos : {1, 5, 100}) {
+      SCOPED_TRACE("head_dim " + std::to_string(head_dim) + ", positions " + std::to_string(n_pos));
+      const size_t stride = 3 * head_dim + 1;
+      const auto q = random_floats(head_dim, 1), k = random_floats(n_pos * stride, 2), v = random_floats(n_pos * stride, 3);
+      const float scale = 1.0f / std::sqrt(float(head_dim));
+      std::vector<float> scores(n_pos), want(head_dim), got(head_dim);
+      kernels::attend_head_reference(q.data(), k.data(), v.data(), stride, n_pos, head_dim, scale, scores.data(),
+                                     want.data());
+      double max_qk = 0, max_v = 0;
+      for (size_t j = 0; j < n_pos; ++j) {
+        double s = 0;
+        for (size_t e = 0; e < head_dim; ++e) {
+          s += std::fabs(q[e] * k[j * stride + e]);
+          max_v = std::max(max_v, double(std::fabs(v[j * stride + e])));
+        }
+        max_qk = std::max(max_qk, s * scale);
+      }
+      // exp(a + da) = exp(a) (1 + da): a score error da changes the weights by ~2 da relative.
+      const double score_err = 2.0 * double(head_dim + 2) * FLT_EPSILON * max_qk;
+      const float tol = float(max_v * (2.0 * score_err + 4.0 * double(n_pos + 2) * FLT_EPSILON)) + FLT_MIN;
+      on_every_target([&] {
+        std::fill(got.begin(), got.end(), NAN);
+        kernels::attend_head(q.data(), k.data(), v.data(), stride, n_pos, head_dim, scale, scores.data(), got.data());
+        for (size_t e = 0; e < head_dim; ++e) ASSERT_NEAR(got[e], want[e], tol) << "element " << e;
+      });
+    }
+  }
+}
+
 }  // namespace
 }  // namespace sf

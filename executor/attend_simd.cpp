@@ -3,7 +3,7 @@
 // not change its bits.
 #ifndef HWY_DISABLED_TARGETS
 // As executor/matmul_simd.cpp: SVE is left out of every SIMD translation unit alike.
-#define HWY_DISABLED_TARGETS (HWY_SVE | HWY_SVE2 | HWY_SVE_256 | HWY_SVE2_128)
+#define HWY_DISABLED_TARGETS (HWY_SVE | HWY_SVE2 | HWY_SVE_256 | HWY_SVE2_128 | HWY_SSSE3)
 #endif
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "executor/attend_simd.cpp"

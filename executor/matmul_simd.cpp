@@ -11,8 +11,9 @@
 // accumulator runs the same instruction sequence as the 1 x 1 tile's. So an output value does not
 // depend on the tile or thread range its row falls in, nor on the thread count.
 #ifndef HWY_DISABLED_TARGETS
-// SVE vectors are sizeless: they cannot be held in the arrays of the register tiles below.
-#define HWY_DISABLED_TARGETS (HWY_SVE | HWY_SVE2 | HWY_SVE_256 | HWY_SVE2_128)
+// SVE vectors are sizeless: they cannot be held in the arrays of the register tiles below. SSSE3
+// (CPUs before 2008) would add a fifth x86 compilation of this file for little over the fallback.
+#define HWY_DISABLED_TARGETS (HWY_SVE | HWY_SVE2 | HWY_SVE_256 | HWY_SVE2_128 | HWY_SSSE3)
 #endif
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "executor/matmul_simd.cpp"

@@ -103,8 +103,11 @@ void quantize_x(const float* x, size_t T, size_t cols, Order order, QuantizedX& 
       const float* xb = x + t * cols + b * kBlock;
       const size_t valid = std::min(kBlock, cols - b * kBlock);
       float amax = 0;
-      for (size_t j = 0; j < valid; ++j) amax = std::max(amax, std::fabs(xb[j]));
-      const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+      bool finite = true;
+      for (size_t j = 0; j < valid; ++j) amax = std::max(amax, std::fabs(xb[j])), finite = finite && std::isfinite(xb[j]);
+      // A block holding NaN or infinity gets a NaN scale and zero codes: its products come out
+      // NaN, as in f32, and no non-finite value is converted to an integer.
+      const float d = finite ? amax / 127.0f : NAN, id = finite && d > 0 ? 1.0f / d : 0.0f;
       int codes[kBlock] = {};
       int sum = 0;
       for (size_t j = 0; j < valid; ++j) sum += (codes[j] = int(std::nearbyint(xb[j] * id)));

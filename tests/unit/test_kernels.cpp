@@ -168,6 +168,25 @@ TEST(Kernels, ToleranceCatchesAWrongRow) {
   EXPECT_EQ(outside, rows);
 }
 
+// A non-finite activation gives non-finite outputs on every path, as the f32 product does (and is
+// never converted to an integer: the sanitized build would report that).
+TEST(Kernels, NonFiniteActivationsGiveNonFiniteOutputs) {
+  for (const TypeCase& c : all_types()) {
+    SCOPED_TRACE(label(c));
+    const size_t rows = 5, cols = 100;
+    const Matrix m(c, rows, cols, 21);
+    for (float bad : {NAN, INFINITY}) {
+      auto x = random_floats(cols, 4);
+      x[40] = bad;
+      on_every_target([&] {
+        std::vector<float> y(rows);
+        kernels::matmul(m.view, nullptr, x.data(), 1, y.data(), nullptr);
+        for (size_t r = 0; r < rows; ++r) EXPECT_FALSE(std::isfinite(y[r])) << "row " << r;
+      });
+    }
+  }
+}
+
 TEST(Kernels, MatmulIsBitIdenticalForAnyThreadCountRowAndTokenPosition) {
   const size_t rows = 67, cols = 1024, T = 7;  // rows and tokens that leave partial tiles
   ThreadPool one(1), two(2), three(3);

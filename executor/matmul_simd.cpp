@@ -265,14 +265,14 @@ HWY_NOINLINE void int_tile(const Job& job, size_t r0, size_t t0) {
     for (size_t t = 0; t < TT; ++t) acc[r][t] = hn::Zero(df), zsum[r][t] = 0.0f;
   for (size_t b = 0; b < nb; ++b) {
     V16 xv[TT][kChunks];
-    float dx[TT];
+    hn::Vec<DF> dx[TT];  // the activation blocks' scales, broadcast once per block
     // The code offset as the integer dot's starting value: -offset * (x's codes), per lane, so
     // sum (code - offset) * q costs nothing per row.
     hn::Vec<D32> start[TT];
     for (size_t t = 0; t < TT; ++t) {
       const size_t at = (t0 + t) * nb + b;
       for (size_t c = 0; c < kChunks; ++c) xv[t][c] = hn::LoadU(d16, &qx.q[at * kBlock + c * kLanes16]);
-      dx[t] = qx.d[at];
+      dx[t] = hn::Set(df, qx.d[at]);
       start[t] = hn::Zero(d32);
       if constexpr (Row::kCodeOffset != 0) {
         auto s0 = hn::Zero(d32), s1 = hn::Zero(d32);
@@ -287,12 +287,12 @@ HWY_NOINLINE void int_tile(const Job& job, size_t r0, size_t t0) {
     for (size_t r = 0; r < R; ++r) {
       V16 wv[kChunks];
       rows[r].load(b, wv);
-      const float dw = rows[r].scale(b);
+      const auto dw = hn::Set(df, rows[r].scale(b));
       for (size_t t = 0; t < TT; ++t) {
         auto sum0 = start[t], sum1 = hn::Zero(d32);
         for (size_t c = 0; c < kChunks; ++c) sum0 = hn::ReorderWidenMulAccumulate(d32, wv[c], xv[t][c], sum0, sum1);
         const auto dot = hn::ConvertTo(df, hn::RearrangeToOddPlusEven(sum0, sum1));
-        acc[r][t] = hn::MulAdd(dot, hn::Set(df, dw * dx[t]), acc[r][t]);
+        acc[r][t] = hn::MulAdd(dot, hn::Mul(dw, dx[t]), acc[r][t]);
         if constexpr (Row::kZeroPoint) zsum[r][t] = std::fma(rows[r].zero(b), qx.dsum[(t0 + t) * nb + b], zsum[r][t]);
       }
     }

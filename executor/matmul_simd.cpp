@@ -110,7 +110,7 @@ void quantize_x(const float* x, size_t T, size_t cols, Order order, QuantizedX& 
       const float d = finite ? amax / 127.0f : NAN, id = finite && d > 0 ? 1.0f / d : 0.0f;
       int codes[kBlock] = {};
       int sum = 0;
-      for (size_t j = 0; j < valid; ++j) sum += (codes[j] = int(std::nearbyint(xb[j] * id)));
+      for (size_t j = 0; finite && j < valid; ++j) sum += (codes[j] = int(std::nearbyint(xb[j] * id)));
       int16_t* q = &out.q[(t * nb + b) * kBlock];
       for (size_t p = 0; p < kBlock; ++p) q[p] = int16_t(codes[perm[p]]);
       out.d[t * nb + b] = d;

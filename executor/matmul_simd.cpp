@@ -1,8 +1,8 @@
 // SIMD matrix products for every storage type, compiled once per Highway target (foreach_target.h
 // re-includes this file) and dispatched at run time (HWY_DYNAMIC_DISPATCH).
 //
-// Integer weights (int8, q8_0, q4_0, int4 in groups that are whole blocks of 32) meet activations
-// quantized once per call to 8 bits in blocks of 32 (f32 scale per block), as ggml does for
+// Integer weights (int8, q8_0, q4_0, int4 in groups of whole blocks of 32 or one group per row) meet
+// activations quantized once per call to 8 bits in blocks of 32 (f32 scale per block), as ggml does for
 // q4_0 x q8_0: per block an exact integer dot (i16 pairs multiplied and added into i32), then one
 // float multiply-add by the two scales. Float weights (f32, f16, bf16, and int4 in other group
 // sizes, decoded to f32 first) use f32 multiply-adds.
@@ -23,8 +23,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <type_traits>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "core/dtype.h"
@@ -56,8 +56,8 @@ constexpr size_t kTileToks = kLanes16 >= 32 ? 4 : 2;
 
 uint16_t load_u16(const uint8_t* p) { uint16_t v; std::memcpy(&v, p, 2); return v; }
 float load_f32(const uint8_t* p) { float v; std::memcpy(&v, p, 4); return v; }
-// An f16 scale: the CPU's conversion (F16C) where the target has one; the table of
-// f16_to_f32_fast is 256 KiB of cache traffic per lookup.
+// An f16 scale: the CPU's conversion (F16C) where the target has one, rather than the 256 KiB
+// table of f16_to_f32_fast competing with the streamed weights for cache.
 HWY_INLINE float f16(const uint8_t* p) {
   const hn::CappedTag<float, 1> d1;
   const hn::Rebind<hwy::float16_t, decltype(d1)> dh;

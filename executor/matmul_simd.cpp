@@ -53,6 +53,7 @@ constexpr size_t kHalf = kOneLane ? 1 : kLanes16 / 2;
 // Register tile: rows x tokens (prefill); decode uses kTileRows x 1.
 constexpr size_t kTileRows = 4;
 constexpr size_t kTileToks = kLanes16 >= 32 ? 4 : 2;
+constexpr size_t kDecodeRows = 8;
 
 uint16_t load_u16(const uint8_t* p) { uint16_t v; std::memcpy(&v, p, 2); return v; }
 float load_f32(const uint8_t* p) { float v; std::memcpy(&v, p, 4); return v; }
@@ -374,6 +375,9 @@ template <class Row>
 void int_rows(const Job& job, size_t begin, size_t end) {
   auto tile = [&](auto R, auto TT, size_t r, size_t t) { int_tile<Row, decltype(R)::value, decltype(TT)::value>(job, r, t); };
   size_t r = begin;
+  // Decode: more rows in flight per pass over the activations, for more memory streams at once.
+  if (job.T == 1)
+    for (; r + kDecodeRows <= end; r += kDecodeRows) int_tile<Row, kDecodeRows, 1>(job, r, 0);
   for (; r + kTileRows <= end; r += kTileRows)
     over_tokens<kTileRows>(job.T, [&](auto R, auto TT, size_t t) { tile(R, TT, r, t); });
   for (; r < end; ++r) over_tokens<1>(job.T, [&](auto R, auto TT, size_t t) { tile(R, TT, r, t); });
@@ -390,6 +394,14 @@ void float_rows(const Job& job, size_t begin, size_t end) {
     });
   };
   size_t r = begin;
+  // Decode: more rows in flight, as int_rows, for the 16-bit types (measured 30 % faster from
+  // memory); f32 already streams at the memory's bandwidth with 4 rows and was ~10 % slower with 8.
+  if (job.T == 1 && !std::is_same_v<Row, F32Row>)
+    for (; r + kDecodeRows <= end; r += kDecodeRows) {
+      Row rows[kDecodeRows];
+      for (size_t i = 0; i < kDecodeRows; ++i) rows[i].p = reinterpret_cast<decltype(rows[i].p)>(job.w->row(int64_t(r + i)));
+      float_tile<Row, kDecodeRows, 1>(job, rows, r, 0);
+    }
   for (; r + kTileRows <= end; r += kTileRows) run(r, std::integral_constant<size_t, kTileRows>());
   for (; r < end; ++r) run(r, std::integral_constant<size_t, 1>());
 }

@@ -1,4 +1,6 @@
-// Google Benchmark: per-type row kernels (quantize, dot) and the executor's matrix-vector product.
+// Google Benchmark: per-type row kernels (quantize, dot), the executor's SIMD matrix products
+// (decode T = 1, prefill T = 64) with the weight bytes they stream, and plain memory read
+// bandwidth for the roofline.
 #include <benchmark/benchmark.h>
 
 #include <random>
@@ -11,8 +13,11 @@ namespace sf {
 namespace {
 
 struct TypeCase { QType type; size_t group; };
-const TypeCase kCases[] = {{QType::F32, 0}, {QType::F16, 0}, {QType::BF16, 0}, {QType::Int8, 0},
-                           {QType::Int4Sym, 32}, {QType::Int4Asym, 32}, {QType::Int4Sym, 128}};
+const TypeCase kCases[] = {{QType::F32, 0},      {QType::F16, 0},       {QType::BF16, 0},
+                           {QType::Int8, 0},     {QType::Int4Sym, 32},  {QType::Int4Asym, 32},
+                           {QType::Int4Sym, 128}, {QType::Q8_0, 0},     {QType::Q4_0, 0},
+                           {QType::Int4Sym, 48}};
+constexpr int kNumCases = int(sizeof kCases / sizeof kCases[0]);
 
 std::vector<float> random_vec(size_t n) {
   std::mt19937 rng(42);
@@ -52,11 +57,12 @@ void BM_DotRow(benchmark::State& st) {
   st.SetItemsProcessed(int64_t(st.iterations()) * int64_t(cols));
 }
 
-// W[2048x2048] times T activations (T = 1: decode's matrix-vector product; T > 1: prefill).
+// W[rows x 1024] times T activations (T = 1: decode's matrix-vector product; T = 64: prefill).
+// Bytes processed = the weight bytes read per call, so the rate is the weights' stream in GB/s.
 void BM_Matmul(benchmark::State& st) {
   const TypeCase c = kCases[st.range(0)];
-  const size_t rows = 2048, cols = 2048;
-  const size_t threads = size_t(st.range(1)), T = size_t(st.range(2));
+  const size_t rows = size_t(st.range(1)), cols = 1024;
+  const size_t T = size_t(st.range(2)), threads = size_t(st.range(3));
   const auto& tr = qtype_traits(c.type);
   const auto w = random_vec(rows * cols);
   const size_t rb = tr.row_bytes(cols, c.group);
@@ -71,14 +77,38 @@ void BM_Matmul(benchmark::State& st) {
     kernels::matmul(v, nullptr, x.data(), T, y.data(), &pool);
     benchmark::DoNotOptimize(y.data());
   }
-  st.SetLabel(label(c) + " threads=" + std::to_string(threads) + " T=" + std::to_string(T));
+  st.SetLabel(label(c) + " " + std::to_string(rows) + "x1024 T=" + std::to_string(T) + " threads=" +
+              std::to_string(threads));
   st.SetBytesProcessed(int64_t(st.iterations()) * int64_t(rows * rb));
   st.SetItemsProcessed(int64_t(st.iterations()) * int64_t(rows * cols * T));  // multiply-adds
 }
 
-BENCHMARK(BM_QuantizeRow)->ArgsProduct({{0, 1, 2, 3, 4, 5, 6}, {4096}});
-BENCHMARK(BM_DotRow)->ArgsProduct({{0, 1, 2, 3, 4, 5, 6}, {4096}});
-BENCHMARK(BM_Matmul)->ArgsProduct({{0, 1, 3, 4}, {1, 2}, {1, 64}})->UseRealTime();
+// Sums a 256 MiB buffer: the read bandwidth a decode step (one pass over the weights) is bound by.
+void BM_MemoryRead(benchmark::State& st) {
+  std::vector<uint64_t> buf(size_t(256) << 17, 1);  // 256 MiB
+  for (auto _ : st) {
+    uint64_t s = 0;
+    for (uint64_t v : buf) s += v;
+    benchmark::DoNotOptimize(s);
+  }
+  st.SetBytesProcessed(int64_t(st.iterations()) * int64_t(buf.size() * sizeof(uint64_t)));
+}
+
+void matmul_args(benchmark::internal::Benchmark* b) {
+  for (int c = 0; c < kNumCases; ++c)
+    for (int rows : {1024, 2816})
+      for (int T : {1, 64}) b->Args({c, rows, T, 1});
+  for (int c = 0; c < kNumCases; ++c) b->Args({c, 2816, 1, 2});  // decode on both cores
+  // Weights larger than the last-level cache (q4_0: 37 MiB), streamed from memory as in decoding a
+  // real model: compare with BM_MemoryRead.
+  for (int threads : {1, 2})
+    for (int c = 0; c < kNumCases; ++c) b->Args({c, 65536, 1, threads});
+}
+
+BENCHMARK(BM_QuantizeRow)->ArgsProduct({benchmark::CreateDenseRange(0, kNumCases - 1, 1), {4096}});
+BENCHMARK(BM_DotRow)->ArgsProduct({benchmark::CreateDenseRange(0, kNumCases - 1, 1), {4096}});
+BENCHMARK(BM_Matmul)->Apply(matmul_args)->UseRealTime();
+BENCHMARK(BM_MemoryRead)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 }  // namespace sf

@@ -1,5 +1,8 @@
 #include "executor/kernels.h"
 
+#include "executor/attend_simd.h"
+#include "executor/matmul_simd.h"
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -22,6 +25,12 @@ const float* as_f32(const TensorView& v, std::vector<float>& buf) {
 }  // namespace
 
 void matmul(const TensorView& w, const TensorView* bias, const float* x, size_t T, float* y, ThreadPool* pool) {
+  std::vector<float> bias_buf;
+  simd::matmul(w, bias ? as_f32(*bias, bias_buf) : nullptr, x, T, y, pool);
+}
+
+void matmul_reference(const TensorView& w, const TensorView* bias, const float* x, size_t T, float* y,
+                      ThreadPool* pool) {
   const auto& tr = qtype_traits(w.type);
   const size_t cols = size_t(w.cols()), n = size_t(w.rows());
   std::vector<float> bias_buf;
@@ -95,6 +104,11 @@ void rotate_pairs(float* v, size_t n_pairs, const double* freqs, int64_t pos) {
 
 void attend_head(const float* q, const float* k, const float* v, size_t stride, size_t n_pos, size_t head_dim,
                  float scale, float* scores, float* out) {
+  simd::attend_head(q, k, v, stride, n_pos, head_dim, scale, scores, out);
+}
+
+void attend_head_reference(const float* q, const float* k, const float* v, size_t stride, size_t n_pos,
+                           size_t head_dim, float scale, float* scores, float* out) {
   float mx = -INFINITY;
   for (size_t j = 0; j < n_pos; ++j) {
     const float* kj = k + j * stride;

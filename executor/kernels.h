@@ -12,8 +12,14 @@
 namespace sf::kernels {
 
 // y[t][r] = dot(W[r], x[t]) + bias[r] for each of the T rows of x ([T x cols]) and every row r of
-// w; y is [T x rows]. bias and pool may be null.
+// w; y is [T x rows]. bias and pool may be null. SIMD, dispatched to the CPU's best target
+// (executor/matmul_simd.cpp); integer weight types meet activations quantized to 8 bits per block
+// of 32, so results differ from matmul_reference by that rounding.
 void matmul(const TensorView& w, const TensorView* bias, const float* x, size_t T, float* y, ThreadPool* pool);
+// The scalar product in f32 with the type's own row kernels (core/quant_types): the reference the
+// SIMD kernels are tested against.
+void matmul_reference(const TensorView& w, const TensorView* bias, const float* x, size_t T, float* y,
+                      ThreadPool* pool);
 // One row of w, decoded to f32 (an embedding lookup).
 void dequantize_row(const TensorView& w, int64_t row, float* out);
 // Normalises each of the T rows of x ([T x n]) into out: RMSNorm x/rms(x)*w, or LayerNorm
@@ -27,6 +33,9 @@ void rotate_pairs(float* v, size_t n_pairs, const double* freqs, int64_t pos);
 // apart. scores has room for n_pos floats (the caller's scratch: no allocation here).
 void attend_head(const float* q, const float* k, const float* v, size_t stride, size_t n_pos, size_t head_dim,
                  float scale, float* scores, float* out);
+// The scalar loops attend_head's SIMD version (executor/attend_simd.cpp) is tested against.
+void attend_head_reference(const float* q, const float* k, const float* v, size_t stride, size_t n_pos,
+                           size_t head_dim, float scale, float* scores, float* out);
 inline float silu(float x) { return x / (1.0f + __builtin_expf(-x)); }
 // GELU, tanh approximation (GPT-2's gelu_new, ChatGLM-6B's gelu).
 float gelu_tanh(float x);

@@ -9,6 +9,7 @@
 
 #include "cli/common.h"
 #include "core/error.h"
+#include "executor/matmul_simd.h"
 #include "executor/session.h"
 #include "formats/artifact.h"
 #include "formats/gguf/gguf_model.h"
@@ -19,8 +20,6 @@ namespace sf::cli {
 
 namespace {
 
-// What the kernels were compiled for; the SIMD kernels will say which target they chose.
-constexpr const char* kSimdTarget = "unknown";
 constexpr int64_t kMaxBatch = 4096;
 constexpr int64_t kMaxReps = 1000;
 
@@ -128,7 +127,8 @@ void print_md(const std::string& name, const BenchReport& r) {
               << row.threads << " | " << row.test.batch << " | " << row.test.name() << " | "
               << fmt("%.2f", row.mean) << " ± " << fmt("%.2f", row.sd) << " |\n";
   std::cout << "\nload " << fmt("%.3f", r.load_seconds) << " s, peak RSS "
-            << human_bytes(uint64_t(r.peak_rss_bytes)) << "\n";
+            << human_bytes(uint64_t(r.peak_rss_bytes)) << ", kernels for "
+            << kernels::simd::target_name(kernels::simd::active_target()) << "\n";
 }
 
 void print_csv(const std::string& name, const BenchReport& r, int64_t reps) {
@@ -160,7 +160,7 @@ void print_bench_json(const Opts& o, const std::string& name, const BenchReport&
               {"decode_prompt_tokens", kDecodePromptTokens},
               {"load_seconds", r.load_seconds},
               {"peak_rss_bytes", r.peak_rss_bytes},
-              {"machine", {{"cpu", m.cpu}, {"cores", m.cores}, {"simd", kSimdTarget}}},
+              {"machine", {{"cpu", m.cpu}, {"cores", m.cores}, {"simd", kernels::simd::target_name(kernels::simd::active_target())}}},
               {"version", SHARDFORGE_VERSION},
               {"rows", rows}});
 }

@@ -20,7 +20,8 @@
 #   READ_BW_GBS  machine read bandwidth in GB/s for the roofline row; otherwise a bandwidth benchmark
 #                of SF_BENCH_KERNELS (default: build/bench/sf_bench_kernels) when it has one
 #   GGUF_<scheme>  a GGUF to use when `shardforge convert --format gguf` is not available (GGUF_q4_0=...)
-#   WORK         directory for the converted files and raw results (default: a temporary one, removed)
+#   WORK         directory for the converted files and raw results (default: a temporary one, removed);
+#                conversions already there (WORK/SCHEME.art, WORK/SCHEME.gguf) are reused, not redone
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=/usr/bin/python3
@@ -135,8 +136,10 @@ def find(o, keys):
             if r is not None: return r
     return None
 top = {k: v for k, v in doc.items() if not isinstance(v, list)} if isinstance(doc, dict) else {}
-for row, keys in (("prefill", ("prefill_tokens_per_s", "prefill")), ("decode", ("decode_tokens_per_s", "decode"))):
-    v = find(top, keys)
+for row in ("prefill", "decode"):
+    v = find(top, (row + "_tokens_per_s", row))
+    if v is None and isinstance(doc, dict) and isinstance(doc.get(row), dict):  # {"decode": {"tokens_per_s": ...}}
+        v = find(doc[row], ("tokens_per_s", "median"))
     if v is not None: print(row, v)
 # Batched decode: a list of objects each naming its batch size; the aggregate rate over all sequences
 # is what llama-batched-bench calls S_TG.
@@ -168,7 +171,9 @@ for ((r = 1; r <= R; ++r)); do
       while read -r row v; do record llama.cpp "$s" "$row" "$r" "$v"; done < <(parse_llama_bench <<<"$out")
     else note "llama-bench $s failed: $(tail -n1 "$WORK/err")"; fi
     if out=$("$SF" bench "$a" -p "$P" -n "$N" -t "$T" "${SF_REPS[@]}" "${SF_JSON[@]}" 2>"$WORK/err"); then
-      while read -r row v; do [[ $row == batch* ]] || record shardforge "$s" "$row" "$r" "$v"; done < <(parse_sf_bench <<<"$out")
+      rows=$(parse_sf_bench <<<"$out")
+      grep -q '^decode ' <<<"$rows" || note "no decode tok/s found in shardforge bench's JSON: $(head -c 300 <<<"$out")"
+      while read -r row v; do [[ $row == batch* ]] || record shardforge "$s" "$row" "$r" "$v"; done <<<"$rows"
     else note "shardforge bench $s failed: $(tail -n1 "$WORK/err")"; fi
 
     if out=$("$LLAMA_CPP_BIN/llama-batched-bench" -m "$g" -c "$KV" -npp "$P" -ntg "$N" -npl "$BATCHES" -t "$T" -tb "$T" \
@@ -177,7 +182,9 @@ for ((r = 1; r <= R; ++r)); do
     else note "llama-batched-bench $s failed: $(tail -n1 "$WORK/err")"; fi
     if [ "$SF_BATCH" = 1 ]; then
       if out=$("$SF" bench "$a" -p "$P" -n "$N" -t "$T" --batch "$BATCHES" "${SF_REPS[@]}" "${SF_JSON[@]}" 2>"$WORK/err"); then
-        while read -r row v; do [[ $row == batch* ]] && record shardforge "$s" "$row" "$r" "$v"; done < <(parse_sf_bench <<<"$out")
+        rows=$(parse_sf_bench <<<"$out")
+        grep -q '^batch' <<<"$rows" || note "no per-batch decode tok/s found in shardforge bench --batch's JSON: $(head -c 300 <<<"$out")"
+        while read -r row v; do [[ $row == batch* ]] && record shardforge "$s" "$row" "$r" "$v"; done <<<"$rows"
       else note "shardforge bench --batch $s failed: $(tail -n1 "$WORK/err")"; fi
     fi
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side by side with llama.cpp: the same checkpoint, the same quantization types (q4_0, q8_0), the
-# same -p/-n/-t, run interleaved (llama.cpp, then shardforge, R rounds), medians printed in one table
+# same -p/-n/-t, the same GGUF files (written by `shardforge convert --format gguf`), run interleaved (llama.cpp, then shardforge, R rounds), medians printed in one table
 # with ours/llama.cpp per row, and the roofline: weight bytes read per decoded token ÷ read bandwidth.
 #
 # Usage: LLAMA_CPP_BIN=/path/to/llama.cpp/build/bin bench/vs_llamacpp.sh SOURCE [TOKENIZER]
@@ -19,9 +19,8 @@
 #   PPL_R        rounds of the perplexity rows             (default: R; the value is deterministic, only its time varies)
 #   READ_BW_GBS  machine read bandwidth in GB/s for the roofline row; otherwise a bandwidth benchmark
 #                of SF_BENCH_KERNELS (default: build/bench/sf_bench_kernels) when it has one
-#   GGUF_<scheme>  a GGUF to use when `shardforge convert --format gguf` is not available (GGUF_q4_0=...)
 #   WORK         directory for the converted files and raw results (default: a temporary one, removed);
-#                conversions already there (WORK/SCHEME.art, WORK/SCHEME.gguf) are reused, not redone
+#                GGUFs already there (WORK/SCHEME.gguf) are reused, not redone
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=/usr/bin/python3
@@ -57,44 +56,17 @@ TOK_ARGS=()
 record() { printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" >>"$RESULTS"; }
 now() { date +%s.%N; }
 
-# --- What this shardforge can do: the bench interface grows (-r, --batch, -o json); say what is missing.
-BENCH_HELP=$("$SF" bench --help 2>&1)
-has_opt() { grep -qE -- "(^|[ ,])$1([ ,=]|$)" <<<"$BENCH_HELP"; }
-SF_JSON=(--json)
-has_opt "-o" && SF_JSON=(-o json)
-SF_REPS=()
-has_opt "-r" && SF_REPS=(-r 1)
-SF_BATCH=1
-has_opt "--batch" || { SF_BATCH=0; note "shardforge bench has no --batch: the batch rows show shardforge as n/a"; }
+SF_JSON=(-o json)
+SF_REPS=(-r 1)
 
-# --- Convert with our tool: GGUF for llama.cpp (and for shardforge once it runs GGUF), our artifact.
-declare -A GGUF ART SF_TARGET
+# --- Convert with our tool to GGUF: both tools then run the very same file.
+declare -A GGUF
 for s in $SCHEMES; do
-  ART[$s]=$WORK/$s.art
-  if [ ! -e "${ART[$s]}" ]; then
-    "$SF" convert "$SOURCE" "${TOK_ARGS[@]}" --quant "$s" -o "${ART[$s]}" >/dev/null || die "convert $s to an artifact failed"
-  fi
   GGUF[$s]=$WORK/$s.gguf
-  if [ ! -e "${GGUF[$s]}" ] &&
-    ! "$SF" convert "$SOURCE" "${TOK_ARGS[@]}" --quant "$s" --format gguf -o "${GGUF[$s]}" >/dev/null 2>"$WORK/gguf-$s.err"; then
-    var=GGUF_$s
-    if [ -n "${!var:-}" ] && [ -r "${!var}" ]; then
-      note "shardforge cannot write GGUF ($(head -c 200 "$WORK/gguf-$s.err")); using $var=${!var}"
-      GGUF[$s]=${!var}
-    else
-      note "shardforge cannot write GGUF ($(head -c 200 "$WORK/gguf-$s.err")) and $var is unset: skipping $s"
-      unset "GGUF[$s]"
-      continue
-    fi
-  fi
-  # shardforge benches the very GGUF llama.cpp reads when its executor takes one, else its artifact.
-  if "$SF" bench "${GGUF[$s]}" -p 1 -n 1 -t "$T" >/dev/null 2>&1; then
-    SF_TARGET[$s]=${GGUF[$s]}
-  else
-    SF_TARGET[$s]=${ART[$s]}
-  fi
+  [ -e "${GGUF[$s]}" ] ||
+    "$SF" convert "$SOURCE" "${TOK_ARGS[@]}" --quant "$s" --format gguf -o "${GGUF[$s]}" >/dev/null ||
+    die "convert --quant $s --format gguf failed"
 done
-[ ${#GGUF[@]} -gt 0 ] || die "no scheme has a GGUF to compare on"
 
 # --- Parsers (python, so a changed field is an error naming it rather than a silent zero).
 parse_llama_bench() {  # JSON array from llama-bench -o json -> "prefill V\ndecode V"
@@ -113,80 +85,41 @@ for line in sys.stdin:
         t = json.loads(line)
         print("batch%d" % t["pl"], t["speed_tg"])'
 }
-parse_sf_bench() {  # shardforge bench JSON -> "prefill V\ndecode V\nbatchB V..."
+parse_sf_bench() {  # shardforge bench -o json -> "prefill V", "decode V" (batch 1) and "batchB V" per batch size
   $PY -c '
 import json, sys
 doc = json.load(sys.stdin)
-def num(x):
-    if isinstance(x, dict):
-        for k in ("median", "value"):
-            if isinstance(x.get(k), (int, float)): return x[k]
-        return None
-    return x if isinstance(x, (int, float)) and not isinstance(x, bool) else None
-def find(o, keys):
-    if isinstance(o, dict):
-        for k in keys:
-            if k in o and num(o[k]) is not None: return num(o[k])
-        for v in o.values():
-            r = find(v, keys)
-            if r is not None: return r
-    elif isinstance(o, list):
-        for v in o:
-            r = find(v, keys)
-            if r is not None: return r
-    return None
-top = {k: v for k, v in doc.items() if not isinstance(v, list)} if isinstance(doc, dict) else {}
-for row in ("prefill", "decode"):
-    v = find(top, (row + "_tokens_per_s", row))
-    if v is None and isinstance(doc, dict) and isinstance(doc.get(row), dict):  # {"decode": {"tokens_per_s": ...}}
-        v = find(doc[row], ("tokens_per_s", "median"))
-    if v is not None: print(row, v)
-# Batched decode: a list of objects each naming its batch size; the aggregate rate over all sequences
-# is what llama-batched-bench calls S_TG.
-def batches(o):
-    if isinstance(o, list) and o and all(isinstance(e, dict) for e in o):
-        if any(k in o[0] for k in ("batch", "batch_size", "sequences")):
-            return o
-    if isinstance(o, dict):
-        for v in o.values():
-            r = batches(v)
-            if r: return r
-    return None
-for e in batches(doc) or []:
-    b = next(e[k] for k in ("batch", "batch_size", "sequences") if k in e)
-    v = find(e, ("aggregate_decode_tokens_per_s", "decode_tokens_per_s_total", "total_decode_tokens_per_s",
-                 "decode_tokens_per_s", "tokens_per_s"))
-    if v is not None: print("batch%d" % b, v)'
+for row in doc["rows"]:
+    v = row["tokens_per_s"]["median"]
+    if row["test"].startswith("pp"):
+        print("prefill", v)
+    else:
+        if row["batch"] == 1: print("decode", v)
+        print("batch%d" % row["batch"], v)  # aggregate over the batch, as llama-batched-bench S_TG
+'
 }
 
 # --- Rounds, interleaved: within a round llama.cpp then shardforge on each measurement, scheme by scheme.
-KV=$(( (P + N) * $(tr , '\n' <<<"$BATCHES" | sort -n | tail -1) ))
+SF_DECODE_PROMPT=16  # shardforge bench: each sequence of a tg row first prefills 16 untimed tokens
+KV=$(( (SF_DECODE_PROMPT + N) * $(tr , '\n' <<<"$BATCHES" | sort -n | tail -1) ))
 KV=$(( KV < CTX ? CTX : KV ))
 for ((r = 1; r <= R; ++r)); do
   note "round $r of $R ($(cut -d, -f3- <<<"$(uptime)" | sed 's/^ *//'))"
   for s in $SCHEMES; do
     [ -n "${GGUF[$s]:-}" ] || continue
-    g=${GGUF[$s]} a=${SF_TARGET[$s]}
+    g=${GGUF[$s]}
     if out=$("$LLAMA_CPP_BIN/llama-bench" -m "$g" -p "$P" -n "$N" -t "$T" -r 1 -o json 2>"$WORK/err"); then
       while read -r row v; do record llama.cpp "$s" "$row" "$r" "$v"; done < <(parse_llama_bench <<<"$out")
     else note "llama-bench $s failed: $(tail -n1 "$WORK/err")"; fi
-    if out=$("$SF" bench "$a" -p "$P" -n "$N" -t "$T" "${SF_REPS[@]}" "${SF_JSON[@]}" 2>"$WORK/err"); then
-      rows=$(parse_sf_bench <<<"$out")
-      grep -q '^decode ' <<<"$rows" || note "no decode tok/s found in shardforge bench's JSON: $(head -c 300 <<<"$out")"
-      while read -r row v; do [[ $row == batch* ]] || record shardforge "$s" "$row" "$r" "$v"; done <<<"$rows"
-    else note "shardforge bench $s failed: $(tail -n1 "$WORK/err")"; fi
-
-    if out=$("$LLAMA_CPP_BIN/llama-batched-bench" -m "$g" -c "$KV" -npp "$P" -ntg "$N" -npl "$BATCHES" -t "$T" -tb "$T" \
-      --output-format jsonl 2>"$WORK/err"); then
+    # The batched rows decode N tokens per sequence after a prompt of SF_DECODE_PROMPT tokens, as
+    # shardforge's tg rows do; llama-batched-bench's S_TG is the same aggregate rate.
+    if out=$("$LLAMA_CPP_BIN/llama-batched-bench" -m "$g" -c "$KV" -npp "$SF_DECODE_PROMPT" -ntg "$N" -npl "$BATCHES" \
+      -t "$T" -tb "$T" --output-format jsonl 2>"$WORK/err"); then
       while read -r row v; do record llama.cpp "$s" "$row" "$r" "$v"; done < <(parse_batched_bench <<<"$out")
     else note "llama-batched-bench $s failed: $(tail -n1 "$WORK/err")"; fi
-    if [ "$SF_BATCH" = 1 ]; then
-      if out=$("$SF" bench "$a" -p "$P" -n "$N" -t "$T" --batch "$BATCHES" "${SF_REPS[@]}" "${SF_JSON[@]}" 2>"$WORK/err"); then
-        rows=$(parse_sf_bench <<<"$out")
-        grep -q '^batch' <<<"$rows" || note "no per-batch decode tok/s found in shardforge bench --batch's JSON: $(head -c 300 <<<"$out")"
-        while read -r row v; do [[ $row == batch* ]] && record shardforge "$s" "$row" "$r" "$v"; done <<<"$rows"
-      else note "shardforge bench --batch $s failed: $(tail -n1 "$WORK/err")"; fi
-    fi
+    if out=$("$SF" bench "$g" -p "$P" -n "$N" -t "$T" --batch "$BATCHES" "${SF_REPS[@]}" "${SF_JSON[@]}" 2>"$WORK/err"); then
+      while read -r row v; do record shardforge "$s" "$row" "$r" "$v"; done < <(parse_sf_bench <<<"$out")
+    else note "shardforge bench $s failed: $(tail -n1 "$WORK/err")"; fi
 
     [ "$r" -le "$PPL_R" ] || continue
     # One window per batch (-b CTX), as shardforge runs them; both put BOS first and score the second half.
@@ -198,7 +131,7 @@ for ((r = 1; r <= R; ++r)); do
       record llama.cpp "$s" ppl_seconds "$r" "$($PY -c "print($t1 - $t0)")"
     else note "llama-perplexity $s failed: $(tail -n1 <<<"$out")"; fi
     t0=$(now)
-    if out=$("$SF" eval ppl "$a" --text "$TEXT" --ctx "$CTX" --chunks "$CHUNKS" -t "$T" --json 2>"$WORK/err"); then
+    if out=$("$SF" eval ppl "$g" --text "$TEXT" --ctx "$CTX" --chunks "$CHUNKS" -t "$T" --json 2>"$WORK/err"); then
       t1=$(now)
       record shardforge "$s" ppl "$r" "$($PY -c 'import json,sys; print(json.load(sys.stdin)["ppl"])' <<<"$out")"
       record shardforge "$s" ppl_seconds "$r" "$($PY -c "print($t1 - $t0)")"
@@ -210,7 +143,7 @@ LOAD_AFTER=$(uptime)
 # --- Roofline: bytes each decoded token reads (every weight once, one row of an untied embedding).
 if [ -z "${READ_BW_GBS:-}" ]; then
   BK=${SF_BENCH_KERNELS:-build/bench/sf_bench_kernels}
-  if [ -x "$BK" ] && name=$("$BK" --benchmark_list_tests 2>/dev/null | grep -iE 'bandwidth' | head -n1) && [ -n "$name" ]; then
+  if [ -x "$BK" ] && name=$("$BK" --benchmark_list_tests 2>/dev/null | grep -E 'MemoryRead' | head -n1) && [ -n "$name" ]; then
     READ_BW_GBS=$("$BK" --benchmark_filter="^${name}\$" --benchmark_format=json 2>/dev/null |
       $PY -c 'import json,sys; print(json.load(sys.stdin)["benchmarks"][0]["bytes_per_second"] / 1e9)') || READ_BW_GBS=
   else
@@ -255,23 +188,14 @@ if emb and "output.weight" in tensors:  # untied: the embedding gives one row pe
 print(total)
 EOF
 )"
-  record shardforge "$s" weight_bytes 1 "$("$SF" inspect "${ART[$s]}" --json | $PY -c '
-import json, sys
-ts = json.load(sys.stdin)["tensors"]
-total = sum(t["bytes"] for t in ts)
-if any(t["role"] == "output" for t in ts):  # untied: the embedding gives one row per token
-    for t in ts:
-        if t["role"] == "token_embedding": total -= t["bytes"] - t["bytes"] // t["shape"][0]
-print(total)')"
 done
 
 # --- The table: medians over rounds, ours / llama.cpp.
 $PY - "$RESULTS" "${READ_BW_GBS:-}" "$P" "$N" "$T" "$CTX" "$CHUNKS" "$R" "$PPL_R" "$LOAD_BEFORE" "$LOAD_AFTER" \
-  "$(for s in "${!SF_TARGET[@]}"; do [[ ${SF_TARGET[$s]} == *.gguf ]] && echo "$s:gguf" || echo "$s:artifact"; done)" "$SCHEMES" <<'EOF'
+  "$SCHEMES" <<'EOF'
 import statistics, sys
-res, bw, P, N, T, ctx, chunks, R, ppl_r, load0, load1, targets, order = sys.argv[1:]
+res, bw, P, N, T, ctx, chunks, R, ppl_r, load0, load1, order = sys.argv[1:]
 order = order.split()
-what = dict(t.split(":") for t in targets.split())
 vals = {}
 for line in open(res):
     tool, scheme, row, _, v = line.rstrip("\n").split("\t")
@@ -281,8 +205,7 @@ schemes = sorted({k[1] for k in vals}, key=lambda s: (s not in order, order.inde
 rows = [("prefill", f"prefill tok/s (-p {P})"), ("decode", f"decode tok/s (-n {N})")]
 rows += [(r, f"batch {r[5:]} decode tok/s (all sequences)") for r in sorted({k[2] for k in vals if k[2].startswith("batch")}, key=lambda r: int(r[5:]))]
 rows += [("ppl", f"perplexity (ctx {ctx}, {chunks} windows)"), ("ppl_seconds", "perplexity wall s (lower is better)")]
-print(f"threads {T}, {R} rounds interleaved ({ppl_r} for perplexity), medians; shardforge ran its " +
-      ", ".join(f"{s} {w}" for s, w in sorted(what.items())))
+print(f"threads {T}, {R} rounds interleaved ({ppl_r} for perplexity), medians; both tools ran the same GGUF files")
 print(f"load before: {load0.strip()}\nload after:  {load1.strip()}\n")
 print("| scheme | row | llama.cpp | shardforge | ours / llama.cpp |")
 print("| --- | --- | --- | --- | --- |")
@@ -293,7 +216,7 @@ for s in schemes:
         if a is None and b is None: continue
         ratio = f"{b / a:.2f}" if a and b is not None else "n/a"
         print(f"| {s} | {label} | {cell(a)} | {cell(b)} | {ratio} |")
-    wa, wb = med.get(("llama.cpp", s, "weight_bytes")), med.get(("shardforge", s, "weight_bytes"))
+    wa = wb = med.get(("llama.cpp", s, "weight_bytes"))  # one GGUF for both tools
     if bw:
         g = float(bw) * 1e9
         ra, rb = (g / wa if wa else None), (g / wb if wb else None)

@@ -70,13 +70,24 @@ struct XAxis {
   }
 };
 
+// More ticks than any sane axis has: a bound on the loop whatever the range turns out to be.
+constexpr int kMaxTicks = 64;
+
 struct YAxis {
   double lo, hi;
   double py(double ppl) const { return kBottom - (ppl - lo) / (hi - lo) * (kBottom - kTop); }
+  // By integer index, not `v += step`: a step below the spacing of doubles near v would leave v
+  // where it is and the loop would never end.
   std::vector<double> ticks() const {
     const double step = nice_step(hi - lo, 5);
     std::vector<double> t;
-    for (double v = std::ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) t.push_back(v);
+    if (!(std::isfinite(step) && step > 0)) return t;
+    const double first = std::ceil(lo / step) * step;
+    for (int i = 0; i < kMaxTicks; ++i) {
+      const double v = first + i * step;
+      if (!(v <= hi + step * 1e-9)) break;
+      t.push_back(v);
+    }
     return t;
   }
   // Enough decimals that neighbouring ticks differ.
@@ -102,7 +113,10 @@ YAxis y_axis(const std::vector<CompareRow>& rows) {
     lo = std::min(lo, r.ppl - r.ppl_stderr);
     hi = std::max(hi, r.ppl + r.ppl_stderr);
   }
-  const double pad = hi > lo ? (hi - lo) * 0.08 : std::max(0.01, std::fabs(hi) * 1e-3);
+  // Perplexities a few ulps apart (equal up to rounding, no standard error) are one value: padding
+  // their difference would make an axis narrower than the doubles on it can resolve.
+  const bool one_value = !(hi - lo > 1e-9 * std::max(1.0, std::fabs(hi)));
+  const double pad = one_value ? std::max(0.01, std::fabs(hi) * 1e-3) : (hi - lo) * 0.08;
   return {lo - pad, hi + pad};
 }
 
@@ -143,7 +157,9 @@ std::string compare_plot_svg(const std::vector<CompareRow>& measured, const std:
   // (one scored token) must not break the axes either.
   std::vector<CompareRow> rows = measured;
   for (auto& r : rows) {
+    // Bounded both ways: the X axis has a tick per power of two between the ends.
     if (!(r.bits_per_weight > 0.01)) r.bits_per_weight = 0.01;
+    if (!(r.bits_per_weight < 1e6)) r.bits_per_weight = 1e6;
     if (!(r.ppl_stderr >= 0 && std::isfinite(r.ppl_stderr))) r.ppl_stderr = 0;
   }
   const XAxis xa = x_axis(rows);

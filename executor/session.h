@@ -5,6 +5,7 @@
 // every block at once: one matrix product per weight for all rows, then attention per row against
 // its own slot's cache. Prefill is n rows of one slot; batched decode is one row per slot, so the
 // weights are streamed once for all the sequences decoding together.
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -41,6 +42,11 @@ class Session {
   // Batched decode: tokens[i] runs on slot slots[i] at that slot's next position, every slot at
   // most once. Returns the n rows of logits in the order given (valid until the next call).
   const float* decode(const int32_t* tokens, const size_t* slots, size_t n);
+
+  // Allocates (and zero-fills) scratch for calls of up to `rows` rows now, so a later prefill of
+  // that many tokens allocates nothing: bench and compare call it before their timers start. No
+  // call runs more rows than the context holds, so no more is reserved.
+  void reserve(size_t rows) { reserve_rows(std::min(rows, size_t(max_ctx_))); }
 
   void reset();  // every slot back to position 0
   void reset(size_t slot);

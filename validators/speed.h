@@ -26,8 +26,9 @@ struct SpeedResult {
   int64_t threads = 0;
 };
 
-// Loads the artifact once, then runs `reps` fresh sessions of prefill + decode tokens. Shows the
-// tokens done as a progress bar labelled `label` on a terminal.
+// Loads the artifact once, then runs prefill + decode tokens `reps` times on one session, reset
+// between runs, its scratch for the prompt allocated before any timer starts. Shows the tokens
+// done as a progress bar labelled `label` on a terminal, stepped outside the timed windows.
 SpeedResult measure_speed(const std::string& artifact_dir, int64_t prefill, int64_t decode, int64_t threads,
                           int64_t reps = 1, const std::string& label = "bench");
 int64_t peak_rss_bytes();
@@ -84,9 +85,10 @@ struct BenchReport {
   std::vector<BenchRow> rows;
 };
 
-// Loads the artifact once, passes one token through every block (so the first test does not pay
-// the mapped weights' page faults), then runs each test `reps` times on one session per test.
-// A progress bar labelled `label` counts the tokens on a terminal.
+// Loads the artifact once, passes one token through every block on each thread count's new pool
+// (so the first test does not pay the mapped weights' page faults nor a pool's start), then runs
+// each test `reps` times on one session per test, its scratch allocated before the first timer.
+// A progress bar labelled `label` counts the tokens on a terminal, stepped outside the timers.
 BenchReport run_bench(const std::string& artifact_dir, const BenchPlan& plan, const std::string& label = "bench");
 
 // The machine a table was measured on.

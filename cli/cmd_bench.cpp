@@ -31,8 +31,18 @@ struct Opts {
   bool json_out = false, allow_long = false;
 };
 
+// Digits only, after an optional '-': strtoll alone would also take " 4" and "+4". A negative item
+// where negatives are not allowed (-p, -n, --batch) passes here to be refused as out of range,
+// which says what the option takes.
+bool is_whole_number(const std::string& item) {
+  const size_t first = !item.empty() && item[0] == '-' ? 1 : 0;
+  if (first == item.size()) return false;
+  return std::all_of(item.begin() + std::ptrdiff_t(first), item.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
 // "64,512" (or the option given several times) -> {64, 512}. Strict: an empty item, a value that
-// is not a whole number or outside [lo, hi] is a usage error naming the option.
+// is not a whole number (digits after an optional '-'), outside [lo, hi], or equal
+// to one before it (it would only repeat a row) is a usage error naming the option.
 std::vector<int64_t> parse_list(const std::string& option, const std::vector<std::string>& values, int64_t lo,
                                 int64_t hi) {
   std::vector<int64_t> out;
@@ -41,15 +51,17 @@ std::vector<int64_t> parse_list(const std::string& option, const std::vector<std
     for (;;) {
       const size_t comma = std::min(v.find(',', start), v.size());
       const std::string item = v.substr(start, comma - start);
-      if (item.empty()) fail_usage(option + " '" + v + "': an empty item in the list");
+      if (item.empty()) fail_usage(option + " '" + printable(v) + "': an empty item in the list");
       char* end = nullptr;
       errno = 0;
-      const long long n = std::strtoll(item.c_str(), &end, 10);
+      const long long n = is_whole_number(item) ? std::strtoll(item.c_str(), &end, 10) : 0;
       if (end != item.c_str() + item.size() || errno)
-        fail_usage(option + " '" + item + "': not a whole number (a list looks like 32 or 32,128)");
+        fail_usage(option + " '" + printable(item) + "': not a whole number (a list looks like 32 or 32,128)");
       if (n < lo || n > hi)
         fail_usage(option + " " + item + " is out of range: must be " + std::to_string(lo) + " to " +
                    std::to_string(hi));
+      if (std::find(out.begin(), out.end(), n) != out.end())
+        fail_usage(option + " " + std::to_string(n) + " given twice: each value makes its own rows once");
       out.push_back(n);
       if (comma == v.size()) break;
       start = comma + 1;

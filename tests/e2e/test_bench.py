@@ -132,7 +132,21 @@ class BenchTables(unittest.TestCase):
                               (["-t", "1,-2"], ["-t/--threads -2"]),
                               (["-t", ","], ["-t/--threads", "empty"]),
                               (["-r", 0], ["--repetitions", "1 to 1000"]),
-                              (["-o", "xml"], ["--output", "xml"])]:
+                              (["-o", "xml"], ["--output", "xml"]),
+                              # digits only: no sign, no space, nothing strtoll would skip
+                              (["-p", " 4"], ["-p ' 4'", "whole number"]),
+                              (["-p", "4 "], ["-p '4 '", "whole number"]),
+                              (["-p", "+4"], ["-p '+4'", "whole number"]),
+                              (["-n", "0x10"], ["-n '0x10'", "whole number"]),
+                              (["-t", "+1"], ["-t/--threads '+1'", "whole number"]),
+                              (["-t", "-"], ["-t/--threads '-'", "whole number"]),
+                              (["--batch", "\t2"], ["--batch", "whole number"]),
+                              # a value given twice would only repeat its rows
+                              (["-p", "4,8,4"], ["-p 4 given twice"]),
+                              (["-p", "4", "-p", "04"], ["-p 4 given twice"]),
+                              (["-n", "2,2"], ["-n 2 given twice"]),
+                              (["-t", "1,1"], ["-t/--threads 1 given twice"]),
+                              (["--batch", "3,1,3"], ["--batch 3 given twice"])]:
             with self.subTest(args=args):
                 error_line(self, sf("bench", self.art, *args, check=False), 2, *needles)
 

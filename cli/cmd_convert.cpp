@@ -80,7 +80,7 @@ void add_convert(CLI::App& app, int& exit_code) {
   c->add_option("--arch", o->c.arch, arch_help())->default_val("auto");
   auto* pl = c->add_option("--pipeline", o->c.pipeline_file, "JSON pipeline file replacing the default stages");
   add_threads_option(c, o->c.threads);
-  c->add_flag("--force", o->c.force, "replace OUT only if it is an existing artifact");
+  c->add_flag("--force", o->c.force, "replace OUT only if it is an existing artifact (with --format gguf: an existing GGUF file)");
   c->add_flag("--json", o->json_out, "print a JSON report");
   c->callback([o, dt, q, tq, nf, pl, tv, &exit_code] {
     if (pl->count() > 0) refuse_beside_pipeline({q, dt, tq, nf, tv});

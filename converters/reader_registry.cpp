@@ -9,6 +9,18 @@
 
 namespace sf {
 
+namespace {
+bool is_gguf(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) return false;
+  const InputFile f(path);
+  char magic[4] = {};
+  if (f.size() < 4) return false;
+  f.read_at(0, magic, 4);
+  return std::string(magic, 4) == "GGUF";
+}
+}  // namespace
+
 const std::vector<ReaderEntry>& readers() {
   // safetensors first: a directory holding both model.safetensors and pytorch_model.bin (as many
   // Hugging Face repositories do) is read from the safetensors, as transformers reads it.
@@ -29,6 +41,11 @@ std::unique_ptr<SourceModel> open_source(const std::string& path, const std::str
     if (format == "auto" && r.probe(path)) return r.open(path);
   }
   if (format != "auto") fail("unknown source format '" + format + "'");
+  // A GGUF is an output of convert (and a model inspect, run and eval read), not a checkpoint.
+  if (is_gguf(path))
+    fail_file(path, "is a GGUF file, which convert does not read (convert reads checkpoints: a torch.save zip, "
+                    "a .safetensors file, or a directory holding one); inspect, run and eval take the GGUF itself",
+              ErrorKind::Unsupported);
   fail_file(path, "not a recognised model source (expected a torch.save zip checkpoint, a .safetensors file, or a "
                         "directory holding one)");
 }

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
-#include <set>
+#include <unordered_map>
 
 #include "core/checked.h"
 #include "core/error.h"
@@ -18,10 +18,13 @@ constexpr uint64_t kMaxKeyBytes = 65536;
 constexpr uint64_t kMaxNameBytes = 64;  // GGML_MAX_NAME
 constexpr uint32_t kMaxDims = 4;        // GGML_MAX_DIMS
 constexpr uint64_t kMaxAlignment = uint64_t(1) << 20;
+// ggml reads f32 rows through float*: the data must be at least that aligned; llama.cpp writes 32.
+constexpr uint64_t kMinAlignment = 32;
 // Entries are kept in memory several times their size in the file: real files have tens of keys
-// and at most tens of thousands of tensors (a large mixture of experts), so more is refused.
+// and at most a few thousand tensors (a 70B LLaMA ~723; mixtures of experts that keep each expert
+// as its own tensor a few thousand), so more is refused rather than costing seconds and gigabytes.
 constexpr uint64_t kMaxKeys = uint64_t(1) << 16;
-constexpr uint64_t kMaxTensors = uint64_t(1) << 20;
+constexpr uint64_t kMaxTensors = uint64_t(1) << 16;
 
 // ggml's block layouts (ggml-common.h): elements per block and bytes per block, by ggml_type.
 struct GgmlLayout {
@@ -131,17 +134,16 @@ GgufFile::GgufFile(const std::string& path) : map_(std::make_shared<MappedFile>(
   if (n_kv > map_->size() / 13)
     fail_file(path, "is truncated or damaged: it claims " + std::to_string(n_kv) + " metadata entries, more than its " +
                         size + " bytes can hold");
-  if (n_kv > kMaxKeys) fail_file(path, "has " + std::to_string(n_kv) + " metadata entries, more than the 65536 shardforge reads");
+  if (n_kv > kMaxKeys) fail_file(path, "has " + std::to_string(n_kv) + " metadata entries, more than the " + std::to_string(kMaxKeys) + " shardforge reads");
   if (n_tensors > kMaxTensors)
-    fail_file(path, "has " + std::to_string(n_tensors) + " tensors, more than the 1048576 shardforge reads");
+    fail_file(path, "has " + std::to_string(n_tensors) + " tensors, more than the " + std::to_string(kMaxTensors) + " shardforge reads");
   if (n_tensors > map_->size() / 24)
     fail_file(path, "is truncated or damaged: it claims " + std::to_string(n_tensors) + " tensors, more than its " +
                         size + " bytes can hold");
 
-  std::set<std::string> keys;
   for (uint64_t k = 0; k < n_kv; ++k) {
     std::string key = c.string(kMaxKeyBytes, "a metadata key");
-    if (!keys.insert(key).second) fail_file(path, "metadata key '" + printable(key) + "' appears twice");
+    if (!kv_index_.emplace(key, kv_.size()).second) fail_file(path, "metadata key '" + printable(key) + "' appears twice");
     GgufValue v;
     v.type = checked_type(c.read<uint32_t>("a value type"), path, key);
     if (v.type == ValueType::String) {
@@ -166,16 +168,17 @@ GgufFile::GgufFile(const std::string& path) : map_(std::make_shared<MappedFile>(
   }
   if (const GgufValue* a = find("general.alignment")) {
     if (a->type != ValueType::U32) fail_file(path, "general.alignment is not a u32");
-    if (a->u == 0 || (a->u & (a->u - 1)) != 0 || a->u > kMaxAlignment)
-      fail_file(path, "general.alignment " + std::to_string(a->u) + " is not a power of two up to 1 MiB");
+    if (a->u < kMinAlignment || (a->u & (a->u - 1)) != 0 || a->u > kMaxAlignment)
+      fail_file(path, "general.alignment " + std::to_string(a->u) + " is not a power of two from 32 to 1 MiB "
+                      "(shardforge reads tensors in place, and its kernels need their data aligned to at least 32)");
     alignment_ = a->u;
   }
 
-  std::set<std::string> names;
   for (uint64_t t = 0; t < n_tensors; ++t) {
     GgufTensor g;
     g.name = c.string(kMaxNameBytes, "a tensor name");
-    if (!names.insert(g.name).second) fail_file(path, "tensor '" + printable(g.name) + "' appears twice");
+    if (!tensor_index_.emplace(g.name, tensors_.size()).second)
+      fail_file(path, "tensor '" + printable(g.name) + "' appears twice");
     const std::string what = path + ": tensor '" + printable(g.name) + "'";
     const uint32_t n_dims = c.read<uint32_t>("a tensor's dimension count");
     if (n_dims < 1 || n_dims > kMaxDims)
@@ -219,15 +222,13 @@ GgufFile::GgufFile(const std::string& path) : map_(std::make_shared<MappedFile>(
 }
 
 const GgufValue* GgufFile::find(const std::string& key) const {
-  for (const auto& [k, v] : kv_)
-    if (k == key) return &v;
-  return nullptr;
+  const auto it = kv_index_.find(key);
+  return it == kv_index_.end() ? nullptr : &kv_[it->second].second;
 }
 
 const GgufTensor* GgufFile::tensor(const std::string& name) const {
-  for (const auto& t : tensors_)
-    if (t.name == name) return &t;
-  return nullptr;
+  const auto it = tensor_index_.find(name);
+  return it == tensor_index_.end() ? nullptr : &tensors_[it->second];
 }
 
 namespace {

@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "core/mapped_file.h"
@@ -69,6 +70,8 @@ class GgufFile {
   uint64_t alignment_ = gguf::kAlignment, data_start_ = 0;
   std::vector<std::pair<std::string, GgufValue>> kv_;
   std::vector<GgufTensor> tensors_;
+  // Built once while reading, so each lookup is constant time (a model's reader looks up every tensor).
+  std::unordered_map<std::string, size_t> kv_index_, tensor_index_;
 };
 
 // The bytes of one row of ne[0] elements of a ggml type, or nullopt for a type shardforge does not

@@ -192,15 +192,23 @@ ModelDesc gguf_model_desc(const GgufFile& f) {
   }
   // shardforge's own description, when present, must agree; its exact values are then taken.
   if (const auto own = f.get_string("shardforge.model")) {
+    // parse_json names the file and key itself; from_json's messages name neither.
+    const json j = parse_json(*own, f.path() + ": shardforge.model");
     ModelDesc s;
     try {
-      s = ModelDesc::from_json(parse_json(*own, f.path() + ": shardforge.model"));
+      s = ModelDesc::from_json(j);
     } catch (const Error& e) {
       fail_file(f.path(), "shardforge.model: " + e.message());
     }
     // GPT-2's output.weight is written even when tied: the tie is shardforge's to say.
     if (!same_structure(s, d) || (s.tied_embeddings != d.tied_embeddings && !arch->output_required))
       fail_file(f.path(), "shardforge.model disagrees with the file's llama.cpp metadata or tensors");
+    // The writer puts max_seq in {arch}.context_length (2048 when unknown); GPT-2's is its
+    // position table's rows. A longer max_seq than that would run past what the model was made for.
+    if (s.max_seq > 0 && s.max_seq != d.max_seq && (gpt2 || f.find(*arch_name + ".context_length")))
+      fail_file(f.path(), "shardforge.model's max_seq " + std::to_string(s.max_seq) + " contradicts " +
+                              (gpt2 ? std::string("position_embd.weight's ") : *arch_name + ".context_length ") +
+                              std::to_string(d.max_seq));
     d = s;
   }
   return d;

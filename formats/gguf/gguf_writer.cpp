@@ -56,6 +56,21 @@ std::string why_not_replaceable_gguf(const std::string& path) {
   return ok ? "" : "is not a GGUF file; --force replaces only a GGUF file";
 }
 
+// Whether process `pid` runs shardforge: a live PID alone may have been reused by any program
+// since the conversion that left the file stopped. Its command name (/proc/PID/comm) is the
+// executable's file name; unreadable (no /proc) counts as shardforge, the careful answer.
+bool is_shardforge(pid_t pid) {
+  const int fd = ::open(("/proc/" + std::to_string(pid) + "/comm").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno != ENOENT;
+  char buf[32] = {};
+  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return true;
+  std::string comm(buf, size_t(n));
+  if (!comm.empty() && comm.back() == '\n') comm.pop_back();
+  return comm.rfind("shardforge", 0) == 0;
+}
+
 // OUT.partial-PID and OUT.partial-PID.data siblings: another conversion's while PID lives (refused,
 // as for artifact directories), a killed one's otherwise (reported and left: a regular file of that
 // name could be anyone's).
@@ -72,10 +87,11 @@ void check_partial_siblings(const std::string& out) {
     if (pid.empty() || pid.size() > 9 || pid.find_first_not_of("0123456789") != std::string::npos) continue;
     const pid_t id = pid_t(std::stol(pid));
     if (id == ::getpid()) continue;
-    if (::kill(id, 0) == 0 || errno == EPERM)
+    if ((::kill(id, 0) == 0 || errno == EPERM) && is_shardforge(id))
       fail_file(e.path().string(), "process " + pid + " is writing " + out + " (another conversion?); not starting a "
                                    "second one (if no conversion is running, remove this file)");
-    warn(e.path().string() + " was left by a conversion that stopped (process " + pid + " is gone); left in place");
+    warn(e.path().string() + " was left by a conversion that stopped (process " + pid +
+         " is gone or is not shardforge); left in place");
   }
 }
 
@@ -129,7 +145,12 @@ class GgufWriter : public FormatWriter {
     if (std::string why = arch_.cannot_run(desc); !why.empty())
       fail("--format gguf: this " + desc.family + " model has " + why, ErrorKind::Unsupported);
     refuse_output_holding_inputs(out_, target.inputs);
+    // -o dir/ (or an existing directory) would only fail after converting: refused before anything
+    // is created.
     struct stat st {};
+    const std::string leaf = fs::path(out_).filename().string();
+    if (leaf.empty() || leaf == "." || leaf == ".." || (::stat(out_.c_str(), &st) == 0 && S_ISDIR(st.st_mode)))
+      fail_usage(out_ + ": -o names a directory; with --format gguf give the .gguf file name");
     if (::lstat(out_.c_str(), &st) == 0) {
       if (!force_) fail_file(out_, "already exists (use --force to replace a GGUF file)");
       if (std::string why = why_not_replaceable_gguf(out_); !why.empty()) fail_file(out_, why);

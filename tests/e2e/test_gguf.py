@@ -68,6 +68,61 @@ class Gguf:
         return GGML[self.tensors[name][1]][0]
 
 
+# ---- rewriting a GGUF's metadata: raw entries kept, tensor infos and data carried over as they are ----
+def _value_end(buf, pos, t):
+    if t == 8:
+        (n,) = struct.unpack_from("<Q", buf, pos)
+        return pos + 8 + n
+    if t == 9:
+        elem, count = struct.unpack_from("<IQ", buf, pos)
+        pos += 12
+        for _ in range(count):
+            pos = _value_end(buf, pos, elem)
+        return pos
+    return pos + struct.calcsize(SCALARS[t])
+
+
+def edit_gguf(buf, changes, alignment=32):
+    """The GGUF with metadata entries replaced, added or (value None) removed: changes maps a key to
+    (value type, value bytes). The data section is re-padded to `alignment` after the header."""
+    n_tensors, n_kv = struct.unpack_from("<QQ", buf, 8)
+    pos, kv = 24, []
+    for _ in range(n_kv):
+        (n,) = struct.unpack_from("<Q", buf, pos)
+        key = buf[pos + 8:pos + 8 + n].decode()
+        pos += 8 + n
+        (t,) = struct.unpack_from("<I", buf, pos)
+        end = _value_end(buf, pos + 4, t)
+        kv.append((key, t, buf[pos + 4:end]))
+        pos = end
+    infos = pos
+    for _ in range(n_tensors):
+        (n,) = struct.unpack_from("<Q", buf, pos)
+        (nd,) = struct.unpack_from("<I", buf, pos + 8 + n)
+        pos += 8 + n + 4 + 8 * nd + 12
+    old_align = dict((k, v) for k, _, v in kv).get("general.alignment")
+    old_align = struct.unpack("<I", old_align)[0] if old_align else 32
+    data = buf[(pos + old_align - 1) // old_align * old_align:]
+    out = dict((k, (t, v)) for k, t, v in kv)
+    order = [k for k, _, _ in kv] + [k for k in changes if k not in out]
+    out.update(changes)
+    h = b"GGUF" + struct.pack("<IQQ", 3, n_tensors, sum(1 for k in order if out[k] is not None))
+    for k in order:
+        if out[k] is not None:
+            h += struct.pack("<Q", len(k.encode())) + k.encode() + struct.pack("<I", out[k][0]) + out[k][1]
+    h += buf[infos:pos]
+    return h + b"\0" * (-len(h) % alignment) + data
+
+
+def gguf_str(s):
+    b = s.encode()
+    return (8, struct.pack("<Q", len(b)) + b)
+
+
+def gguf_u8s(b):
+    return (9, struct.pack("<IQ", 0, len(b)) + b)
+
+
 # ---- ggml's reference quantizers, from their published definition (ggml-quants.c) ----
 def fp16_bytes(x):
     return np.asarray(x, dtype=np.float32).astype(np.float16).tobytes()
@@ -329,13 +384,47 @@ class GgufRefusals(TempDirTest):
 
 
     def test_a_live_conversion_s_partial_file_is_respected(self):
+        import subprocess
         out = self.path("x.gguf")
-        live = f"{out}.partial-{os.getpid()}"  # this test's process: alive
-        write_bytes(live, b"")
-        p = sf("convert", fixture("hf_gqa"), "--format", "gguf", "-o", out, check=False)
-        self.assertEqual(p.returncode, 1, p.stderr)
-        self.assertIn("is writing", p.stderr)
-        self.assertEqual(sorted(os.listdir(self.tmp)), [os.path.basename(live)])
+        # A live process whose command name is shardforge (Linux names it after the file executed).
+        bindir = self.path("bin")
+        os.mkdir(bindir)
+        os.symlink(shutil.which("sleep"), os.path.join(bindir, "shardforge"))
+        proc = subprocess.Popen([os.path.join(bindir, "shardforge"), "60"])
+        try:
+            live = f"{out}.partial-{proc.pid}"
+            write_bytes(live, b"")
+            p = sf("convert", fixture("hf_gqa"), "--format", "gguf", "-o", out, check=False)
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn(f"process {proc.pid} is writing", p.stderr)
+            self.assertEqual(sorted(os.listdir(self.tmp)), sorted(["bin", os.path.basename(live)]))
+        finally:
+            proc.kill()
+            proc.wait()
+
+    def test_a_live_pid_that_is_not_shardforge_does_not_block(self):
+        out = self.path("x.gguf")
+        stale = f"{out}.partial-{os.getpid()}"  # this test's process: alive, but python, not shardforge
+        write_bytes(stale, b"")
+        p = sf("convert", fixture("hf_gqa"), "--format", "gguf", "-o", out)
+        self.assertIn("not shardforge", p.stderr)
+        self.assertEqual(Gguf(out).kv["general.architecture"], "llama")
+        self.assertEqual(read_bytes(stale), b"")  # left in place: it could be anyone's
+
+    def test_o_naming_a_directory_is_refused_before_anything_is_created(self):
+        newdir = self.path("newdir")
+        self.refused([fixture("hf_gqa"), "--format", "gguf", "-o", newdir + "/"], 2, "names a directory", ".gguf file name")
+        self.assertFalse(os.path.exists(newdir))
+        os.mkdir(newdir)
+        self.refused([fixture("hf_gqa"), "--format", "gguf", "-o", newdir, "--force"], 2, "names a directory")
+        self.assertEqual(os.listdir(newdir), [])
+
+    def test_a_gguf_is_not_a_convert_source(self):
+        g = self.path("m.gguf")
+        sf("convert", fixture("hf_gqa"), "--format", "gguf", "-o", g)
+        p = self.refused([g, "-o", self.path("art")], 1, g, "GGUF", "convert reads checkpoints")
+        self.assertNotIn("not a recognised", p.stderr)
+        self.assertFalse(os.path.exists(self.path("art")))
 
 
 class HostileGguf(TempDirTest):
@@ -404,3 +493,90 @@ class HostileGguf(TempDirTest):
 
     def test_not_gguf(self):
         self.bad(b"GGUF", "truncated")
+
+    def test_alignment_below_32_is_refused(self):
+        data = read_bytes(self.good)
+        for a in (1, 8, 16):
+            self.bad(edit_gguf(data, {"general.alignment": (4, struct.pack("<I", a))}, alignment=a),
+                     f"general.alignment {a} ", "at least 32")
+        # The same rewrite with 32 kept reads and runs: the refusal is the alignment's.
+        path = self.path("a32.gguf")
+        write_bytes(path, edit_gguf(data, {"general.alignment": (4, struct.pack("<I", 32))}))
+        sf("run", path, "--ids", "1,2", "-n", "1")
+
+    def test_too_many_tensors_is_refused_at_once(self):
+        # A header claiming one tensor more than the cap: refused before any tensor is read.
+        self.bad(b"GGUF" + struct.pack("<IQQ", 3, 65537, 0) + bytes(4096), "65537 tensors", "65536")
+
+    def test_65536_tiny_tensors_are_read_in_bounded_time_and_memory(self):
+        import resource
+        import time
+        n = 65536
+        h = b"GGUF" + struct.pack("<IQQ", 3, n, 1) + struct.pack("<Q", 20) + b"general.architecture" + \
+            struct.pack("<I", 8) + struct.pack("<Q", 5) + b"llama"
+        for i in range(n):
+            name = f"t{i}".encode()
+            h += struct.pack("<Q", len(name)) + name + struct.pack("<IQIQ", 1, 1, 0, 32 * i)
+        path = self.path("many.gguf")
+        write_bytes(path, h + bytes(-len(h) % 32) + bytes(32 * n))
+        start = time.monotonic()
+        info = sf_json("inspect", path)
+        seconds = time.monotonic() - start
+        self.assertEqual(len(info["tensors"]), n)
+        self.assertIn("token_embd.weight", info["model_problem"])  # every tensor looked up: none is a model's
+        self.assertLess(seconds, 10)
+        self.assertLess(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, 512 * 1024)  # KiB
+
+    def test_max_seq_must_agree_with_context_length(self):
+        g = Gguf(self.good)
+        model = __import__("json").loads(g.kv["shardforge.model"])
+        ctx = g.kv["llama.context_length"]
+        model["max_seq"] = ctx * 1024
+        data = edit_gguf(read_bytes(self.good), {"shardforge.model": gguf_str(__import__("json").dumps(model))})
+        self.bad(data, "max_seq", str(ctx * 1024), f"llama.context_length {ctx}", commands=("run",))
+        self.assertIn("contradicts", sf_json("inspect", self.path("bad.gguf"))["model_problem"])
+
+    def test_a_bad_shardforge_model_is_named_once(self):
+        data = edit_gguf(read_bytes(self.good), {"shardforge.model": gguf_str("[" * 100 + "]" * 100)})
+        self.bad(data, "nested", commands=("run",))
+        p = sf("run", self.path("bad.gguf"), "--ids", "1", check=False)
+        self.assertEqual(p.stderr.count("shardforge.model"), 1, p.stderr)
+        self.assertEqual(p.stderr.count(self.path("bad.gguf")), 1, p.stderr)
+
+
+class GgufEmbeddedTokenizerErrors(TempDirTest):
+    """A damaged tokenizer inside a GGUF is reported against the GGUF and its key, not the temporary
+    file it was extracted to. run --ids fails too (it prints the text of what it generates): the
+    tokenizer is part of the model file, and a damaged one is damage, not an absent one."""
+
+    def setUp(self):
+        super().setUp()
+        if not os.path.exists(os.path.join(STORIES, "tok512.model")):
+            self.skipTest("shared stories260K missing")
+        self.good = self.path("st.gguf")
+        sf("convert", os.path.join(STORIES, "stories260K.pt"), "--tokenizer", os.path.join(STORIES, "tok512.model"),
+           "--format", "gguf", "-o", self.good)
+
+    def refused(self, changes, *needles):
+        path = self.path("bad.gguf")
+        write_bytes(path, edit_gguf(read_bytes(self.good), changes))
+        for args in (["-p", "Once"], ["--ids", "1,2"]):
+            p = sf("run", path, *args, "-n", "2", check=False)
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertEqual(p.stderr.count("\n"), 1, p.stderr)
+            for n in needles:
+                self.assertIn(n, p.stderr)
+            self.assertNotIn("shardforge-gguf-", p.stderr)  # the temporary directory
+            self.assertNotIn("manifest.json", p.stderr)
+
+    def test_a_file_that_is_not_a_sentencepiece_model(self):
+        self.refused({"shardforge.tokenizer.file.tokenizer.model": gguf_u8s(b"\xff" * 64)},
+                     self.path("bad.gguf") + ": shardforge.tokenizer.file.tokenizer.model: not a SentencePiece model")
+
+    def test_an_unknown_kind(self):
+        self.refused({"shardforge.tokenizer.kind": gguf_str("evil")},
+                     self.path("bad.gguf") + ": shardforge.tokenizer.kind: ", '"evil" is unknown')
+
+    def test_the_good_file_reads_text(self):
+        p = sf("run", self.good, "-p", "Once", "-n", "2")
+        self.assertTrue(p.stdout.startswith("Once"), p.stdout)

@@ -1,9 +1,11 @@
 #include "executor/kernels.h"
 
+#include "core/error.h"
 #include "executor/attend_simd.h"
 #include "executor/matmul_simd.h"
 
 #include <algorithm>
+#include <string>
 #include <cmath>
 #include <vector>
 
@@ -27,6 +29,20 @@ const float* as_f32(const TensorView& v, std::vector<float>& buf) {
 void matmul(const TensorView& w, const TensorView* bias, const float* x, size_t T, float* y, ThreadPool* pool) {
   std::vector<float> bias_buf;
   simd::matmul(w, bias ? as_f32(*bias, bias_buf) : nullptr, x, T, y, pool);
+}
+
+void matmul_many(const MatmulOut* outs, size_t n, const float* x, size_t T, ThreadPool* pool) {
+  if (n > simd::kMaxProducts)
+    fail("matmul_many: " + std::to_string(n) + " products, at most " + std::to_string(simd::kMaxProducts));
+  std::vector<float> bias_buf[simd::kMaxProducts];
+  simd::Product products[simd::kMaxProducts];
+  for (size_t i = 0; i < n; ++i) {
+    if (outs[i].w->cols() != outs[0].w->cols())
+      fail("matmul_many: products over inputs of different widths (" + std::to_string(outs[0].w->cols()) + " and " +
+           std::to_string(outs[i].w->cols()) + ")");
+    products[i] = {outs[i].w, outs[i].bias ? as_f32(*outs[i].bias, bias_buf[i]) : nullptr, outs[i].y};
+  }
+  simd::matmul_many(products, n, x, T, pool);
 }
 
 void matmul_reference(const TensorView& w, const TensorView* bias, const float* x, size_t T, float* y,

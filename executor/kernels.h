@@ -16,6 +16,16 @@ namespace sf::kernels {
 // (executor/matmul_simd.cpp); integer weight types meet activations quantized to 8 bits per block
 // of 32, so results differ from matmul_reference by that rounding.
 void matmul(const TensorView& w, const TensorView* bias, const float* x, size_t T, float* y, ThreadPool* pool);
+// Several products of the same input x ([T x cols]; every w has cols columns), at most 8: each
+// y_i = x · W_i^T + bias_i as matmul gives it, bit for bit, but in ONE parallel section over the
+// products' rows and with x quantized once: a decode step pays one pool wake-up for q, k and v
+// (or gate and up) instead of one per product.
+struct MatmulOut {
+  const TensorView* w;
+  const TensorView* bias;  // may be null
+  float* y;                // [T x w->rows()]
+};
+void matmul_many(const MatmulOut* outs, size_t n, const float* x, size_t T, ThreadPool* pool);
 // The scalar product in f32 with the type's own row kernels (core/quant_types): the reference the
 // SIMD kernels are tested against.
 void matmul_reference(const TensorView& w, const TensorView* bias, const float* x, size_t T, float* y,

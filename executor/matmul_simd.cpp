@@ -428,35 +428,76 @@ void decoded_rows(const Job& job, size_t begin, size_t end) {
   for (; r < end; ++r) run(r, std::integral_constant<size_t, 1>());
 }
 
-void run_rows(ThreadPool* pool, const Job& job, void (*rows)(const Job&, size_t, size_t)) {
-  if (pool && pool->size() > 1 && job.rows * job.cols * job.T >= kParallelMin)
-    pool->parallel_for(job.rows, [&](size_t begin, size_t end) { rows(job, begin, end); });
-  else
-    rows(job, 0, job.rows);
-}
+// One product of a call: its job and the row loop for its weight type. `order` is the lane order
+// its activations are quantized in, or -1 for the float paths (which read x directly).
+struct Part {
+  Job job;
+  void (*rows)(const Job&, size_t, size_t);
+  int order;
+};
 
 template <class Row>
-void run_int(Job job, ThreadPool* pool) {
-  thread_local QuantizedX qx;  // the calling thread's: grows once, reused by every call
-  quantize_x(job.x, job.T, job.cols, Row::kOrder, qx);
-  job.qx = &qx;
-  run_rows(pool, job, int_rows<Row>);
+void set_int(Part& p) {
+  p.rows = int_rows<Row>;
+  p.order = int(Row::kOrder);
+}
+
+Part plan(const TensorView& w, const float* bias, const float* x, size_t T, float* y) {
+  Part p{Job{&w, bias, x, T, size_t(w.rows()), size_t(w.cols()), y, nullptr}, decoded_rows, -1};
+  const bool int4_in_blocks = w.group > 0 && (w.group % kBlock == 0 || w.group >= p.job.cols);
+  switch (w.type) {
+    case QType::F32: p.rows = float_rows<F32Row>; break;
+    case QType::F16: p.rows = float_rows<F16Row>; break;
+    case QType::BF16: p.rows = float_rows<BF16Row>; break;
+    case QType::Int8: set_int<Int8Row>(p); break;
+    case QType::Q8_0: set_int<Q80Row>(p); break;
+    case QType::Q4_0: set_int<Q40Row>(p); break;
+    case QType::Int4Sym: if (int4_in_blocks) set_int<Int4Row<false>>(p); break;
+    case QType::Int4Asym: if (int4_in_blocks) set_int<Int4Row<true>>(p); break;
+  }
+  return p;
+}
+
+// Runs products sharing the input x in one parallel section over their concatenated rows: one
+// wake-up of the pool instead of one per product, and x quantized once per lane order. Each row
+// goes through the same row loop as a lone product, so the bits are those of separate calls.
+void run_parts(Part* parts, size_t n, ThreadPool* pool) {
+  thread_local QuantizedX qx[3];  // per Order, the calling thread's: grow once, reused by every call
+  bool quantized[3] = {};
+  size_t total = 0, work = 0;
+  for (size_t i = 0; i < n; ++i) {
+    Job& job = parts[i].job;
+    if (parts[i].order >= 0) {
+      const size_t o = size_t(parts[i].order);
+      if (!quantized[o]) quantize_x(job.x, job.T, job.cols, Order(o), qx[o]);
+      quantized[o] = true;
+      job.qx = &qx[o];
+    }
+    total += job.rows;
+    work += job.rows * job.cols * job.T;
+  }
+  auto rows = [&](size_t begin, size_t end) {
+    size_t first = 0;  // of parts[i] in the concatenation
+    for (size_t i = 0; i < n && first < end; first += parts[i].job.rows, ++i) {
+      const size_t b = std::max(begin, first), e = std::min(end, first + parts[i].job.rows);
+      if (b < e) parts[i].rows(parts[i].job, b - first, e - first);
+    }
+  };
+  if (pool && pool->size() > 1 && work >= kParallelMin)
+    pool->parallel_for(total, rows);
+  else
+    rows(0, total);
 }
 
 void Matmul(const TensorView& w, const float* bias, const float* x, size_t T, float* y, ThreadPool* pool) {
-  const Job job{&w, bias, x, T, size_t(w.rows()), size_t(w.cols()), y, nullptr};
-  const bool int4_in_blocks = w.group > 0 && (w.group % kBlock == 0 || w.group >= job.cols);
-  switch (w.type) {
-    case QType::F32: return run_rows(pool, job, float_rows<F32Row>);
-    case QType::F16: return run_rows(pool, job, float_rows<F16Row>);
-    case QType::BF16: return run_rows(pool, job, float_rows<BF16Row>);
-    case QType::Int8: return run_int<Int8Row>(job, pool);
-    case QType::Q8_0: return run_int<Q80Row>(job, pool);
-    case QType::Q4_0: return run_int<Q40Row>(job, pool);
-    case QType::Int4Sym: return int4_in_blocks ? run_int<Int4Row<false>>(job, pool) : run_rows(pool, job, decoded_rows);
-    case QType::Int4Asym: return int4_in_blocks ? run_int<Int4Row<true>>(job, pool) : run_rows(pool, job, decoded_rows);
-  }
-  run_rows(pool, job, decoded_rows);
+  Part p = plan(w, bias, x, T, y);
+  run_parts(&p, 1, pool);
+}
+
+void MatmulMany(const Product* products, size_t n, const float* x, size_t T, ThreadPool* pool) {
+  Part parts[kMaxProducts];
+  for (size_t i = 0; i < n; ++i) parts[i] = plan(*products[i].w, products[i].bias, x, T, products[i].y);
+  run_parts(parts, n, pool);
 }
 
 int64_t ActiveTarget() { return HWY_TARGET; }
@@ -469,9 +510,14 @@ namespace sf::kernels::simd {
 
 HWY_EXPORT(Matmul);
 HWY_EXPORT(ActiveTarget);
+HWY_EXPORT(MatmulMany);
 
 void matmul(const TensorView& w, const float* bias, const float* x, size_t T, float* y, ThreadPool* pool) {
   HWY_DYNAMIC_DISPATCH(Matmul)(w, bias, x, T, y, pool);
+}
+
+void matmul_many(const Product* products, size_t n, const float* x, size_t T, ThreadPool* pool) {
+  HWY_DYNAMIC_DISPATCH(MatmulMany)(products, n, x, T, pool);
 }
 
 std::vector<int64_t> available_targets() { return hwy::SupportedAndGeneratedTargets(); }

@@ -12,6 +12,15 @@ namespace sf::kernels::simd {
 
 // kernels::matmul's contract, with the bias already decoded to f32 (or null).
 void matmul(const TensorView& w, const float* bias, const float* x, size_t T, float* y, ThreadPool* pool);
+// kernels::matmul_many's: products of one input x ([T x cols], cols the same for every w).
+struct Product {
+  const TensorView* w;
+  const float* bias;  // f32 or null
+  float* y;
+};
+constexpr size_t kMaxProducts = 8;
+// n <= kMaxProducts and equal widths: checked by kernels::matmul_many.
+void matmul_many(const Product* products, size_t n, const float* x, size_t T, ThreadPool* pool);
 
 // The targets this build compiled that the CPU can run, as Highway target bits (for tests and
 // benchmarks), and their names.

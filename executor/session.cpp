@@ -233,9 +233,9 @@ void Session::block(int64_t l, size_t n) {
   };
 
   kernels::norm(d.norm, x_.data(), n, D, *w.attn_norm, w.attn_norm_b, d.norm_eps, xn_.data());
-  kernels::matmul(*w.q, w.q_b, xn_.data(), n, q_.data(), pool_);
-  kernels::matmul(*w.k, w.k_b, xn_.data(), n, k_.data(), pool_);
-  kernels::matmul(*w.v, w.v_b, xn_.data(), n, v_.data(), pool_);
+  // q, k and v in one parallel section (one pool wake-up, the input quantized once).
+  const kernels::MatmulOut qkv[] = {{w.q, w.q_b, q_.data()}, {w.k, w.k_b, k_.data()}, {w.v, w.v_b, v_.data()}};
+  kernels::matmul_many(qkv, 3, xn_.data(), n, pool_);
   for (size_t t = 0; t < n; ++t) {
     auto rotate = [&](float* x, size_t heads) {
       for (size_t h = 0; h < heads; ++h) {
@@ -256,11 +256,12 @@ void Session::block(int64_t l, size_t n) {
   residual(o_.data());
 
   kernels::norm(d.norm, x_.data(), n, D, *w.ffn_norm, w.ffn_norm_b, d.norm_eps, xn_.data());
-  kernels::matmul(*w.up, w.up_b, xn_.data(), n, up_.data(), pool_);
   if (d.ffn == FfnKind::SiluGated) {
-    kernels::matmul(*w.gate, w.gate_b, xn_.data(), n, gate_.data(), pool_);
+    const kernels::MatmulOut up_gate[] = {{w.up, w.up_b, up_.data()}, {w.gate, w.gate_b, gate_.data()}};
+    kernels::matmul_many(up_gate, 2, xn_.data(), n, pool_);
     for (size_t i = 0; i < n * F; ++i) up_[i] *= kernels::silu(gate_[i]);
   } else {
+    kernels::matmul(*w.up, w.up_b, xn_.data(), n, up_.data(), pool_);
     for (size_t i = 0; i < n * F; ++i) up_[i] = kernels::gelu_tanh(up_[i]);
   }
   kernels::matmul(*w.down, w.down_b, up_.data(), n, o_.data(), pool_);

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "executor/kernels.h"
 #include "executor/matmul_simd.h"
 
@@ -218,6 +219,55 @@ TEST(Kernels, MatmulIsBitIdenticalForAnyThreadCountRowAndTokenPosition) {
       }
     });
   }
+}
+
+// matmul_many runs several products of one input in one parallel section; each output must be
+// bit for bit what its own matmul gives, whatever the types (mixed, so activations are quantized in
+// several lane orders), biases, token counts, thread counts and targets.
+TEST(Kernels, MatmulManyIsBitIdenticalToSeparateProducts) {
+  const size_t cols = 1024;
+  const size_t rows[] = {67, 20, 45};  // partial tiles, and a boundary inside a thread's chunk
+  const auto x = random_floats(7 * cols, 5);
+  const auto bias_values = random_floats(67, 6);
+  const TensorView bias{"b", QType::F32, 0, {67}, reinterpret_cast<const uint8_t*>(bias_values.data()), 67 * 4, 67 * 4};
+  std::vector<std::vector<TypeCase>> sets;
+  for (const TypeCase& c : all_types()) sets.push_back({c, c, c});
+  sets.push_back({{QType::Q4_0, 0}, {QType::F16, 0}, {QType::Int4Sym, 48}});
+  sets.push_back({{QType::Int4Asym, 32}, {QType::Q8_0, 0}, {QType::Q4_0, 0}});
+  ThreadPool one(1), two(2), three(3);
+  for (const auto& set : sets) {
+    SCOPED_TRACE(label(set[0]) + "," + label(set[1]) + "," + label(set[2]));
+    const Matrix m0(set[0], rows[0], cols, 21), m1(set[1], rows[1], cols, 22), m2(set[2], rows[2], cols, 23);
+    const TensorView* views[] = {&m0.view, &m1.view, &m2.view};
+    on_every_target([&] {
+      for (size_t T : {1, 7})
+        for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &one, &two, &three}) {
+          std::vector<float> sep[3], many[3];
+          kernels::MatmulOut outs[3];
+          for (size_t i = 0; i < 3; ++i) {
+            const TensorView* b = i == 0 ? &bias : nullptr;
+            sep[i].assign(T * rows[i], 0.0f);
+            many[i].assign(T * rows[i], -1.0f);
+            kernels::matmul(*views[i], b, x.data(), T, sep[i].data(), nullptr);
+            outs[i] = {views[i], b, many[i].data()};
+          }
+          kernels::matmul_many(outs, 3, x.data(), T, pool);
+          for (size_t i = 0; i < 3; ++i)
+            ASSERT_EQ(std::memcmp(sep[i].data(), many[i].data(), sep[i].size() * 4), 0)
+                << "product " << i << ", T=" << T << ", threads=" << (pool ? pool->size() : 0);
+        }
+    });
+  }
+}
+
+TEST(Kernels, MatmulManyRejectsDifferentWidthsAndTooManyProducts) {
+  const Matrix a({QType::F32, 0}, 4, 64, 1), b({QType::F32, 0}, 4, 96, 2);
+  const auto x = random_floats(96, 3);
+  std::vector<float> ya(4), yb(4);
+  const kernels::MatmulOut mixed[] = {{&a.view, nullptr, ya.data()}, {&b.view, nullptr, yb.data()}};
+  EXPECT_THROW(kernels::matmul_many(mixed, 2, x.data(), 1, nullptr), Error);
+  std::vector<kernels::MatmulOut> many(9, kernels::MatmulOut{&a.view, nullptr, ya.data()});
+  EXPECT_THROW(kernels::matmul_many(many.data(), many.size(), x.data(), 1, nullptr), Error);
 }
 
 // attend_head against its scalar reference: head sizes that leave vector tails, one to many

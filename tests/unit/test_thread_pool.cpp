@@ -4,8 +4,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/error.h"
@@ -52,6 +54,46 @@ TEST(ThreadPool, RethrowsTheLowestFailingChunkAfterEveryChunkEnds) {
     pool.parallel_for(10, [&](size_t b, size_t e) { n += int(e - b); });
     EXPECT_EQ(n.load(), 10);
   }
+}
+
+// A decode step is ~100 tiny jobs back to back: every one must still see every index exactly once
+// and its own function (the workers spin between jobs, so a stale job or a missed generation would
+// show here), including after pauses long enough for the workers to fall asleep.
+TEST(ThreadPool, ManySmallJobsInARow) {
+  for (size_t threads : {2, 3}) {
+    ThreadPool pool(threads);
+    std::vector<int> hits(37, 0);  // each index written by one chunk only: no atomics needed
+    for (int job = 0; job < 20000; ++job) {
+      const size_t n = 1 + size_t(job) % 37;
+      pool.parallel_for(n, [&, job](size_t b, size_t e) {
+        for (size_t i = b; i < e; ++i) hits[i] += job;
+      });
+      if (job % 5000 == 4999) std::this_thread::sleep_for(std::chrono::milliseconds(5));  // workers sleep
+    }
+    for (size_t i = 0; i < hits.size(); ++i) {
+      long expected = 0;
+      for (int job = 0; job < 20000; ++job)
+        if (i < 1 + size_t(job) % 37) expected += job;
+      EXPECT_EQ(hits[i], expected) << "index " << i << ", threads=" << threads;
+    }
+  }
+}
+
+// After the spin window the workers sleep: an idle pool must not burn CPU.
+TEST(ThreadPool, IdlePoolUsesNoCpu) {
+  ThreadPool pool(3);
+  std::atomic<int> n{0};
+  pool.parallel_for(3, [&](size_t b, size_t e) { n += int(e - b); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // past the spin window
+  struct rusage before {}, after {};
+  ::getrusage(RUSAGE_SELF, &before);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ::getrusage(RUSAGE_SELF, &after);
+  auto us = [](const struct rusage& r) {
+    return (r.ru_utime.tv_sec + r.ru_stime.tv_sec) * 1000000L + r.ru_utime.tv_usec + r.ru_stime.tv_usec;
+  };
+  EXPECT_LT(us(after) - us(before), 30000) << "CPU microseconds used by an idle pool in 300 ms";
+  EXPECT_EQ(n.load(), 3);
 }
 
 // When the system refuses a thread the constructor must throw an Error, not hang with the started

@@ -61,6 +61,13 @@ constexpr size_t kTileToks = kLanes16 >= 32 ? 4 : 2;
 constexpr size_t kDecodeRows = 8;
 // The VNNI tiles: activations kept as i8, two blocks per 512-bit vector.
 constexpr bool kVnni = HWY_TARGET == HWY_AVX3_DL;
+#ifndef SF_VNNI_ROWS
+#define SF_VNNI_ROWS 4
+#define SF_VNNI_TOKS 4
+#endif
+// The integer types' prefill tile (rows x tokens).
+constexpr size_t kIntTileRows = kVnni ? SF_VNNI_ROWS : kTileRows;
+constexpr size_t kIntTileToks = kVnni ? SF_VNNI_TOKS : kTileToks;
 
 uint16_t load_u16(const uint8_t* p) { uint16_t v; std::memcpy(&v, p, 2); return v; }
 float load_f32(const uint8_t* p) { float v; std::memcpy(&v, p, 4); return v; }
@@ -284,7 +291,7 @@ HWY_INLINE float finish(float lanes, float zero_term, float row_scale, const flo
 // Inline assembly: Highway's AVX3_DL target enables AVX-VNNI (256-bit) but not AVX512_VNNI, which
 // every CPU it detects as AVX3_DL has; so the intrinsic would not compile inside HWY_ATTR.
 HWY_INLINE __m512i dpbusd(__m512i acc, __m512i u8, __m512i i8) {
-  asm("vpdpbusd %[s], %[u], %[acc]" : [acc] "+v"(acc) : [u] "v"(u8), [s] "v"(i8));
+  asm("vpdpbusd %[s], %[u], %[acc]" : [acc] "+v"(acc) : [u] "v"(u8), [s] "vm"(i8));
   return acc;
 }
 // 32 codes from 16 bytes of nibbles: the low nibbles, then the high ones.
@@ -335,17 +342,17 @@ HWY_NOINLINE void int_tile_vnni(const Job& job, size_t r0, size_t t0) {
   Row rows[R];
   for (size_t r = 0; r < R; ++r) rows[r] = Row(*job.w, r0 + r);
   __m512 acc[R][TT];
-  float zsum[R][TT];
   for (size_t r = 0; r < R; ++r)
-    for (size_t t = 0; t < TT; ++t) acc[r][t] = _mm512_setzero_ps(), zsum[r][t] = 0.0f;
+    for (size_t t = 0; t < TT; ++t) acc[r][t] = _mm512_setzero_ps();
   for (size_t b = 0; b < nb; b += 2) {
     const bool two = b + 1 < nb;
     __m512i xv[TT], start[TT];
-    __m512 dx[TT];
+    __m512 dx[TT], dsx[TT];
     for (size_t t = 0; t < TT; ++t) {
       xv[t] = _mm512_loadu_si512(&qx.q8[((t0 + t) * nb2 + b) * kBlock]);
       const size_t at = (t0 + t) * nb + b;
       dx[t] = pair_ps(qx.d[at], two ? qx.d[at + 1] : 0.0f);
+      if constexpr (Row::kZeroPoint) dsx[t] = pair_ps(qx.dsum[at], two ? qx.dsum[at + 1] : 0.0f);
       start[t] = _mm512_setzero_si512();
       if constexpr (kOffset != 0)
         start[t] = _mm512_sub_epi32(start[t], dpbusd(_mm512_setzero_si512(), _mm512_set1_epi8(char(kOffset)), xv[t]));
@@ -358,20 +365,20 @@ HWY_NOINLINE void int_tile_vnni(const Job& job, size_t r0, size_t t0) {
     for (size_t r = 0; r < R; ++r) {
       const __m512i wv = u8_pair(rows[r], b, nb);
       const __m512 dw = pair_ps(rows[r].scale(b), two ? rows[r].scale(b + 1) : 0.0f);
+      // Zero points: min * (x's scale * code sum) per block, in lanes 0 and 8 only.
+      __m512 zw = _mm512_setzero_ps();
+      if constexpr (Row::kZeroPoint) zw = _mm512_maskz_mov_ps(0x0101, pair_ps(rows[r].zero(b), two ? rows[r].zero(b + 1) : 0.0f));
       for (size_t t = 0; t < TT; ++t) {
         const __m512 dot = _mm512_cvtepi32_ps(dpbusd(start[t], wv, xv[t]));
         acc[r][t] = _mm512_fmadd_ps(dot, _mm512_mul_ps(dw, dx[t]), acc[r][t]);
-        if constexpr (Row::kZeroPoint) {
-          zsum[r][t] = std::fma(rows[r].zero(b), qx.dsum[(t0 + t) * nb + b], zsum[r][t]);
-          if (two) zsum[r][t] = std::fma(rows[r].zero(b + 1), qx.dsum[(t0 + t) * nb + b + 1], zsum[r][t]);
-        }
+        if constexpr (Row::kZeroPoint) acc[r][t] = _mm512_fmadd_ps(zw, dsx[t], acc[r][t]);
       }
     }
   }
   for (size_t r = 0; r < R; ++r)
     for (size_t t = 0; t < TT; ++t)
       job.y[(t0 + t) * job.rows + r0 + r] =
-          finish(_mm512_reduce_add_ps(acc[r][t]), zsum[r][t], rows[r].row_scale, job.bias, r0 + r);
+          finish(_mm512_reduce_add_ps(acc[r][t]), 0.0f, rows[r].row_scale, job.bias, r0 + r);
 }
 #endif  // HWY_TARGET == HWY_AVX3_DL
 
@@ -490,11 +497,11 @@ HWY_NOINLINE void float_tile(const Job& job, const Row* rows, size_t r0, size_t 
 
 // ---------------------------------------------------------------------------------------------
 // Tiling of a thread's rows [begin, end): whole tiles, then the remainders one by one.
-template <size_t R, class TileFn>
+template <size_t R, class TileFn, size_t kToks = kTileToks>
 HWY_INLINE void over_tokens(size_t T, const TileFn& tile) {
   size_t t = 0;
   if (T > 1)
-    for (; t + kTileToks <= T; t += kTileToks) tile(std::integral_constant<size_t, R>(), std::integral_constant<size_t, kTileToks>(), t);
+    for (; t + kToks <= T; t += kToks) tile(std::integral_constant<size_t, R>(), std::integral_constant<size_t, kToks>(), t);
   for (; t < T; ++t) tile(std::integral_constant<size_t, R>(), std::integral_constant<size_t, 1>(), t);
 }
 
@@ -505,9 +512,12 @@ void int_rows(const Job& job, size_t begin, size_t end) {
   // Decode: more rows in flight per pass over the activations, for more memory streams at once.
   if (job.T == 1)
     for (; r + kDecodeRows <= end; r += kDecodeRows) int_tile<Row, kDecodeRows, 1>(job, r, 0);
-  for (; r + kTileRows <= end; r += kTileRows)
-    over_tokens<kTileRows>(job.T, [&](auto R, auto TT, size_t t) { tile(R, TT, r, t); });
-  for (; r < end; ++r) over_tokens<1>(job.T, [&](auto R, auto TT, size_t t) { tile(R, TT, r, t); });
+  auto tiles = [&](auto R, size_t r) {
+    auto one = [&](auto RR, auto TT, size_t t) { tile(RR, TT, r, t); };
+    over_tokens<decltype(R)::value, decltype(one), kIntTileToks>(job.T, one);
+  };
+  for (; r + kIntTileRows <= end; r += kIntTileRows) tiles(std::integral_constant<size_t, kIntTileRows>(), r);
+  for (; r < end; ++r) tiles(std::integral_constant<size_t, 1>(), r);
 }
 
 // Rows of a float type, read in place (Row::p points at the row).

@@ -8,6 +8,7 @@
 
 #include "core/quant_types.h"
 #include "executor/kernels.h"
+#include "executor/matmul_simd.h"
 
 namespace sf {
 namespace {
@@ -83,6 +84,41 @@ void BM_Matmul(benchmark::State& st) {
   st.SetItemsProcessed(int64_t(st.iterations()) * int64_t(rows * cols * T));  // multiply-adds
 }
 
+// Prefill (T = 64, one thread) of the integer types on each SIMD target the CPU supports, in one
+// binary: AVX3_DL's VNNI tiles against AVX3's i16 pairs, run side by side under the same load.
+void BM_PrefillByTarget(benchmark::State& st) {
+  const TypeCase c = kCases[st.range(0)];
+  const auto targets = kernels::simd::available_targets();
+  const size_t which = size_t(st.range(1));
+  if (which >= targets.size()) return st.SkipWithError("no such target on this CPU");
+  const size_t rows = 2816, cols = 1024, T = 64;
+  const auto& tr = qtype_traits(c.type);
+  const auto w = random_vec(rows * cols);
+  const size_t rb = tr.row_bytes(cols, c.group);
+  std::vector<uint8_t> data(rows * rb);
+  for (size_t r = 0; r < rows; ++r) tr.quantize_row(&w[r * cols], cols, c.group, &data[r * rb]);
+  TensorView v{"w", c.type, c.group, {int64_t(rows), int64_t(cols)}, data.data(), rows * rb, rb};
+  const auto x = random_vec(cols * T);
+  std::vector<float> y(rows * T);
+  kernels::simd::use_target(targets[which]);
+  for (auto _ : st) {
+    kernels::simd::matmul(v, nullptr, x.data(), T, y.data(), nullptr);
+    benchmark::DoNotOptimize(y.data());
+  }
+  kernels::simd::use_target(0);
+  st.SetLabel(label(c) + " " + kernels::simd::target_name(targets[which]));
+  st.SetItemsProcessed(int64_t(st.iterations()) * int64_t(rows * cols * T));  // multiply-adds
+}
+
+void by_target_args(benchmark::internal::Benchmark* b) {
+  for (int c = 0; c < kNumCases; ++c) {
+    const QType t = kCases[c].type;
+    const bool integer = t == QType::Int8 || t == QType::Q8_0 || t == QType::Q4_0 || kCases[c].group == 32;
+    if (integer)
+      for (int target = 0; target < 3; ++target) b->Args({c, target});
+  }
+}
+
 // Sums a 256 MiB buffer: the read bandwidth a decode step (one pass over the weights) is bound by.
 void BM_MemoryRead(benchmark::State& st) {
   std::vector<uint64_t> buf(size_t(256) << 17, 1);  // 256 MiB
@@ -108,6 +144,7 @@ void matmul_args(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_QuantizeRow)->ArgsProduct({benchmark::CreateDenseRange(0, kNumCases - 1, 1), {4096}});
 BENCHMARK(BM_DotRow)->ArgsProduct({benchmark::CreateDenseRange(0, kNumCases - 1, 1), {4096}});
 BENCHMARK(BM_Matmul)->Apply(matmul_args)->UseRealTime();
+BENCHMARK(BM_PrefillByTarget)->Apply(by_target_args)->UseRealTime();
 BENCHMARK(BM_MemoryRead)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace

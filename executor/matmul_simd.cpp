@@ -15,6 +15,11 @@
 // (CPUs before 2008) would add a fifth x86 compilation of this file for little over the fallback.
 #define HWY_DISABLED_TARGETS (HWY_SVE | HWY_SVE2 | HWY_SVE_256 | HWY_SVE2_128 | HWY_SSSE3)
 #endif
+// AVX3_DL (AVX-512 with VNNI, Ice Lake / Zen 4 and later): its u8 x i8 dot product instruction does
+// 64 multiply-adds into 16 i32 lanes, for the integer types' tiles (int_tile_vnni below).
+#ifndef HWY_WANT_AVX3_DL
+#define HWY_WANT_AVX3_DL
+#endif
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "executor/matmul_simd.cpp"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -54,6 +59,15 @@ constexpr size_t kHalf = kOneLane ? 1 : kLanes16 / 2;
 constexpr size_t kTileRows = 4;
 constexpr size_t kTileToks = kLanes16 >= 32 ? 4 : 2;
 constexpr size_t kDecodeRows = 8;
+// The VNNI tiles: activations kept as i8, two blocks per 512-bit vector.
+constexpr bool kVnni = HWY_TARGET == HWY_AVX3_DL;
+#ifndef SF_VNNI_ROWS
+#define SF_VNNI_ROWS 4
+#define SF_VNNI_TOKS 4
+#endif
+// The integer types' prefill tile (rows x tokens).
+constexpr size_t kIntTileRows = kVnni ? SF_VNNI_ROWS : kTileRows;
+constexpr size_t kIntTileToks = kVnni ? SF_VNNI_TOKS : kTileToks;
 
 uint16_t load_u16(const uint8_t* p) { uint16_t v; std::memcpy(&v, p, 2); return v; }
 float load_f32(const uint8_t* p) { float v; std::memcpy(&v, p, 4); return v; }
@@ -87,6 +101,10 @@ size_t element_at(Order o, size_t p) {
 struct QuantizedX {
   size_t blocks = 0;          // per token
   std::vector<int16_t> q;     // [T][blocks][32], in the weight's lane order, zero past cols
+  // kVnni only (q is then unused): [T][blocks rounded up to even][32] as i8, same lane order; the
+  // padding block is all zeros.
+  size_t blocks_even = 0;
+  std::vector<int8_t> q8;
   std::vector<float> d;       // [T][blocks] scales
   std::vector<float> dsum;    // [T][blocks] scale * sum of the codes (for zero points)
 };
@@ -97,6 +115,9 @@ void quantize_x(const float* x, size_t T, size_t cols, Order order, QuantizedX& 
   out.blocks = nb;
   if (out.q.size() < T * nb * kBlock) out.q.resize(T * nb * kBlock);  // grows once, then reused
   if (out.d.size() < T * nb) out.d.resize(T * nb), out.dsum.resize(T * nb);
+  const size_t nb2 = nb + nb % 2;
+  out.blocks_even = nb2;
+  if (kVnni && out.q8.size() < T * nb2 * kBlock) out.q8.resize(T * nb2 * kBlock);
   size_t perm[kBlock];
   for (size_t p = 0; p < kBlock; ++p) perm[p] = element_at(order, p);
   for (size_t t = 0; t < T; ++t) {
@@ -112,8 +133,14 @@ void quantize_x(const float* x, size_t T, size_t cols, Order order, QuantizedX& 
       int codes[kBlock] = {};
       int sum = 0;
       for (size_t j = 0; finite && j < valid; ++j) sum += (codes[j] = int(std::nearbyint(xb[j] * id)));
-      int16_t* q = &out.q[(t * nb + b) * kBlock];
-      for (size_t p = 0; p < kBlock; ++p) q[p] = int16_t(codes[perm[p]]);
+      if constexpr (kVnni) {
+        int8_t* q = &out.q8[(t * nb2 + b) * kBlock];
+        for (size_t p = 0; p < kBlock; ++p) q[p] = int8_t(codes[perm[p]]);
+        if (b + 1 == nb && nb2 > nb) std::memset(q + kBlock, 0, kBlock);
+      } else {
+        int16_t* q = &out.q[(t * nb + b) * kBlock];
+        for (size_t p = 0; p < kBlock; ++p) q[p] = int16_t(codes[perm[p]]);
+      }
       out.d[t * nb + b] = d;
       out.dsum[t * nb + b] = d * float(sum);
     }
@@ -251,8 +278,115 @@ HWY_INLINE float finish(float lanes, float zero_term, float row_scale, const flo
 
 // One R x TT tile of outputs from integer weights: each weight block is loaded once for TT tokens,
 // each activation block once for R rows.
+#if HWY_TARGET == HWY_AVX3_DL
+// ---------------------------------------------------------------------------------------------
+// VNNI: vpdpbusd adds, per i32 lane, the four products of its bytes (u8 weight code x i8 activation
+// code) to the lane. Two blocks per 512-bit vector: lanes 0-7 hold block b, lanes 8-15 block b + 1,
+// each block's codes in the lane order its Order names for 32 lanes (low nibbles, then high ones).
+// Weight codes become unsigned by an offset: int8 / q8_0 codes + 128 (xor 0x80), q4_0 / int4_sym
+// nibbles as stored (the offset 8 is already there), int4_asym nibbles (offset 0). The offset's
+// term, -offset * (the activation codes' sum), is the dot's starting value per lane, computed
+// with the same instruction, so the dot per block stays an exact integer.
+//
+// Inline assembly: Highway's AVX3_DL target enables AVX-VNNI (256-bit) but not AVX512_VNNI, which
+// every CPU it detects as AVX3_DL has; so the intrinsic would not compile inside HWY_ATTR.
+HWY_INLINE __m512i dpbusd(__m512i acc, __m512i u8, __m512i i8) {
+  asm("vpdpbusd %[s], %[u], %[acc]" : [acc] "+v"(acc) : [u] "v"(u8), [s] "vm"(i8));
+  return acc;
+}
+// 32 codes from 16 bytes of nibbles: the low nibbles, then the high ones.
+HWY_INLINE __m256i nibbles_u8(const uint8_t* p) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1);
+  return _mm256_and_si256(both, _mm256_set1_epi8(15));
+}
+// 32 int8 codes + 128.
+HWY_INLINE __m256i signed_u8(const uint8_t* p) {
+  return _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), _mm256_set1_epi8(char(0x80)));
+}
+HWY_INLINE __m256i u8_block(const Q80Row& w, size_t b) { return signed_u8(w.row + b * 34 + 2); }
+HWY_INLINE __m256i u8_block(const Q40Row& w, size_t b) { return nibbles_u8(w.row + b * 18 + 2); }
+HWY_INLINE __m256i u8_block(const Int8Row& w, size_t b) {
+  const size_t at = b * kBlock;
+  if (at + kBlock <= w.cols) return signed_u8(w.codes + at);
+  alignas(32) uint8_t tail[kBlock] = {};  // padding codes meet zero activation codes
+  std::memcpy(tail, w.codes + at, w.cols - at);
+  return signed_u8(tail);
+}
+template <bool kAsym>
+HWY_INLINE __m256i u8_block(const Int4Row<kAsym>& w, size_t b) {
+  const size_t at = b * kBlock;
+  if (at + kBlock <= w.cols) return nibbles_u8(w.codes + at / 2);
+  alignas(16) uint8_t tail[kBlock / 2] = {};
+  std::memcpy(tail, w.codes + at / 2, (w.cols - at + 1) / 2);
+  return nibbles_u8(tail);
+}
+template <class Row>
+constexpr int kVnniOffset = Row::kOrder == Order::Natural ? 128 : Row::kCodeOffset;
+
+// Blocks b and b + 1 (zero codes for a b + 1 past the row's last block).
+template <class Row>
+HWY_INLINE __m512i u8_pair(const Row& w, size_t b, size_t nb) {
+  const __m256i hi = b + 1 < nb ? u8_block(w, b + 1) : _mm256_setzero_si256();
+  return _mm512_inserti64x4(_mm512_castsi256_si512(u8_block(w, b)), hi, 1);
+}
+HWY_INLINE __m512 pair_ps(float lo, float hi) {
+  return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(lo)), _mm256_set1_ps(hi), 1);
+}
+
+template <class Row, size_t R, size_t TT>
+HWY_NOINLINE void int_tile_vnni(const Job& job, size_t r0, size_t t0) {
+  constexpr int kOffset = kVnniOffset<Row>;
+  const QuantizedX& qx = *job.qx;
+  const size_t nb = qx.blocks, nb2 = qx.blocks_even;
+  Row rows[R];
+  for (size_t r = 0; r < R; ++r) rows[r] = Row(*job.w, r0 + r);
+  __m512 acc[R][TT];
+  for (size_t r = 0; r < R; ++r)
+    for (size_t t = 0; t < TT; ++t) acc[r][t] = _mm512_setzero_ps();
+  for (size_t b = 0; b < nb; b += 2) {
+    const bool two = b + 1 < nb;
+    __m512i xv[TT], start[TT];
+    __m512 dx[TT], dsx[TT];
+    for (size_t t = 0; t < TT; ++t) {
+      xv[t] = _mm512_loadu_si512(&qx.q8[((t0 + t) * nb2 + b) * kBlock]);
+      const size_t at = (t0 + t) * nb + b;
+      dx[t] = pair_ps(qx.d[at], two ? qx.d[at + 1] : 0.0f);
+      if constexpr (Row::kZeroPoint) dsx[t] = pair_ps(qx.dsum[at], two ? qx.dsum[at + 1] : 0.0f);
+      start[t] = _mm512_setzero_si512();
+      if constexpr (kOffset != 0)
+        start[t] = _mm512_sub_epi32(start[t], dpbusd(_mm512_setzero_si512(), _mm512_set1_epi8(char(kOffset)), xv[t]));
+    }
+    for (size_t r = 0; r < R; ++r) {
+      const uint8_t* next = rows[r].block_bytes(b) + R * job.w->row_bytes;
+      hwy::Prefetch(next);
+      hwy::Prefetch(next + 63);
+    }
+    for (size_t r = 0; r < R; ++r) {
+      const __m512i wv = u8_pair(rows[r], b, nb);
+      const __m512 dw = pair_ps(rows[r].scale(b), two ? rows[r].scale(b + 1) : 0.0f);
+      // Zero points: min * (x's scale * code sum) per block, in lanes 0 and 8 only.
+      __m512 zw = _mm512_setzero_ps();
+      if constexpr (Row::kZeroPoint) zw = _mm512_maskz_mov_ps(0x0101, pair_ps(rows[r].zero(b), two ? rows[r].zero(b + 1) : 0.0f));
+      for (size_t t = 0; t < TT; ++t) {
+        const __m512 dot = _mm512_cvtepi32_ps(dpbusd(start[t], wv, xv[t]));
+        acc[r][t] = _mm512_fmadd_ps(dot, _mm512_mul_ps(dw, dx[t]), acc[r][t]);
+        if constexpr (Row::kZeroPoint) acc[r][t] = _mm512_fmadd_ps(zw, dsx[t], acc[r][t]);
+      }
+    }
+  }
+  for (size_t r = 0; r < R; ++r)
+    for (size_t t = 0; t < TT; ++t)
+      job.y[(t0 + t) * job.rows + r0 + r] =
+          finish(_mm512_reduce_add_ps(acc[r][t]), 0.0f, rows[r].row_scale, job.bias, r0 + r);
+}
+#endif  // HWY_TARGET == HWY_AVX3_DL
+
 template <class Row, size_t R, size_t TT>
 HWY_NOINLINE void int_tile(const Job& job, size_t r0, size_t t0) {
+#if HWY_TARGET == HWY_AVX3_DL
+  return int_tile_vnni<Row, R, TT>(job, r0, t0);
+#endif
   const D32 d32;
   const DF df;
   const D16 d16;
@@ -363,11 +497,11 @@ HWY_NOINLINE void float_tile(const Job& job, const Row* rows, size_t r0, size_t 
 
 // ---------------------------------------------------------------------------------------------
 // Tiling of a thread's rows [begin, end): whole tiles, then the remainders one by one.
-template <size_t R, class TileFn>
+template <size_t R, class TileFn, size_t kToks = kTileToks>
 HWY_INLINE void over_tokens(size_t T, const TileFn& tile) {
   size_t t = 0;
   if (T > 1)
-    for (; t + kTileToks <= T; t += kTileToks) tile(std::integral_constant<size_t, R>(), std::integral_constant<size_t, kTileToks>(), t);
+    for (; t + kToks <= T; t += kToks) tile(std::integral_constant<size_t, R>(), std::integral_constant<size_t, kToks>(), t);
   for (; t < T; ++t) tile(std::integral_constant<size_t, R>(), std::integral_constant<size_t, 1>(), t);
 }
 
@@ -378,9 +512,12 @@ void int_rows(const Job& job, size_t begin, size_t end) {
   // Decode: more rows in flight per pass over the activations, for more memory streams at once.
   if (job.T == 1)
     for (; r + kDecodeRows <= end; r += kDecodeRows) int_tile<Row, kDecodeRows, 1>(job, r, 0);
-  for (; r + kTileRows <= end; r += kTileRows)
-    over_tokens<kTileRows>(job.T, [&](auto R, auto TT, size_t t) { tile(R, TT, r, t); });
-  for (; r < end; ++r) over_tokens<1>(job.T, [&](auto R, auto TT, size_t t) { tile(R, TT, r, t); });
+  auto tiles = [&](auto R, size_t r) {
+    auto one = [&](auto RR, auto TT, size_t t) { tile(RR, TT, r, t); };
+    over_tokens<decltype(R)::value, decltype(one), kIntTileToks>(job.T, one);
+  };
+  for (; r + kIntTileRows <= end; r += kIntTileRows) tiles(std::integral_constant<size_t, kIntTileRows>(), r);
+  for (; r < end; ++r) tiles(std::integral_constant<size_t, 1>(), r);
 }
 
 // Rows of a float type, read in place (Row::p points at the row).

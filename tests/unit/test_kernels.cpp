@@ -114,6 +114,24 @@ void on_every_target(F f) {
   kernels::simd::use_target(0);
 }
 
+// The VNNI tiles (Highway's AVX3_DL target) are only compiled with HWY_WANT_AVX3_DL: on a CPU with
+// what AVX3_DL needs, the target loop above must include them.
+TEST(Kernels, VnniTargetIsTestedWhereTheCpuHasIt) {
+#if defined(__x86_64__) || defined(__i386__)
+  // Highway's AVX3_DL group also needs VAES and VPCLMULQDQ, which clang 14's builtin cannot name;
+  // every CPU with the features below has them (Cascade Lake, VNNI without VBMI2, is left out).
+  const bool dl = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi") &&
+                  __builtin_cpu_supports("avx512vbmi2") && __builtin_cpu_supports("avx512bitalg") &&
+                  __builtin_cpu_supports("avx512vpopcntdq");
+  if (!dl) GTEST_SKIP() << "no AVX512_VNNI (AVX3_DL) on this CPU";
+  std::vector<std::string> names;
+  for (int64_t t : kernels::simd::available_targets()) names.push_back(kernels::simd::target_name(t));
+  EXPECT_NE(std::find(names.begin(), names.end(), "AVX3_DL"), names.end());
+#else
+  GTEST_SKIP() << "x86 only";
+#endif
+}
+
 TEST(Kernels, MatmulMatchesReferenceOnEveryTypeShapeAndTarget) {
   const size_t kCols[] = {1, 31, 33, 100, 172, 257, 1024};
   const size_t kRows[] = {1, 3, 17, 64};

@@ -27,6 +27,7 @@
 #include "hwy/highway.h"
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <type_traits>
@@ -129,7 +130,10 @@ void quantize_x(const float* x, size_t T, size_t cols, Order order, QuantizedX& 
       for (size_t j = 0; j < valid; ++j) amax = std::max(amax, std::fabs(xb[j])), finite = finite && std::isfinite(xb[j]);
       // A block holding NaN or infinity gets a NaN scale and zero codes: its products come out
       // NaN, as in f32, and no non-finite value is converted to an integer.
-      const float d = finite ? amax / 127.0f : NAN, id = finite && d > 0 ? 1.0f / d : 0.0f;
+      // A block so small that 1/d overflows (max|x| below ~127 x FLT_MIN, d subnormal) is quantized
+      // as zeros: x * inf would be inf or NaN, and converting those to int is undefined.
+      const float d = finite ? amax / 127.0f : NAN;
+      const float id = finite && d > 0 && 1.0f / d <= FLT_MAX ? 1.0f / d : 0.0f;
       int codes[kBlock] = {};
       int sum = 0;
       for (size_t j = 0; finite && j < valid; ++j) sum += (codes[j] = int(std::nearbyint(xb[j] * id)));

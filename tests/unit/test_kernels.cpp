@@ -206,6 +206,29 @@ TEST(Kernels, NonFiniteActivationsGiveNonFiniteOutputs) {
   }
 }
 
+// Activations so small that an 8-bit block's scale is subnormal and its inverse overflows: the
+// block quantizes to zeros (its contribution, ~1e-37, is below f32's resolution of the result
+// anyway) instead of converting inf or NaN to an integer (undefined behaviour UBSan reports).
+TEST(Kernels, TinyActivationsGiveFiniteOutputsNearTheReference) {
+  for (const TypeCase& c : all_types()) {
+    SCOPED_TRACE(label(c));
+    const size_t rows = 5, cols = 100;
+    const Matrix m(c, rows, cols, 23);
+    auto x = random_floats(cols, 6);
+    for (size_t i = 0; i < cols; ++i) x[i] *= i < 64 ? 1e-38f : 1.0f;  // two blocks of tiny values, the rest ordinary
+    std::vector<float> want(rows);
+    kernels::matmul_reference(m.view, nullptr, x.data(), 1, want.data(), nullptr);
+    on_every_target([&] {
+      std::vector<float> y(rows);
+      kernels::matmul(m.view, nullptr, x.data(), 1, y.data(), nullptr);
+      for (size_t r = 0; r < rows; ++r) {
+        ASSERT_TRUE(std::isfinite(y[r])) << "row " << r;
+        EXPECT_NEAR(y[r], want[r], 0.05 * std::fabs(want[r]) + 1e-3) << "row " << r;
+      }
+    });
+  }
+}
+
 TEST(Kernels, MatmulIsBitIdenticalForAnyThreadCountRowAndTokenPosition) {
   const size_t rows = 67, cols = 1024, T = 7;  // rows and tokens that leave partial tiles
   ThreadPool one(1), two(2), three(3);

@@ -119,13 +119,26 @@ void by_target_args(benchmark::internal::Benchmark* b) {
   }
 }
 
-// Sums a 256 MiB buffer: the read bandwidth a decode step (one pass over the weights) is bound by.
+// Sums a 512 MiB buffer, split by range over 1 or 2 threads (the arg): the read bandwidth a decode
+// step (one pass over the weights on that many threads) is bound by, the roofline's denominator.
+// Eight independent sums per thread so the loop vectorises and is not bound by one add chain.
 void BM_MemoryRead(benchmark::State& st) {
-  std::vector<uint64_t> buf(size_t(256) << 17, 1);  // 256 MiB
+  const size_t threads = size_t(st.range(0));
+  std::vector<uint64_t> buf(size_t(512) << 17, 1);  // 512 MiB, touched so every page is resident
+  ThreadPool pool(threads);
+  std::vector<uint64_t> sums(threads * 8);
   for (auto _ : st) {
-    uint64_t s = 0;
-    for (uint64_t v : buf) s += v;
-    benchmark::DoNotOptimize(s);
+    pool.parallel_for(threads, [&](size_t begin, size_t end) {
+      for (size_t part = begin; part < end; ++part) {
+        const size_t n = buf.size() / threads, lo = part * n;
+        uint64_t acc[8] = {};
+        for (size_t i = lo; i + 8 <= lo + n; i += 8)
+          for (size_t k = 0; k < 8; ++k) acc[k] += buf[i + k];
+        for (size_t k = 0; k < 8; ++k) sums[part * 8 + k] = acc[k];
+      }
+    });
+    benchmark::DoNotOptimize(sums.data());
+    benchmark::ClobberMemory();
   }
   st.SetBytesProcessed(int64_t(st.iterations()) * int64_t(buf.size() * sizeof(uint64_t)));
 }
@@ -145,7 +158,7 @@ BENCHMARK(BM_QuantizeRow)->ArgsProduct({benchmark::CreateDenseRange(0, kNumCases
 BENCHMARK(BM_DotRow)->ArgsProduct({benchmark::CreateDenseRange(0, kNumCases - 1, 1), {4096}});
 BENCHMARK(BM_Matmul)->Apply(matmul_args)->UseRealTime();
 BENCHMARK(BM_PrefillByTarget)->Apply(by_target_args)->UseRealTime();
-BENCHMARK(BM_MemoryRead)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_MemoryRead)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 }  // namespace sf

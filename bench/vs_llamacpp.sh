@@ -143,7 +143,7 @@ LOAD_AFTER=$(uptime)
 # --- Roofline: bytes each decoded token reads (every weight once, one row of an untied embedding).
 if [ -z "${READ_BW_GBS:-}" ]; then
   BK=${SF_BENCH_KERNELS:-build/bench/sf_bench_kernels}
-  if [ -x "$BK" ] && name=$("$BK" --benchmark_list_tests 2>/dev/null | grep -E 'MemoryRead' | head -n1) && [ -n "$name" ]; then
+  if [ -x "$BK" ] && name=$("$BK" --benchmark_list_tests 2>/dev/null | grep -E "^BM_MemoryRead/$T/" | head -n1) && [ -n "$name" ]; then
     READ_BW_GBS=$("$BK" --benchmark_filter="^${name}\$" --benchmark_format=json 2>/dev/null |
       $PY -c 'import json,sys; print(json.load(sys.stdin)["benchmarks"][0]["bytes_per_second"] / 1e9)') || READ_BW_GBS=
   else

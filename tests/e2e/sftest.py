@@ -31,6 +31,17 @@ def sf(*args, check=True, **kw):
     return p
 
 
+def error_line(test, p, code, *needles):
+    """Asserts exit `code` and a stderr of exactly one line `shardforge: error: ...` holding every needle."""
+    test.assertEqual(p.returncode, code, p.stderr)
+    lines = p.stderr.splitlines()
+    test.assertEqual(len(lines), 1, p.stderr)
+    test.assertTrue(lines[0].startswith("shardforge: error: "), p.stderr)
+    for n in needles:
+        test.assertIn(n, lines[0])
+    return lines[0]
+
+
 def read_bytes(path):
     with open(path, "rb") as f:
         return f.read()

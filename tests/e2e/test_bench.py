@@ -10,19 +10,10 @@ import statistics
 import tempfile
 import unittest
 
-from sftest import fixture, sf
+from sftest import error_line, fixture, sf
 
 GQA = "hf_gqa"  # fixture: 2 blocks, vocab 300, max_seq 128
 DECODE_PROMPT = 16  # the short prompt each decoding sequence prefills first (docs/cli.md)
-
-
-def error_line(test, p, code, *needles):
-    test.assertEqual(p.returncode, code, p.stderr)
-    lines = p.stderr.splitlines()
-    test.assertEqual(len(lines), 1, p.stderr)
-    test.assertTrue(lines[0].startswith("shardforge: error: "), p.stderr)
-    for n in needles:
-        test.assertIn(n, lines[0])
 
 
 def expected_tests(prompts, gens, threads, batches):

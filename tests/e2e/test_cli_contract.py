@@ -7,20 +7,9 @@ import shutil
 import tempfile
 import unittest
 
-from sftest import SAMPLE, HELDOUT, TempDirTest, fixture, read_json, sf, sf_json, write_bytes, write_json
+from sftest import SAMPLE, HELDOUT, TempDirTest, error_line, fixture, read_json, sf, sf_json, write_bytes, write_json
 
 GQA = "hf_gqa"  # fixture: 2 blocks, vocab 300, max_seq 128, no tokenizer
-
-
-def error_line(test, p, code, *needles):
-    """Asserts exit `code` and a stderr of exactly one line `shardforge: error: ...` holding every needle."""
-    test.assertEqual(p.returncode, code, p.stderr)
-    lines = p.stderr.splitlines()
-    test.assertEqual(len(lines), 1, p.stderr)
-    test.assertTrue(lines[0].startswith("shardforge: error: "), p.stderr)
-    for n in needles:
-        test.assertIn(n, lines[0])
-    return lines[0]
 
 
 def checkpoint_with(out, tensor, row, col, value):

@@ -1,6 +1,7 @@
 #pragma once
 // Output formats by name. A FormatWriter receives units one at a time, in order (embedding,
 // blocks, head), and writes them out before the next arrives.
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -16,6 +17,9 @@ namespace sf {
 class FormatWriter {
  public:
   virtual ~FormatWriter() = default;
+  // The type every tensor of the model will have (canonical name -> type), given once before the
+  // first unit: a format that cannot store the plan refuses it here rather than many units in.
+  virtual void check_plan(const std::map<std::string, QType>& /*types*/) {}
   virtual void write_unit(const EncodedUnit& unit) = 0;
   virtual void add_file(const std::string& name, const std::string& src_path) = 0;
   // A file a stage made (vocab_map.bin), listed in the manifest's files like every other.

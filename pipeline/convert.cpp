@@ -16,6 +16,7 @@
 #include "core/sha256.h"
 #include "formats/manifest.h"
 #include "pipeline/stage.h"
+#include "pipeline/stages.h"
 #include "tokenizers/tokenizer_kinds.h"
 
 namespace sf {
@@ -167,6 +168,9 @@ ConvertReport convert(const ConvertOptions& opt) {
   ThreadPool pool(opt.threads);
   SourceHasher hasher(src->files, opt.source_sha256, pool.size() > 1);
   auto writer = make_format_writer(opt.format, {opt.out, opt.force, inputs}, model.desc);
+  // A plan the format cannot store (GGUF: a fused group of mixed types) is refused before the
+  // first unit is converted, not when the unit holding it comes.
+  writer->check_plan(planned_types(stages, model.desc, *writer));
   StageContext ctx{opt.source, model, *writer, pool};
   const auto order = unit_order(model.desc);
   {

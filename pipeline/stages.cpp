@@ -14,6 +14,8 @@ namespace sf {
 
 namespace {
 
+FormatRules rules_of(const FormatWriter& w) { return {w.format_name(), w.storable_types(), w.whole_blocks_only()}; }
+
 class LoadStage : public Stage {
  public:
   std::string name() const override { return "load"; }
@@ -93,11 +95,14 @@ class QuantizeStage : public Stage {
       fail_usage("tensor override '" + o + "' matches no tensor of this model; canonical names "
                  "look like 'blocks.0.attn.q.weight' ('shardforge inspect SOURCE' lists them)");
   }
+  // The types process() will give, from the same policy and rules.
+  void plan_types(const ModelDesc& desc, const FormatRules& rules, std::map<std::string, QType>& types) const {
+    for (const auto& t : all_tensors(desc)) types[t.name] = policy_.scheme_for(t, rules).type;
+  }
   void process(Unit& u, StageContext& ctx) override {
     for (auto& t : u.tensors) {
       if (!t.has_values) fail("quantize stage: tensor " + t.spec.name + " was not loaded (no load stage?)");
-      const FormatRules rules{ctx.writer.format_name(), ctx.writer.storable_types(), ctx.writer.whole_blocks_only()};
-      encode(t, policy_.scheme_for(t.spec, rules), ctx);
+      encode(t, policy_.scheme_for(t.spec, rules_of(ctx.writer)), ctx);
       std::vector<float>().swap(t.values);
       t.has_values = false;
       t.has_encoded = true;
@@ -183,6 +188,14 @@ class WriteStage : public Stage {
 };
 
 }  // namespace
+
+std::map<std::string, QType> planned_types(const std::vector<std::unique_ptr<Stage>>& stages, const ModelDesc& desc,
+                                           const FormatWriter& writer) {
+  std::map<std::string, QType> types;
+  for (const auto& s : stages)
+    if (const auto* q = dynamic_cast<const QuantizeStage*>(s.get())) q->plan_types(desc, rules_of(writer), types);
+  return types;
+}
 
 std::unique_ptr<Stage> make_load_stage(const json&) { return std::make_unique<LoadStage>(); }
 std::unique_ptr<Stage> make_quantize_stage(const json& p) { return std::make_unique<QuantizeStage>(p); }

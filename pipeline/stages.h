@@ -1,4 +1,6 @@
 #pragma once
+#include <map>
+
 #include "pipeline/stage.h"
 
 namespace sf {
@@ -8,6 +10,10 @@ std::unique_ptr<Stage> make_load_stage(const json& params);
 // Refuses NaN/Inf input unless allow_non_finite, and finite values the chosen type cannot hold.
 std::unique_ptr<Stage> make_quantize_stage(const json& params);
 std::unique_ptr<Stage> make_write_stage(const json& params);
+// The type the quantize stage of `stages` will give each tensor of `desc` as `writer` stores it
+// (empty without a quantize stage): the plan for FormatWriter::check_plan.
+std::map<std::string, QType> planned_types(const std::vector<std::unique_ptr<Stage>>& stages, const ModelDesc& desc,
+                                           const FormatWriter& writer);
 // params: {"spec": "range:0-31999" | "corpus:FILE[:MIN]" | "ids:FILE", "file_sha256": "..."}
 // (pipeline/vocab_trim.h). Keeps rows of the embedding and the output projection and writes
 // vocab_map.bin; file_sha256, when given, must be the sha256 of the spec's file.

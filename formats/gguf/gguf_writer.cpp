@@ -14,6 +14,8 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <utility>
+#include <vector>
 
 #include "core/error.h"
 #include "core/fs_util.h"
@@ -178,6 +180,29 @@ class GgufWriter : public FormatWriter {
   bool whole_blocks_only() const override { return true; }
   const char* format_name() const override { return "gguf"; }
 
+  // Each fused GGUF tensor has one type: a group planned with mixed types (an override on q
+  // alone) is refused now, naming every part, instead of when its block is written.
+  void check_plan(const std::map<std::string, QType>& types) override {
+    for (int64_t b = 0; b < desc_.n_layers; ++b) {
+      const std::string prefix = block_prefix(b);
+      for (const auto& f : arch_.fused) {
+        std::vector<std::pair<std::string, QType>> parts;
+        for (const char* part : f.parts)
+          if (const auto it = types.find(prefix + part); it != types.end()) parts.emplace_back(it->first, it->second);
+        bool mixed = false;
+        for (const auto& p : parts) mixed |= p.second != parts[0].second;
+        if (!mixed) continue;
+        std::string list;
+        for (size_t i = 0; i < parts.size(); ++i)
+          list += std::string(i == 0 ? "" : i + 1 == parts.size() ? " and " : ", ") + parts[i].first + " (" +
+                  qtype_traits(parts[i].second).name + ")";
+        fail("--format gguf: " + std::string(arch_.arch) + "'s blk." + std::to_string(b) + "." + f.gguf + " fuses " +
+                 list + ", which must then have one type; give them the same --tensor-quant",
+             ErrorKind::Usage);
+      }
+    }
+  }
+
   void write_unit(const EncodedUnit& u) override {
     std::vector<bool> done(u.tensors.size(), false);
     if (u.kind == UnitKind::Block) write_fused(u, done);
@@ -262,6 +287,7 @@ class GgufWriter : public FormatWriter {
   }
 
   // The architecture's fused tensors of this block: all parts present (same type and width), or none.
+  // check_plan refuses mixed types before any unit; the type check here is the backstop.
   void write_fused(const EncodedUnit& u, std::vector<bool>& done) {
     const std::string prefix = block_prefix(u.index);
     for (const auto& f : arch_.fused) {

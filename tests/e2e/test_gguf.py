@@ -364,6 +364,34 @@ class GgufRefusals(TempDirTest):
         self.refused([fixture("internlm2_bias"), "--format", "gguf", "-o", self.path("x.gguf")], 1, "biases")
         self.refused([fixture("chatglm3_6b"), "--format", "gguf", "-o", self.path("x.gguf")], 1, "head_dim")
 
+    def test_a_fused_group_of_mixed_types_is_refused_before_any_unit_is_converted(self):
+        # A copy of the ChatGLM2 fixture with a NaN in the embedding, the first unit converted: an
+        # override splitting the LAST block's q/k/v (one GGUF attn_qkv) must be refused before the
+        # NaN is reached, so the plan is checked up front and not when that block comes.
+        import torch
+        src = self.path("glm2")
+        shutil.copytree(fixture("chatglm2_6b"), src)
+        sd = torch.load(os.path.join(src, "pytorch_model.bin"), map_location="cpu")
+        (embed,) = [k for k in sd if k.endswith("word_embeddings.weight")]
+        sd[embed][0, 0] = float("nan")
+        torch.save(sd, os.path.join(src, "pytorch_model.bin"))
+        last = read_json(os.path.join(src, "config.json"))["num_layers"] - 1
+        out = self.path("c2.gguf")
+        self.refused([src, "--format", "gguf", "--quant", "q8_0", "-o", out], 1, "nan")  # the NaN is hit without it
+        q, k, v = (f"blocks.{last}.attn.{x}.weight" for x in "qkv")
+        p = self.refused([src, "--format", "gguf", "--quant", "q8_0", "--tensor-quant", f"{q}=q4_0", "-o", out], 2,
+                         f"blk.{last}.attn_qkv.weight", f"{q} (q4_0)", f"{k} (q8_0)", f"{v} (q8_0)", "--tensor-quant")
+        self.assertNotIn("nan", p.stderr)
+        # ChatGLM's gate and up are one ffn_up: the same for them.
+        self.refused([src, "--format", "gguf", "--quant", "f16", "--tensor-quant", f"blocks.{last}.ffn.up.weight=bf16",
+                      "-o", out], 2, f"blk.{last}.ffn_up.weight", f"blocks.{last}.ffn.gate.weight (f16)",
+                     f"blocks.{last}.ffn.up.weight (bf16)")
+        self.assertFalse(os.path.exists(out))
+        # The same override on all of q, k and v is one type: converted.
+        sf("convert", fixture("chatglm2_6b"), "--format", "gguf", "--quant", "q8_0", "--tensor-quant",
+           f"blocks.{last}.attn.[qkv].weight=q4_0", "-o", out)
+        self.assertTrue(os.path.exists(out))
+
     def test_trim_vocab_is_refused(self):
         self.refused([fixture("hf_gqa"), "--trim-vocab", "range:0-99", "--format", "gguf", "-o", self.path("x.gguf")],
                      2, "--trim-vocab")

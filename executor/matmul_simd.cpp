@@ -111,7 +111,9 @@ struct QuantizedX {
 };
 
 // Per block: d = max|x| / 127, code = round(x / d), as ggml's q8_0.
-void quantize_x(const float* x, size_t T, size_t cols, Order order, QuantizedX& out) {
+// Tokens are independent: split over the pool by tokens when there are many (a prefill), the
+// bits do not depend on how.
+void quantize_x(const float* x, size_t T, size_t cols, Order order, QuantizedX& out, ThreadPool* pool) {
   const size_t nb = (cols + kBlock - 1) / kBlock;
   out.blocks = nb;
   if (out.q.size() < T * nb * kBlock) out.q.resize(T * nb * kBlock);  // grows once, then reused
@@ -121,34 +123,40 @@ void quantize_x(const float* x, size_t T, size_t cols, Order order, QuantizedX& 
   if (kVnni && out.q8.size() < T * nb2 * kBlock) out.q8.resize(T * nb2 * kBlock);
   size_t perm[kBlock];
   for (size_t p = 0; p < kBlock; ++p) perm[p] = element_at(order, p);
-  for (size_t t = 0; t < T; ++t) {
-    for (size_t b = 0; b < nb; ++b) {
-      const float* xb = x + t * cols + b * kBlock;
-      const size_t valid = std::min(kBlock, cols - b * kBlock);
-      float amax = 0;
-      bool finite = true;
-      for (size_t j = 0; j < valid; ++j) amax = std::max(amax, std::fabs(xb[j])), finite = finite && std::isfinite(xb[j]);
-      // A block holding NaN or infinity gets a NaN scale and zero codes: its products come out
-      // NaN, as in f32, and no non-finite value is converted to an integer.
-      // A block so small that 1/d overflows (max|x| below ~127 x FLT_MIN, d subnormal) is quantized
-      // as zeros: x * inf would be inf or NaN, and converting those to int is undefined.
-      const float d = finite ? amax / 127.0f : NAN;
-      const float id = finite && d > 0 && 1.0f / d <= FLT_MAX ? 1.0f / d : 0.0f;
-      int codes[kBlock] = {};
-      int sum = 0;
-      for (size_t j = 0; finite && j < valid; ++j) sum += (codes[j] = int(std::nearbyint(xb[j] * id)));
-      if constexpr (kVnni) {
-        int8_t* q = &out.q8[(t * nb2 + b) * kBlock];
-        for (size_t p = 0; p < kBlock; ++p) q[p] = int8_t(codes[perm[p]]);
-        if (b + 1 == nb && nb2 > nb) std::memset(q + kBlock, 0, kBlock);
-      } else {
-        int16_t* q = &out.q[(t * nb + b) * kBlock];
-        for (size_t p = 0; p < kBlock; ++p) q[p] = int16_t(codes[perm[p]]);
+  auto tokens = [&](size_t t0, size_t t1) {
+    for (size_t t = t0; t < t1; ++t) {
+      for (size_t b = 0; b < nb; ++b) {
+        const float* xb = x + t * cols + b * kBlock;
+        const size_t valid = std::min(kBlock, cols - b * kBlock);
+        float amax = 0;
+        bool finite = true;
+        for (size_t j = 0; j < valid; ++j) amax = std::max(amax, std::fabs(xb[j])), finite = finite && std::isfinite(xb[j]);
+        // A block holding NaN or infinity gets a NaN scale and zero codes: its products come out
+        // NaN, as in f32, and no non-finite value is converted to an integer.
+        // A block so small that 1/d overflows (max|x| below ~127 x FLT_MIN, d subnormal) is quantized
+        // as zeros: x * inf would be inf or NaN, and converting those to int is undefined.
+        const float d = finite ? amax / 127.0f : NAN;
+        const float id = finite && d > 0 && 1.0f / d <= FLT_MAX ? 1.0f / d : 0.0f;
+        int codes[kBlock] = {};
+        int sum = 0;
+        for (size_t j = 0; finite && j < valid; ++j) sum += (codes[j] = int(std::nearbyint(xb[j] * id)));
+        if constexpr (kVnni) {
+          int8_t* q = &out.q8[(t * nb2 + b) * kBlock];
+          for (size_t p = 0; p < kBlock; ++p) q[p] = int8_t(codes[perm[p]]);
+          if (b + 1 == nb && nb2 > nb) std::memset(q + kBlock, 0, kBlock);
+        } else {
+          int16_t* q = &out.q[(t * nb + b) * kBlock];
+          for (size_t p = 0; p < kBlock; ++p) q[p] = int16_t(codes[perm[p]]);
+        }
+        out.d[t * nb + b] = d;
+        out.dsum[t * nb + b] = d * float(sum);
       }
-      out.d[t * nb + b] = d;
-      out.dsum[t * nb + b] = d * float(sum);
     }
-  }
+  };
+  if (pool && pool->size() > 1 && T > 1 && T * cols >= (size_t(1) << 14))
+    pool->parallel_for(T, tokens);
+  else
+    tokens(0, T);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -643,7 +651,7 @@ void run_parts(Part* parts, size_t n, ThreadPool* pool) {
     Job& job = parts[i].job;
     if (parts[i].order >= 0) {
       const size_t o = size_t(parts[i].order);
-      if (!quantized[o]) quantize_x(job.x, job.T, job.cols, Order(o), qx[o]);
+      if (!quantized[o]) quantize_x(job.x, job.T, job.cols, Order(o), qx[o], pool);
       quantized[o] = true;
       job.qx = &qx[o];
     }

@@ -118,6 +118,24 @@ void rotate_pairs(float* v, size_t n_pairs, const double* freqs, int64_t pos) {
   }
 }
 
+void rotation_table(size_t n_pairs, const double* freqs, int64_t pos, float* cs) {
+  for (size_t i = 0; i < n_pairs; ++i) {
+    const double angle = double(pos) * freqs[i];
+    cs[2 * i] = float(std::cos(angle));
+    cs[2 * i + 1] = float(std::sin(angle));
+  }
+}
+
+void rotate_pairs(float* v, size_t n_pairs, const float* cs) {
+  for (size_t i = 0; i < n_pairs; ++i) {
+    const float c = cs[2 * i], s = cs[2 * i + 1];
+    float* p = v + 2 * i;
+    const float a = p[0], b = p[1];
+    p[0] = a * c - b * s;
+    p[1] = a * s + b * c;
+  }
+}
+
 void attend_head(const float* q, const float* k, const float* v, size_t stride, size_t n_pos, size_t head_dim,
                  float scale, float* scores, float* out) {
   simd::attend_head(q, k, v, stride, n_pos, head_dim, scale, scores, out);

@@ -38,6 +38,10 @@ void norm(NormKind kind, const float* x, size_t T, size_t n, const TensorView& w
           double eps, float* out);
 // Rotates interleaved pairs (2i, 2i+1), i < n_pairs, of v (one head's segment) by pos * freqs[i].
 void rotate_pairs(float* v, size_t n_pairs, const double* freqs, int64_t pos);
+// rotate_pairs in two steps, for many heads at one position: cs[2i], cs[2i + 1] = cos, sin of
+// pos * freqs[i] (as rotate_pairs rounds them), computed once; then each head rotated by the table.
+void rotation_table(size_t n_pairs, const double* freqs, int64_t pos, float* cs);
+void rotate_pairs(float* v, size_t n_pairs, const float* cs);
 // One query head attending over n_pos cached positions: out = softmax(scale * q·k_j) · v_j, j < n_pos.
 // k and v point at position 0 of this head's cache; consecutive positions are `stride` floats
 // apart. scores has room for n_pos floats (the caller's scratch: no allocation here).

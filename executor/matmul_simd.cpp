@@ -111,7 +111,9 @@ struct QuantizedX {
 };
 
 // Per block: d = max|x| / 127, code = round(x / d), as ggml's q8_0.
-void quantize_x(const float* x, size_t T, size_t cols, Order order, QuantizedX& out) {
+// Tokens are independent: split over the pool by tokens when there are many (a prefill), the
+// bits do not depend on how.
+void quantize_x(const float* x, size_t T, size_t cols, Order order, QuantizedX& out, ThreadPool* pool) {
   const size_t nb = (cols + kBlock - 1) / kBlock;
   out.blocks = nb;
   if (out.q.size() < T * nb * kBlock) out.q.resize(T * nb * kBlock);  // grows once, then reused
@@ -121,34 +123,40 @@ void quantize_x(const float* x, size_t T, size_t cols, Order order, QuantizedX& 
   if (kVnni && out.q8.size() < T * nb2 * kBlock) out.q8.resize(T * nb2 * kBlock);
   size_t perm[kBlock];
   for (size_t p = 0; p < kBlock; ++p) perm[p] = element_at(order, p);
-  for (size_t t = 0; t < T; ++t) {
-    for (size_t b = 0; b < nb; ++b) {
-      const float* xb = x + t * cols + b * kBlock;
-      const size_t valid = std::min(kBlock, cols - b * kBlock);
-      float amax = 0;
-      bool finite = true;
-      for (size_t j = 0; j < valid; ++j) amax = std::max(amax, std::fabs(xb[j])), finite = finite && std::isfinite(xb[j]);
-      // A block holding NaN or infinity gets a NaN scale and zero codes: its products come out
-      // NaN, as in f32, and no non-finite value is converted to an integer.
-      // A block so small that 1/d overflows (max|x| below ~127 x FLT_MIN, d subnormal) is quantized
-      // as zeros: x * inf would be inf or NaN, and converting those to int is undefined.
-      const float d = finite ? amax / 127.0f : NAN;
-      const float id = finite && d > 0 && 1.0f / d <= FLT_MAX ? 1.0f / d : 0.0f;
-      int codes[kBlock] = {};
-      int sum = 0;
-      for (size_t j = 0; finite && j < valid; ++j) sum += (codes[j] = int(std::nearbyint(xb[j] * id)));
-      if constexpr (kVnni) {
-        int8_t* q = &out.q8[(t * nb2 + b) * kBlock];
-        for (size_t p = 0; p < kBlock; ++p) q[p] = int8_t(codes[perm[p]]);
-        if (b + 1 == nb && nb2 > nb) std::memset(q + kBlock, 0, kBlock);
-      } else {
-        int16_t* q = &out.q[(t * nb + b) * kBlock];
-        for (size_t p = 0; p < kBlock; ++p) q[p] = int16_t(codes[perm[p]]);
+  auto tokens = [&](size_t t0, size_t t1) {
+    for (size_t t = t0; t < t1; ++t) {
+      for (size_t b = 0; b < nb; ++b) {
+        const float* xb = x + t * cols + b * kBlock;
+        const size_t valid = std::min(kBlock, cols - b * kBlock);
+        float amax = 0;
+        bool finite = true;
+        for (size_t j = 0; j < valid; ++j) amax = std::max(amax, std::fabs(xb[j])), finite = finite && std::isfinite(xb[j]);
+        // A block holding NaN or infinity gets a NaN scale and zero codes: its products come out
+        // NaN, as in f32, and no non-finite value is converted to an integer.
+        // A block so small that 1/d overflows (max|x| below ~127 x FLT_MIN, d subnormal) is quantized
+        // as zeros: x * inf would be inf or NaN, and converting those to int is undefined.
+        const float d = finite ? amax / 127.0f : NAN;
+        const float id = finite && d > 0 && 1.0f / d <= FLT_MAX ? 1.0f / d : 0.0f;
+        int codes[kBlock] = {};
+        int sum = 0;
+        for (size_t j = 0; finite && j < valid; ++j) sum += (codes[j] = int(std::nearbyint(xb[j] * id)));
+        if constexpr (kVnni) {
+          int8_t* q = &out.q8[(t * nb2 + b) * kBlock];
+          for (size_t p = 0; p < kBlock; ++p) q[p] = int8_t(codes[perm[p]]);
+          if (b + 1 == nb && nb2 > nb) std::memset(q + kBlock, 0, kBlock);
+        } else {
+          int16_t* q = &out.q[(t * nb + b) * kBlock];
+          for (size_t p = 0; p < kBlock; ++p) q[p] = int16_t(codes[perm[p]]);
+        }
+        out.d[t * nb + b] = d;
+        out.dsum[t * nb + b] = d * float(sum);
       }
-      out.d[t * nb + b] = d;
-      out.dsum[t * nb + b] = d * float(sum);
     }
-  }
+  };
+  if (pool && pool->size() > 1 && T > 1 && T * cols >= (size_t(1) << 14))
+    pool->parallel_for(T, tokens);
+  else
+    tokens(0, T);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -338,6 +346,38 @@ HWY_INLINE __m512 pair_ps(float lo, float hi) {
   return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(lo)), _mm256_set1_ps(hi), 1);
 }
 
+// A pair's weight codes (u8_pair) and scales (block b's in lanes 0-7, b + 1's or 0 in lanes 8-15).
+template <class Row>
+HWY_INLINE void vnni_pair(const Row& w, size_t b, size_t nb, __m512i& wv, __m512& dw) {
+  wv = u8_pair(w, b, nb);
+  dw = pair_ps(w.scale(b), b + 1 < nb ? w.scale(b + 1) : 0.0f);
+}
+
+// q4_0, where this tile spends most of a prefill: both blocks (f16 scale + 16 nibble bytes each,
+// 36 bytes) in one masked load, then one byte permutation that puts each block's 16 code bytes
+// twice in its 256-bit half, and one shift of the second copies' 16-bit lanes down 4 (the high
+// nibbles); the scales by one word permutation and one f16 conversion. Same codes in the same
+// lanes as the generic path (a missing block b + 1 reads as zeros), with a third of its
+// instructions. The masked load reads no byte past the pair.
+struct Q40PairTables {
+  alignas(64) uint8_t codes[64];
+  alignas(64) uint16_t scales[32];
+  constexpr Q40PairTables() : codes(), scales() {
+    for (size_t j = 0; j < 64; ++j) codes[j] = uint8_t((j / 32) * 18 + 2 + j % 16);
+    for (size_t j = 0; j < 32; ++j) scales[j] = j < 8 ? 0 : 9;
+  }
+};
+constexpr Q40PairTables kQ40Pair;
+HWY_INLINE void vnni_pair(const Q40Row& w, size_t b, size_t nb, __m512i& wv, __m512& dw) {
+  const __mmask64 bytes = b + 1 < nb ? 0xFFFFFFFFFull : 0x3FFFFull;
+  const __m512i raw = _mm512_maskz_loadu_epi8(bytes, w.row + b * 18);
+  const __m512i twice = _mm512_permutexvar_epi8(_mm512_load_si512(kQ40Pair.codes), raw);
+  const __m512i high = _mm512_mask_srli_epi16(twice, __mmask32(0xFF00FF00u), twice, 4);
+  wv = _mm512_and_si512(high, _mm512_set1_epi8(15));
+  const __m512i s = _mm512_permutexvar_epi16(_mm512_load_si512(kQ40Pair.scales), raw);
+  dw = _mm512_cvtph_ps(_mm512_castsi512_si256(s));
+}
+
 template <class Row, size_t R, size_t TT>
 HWY_NOINLINE void int_tile_vnni(const Job& job, size_t r0, size_t t0) {
   constexpr int kOffset = kVnniOffset<Row>;
@@ -367,8 +407,9 @@ HWY_NOINLINE void int_tile_vnni(const Job& job, size_t r0, size_t t0) {
       hwy::Prefetch(next + 63);
     }
     for (size_t r = 0; r < R; ++r) {
-      const __m512i wv = u8_pair(rows[r], b, nb);
-      const __m512 dw = pair_ps(rows[r].scale(b), two ? rows[r].scale(b + 1) : 0.0f);
+      __m512i wv;
+      __m512 dw;
+      vnni_pair(rows[r], b, nb, wv, dw);
       // Zero points: min * (x's scale * code sum) per block, in lanes 0 and 8 only.
       __m512 zw = _mm512_setzero_ps();
       if constexpr (Row::kZeroPoint) zw = _mm512_maskz_mov_ps(0x0101, pair_ps(rows[r].zero(b), two ? rows[r].zero(b + 1) : 0.0f));
@@ -610,7 +651,7 @@ void run_parts(Part* parts, size_t n, ThreadPool* pool) {
     Job& job = parts[i].job;
     if (parts[i].order >= 0) {
       const size_t o = size_t(parts[i].order);
-      if (!quantized[o]) quantize_x(job.x, job.T, job.cols, Order(o), qx[o]);
+      if (!quantized[o]) quantize_x(job.x, job.T, job.cols, Order(o), qx[o], pool);
       quantized[o] = true;
       job.qx = &qx[o];
     }

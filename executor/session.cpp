@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <string>
 
 #include "core/checked.h"
@@ -225,44 +226,74 @@ void Session::block(int64_t l, size_t n) {
                kvd = size_t(d.n_kv_heads) * hd, F = size_t(d.ffn_dim);
   const float alpha = float(d.residual_alpha);
   // The residual around f: x + f(n(x)), or ChatGLM-6B's n(x) * alpha + f(n(x)).
-  auto residual = [&](const float* f) {
-    if (d.residual == ResidualKind::ScaledNormInput)
-      for (size_t i = 0; i < n * D; ++i) x_[i] = xn_[i] * alpha + f[i];
+  // Elementwise work split over the pool by rows: each element goes through the operations of
+  // the serial loop, so the bits do not depend on the thread count. Serial, it was a fifth of a
+  // 2-thread prefill; a few rows (decode) are not worth waking the pool.
+  auto over_rows = [&](size_t floats_per_row, const std::function<void(size_t, size_t)>& fn) {
+    if (pool_ && pool_->size() > 1 && n > 1 && n * floats_per_row >= (size_t(1) << 14))
+      pool_->parallel_for(n, fn);
     else
-      for (size_t i = 0; i < n * D; ++i) x_[i] += f[i];
+      fn(0, n);
+  };
+  // The residual around f: x + f(n(x)), or ChatGLM-6B's n(x) * alpha + f(n(x)).
+  auto residual = [&](const float* f) {
+    over_rows(D, [&](size_t t0, size_t t1) {
+      if (d.residual == ResidualKind::ScaledNormInput)
+        for (size_t i = t0 * D; i < t1 * D; ++i) x_[i] = xn_[i] * alpha + f[i];
+      else
+        for (size_t i = t0 * D; i < t1 * D; ++i) x_[i] += f[i];
+    });
+  };
+  auto norm = [&](const TensorView& weight, const TensorView* bias) {
+    over_rows(D, [&](size_t t0, size_t t1) {
+      kernels::norm(d.norm, &x_[t0 * D], t1 - t0, D, weight, bias, d.norm_eps, &xn_[t0 * D]);
+    });
   };
 
-  kernels::norm(d.norm, x_.data(), n, D, *w.attn_norm, w.attn_norm_b, d.norm_eps, xn_.data());
+  norm(*w.attn_norm, w.attn_norm_b);
   // q, k and v in one parallel section (one pool wake-up, the input quantized once).
   const kernels::MatmulOut qkv[] = {{w.q, w.q_b, q_.data()}, {w.k, w.k_b, k_.data()}, {w.v, w.v_b, v_.data()}};
   kernels::matmul_many(qkv, 3, xn_.data(), n, pool_);
-  for (size_t t = 0; t < n; ++t) {
-    auto rotate = [&](float* x, size_t heads) {
-      for (size_t h = 0; h < heads; ++h) {
-        float* head = x + h * hd;
-        if (d.positional == PositionalKind::Rope) {
-          kernels::rotate_pairs(head, size_t(d.rope_dims) / 2, freqs_.data(), pos_a_[t]);
-        } else if (d.positional == PositionalKind::Rope2D) {
-          kernels::rotate_pairs(head, hd / 4, freqs_.data(), pos_a_[t]);
-          kernels::rotate_pairs(head + hd / 2, hd / 4, freqs_.data(), pos_b_[t]);
-        }
+  if (d.positional == PositionalKind::Rope || d.positional == PositionalKind::Rope2D) {
+    // One cos/sin table per token (per position for 2-D RoPE), shared by its q and k heads.
+    const bool two_d = d.positional == PositionalKind::Rope2D;
+    const size_t pairs = two_d ? hd / 4 : size_t(d.rope_dims) / 2;
+    over_rows(qd + kvd, [&](size_t t0, size_t t1) {
+      thread_local std::vector<float> cs;
+      grow(cs, 4 * pairs);
+      float* const a = cs.data();
+      float* const b = a + 2 * pairs;
+      for (size_t t = t0; t < t1; ++t) {
+        kernels::rotation_table(pairs, freqs_.data(), pos_a_[t], a);
+        if (two_d) kernels::rotation_table(pairs, freqs_.data(), pos_b_[t], b);
+        auto rotate = [&](float* x, size_t heads) {
+          for (size_t h = 0; h < heads; ++h) {
+            float* head = x + h * hd;
+            kernels::rotate_pairs(head, pairs, a);
+            if (two_d) kernels::rotate_pairs(head + hd / 2, pairs, b);
+          }
+        };
+        rotate(&q_[t * qd], size_t(d.n_heads));
+        rotate(&k_[t * kvd], size_t(d.n_kv_heads));
       }
-    };
-    rotate(&q_[t * qd], size_t(d.n_heads));
-    rotate(&k_[t * kvd], size_t(d.n_kv_heads));
+    });
   }
   attention(l, n);
   kernels::matmul(*w.o, w.o_b, att_.data(), n, o_.data(), pool_);
   residual(o_.data());
 
-  kernels::norm(d.norm, x_.data(), n, D, *w.ffn_norm, w.ffn_norm_b, d.norm_eps, xn_.data());
+  norm(*w.ffn_norm, w.ffn_norm_b);
   if (d.ffn == FfnKind::SiluGated) {
     const kernels::MatmulOut up_gate[] = {{w.up, w.up_b, up_.data()}, {w.gate, w.gate_b, gate_.data()}};
     kernels::matmul_many(up_gate, 2, xn_.data(), n, pool_);
-    for (size_t i = 0; i < n * F; ++i) up_[i] *= kernels::silu(gate_[i]);
+    over_rows(F, [&](size_t t0, size_t t1) {
+      for (size_t i = t0 * F; i < t1 * F; ++i) up_[i] *= kernels::silu(gate_[i]);
+    });
   } else {
     kernels::matmul(*w.up, w.up_b, xn_.data(), n, up_.data(), pool_);
-    for (size_t i = 0; i < n * F; ++i) up_[i] = kernels::gelu_tanh(up_[i]);
+    over_rows(F, [&](size_t t0, size_t t1) {
+      for (size_t i = t0 * F; i < t1 * F; ++i) up_[i] = kernels::gelu_tanh(up_[i]);
+    });
   }
   kernels::matmul(*w.down, w.down_b, up_.data(), n, o_.data(), pool_);
   residual(o_.data());

@@ -346,5 +346,31 @@ TEST(Kernels, AttendHeadMatchesReferenceOnEveryTarget) {
   }
 }
 
+// The per-token RoPE table (session.cpp rotates every head of a token with one) gives the bits of
+// rotate_pairs, and both are a rotation by pos * freq: checked against long double cos/sin.
+TEST(Kernels, RotationTableGivesTheBitsOfRotatePairs) {
+  const size_t pairs = 32;
+  std::vector<double> freqs(pairs);
+  for (size_t i = 0; i < pairs; ++i) freqs[i] = std::pow(10000.0, -double(2 * i) / double(2 * pairs));
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+  std::vector<float> cs(2 * pairs);
+  for (int64_t pos : {int64_t(0), int64_t(1), int64_t(17), int64_t(511), int64_t(100000)}) {
+    std::vector<float> v(2 * pairs);
+    for (float& x : v) x = u(rng);
+    std::vector<float> by_freqs = v, by_table = v;
+    kernels::rotate_pairs(by_freqs.data(), pairs, freqs.data(), pos);
+    kernels::rotation_table(pairs, freqs.data(), pos, cs.data());
+    kernels::rotate_pairs(by_table.data(), pairs, cs.data());
+    ASSERT_EQ(std::memcmp(by_freqs.data(), by_table.data(), v.size() * sizeof(float)), 0) << "pos " << pos;
+    for (size_t i = 0; i < pairs; ++i) {
+      const long double angle = (long double)pos * (long double)freqs[i];
+      const long double c = std::cos(angle), s = std::sin(angle), a = v[2 * i], b = v[2 * i + 1];
+      EXPECT_NEAR(double(by_table[2 * i]), double(a * c - b * s), 1e-5) << "pos " << pos << " pair " << i;
+      EXPECT_NEAR(double(by_table[2 * i + 1]), double(a * s + b * c), 1e-5) << "pos " << pos << " pair " << i;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace sf

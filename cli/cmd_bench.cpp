@@ -46,27 +46,20 @@ bool is_whole_number(const std::string& item) {
 std::vector<int64_t> parse_list(const std::string& option, const std::vector<std::string>& values, int64_t lo,
                                 int64_t hi) {
   std::vector<int64_t> out;
-  for (const std::string& v : values) {
-    size_t start = 0;
-    for (;;) {
-      const size_t comma = std::min(v.find(',', start), v.size());
-      const std::string item = v.substr(start, comma - start);
-      if (item.empty()) fail_usage(option + " '" + printable(v) + "': an empty item in the list");
-      char* end = nullptr;
-      errno = 0;
-      const long long n = is_whole_number(item) ? std::strtoll(item.c_str(), &end, 10) : 0;
-      if (end != item.c_str() + item.size() || errno)
-        fail_usage(option + " '" + printable(item) + "': not a whole number (a list looks like 32 or 32,128)");
-      if (n < lo || n > hi)
-        fail_usage(option + " " + item + " is out of range: must be " + std::to_string(lo) + " to " +
-                   std::to_string(hi));
-      if (std::find(out.begin(), out.end(), n) != out.end())
-        fail_usage(option + " " + std::to_string(n) + " given twice: each value makes its own rows once");
-      out.push_back(n);
-      if (comma == v.size()) break;
-      start = comma + 1;
-    }
-  }
+  for_each_list_item(values, [&](const std::string& item, const std::string& v) {
+    if (item.empty()) fail_usage(option + " '" + printable(v) + "': an empty item in the list");
+    char* end = nullptr;
+    errno = 0;
+    const long long n = is_whole_number(item) ? std::strtoll(item.c_str(), &end, 10) : 0;
+    if (end != item.c_str() + item.size() || errno)
+      fail_usage(option + " '" + printable(item) + "': not a whole number (a list looks like 32 or 32,128)");
+    if (n < lo || n > hi)
+      fail_usage(option + " " + item + " is out of range: must be " + std::to_string(lo) + " to " +
+                 std::to_string(hi));
+    if (std::find(out.begin(), out.end(), n) != out.end())
+      fail_usage(option + " " + std::to_string(n) + " given twice: each value makes its own rows once");
+    out.push_back(n);
+  });
   return out;
 }
 

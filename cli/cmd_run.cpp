@@ -68,21 +68,14 @@ class LogitsDump {
 // than a shorter prompt.
 std::vector<int> parse_ids(const std::vector<std::string>& values) {
   std::vector<int> ids;
-  for (const std::string& v : values) {
-    size_t start = 0;
-    for (;;) {
-      const size_t comma = std::min(v.find(',', start), v.size());
-      const std::string item = v.substr(start, comma - start);
-      char* end = nullptr;
-      errno = 0;
-      const long long id = std::strtoll(item.c_str(), &end, 10);
-      if (item.empty() || end != item.c_str() + item.size() || errno || id < INT32_MIN || id > INT32_MAX)
-        fail_usage("--ids '" + v + "': expected comma-separated token ids such as 1,2,3");
-      ids.push_back(int(id));
-      if (comma == v.size()) break;
-      start = comma + 1;
-    }
-  }
+  for_each_list_item(values, [&](const std::string& item, const std::string& v) {
+    char* end = nullptr;
+    errno = 0;
+    const long long id = std::strtoll(item.c_str(), &end, 10);
+    if (item.empty() || end != item.c_str() + item.size() || errno || id < INT32_MIN || id > INT32_MAX)
+      fail_usage("--ids '" + v + "': expected comma-separated token ids such as 1,2,3");
+    ids.push_back(int(id));
+  });
   return ids;
 }
 

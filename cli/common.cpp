@@ -90,6 +90,19 @@ void print_json(const json& j) { std::cout << j.dump(2, ' ', false, json::error_
 
 
 
+void for_each_list_item(const std::vector<std::string>& values,
+                        const std::function<void(const std::string& item, const std::string& value)>& fn) {
+  for (const std::string& v : values) {
+    size_t start = 0;
+    for (;;) {
+      const size_t comma = std::min(v.find(',', start), v.size());
+      fn(v.substr(start, comma - start), v);
+      if (comma == v.size()) break;
+      start = comma + 1;
+    }
+  }
+}
+
 std::string human_bytes(uint64_t n) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   double v = double(n);

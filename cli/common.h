@@ -2,6 +2,7 @@
 // Shared by the subcommands: how each registers itself, the options several of them take (thread
 // count, bounded numbers, context length), and output helpers.
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -67,6 +68,10 @@ void set_current_input(const std::string& path);
 const std::string& current_input();
 
 void print_json(const json& j);
+// Calls fn(item, value) for each comma-separated item of each value of a list option ("64,512", or
+// the option given several times), empty items included, so the caller decides what is an error.
+void for_each_list_item(const std::vector<std::string>& values,
+                        const std::function<void(const std::string& item, const std::string& value)>& fn);
 std::string human_bytes(uint64_t n);
 // A plain-text table with columns padded to the widest cell.
 void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows);

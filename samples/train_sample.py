@@ -34,11 +34,24 @@ def load_text():
     return "\n".join(p for p in paras if len(p) > 1) + "\n"
 
 
+CALIB_BYTES = 60000
+
+
+def write_calib(text, cut, here):
+    """calib.txt: the last whole paragraphs of the training text, about CALIB_BYTES long. Text the
+    model was trained on, disjoint from heldout.txt: what calibrated quantization
+    (convert --calib) reads, so evaluating on heldout.txt stays honest."""
+    start = text.index("\n", cut - CALIB_BYTES) + 1
+    with open(os.path.join(here, "calib.txt"), "w", encoding="utf-8") as f:
+        f.write(text[start:cut])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="samples/jargon-llama")
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--calib-only", action="store_true", help="only write calib.txt (no training)")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
@@ -49,6 +62,9 @@ def main():
     cut = text.index("\n", cut) + 1
     train_text, held = text[:cut], text[cut:]
     here = os.path.dirname(os.path.abspath(__file__))
+    write_calib(text, cut, here)
+    if args.calib_only:
+        return
     with open(os.path.join(here, "heldout.txt"), "w", encoding="utf-8") as f:
         f.write(held)
     tmp_train = os.path.join(args.out, "train.txt.tmp")

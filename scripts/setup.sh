@@ -13,6 +13,7 @@ PACKAGES=(
   libicu-dev             # Unicode character properties for GPT-2's pre-tokenizer
   libhwy-dev             # Highway: the executor's SIMD kernels, one build per x86 level, chosen at run time
   libssl-dev             # OpenSSL's libcrypto: SHA-256 of sources and shards
+  libeigen3-dev          # Eigen: dense linear algebra for calibration (GPTQ's Hessian factorisations)
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-torch python3-numpy python3-sentencepiece
   libopenblas0-pthread   # a real BLAS under Debian's python3-torch (fixture generation)

@@ -1,0 +1,89 @@
+#pragma once
+// Calibrated encoding: choosing a quantized tensor's scales (and, for GPTQ, its codes) so that the
+// layer's output on calibration inputs changes least, rather than the weights themselves. The
+// pipeline's calibration stages (pipeline/calibrate_stage.cpp) run each block on the calibration
+// tokens, gather InputStats for every group of linear layers that share an input (a block's q, k
+// and v; gate and up), and call these functions. Whatever the method, the bytes are the type's row
+// layout (docs/format.md): the executor and every writer read them as they read round-to-nearest.
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "quantizers/scheme.h"
+
+namespace sf {
+
+// The methods, one row each in kCalibMethods (calibration.cpp): the name used by --calib-method,
+// by compare's `SCHEME+METHOD`, and in the manifest.
+enum class CalibMethod : uint8_t { Mse, Awq, Gptq };
+
+struct CalibMethodInfo {
+  CalibMethod method;
+  const char* name;         // "mse", "awq", "gptq"
+  const char* description;  // one line, for --help and docs
+  bool needs_gram;          // gathers Σ x xᵀ per input (GPTQ's Hessian)
+  bool needs_sample;        // keeps a sample of input rows (AWQ's scale search)
+};
+const std::vector<CalibMethodInfo>& calib_methods();
+std::optional<CalibMethod> calib_method_from_name(std::string_view name);
+const CalibMethodInfo& calib_method_info(CalibMethod m);
+
+// Statistics of the activations entering a group of linear layers that share an input, gathered
+// over the calibration tokens.
+struct InputStats {
+  size_t channels = 0;
+  uint64_t tokens = 0;
+  std::vector<double> sum_sq;   // per input channel: Σ x_j² (the importance of column j: sum_sq / tokens)
+  std::vector<double> sum_abs;  // per input channel: Σ |x_j| (AWQ's activation magnitude)
+  std::vector<double> gram;     // Σ x xᵀ, channels x channels, row-major; empty unless with_gram
+  std::vector<float> sample;    // up to max_sample_rows input rows, row-major (AWQ's search)
+  size_t sample_rows = 0;
+  bool with_gram = false;
+  size_t max_sample_rows = 0;
+
+  void reset(size_t channels, bool with_gram, size_t max_sample_rows);
+  // Adds `rows` rows of `channels` activations. The sums are the same bits whatever the pool's
+  // size (each sum runs over the rows in order), so calibrated artifacts do not depend on -t.
+  void add(const float* x, size_t rows, ThreadPool* pool);
+};
+
+// Settings of the methods; every field is recorded in the manifest.
+struct CalibParams {
+  int clip_steps = 20;        // mse / awq: clip ratios tried, from 1 down to min_clip
+  double min_clip = 0.5;
+  int awq_grid = 20;          // awq: exponents alpha tried in [0, 1)
+  double gptq_damp = 0.01;    // gptq: added to the Hessian's diagonal, times its mean
+  bool gptq_act_order = false;
+  size_t gptq_block = 128;    // gptq: columns per lazy batch update
+};
+
+// Encodes rows x cols weights (row-major f32) with `scheme` so as to minimise the output error on
+// inputs with `stats` (stats.channels == cols). Returns rows x row_bytes bytes in the type's row
+// layout. Float types (f32, f16, bf16) have nothing to choose and are encoded as round-to-nearest
+// does. Problems that do not stop the encoding (a Hessian GPTQ had to fall back on) are appended
+// to `warnings` as whole sentences naming `tensor`. Deterministic whatever the pool's size.
+std::vector<uint8_t> encode_calibrated(CalibMethod method, const std::string& tensor, const float* w, size_t rows,
+                                       size_t cols, const Scheme& scheme, const InputStats& stats,
+                                       const CalibParams& params, ThreadPool& pool,
+                                       std::vector<std::string>& warnings);
+
+// One linear layer of an AWQ scaling group: its weights and the scheme they will be stored in.
+struct AwqLinear {
+  const float* w;  // rows x cols, row-major
+  size_t rows;
+  Scheme scheme;
+};
+
+// AWQ's search: per-input-channel scales s (cols of them, all > 0) for linears sharing the input
+// that `stats` describes: each linear's columns are multiplied by s and its input divided by s
+// (folded by the caller into the op before), choosing s = m^alpha / norm from the channels' mean
+// magnitude m so as to minimise the quantized group's output error on stats.sample. All ones when
+// scaling does not help.
+std::vector<float> awq_search_scales(const std::vector<AwqLinear>& linears, size_t cols, const InputStats& stats,
+                                     const CalibParams& params, ThreadPool& pool);
+
+}  // namespace sf

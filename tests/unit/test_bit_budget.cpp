@@ -287,11 +287,17 @@ TEST(BitBudget, CoarseBudgetStepsStillMeetTheBudgetAndComeClose) {
   // option's extra bytes rounded up, so it always fits and is at least as good as the exact
   // optimum of a budget smaller by one step per tensor.
   std::mt19937 rng(8);
-  for (int trial = 0; trial < 40; ++trial) {
+  for (int trial = 0; trial < 80; ++trial) {
     const auto ts = random_instance(rng, 1 << 22, trial % 2 == 0);
     uint64_t lo = 0, hi = 0;
     for (const auto& t : ts) lo += t.options.front().bytes, hi += t.options.back().bytes;
-    const uint64_t budget_bytes = std::uniform_int_distribution<uint64_t>(lo, hi - 1)(rng);
+    // Half the budgets a byte short of some assignment's size, where rounding down would overspend.
+    uint64_t budget_bytes = std::uniform_int_distribution<uint64_t>(lo, hi - 1)(rng);
+    if (trial % 4 >= 2) {
+      uint64_t some = 0;
+      for (const auto& t : ts) some += t.options[std::uniform_int_distribution<size_t>(0, 2)(rng)].bytes;
+      budget_bytes = std::max(lo, some - 1);
+    }
     const double target = 8.0 * double(budget_bytes) / double(total_weights(ts));
     const uint64_t allowed = allowed_bytes(target, ts);
     const uint64_t step = std::max<uint64_t>(1, (allowed - lo + 65535) / 65536);
@@ -301,6 +307,24 @@ TEST(BitBudget, CoarseBudgetStepsStillMeetTheBudgetAndComeClose) {
     const uint64_t smaller = allowed - std::min(allowed - lo, step * ts.size());
     EXPECT_LE(a.total_error, brute_force(ts, smaller).error + 1e-12) << "trial " << trial;
   }
+}
+
+TEST(BitBudget, RepairSpendsWhatTheStepsLeft) {
+  // 200000 spare bytes make steps of 4 bytes: upgrades of 100001 and 99999 bytes round to 25001 +
+  // 25000 steps, one more than the 50000 there are, though their 200000 bytes fit exactly. The
+  // knapsack takes one; the repair pass must take the other.
+  std::vector<BudgetTensor> ts = {
+      {"a", 500000, {{parse_scheme("int4"), 300000, 2.0}, {parse_scheme("int8"), 400001, 1.0},
+                     {parse_scheme("f16"), 600000, 0.5}}},
+      {"b", 500000, {{parse_scheme("int4"), 300000, 2.0}, {parse_scheme("int8"), 399999, 1.0},
+                     {parse_scheme("f16"), 600000, 0.5}}},
+  };
+  const double target = 6.4;  // 800000 bytes
+  ASSERT_EQ(allowed_bytes(target, ts), 800000u);
+  const BudgetAssignment a = allocate_bit_budget(ts, target);
+  EXPECT_EQ(a.bytes, 800000u);
+  EXPECT_EQ(a.total_error, brute_force(ts, 800000).error);
+  EXPECT_EQ(a.total_error, 2.0);
 }
 
 std::vector<BudgetTensor> three_tensors() {

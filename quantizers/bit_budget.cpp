@@ -20,8 +20,9 @@ namespace {
 
 // Rows are measured in fixed blocks of this many: the blocks (not the pool's chunks) decide every
 // floating-point operation, so the per-row errors are the same bits whatever the thread count, and
-// a block is a small matrix product against the Gram matrix rather than one vector at a time.
-constexpr size_t kRowBlock = 16;
+// a block is one matrix product against the Gram matrix rather than a vector at a time (64 rows
+// amortise packing the cols x cols matrix: twice as fast as 16 on 2048 x 2048, and faster than 256).
+constexpr size_t kRowBlock = 64;
 
 enum class RowState : uint8_t { Ok, Skip, Undecodable };
 

@@ -335,6 +335,15 @@ BudgetTensor fixed_tensor(const std::string& name, const Scheme& scheme, size_t 
   return {name, checked_mul(uint64_t(rows), uint64_t(cols), "tensor " + name), {{scheme, scheme_bytes(scheme, rows, cols), 0.0}}};
 }
 
+BudgetTensor combine_uses(const BudgetTensor& first, const BudgetTensor& second) {
+  BudgetTensor t{first.name, first.weights, {}};
+  for (const BudgetOption& a : first.options)
+    for (const BudgetOption& b : second.options)
+      if (a.scheme == b.scheme) t.options.push_back({a.scheme, a.bytes, a.error + b.error});
+  if (t.options.empty()) fail("tensor " + first.name + ": no candidate scheme of the bit budget can hold its values");
+  return t;
+}
+
 BudgetAssignment allocate_bit_budget(std::vector<BudgetTensor> ts, double target_bpw) {
   if (!std::isfinite(target_bpw) || target_bpw <= 0)
     fail_usage("--target-bpw must be a positive number of bits per weight, not " + fmt("%g", target_bpw));

@@ -76,9 +76,13 @@ BudgetTensor measure_linear(const std::string& name, const float* w, size_t rows
 BudgetTensor measure_lookup(const std::string& name, const float* w, size_t rows, size_t cols,
                             const std::vector<Scheme>& ladder, const std::vector<double>& row_share,
                             ThreadPool* pool = nullptr);
-// A tensor stored as given whatever the budget (norm weights and biases: f32): it counts in the
-// budget's bits and weights, with error 0.
+// A tensor stored as given whatever the budget (norm weights and biases: f32; a vector is 1 x n):
+// it counts in the budget's bits and weights, with error 0.
 BudgetTensor fixed_tensor(const std::string& name, const Scheme& scheme, size_t rows, size_t cols);
+// One stored tensor with two uses (a tied embedding: lookup and output projection): first's name,
+// weights and bytes, each scheme's errors added; a scheme missing from either use is dropped, and
+// none left is an error naming the tensor.
+BudgetTensor combine_uses(const BudgetTensor& first, const BudgetTensor& second);
 
 // ---- Allocation ----
 

@@ -206,6 +206,21 @@ TEST(BitBudget, MeasuredOptionsAreErrorsOverEnergyWithExactBytes) {
   for (const auto& o : z.options) EXPECT_EQ(o.error, 0.0);
 }
 
+TEST(BitBudget, ATiedEmbeddingAddsTheErrorsOfItsTwoUses) {
+  const BudgetTensor lookup{"embed.weight", 100, {{parse_scheme("int4"), 60, 0.5}, {parse_scheme("int8"), 104, 0.1},
+                                                  {parse_scheme("f16"), 200, 0.001}}};
+  const BudgetTensor output{"head.output.weight", 100, {{parse_scheme("int8"), 104, 0.2}, {parse_scheme("int4"), 60, 0.7}}};
+  const BudgetTensor t = combine_uses(lookup, output);
+  EXPECT_EQ(t.name, "embed.weight");
+  EXPECT_EQ(t.weights, 100u);
+  ASSERT_EQ(t.options.size(), 2u);  // f16 was not measured for the output use
+  EXPECT_EQ(t.options[0].scheme.name(), "int4:g32:sym");
+  EXPECT_DOUBLE_EQ(t.options[0].error, 0.5 + 0.7);
+  EXPECT_EQ(t.options[1].bytes, 104u);
+  EXPECT_DOUBLE_EQ(t.options[1].error, 0.1 + 0.2);
+  EXPECT_THROW(combine_uses(lookup, BudgetTensor{"x", 100, {{parse_scheme("q8_0"), 106, 0.1}}}), Error);
+}
+
 // ---------------------------------------------------------------- allocator
 
 struct Brute {

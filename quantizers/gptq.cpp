@@ -1,0 +1,152 @@
+// GPTQ (Frantar et al., 2022): quantizes a layer's columns one at a time and spreads each column's
+// rounding error over the columns not yet quantized, weighted by the inverse Hessian of the
+// layer's output error, H = E[x xᵀ]. The inverse is used through its upper Cholesky factor U
+// (H⁻¹ = Uᵀ U): row k of U / U_kk is the optimal update of the remaining columns given column k's
+// error. Updates inside a lazy batch of gptq_block columns are applied one by one; the rest of the
+// row gets the batch's errors at once, as one matrix product.
+#include <Eigen/Dense>
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <optional>
+
+#include "quantizers/calib_methods.h"
+
+namespace sf {
+
+namespace {
+
+using MatrixXd = Eigen::MatrixXd;
+constexpr size_t kRowChunk = 32;  // weight rows per task: fixed, so the bits never depend on -t
+constexpr int kDampRetries = 3;   // dampening x10 each time before giving up
+
+// U, upper triangular with H⁻¹ = Uᵀ U, or nothing when H + damp·I does not factor. With J the
+// order reversal, chol(J H J) = L gives H = R Rᵀ for the upper triangular R = J L J, so H⁻¹ =
+// (R⁻¹)ᵀ R⁻¹ and U = R⁻¹: one factorisation and one triangular inverse, no explicit H⁻¹.
+std::optional<MatrixXd> inverse_cholesky_upper(const MatrixXd& H, double damp) {
+  const Eigen::Index n = H.rows();
+  MatrixXd rev = H.reverse();  // J H J
+  rev.diagonal().array() += damp;
+  Eigen::LLT<MatrixXd> llt(rev);
+  if (llt.info() != Eigen::Success) return std::nullopt;
+  MatrixXd R = MatrixXd(llt.matrixL()).reverse();  // J L J: upper triangular
+  MatrixXd U = MatrixXd::Identity(n, n);
+  R.triangularView<Eigen::Upper>().solveInPlace(U);
+  if (!U.allFinite() || (U.diagonal().array() <= 0).any()) return std::nullopt;
+  return U;
+}
+
+// Columns in the lazy batch starting at i0. A group's parameters are fitted from its updated
+// weights when its first column comes up, so every column of the group must have had all earlier
+// columns' updates by then: a batch never ends inside a group that started inside it (it stops
+// before that group instead). Act order's groups are fitted up front, so it needs no such cut.
+size_t batch_length(const QuantGrid& grid, size_t i0, size_t block, bool act_order) {
+  size_t end = std::min(grid.cols(), i0 + block);
+  if (!act_order) {
+    const size_t g = (end - 1) / grid.group_len();
+    if (grid.group_begin(g) > i0 && grid.group_end(g) > end) end = grid.group_begin(g);
+  }
+  return end - i0;
+}
+
+}  // namespace
+
+std::vector<uint8_t> encode_gptq(const std::string& tensor, const QuantGrid& grid, const float* w, size_t rows,
+                                 const InputStats& stats, const CalibParams& params, ThreadPool& pool,
+                                 std::vector<std::string>& warnings) {
+  const size_t cols = grid.cols(), G = grid.groups(), rb = grid.row_bytes();
+  auto fall_back = [&](const std::string& why) {
+    warnings.push_back(tensor + ": GPTQ " + why + "; encoded with mse clipping instead.");
+    return encode_mse(grid, w, rows, channel_importance(stats, cols), params, pool);
+  };
+  if (!stats.with_gram || stats.gram.size() != cols * cols || stats.tokens == 0)
+    return fall_back("has no Hessian for this input");
+
+  MatrixXd H = Eigen::Map<const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(
+                   stats.gram.data(), Eigen::Index(cols), Eigen::Index(cols)) / double(stats.tokens);
+  // Channels the calibration never drove carry no information: their weights cannot matter to the
+  // output on these inputs, so they are zeroed and H_jj = 1 keeps the factorisation defined.
+  std::vector<bool> dead(cols, false);
+  for (size_t j = 0; j < cols; ++j)
+    if (H(j, j) == 0) { dead[j] = true; H(j, j) = 1; }
+
+  // Processing order: the row's order, or (act order) the most strongly driven channels first.
+  std::vector<size_t> perm(cols);
+  std::iota(perm.begin(), perm.end(), 0);
+  if (params.gptq_act_order)
+    std::stable_sort(perm.begin(), perm.end(), [&](size_t a, size_t b) { return H(a, a) > H(b, b); });
+  MatrixXd Hp(cols, cols);
+  for (size_t a = 0; a < cols; ++a)
+    for (size_t b = 0; b < cols; ++b) Hp(a, b) = H(perm[a], perm[b]);
+
+  const double mean_diag = Hp.diagonal().mean();
+  double damp = params.gptq_damp * mean_diag;
+  if (!(damp > 0)) damp = 1e-12 * std::max(mean_diag, 1e-300);
+  std::optional<MatrixXd> U;
+  for (int attempt = 0; attempt <= kDampRetries && !U; ++attempt, damp *= 10) U = inverse_cholesky_upper(Hp, damp);
+  if (!U) return fall_back("could not factor the Hessian even with dampening raised 1000x");
+
+  const size_t block = std::max<size_t>(params.gptq_block, 1);
+  const size_t chunks = (rows + kRowChunk - 1) / kRowChunk;
+  std::vector<uint8_t> out(rows * rb, 0);
+  std::vector<char> chunk_failed(chunks, 0);
+  pool.parallel_for(chunks, [&](size_t c0, size_t c1) {
+    MatrixXd W, Err;
+    std::vector<GroupParams> ps;
+    std::vector<int> codes;
+    for (size_t ch = c0; ch < c1; ++ch) {
+      const size_t r0 = ch * kRowChunk, nr = std::min(kRowChunk, rows - r0);
+      W.resize(Eigen::Index(nr), Eigen::Index(cols));  // columns in processing order
+      for (size_t r = 0; r < nr; ++r)
+        for (size_t k = 0; k < cols; ++k) W(r, k) = dead[perm[k]] ? 0.0 : double(w[(r0 + r) * cols + perm[k]]);
+      ps.assign(nr * G, GroupParams{});
+      codes.assign(nr * cols, 0);
+      std::vector<float> buf(grid.group_len());
+      // Act order's groups are static: fitted up front from the original weights, since a group
+      // stays contiguous in the row while its columns are visited out of order.
+      if (params.gptq_act_order)
+        for (size_t r = 0; r < nr; ++r)
+          for (size_t g = 0; g < G; ++g) {
+            const size_t b = grid.group_begin(g), e = grid.group_end(g);
+            for (size_t j = b; j < e; ++j) buf[j - b] = dead[j] ? 0.0f : w[(r0 + r) * cols + j];
+            ps[r * G + g] = grid.fit(buf.data(), e - b, 1.0f);
+          }
+      for (size_t i0 = 0, nb = 0; i0 < cols; i0 += nb) {
+        nb = batch_length(grid, i0, block, params.gptq_act_order);
+        Err.setZero(Eigen::Index(nr), Eigen::Index(nb));
+        for (size_t k = i0; k < i0 + nb; ++k) {
+          const size_t col = perm[k], g = col / grid.group_len();
+          const double ukk = (*U)(k, k);
+          for (size_t r = 0; r < nr; ++r) {
+            GroupParams& p = ps[r * G + g];
+            if (!params.gptq_act_order && col == grid.group_begin(g)) {  // fitted from the updated weights
+              const size_t e = grid.group_end(g);
+              for (size_t j = col; j < e; ++j) buf[j - col] = float(W(r, j));
+              p = grid.fit(buf.data(), e - col, 1.0f);
+            }
+            const float x = float(W(r, k));
+            const int c = grid.code(x, p);
+            codes[r * cols + col] = c;
+            const double err = (W(r, k) - double(grid.decode(c, p))) / ukk;
+            Err(r, k - i0) = err;
+            const size_t rest = i0 + nb - k - 1;
+            if (rest) W.row(r).segment(k + 1, rest) -= err * U->row(k).segment(k + 1, rest);
+          }
+        }
+        const size_t tail = cols - i0 - nb;
+        if (tail)
+          W.rightCols(Eigen::Index(tail)).noalias() -= Err * U->block(i0, i0 + nb, nb, tail);
+      }
+      for (size_t r = 0; r < nr; ++r) {
+        for (size_t g = 0; g < G; ++g)
+          if (!std::isfinite(ps[r * G + g].scale) || !std::isfinite(ps[r * G + g].min)) chunk_failed[ch] = 1;
+        grid.pack_row(&ps[r * G], &codes[r * cols], &out[(r0 + r) * rb]);
+      }
+    }
+  });
+  if (std::find(chunk_failed.begin(), chunk_failed.end(), 1) != chunk_failed.end())
+    return fall_back("error compensation overflowed (ill-conditioned Hessian)");
+  return out;
+}
+
+}  // namespace sf

@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
-#include <optional>
 
 #include "quantizers/calib_methods.h"
 
@@ -38,19 +37,20 @@ void invert_upper(Eigen::Ref<MatrixXd> R) {
   R.topRightCorner(h, n - h) = B * R.bottomRightCorner(n - h, n - h).triangularView<Eigen::Upper>();
 }
 
-// U, upper triangular with H⁻¹ = Uᵀ U, or nothing when H + damp·I does not factor. With J the
-// order reversal, chol(J H J) = L gives H = R Rᵀ for the upper triangular R = J L J, so H⁻¹ =
-// (R⁻¹)ᵀ R⁻¹ and U = R⁻¹: one factorisation and one triangular inverse, no explicit H⁻¹.
-// Row-major, as the sweep reads it by rows.
-std::optional<RowMatrix> inverse_cholesky_upper(const MatrixXd& H, double damp) {
-  MatrixXd rev = H.reverse();  // J H J
-  rev.diagonal().array() += damp;
-  Eigen::LLT<MatrixXd> llt(rev);
-  if (llt.info() != Eigen::Success) return std::nullopt;
-  MatrixXd U = MatrixXd(llt.matrixL()).reverse();  // J L J: upper triangular
-  invert_upper(U);
-  if (!U.allFinite() || (U.diagonal().array() <= 0).any()) return std::nullopt;
-  return RowMatrix(U);
+// Replaces M = J P (H + damp I) Pᵀ J (the permuted, dampened Hessian in reversed order, J the
+// reversal) by Uᵀ, where U is upper triangular with (P (H + damp I) Pᵀ)⁻¹ = Uᵀ U; false when it
+// does not factor. chol(M) = L gives P H Pᵀ = R Rᵀ for the upper triangular R = J L J, so the
+// inverse is (R⁻¹)ᵀ R⁻¹ and U = R⁻¹: one factorisation and one triangular inverse, no explicit
+// inverse, all in place (one n x n matrix, a 2816-channel Hessian is 63 MB). Transposed so that
+// the sweep's reads of U's rows are contiguous columns.
+bool inverse_cholesky_upper_t(MatrixXd& M) {
+  Eigen::LLT<Eigen::Ref<MatrixXd>> llt(M);
+  if (llt.info() != Eigen::Success) return false;
+  M.triangularView<Eigen::StrictlyUpper>().setZero();
+  M.reverseInPlace();
+  invert_upper(M);
+  M.transposeInPlace();
+  return M.allFinite() && (M.diagonal().array() > 0).all();
 }
 
 // Columns in the lazy batch starting at i0. A group's parameters are fitted from its updated
@@ -79,29 +79,44 @@ std::vector<uint8_t> encode_gptq(const std::string& tensor, const QuantGrid& gri
   if (!stats.with_gram || stats.gram.size() != cols * cols || stats.tokens == 0)
     return fall_back("has no Hessian for this input");
 
-  MatrixXd H = Eigen::Map<const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(
-                   stats.gram.data(), Eigen::Index(cols), Eigen::Index(cols)) / double(stats.tokens);
+  const double tokens = double(stats.tokens);
   // Channels the calibration never drove carry no information: their weights cannot matter to the
   // output on these inputs, so they are zeroed and H_jj = 1 keeps the factorisation defined.
+  std::vector<double> diag(cols);
   std::vector<bool> dead(cols, false);
-  for (size_t j = 0; j < cols; ++j)
-    if (H(j, j) == 0) { dead[j] = true; H(j, j) = 1; }
-
+  for (size_t j = 0; j < cols; ++j) {
+    diag[j] = stats.gram[j * cols + j] / tokens;
+    if (diag[j] == 0) { dead[j] = true; diag[j] = 1; }
+  }
   // Processing order: the row's order, or (act order) the most strongly driven channels first.
   std::vector<size_t> perm(cols);
   std::iota(perm.begin(), perm.end(), 0);
   if (params.gptq_act_order)
-    std::stable_sort(perm.begin(), perm.end(), [&](size_t a, size_t b) { return H(a, a) > H(b, b); });
-  MatrixXd Hp(cols, cols);
-  for (size_t a = 0; a < cols; ++a)
-    for (size_t b = 0; b < cols; ++b) Hp(a, b) = H(perm[a], perm[b]);
+    std::stable_sort(perm.begin(), perm.end(), [&](size_t a, size_t b) { return diag[a] > diag[b]; });
+  double mean_diag = 0;
+  for (double d : diag) mean_diag += d;
+  mean_diag /= double(cols);
 
-  const double mean_diag = Hp.diagonal().mean();
+  MatrixXd Ut(cols, cols);
+  auto load_reversed = [&](double damp) {  // Ut = J P (H + damp I) Pᵀ J
+    const size_t n = cols;
+    for (size_t b = 0; b < n; ++b) {
+      const size_t cb = perm[n - 1 - b];
+      double* col = Ut.col(Eigen::Index(b)).data();
+      for (size_t a = 0; a < n; ++a) {
+        const size_t ca = perm[n - 1 - a];
+        col[a] = ca == cb ? diag[ca] + damp : stats.gram[cb * n + ca] / tokens;
+      }
+    }
+  };
   double damp = params.gptq_damp * mean_diag;
   if (!(damp > 0)) damp = 1e-12 * std::max(mean_diag, 1e-300);
-  std::optional<RowMatrix> U;
-  for (int attempt = 0; attempt <= kDampRetries && !U; ++attempt, damp *= 10) U = inverse_cholesky_upper(Hp, damp);
-  if (!U) return fall_back("could not factor the Hessian even with dampening raised 1000x");
+  bool factored = false;
+  for (int attempt = 0; attempt <= kDampRetries && !factored; ++attempt, damp *= 10) {
+    load_reversed(damp);
+    factored = inverse_cholesky_upper_t(Ut);
+  }
+  if (!factored) return fall_back("could not factor the Hessian even with dampening raised 1000x");
 
   const size_t block = std::max<size_t>(params.gptq_block, 1);
   const size_t chunks = (rows + kRowChunk - 1) / kRowChunk;
@@ -133,7 +148,7 @@ std::vector<uint8_t> encode_gptq(const std::string& tensor, const QuantGrid& gri
         Err.setZero(Eigen::Index(nr), Eigen::Index(nb));
         for (size_t k = i0; k < i0 + nb; ++k) {
           const size_t col = perm[k], g = col / grid.group_len();
-          const double ukk = (*U)(k, k);
+          const double ukk = Ut(k, k);
           for (size_t r = 0; r < nr; ++r) {
             GroupParams& p = ps[r * G + g];
             if (!params.gptq_act_order && col == grid.group_begin(g)) {  // fitted from the updated weights
@@ -147,12 +162,12 @@ std::vector<uint8_t> encode_gptq(const std::string& tensor, const QuantGrid& gri
             const double err = (W(r, k) - double(grid.decode(c, p))) / ukk;
             Err(r, k - i0) = err;
             const size_t rest = i0 + nb - k - 1;
-            if (rest) W.row(r).segment(k + 1, rest) -= err * U->row(k).segment(k + 1, rest);
+            if (rest) W.row(r).segment(k + 1, rest) -= err * Ut.col(k).segment(k + 1, rest).transpose();
           }
         }
         const size_t tail = cols - i0 - nb;
         if (tail)
-          W.rightCols(Eigen::Index(tail)).noalias() -= Err * U->block(i0, i0 + nb, nb, tail);
+          W.rightCols(Eigen::Index(tail)).noalias() -= Err * Ut.block(i0 + nb, i0, tail, nb).transpose();
       }
       for (size_t r = 0; r < nr; ++r) {
         for (size_t g = 0; g < G; ++g)

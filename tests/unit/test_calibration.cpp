@@ -513,7 +513,7 @@ TEST(Calibration, BitIdenticalWithOneOrThreeThreads) {
   EXPECT_EQ(s1.sum_sq, s3.sum_sq);
   EXPECT_EQ(s1.sum_abs, s3.sum_abs);
   for (const Scheme& s : {sch(QType::Int4Asym, 32), sch(QType::Q4_0)})
-    for (CalibMethod m : {CalibMethod::Mse, CalibMethod::Gptq})
+    for (CalibMethod m : {CalibMethod::Mse, CalibMethod::Awq, CalibMethod::Gptq})
       for (bool act : {false, true}) {
         CalibParams params;
         params.gptq_act_order = act;

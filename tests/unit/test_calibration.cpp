@@ -67,11 +67,13 @@ TEST(QuantGrid, ClipOneIsByteIdenticalToRoundToNearest) {
   int checked = 0;
   for (const Scheme& s : schemes)
     for (size_t cols : {1, 2, 7, 31, 32, 33, 65, 100, 129})
-      for (int content = 0; content < 3; ++content) {
+      for (int content = 0; content < 4; ++content) {
         std::vector<float> x = normal(cols, uint32_t(cols * 7 + content), 0.3f);
         if (content == 1) std::fill(x.begin(), x.end(), 0.0f);                     // all zeros
         if (content == 2) for (size_t i = 0; i < cols; i += 3) x[i] = 0.0f;         // zero runs, ties
         if (content == 2 && cols > 4) x[cols / 2] = -x[cols / 3 + 1] * 1.0f + 2.0f;  // an outlier
+        if (content == 3)  // -8 sets d = 1 for int4 / q4_0: exact half steps, each type's tie rule
+          for (size_t i = 0; i < cols; ++i) x[i] = i % 4 == 0 ? -8.0f : float(int(i % 15) - 7) + 0.5f;
         const QuantGrid grid(s, cols);
         std::vector<GroupParams> ps(grid.groups());
         std::vector<int> codes(cols);
@@ -88,7 +90,7 @@ TEST(QuantGrid, ClipOneIsByteIdenticalToRoundToNearest) {
         for (size_t j = 0; j < cols; ++j) ASSERT_EQ(grid.decode(codes[j], ps[j / grid.group_len()]), deq[j]);
         ++checked;
       }
-  EXPECT_EQ(checked, 15 * 9 * 3);
+  EXPECT_EQ(checked, 15 * 9 * 4);
 }
 
 // ---------------------------------------------------------------- input stats

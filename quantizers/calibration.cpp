@@ -1,5 +1,7 @@
 #include "quantizers/calibration.h"
 
+#include <string>
+
 #include "core/error.h"
 #include "quantizers/calib_methods.h"
 
@@ -43,6 +45,9 @@ std::vector<uint8_t> encode_calibrated(CalibMethod method, const std::string& te
     for (size_t r = 0; r < rows; ++r) tr.quantize_row(w + r * cols, cols, scheme.group, &out[r * rb]);
     return out;
   }
+  if (stats.tokens > 0 && stats.channels != cols)  // a caller's mix-up, not something to guess around
+    fail(tensor + ": calibration statistics have " + std::to_string(stats.channels) + " input channels, the rows " +
+         std::to_string(cols) + " columns");
   const QuantGrid grid(scheme, cols);
   switch (method) {
     case CalibMethod::Gptq: return encode_gptq(tensor, grid, w, rows, stats, params, pool, warnings);

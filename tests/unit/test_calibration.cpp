@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/error.h"
 #include "core/thread_pool.h"
 #include "quantizers/calib_methods.h"
 #include "quantizers/calibration.h"
@@ -497,6 +498,21 @@ TEST(Calibration, FloatTypesAreRoundToNearest) {
     for (CalibMethod m : {CalibMethod::Mse, CalibMethod::Awq, CalibMethod::Gptq})
       EXPECT_EQ(encode_calibrated(m, "t", w.data(), 3, 10, sch(t), st, {}, pool, warnings), rtn(sch(t), w, 3, 10));
   EXPECT_TRUE(warnings.empty());
+}
+
+TEST(Calibration, RefusesStatisticsOfAnotherWidth) {
+  const std::vector<float> w = normal(2 * 16, 52);
+  InputStats st;
+  st.reset(8, false, 0);
+  st.tokens = 4;
+  ThreadPool pool(1);
+  std::vector<std::string> warnings;
+  try {
+    encode_calibrated(CalibMethod::Mse, "blk.1.up", w.data(), 2, 16, sch(QType::Q8_0), st, {}, pool, warnings);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("blk.1.up"), std::string::npos) << e.message();
+  }
 }
 
 TEST(Calibration, BitIdenticalWithOneOrThreeThreads) {

@@ -347,7 +347,9 @@ TEST(Gptq, LowersTheOutputErrorBelowRoundToNearest) {
       CalibParams params;
       params.gptq_act_order = act;
       const auto bytes = encode_calibrated(CalibMethod::Gptq, "t", w.data(), rows, cols, s, st, params, pool, warnings);
-      if (act) EXPECT_NE(bytes, in_order) << "act order changed nothing";
+      if (act) {
+        EXPECT_NE(bytes, in_order) << "act order changed nothing";
+      }
       in_order = bytes;
       const double e_gptq = output_error(w, dequant(s, bytes, rows, cols), rows, cols, st);
       const double e_rtn = output_error(w, dequant(s, rtn(s, w, rows, cols), rows, cols), rows, cols, st);

@@ -1,8 +1,9 @@
 #include "quantizers/calibration.h"
 
-#include <cmath>
+#include <string>
 
 #include "core/error.h"
+#include "quantizers/calib_methods.h"
 
 namespace sf {
 
@@ -33,52 +34,29 @@ const CalibMethodInfo& calib_method_info(CalibMethod m) {
   fail("unknown calibration method");
 }
 
-void InputStats::reset(size_t n, bool gram_too, size_t max_sample) {
-  channels = n;
-  tokens = 0;
-  sum_sq.assign(n, 0.0);
-  sum_abs.assign(n, 0.0);
-  with_gram = gram_too;
-  gram.assign(gram_too ? n * n : 0, 0.0);
-  max_sample_rows = max_sample;
-  sample.clear();
-  sample_rows = 0;
-}
-
-// STAND-IN (replaced by the calibration numerics work): serial sums.
-void InputStats::add(const float* x, size_t rows, ThreadPool*) {
-  for (size_t r = 0; r < rows; ++r) {
-    const float* row = x + r * channels;
-    for (size_t j = 0; j < channels; ++j) {
-      sum_sq[j] += double(row[j]) * row[j];
-      sum_abs[j] += std::fabs(double(row[j]));
-    }
-    if (with_gram)
-      for (size_t i = 0; i < channels; ++i)
-        for (size_t j = 0; j < channels; ++j) gram[i * channels + j] += double(row[i]) * row[j];
-    if (sample_rows < max_sample_rows) {
-      sample.insert(sample.end(), row, row + channels);
-      ++sample_rows;
-    }
+std::vector<uint8_t> encode_calibrated(CalibMethod method, const std::string& tensor, const float* w, size_t rows,
+                                       size_t cols, const Scheme& scheme, const InputStats& stats,
+                                       const CalibParams& params, ThreadPool& pool,
+                                       std::vector<std::string>& warnings) {
+  if (!QuantGrid::supports(scheme.type) || cols == 0) {  // float types: nothing to choose
+    const auto& tr = qtype_traits(scheme.type);
+    const size_t rb = tr.row_bytes(cols, scheme.group);
+    std::vector<uint8_t> out(rows * rb, 0);
+    for (size_t r = 0; r < rows; ++r) tr.quantize_row(w + r * cols, cols, scheme.group, &out[r * rb]);
+    return out;
   }
-  tokens += rows;
-}
-
-// STAND-IN (replaced by the calibration numerics work): round-to-nearest for every method.
-std::vector<uint8_t> encode_calibrated(CalibMethod, const std::string&, const float* w, size_t rows, size_t cols,
-                                       const Scheme& scheme, const InputStats&, const CalibParams&, ThreadPool&,
-                                       std::vector<std::string>&) {
-  const auto& tr = qtype_traits(scheme.type);
-  const size_t rb = tr.row_bytes(cols, scheme.group);
-  std::vector<uint8_t> out(rows * rb, 0);
-  for (size_t r = 0; r < rows; ++r) tr.quantize_row(w + r * cols, cols, scheme.group, &out[r * rb]);
-  return out;
-}
-
-// STAND-IN (replaced by the calibration numerics work): no scaling.
-std::vector<float> awq_search_scales(const std::vector<AwqLinear>&, size_t cols, const InputStats&,
-                                     const CalibParams&, ThreadPool&) {
-  return std::vector<float>(cols, 1.0f);
+  if (stats.tokens > 0 && stats.channels != cols)  // a caller's mix-up, not something to guess around
+    fail(tensor + ": calibration statistics have " + std::to_string(stats.channels) + " input channels, the rows " +
+         std::to_string(cols) + " columns");
+  const QuantGrid grid(scheme, cols);
+  switch (method) {
+    case CalibMethod::Gptq: return encode_gptq(tensor, grid, w, rows, stats, params, pool, warnings);
+    // AWQ's scales are already folded into w and stats (the caller scaled both), so what is left
+    // is mse clipping with the scaled inputs' importance.
+    case CalibMethod::Awq:
+    case CalibMethod::Mse: return encode_mse(grid, w, rows, channel_importance(stats, cols), params, pool);
+  }
+  fail("unknown calibration method");
 }
 
 }  // namespace sf

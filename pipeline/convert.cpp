@@ -170,7 +170,9 @@ ConvertReport convert(const ConvertOptions& opt) {
   auto writer = make_format_writer(opt.format, {opt.out, opt.force, inputs}, model.desc);
   // A plan the format cannot store (GGUF: a fused group of mixed types) is refused before the
   // first unit is converted, not when the unit holding it comes.
-  writer->check_plan(planned_types(stages, model.desc, *writer));
+  const QuantPlan plan = quant_plan(stages, model.desc, *writer);
+  writer->check_plan(planned_types(plan));
+  for (auto& s : stages) s->use_plan(plan);
   StageContext ctx{opt.source, model, *writer, pool};
   const auto order = unit_order(model.desc);
   {

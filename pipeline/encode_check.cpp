@@ -84,6 +84,12 @@ void RowFailures::refuse_any(const UnitTensor& t, const Scheme& s, const std::st
   if (unrepresentable_.load() != SIZE_MAX) refuse_unrepresentable(t, s, unrepresentable_.load(), cols, source);
 }
 
+void refuse_non_finite_values(const UnitTensor& t, const std::string& source) {
+  const size_t cols = size_t(t.spec.shape.back()), rows = t.values.size() / cols;
+  for (size_t r = 0; r < rows; ++r)
+    if (!all_finite(&t.values[r * cols], cols)) refuse_non_finite(t, r, cols, source);
+}
+
 void check_encoding(const UnitTensor& t, const Scheme& s, const std::string& source, ThreadPool& pool,
                     bool allow_non_finite) {
   const EncodedTensor& e = t.encoded;

@@ -36,6 +36,9 @@ class RowFailures {
   std::atomic<size_t> non_finite_{SIZE_MAX}, unrepresentable_{SIZE_MAX};
 };
 
+// Refuses t.values when they hold NaN or Inf, naming the first such element; returns otherwise.
+void refuse_non_finite_values(const UnitTensor& t, const std::string& source);
+
 // Checks an encoding a stage made as a whole (t.values and t.encoded, with scheme s) row by row
 // over the pool, as the quantize stage checks its own.
 void check_encoding(const UnitTensor& t, const Scheme& s, const std::string& source, ThreadPool& pool,

@@ -143,6 +143,26 @@ class Calibration(TempDirTest):
         error_line(self, sf("compare", SAMPLE, "--schemes", "f32,int4:g32+gptq", "--text", HELDOUT, check=False), 2,
                    "int4:g32+gptq", "--calib")
 
+    def test_non_finite_and_unrepresentable_weights_are_refused_as_without_calibration(self):
+        import shutil
+        import torch
+        src = fixture("hf_tied")
+        ids = self.path("calib.ids")
+        with open(ids, "w") as f:
+            f.write(" ".join(str(i % 300) for i in range(256)))
+        for what, value, needle in [("nan", float("nan"), "non-finite"), ("huge", 3e38, "cannot represent")]:
+            with self.subTest(what=what):
+                bad = self.path("bad_" + what)
+                os.makedirs(bad)
+                shutil.copy(os.path.join(src, "config.json"), bad)
+                sd = torch.load(os.path.join(src, "pytorch_model.bin"))
+                sd["model.layers.0.self_attn.k_proj.weight"][3, 5] = value
+                torch.save(sd, os.path.join(bad, "pytorch_model.bin"))
+                # 3e38: the int4 group's f16 scale overflows (the quantize stage's check, shared)
+                error_line(self, sf("convert", bad, "-o", self.path("x"), "--quant", "int4:g32", "--calib",
+                                    "ids:" + ids, "--calib-method", "gptq", "--calib-ctx", 16, check=False), 1,
+                           "blocks.0.attn.k.weight", needle)
+
     def test_compare_rows_keep_the_calibrated_label(self):
         r = sf_json("compare", SAMPLE, "--schemes", "f32,int4:g32,int4:g32+mse", "--text", HELDOUT, "--ctx", 128,
                     "--chunks", 8, "--bench-tokens", 0, "--calib", CALIB, *SMALL, "--json")

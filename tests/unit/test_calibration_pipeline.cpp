@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdio>
+#include <functional>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -21,6 +23,7 @@
 #include "executor/kernels.h"
 #include "executor/session.h"
 #include "pipeline/awq_fold.h"
+#include "pipeline/calib_data.h"
 #include "pipeline/convert.h"
 
 namespace sf {
@@ -73,14 +76,19 @@ std::vector<float> logits_through_entry_point(const ExecModel& m, const std::vec
 TEST(BlockEntryPoint, ComputesWhatSessionComputesBitForBit) {
   // A GQA LLaMA quantized, ChatGLM-6B (2-D RoPE, prefix-bidirectional, alpha residual), GPT-2
   // (learned positions, LayerNorm, GELU).
-  const std::pair<const char*, const char*> cases[] = {
-      {"hf_gqa", "int4:g32"}, {"chatglm_6b", "f32"}, {"gpt2_hub", "q8_0"}, {"internlm2_bias", "int8"}};
-  for (const auto& [name, scheme] : cases) {
+  // The last case has sequences long enough (1500) that they run two calls of at most 4096 rows.
+  struct Case {
+    const char *name, *scheme;
+    size_t ctx;
+  };
+  const Case cases[] = {{"hf_gqa", "int4:g32", 12}, {"chatglm_6b", "f32", 12}, {"gpt2_hub", "q8_0", 12},
+                        {"internlm2_bias", "int8", 12}, {"hf_gqa", "q4_0", 1500}};
+  for (const auto& [name, scheme, ctx] : cases) {
     const std::string out = convert_fixture(name, scheme);
     if (out.empty()) GTEST_SKIP() << "fixture " << name << " missing (ctest generates it)";
     {
       const ExecModel m(out);
-      const size_t n_seq = 3, ctx = 12, V = size_t(m.desc().vocab_size);
+      const size_t n_seq = 3, V = size_t(m.desc().vocab_size);
       std::vector<int32_t> tokens = random_tokens(n_seq * ctx, m.desc().vocab_size, 7);
       if (m.desc().mask == MaskKind::PrefixBidirectional) {
         // A prompt then generation in the second sequence: [gMASK] at 3, <sop> at 6.
@@ -201,6 +209,55 @@ TEST(AwqFold, LeavesTheF32BlockUnchangedWhereTheRulesAllowAndChangesItWhereTheyR
     }
     std::filesystem::remove_all(out);
   }
+}
+
+TEST(CalibData, WindowsOfAnIdsFileAndItsRefusals) {
+  ModelDesc d;
+  d.vocab_size = 50;
+  const std::string dir = (std::filesystem::temp_directory_path() / ("sf-unit-calib-data-" + std::to_string(::getpid()))).string();
+  std::filesystem::create_directories(dir);
+  auto write = [&](const std::string& name, const std::string& text) {
+    const std::string p = dir + "/" + name;
+    FILE* f = std::fopen(p.c_str(), "w");
+    std::fputs(text.c_str(), f);
+    std::fclose(f);
+    return p;
+  };
+  std::string list;
+  for (int i = 0; i < 23; ++i) list += std::to_string(i) + (i % 5 == 4 ? "\n" : ", ");
+  const std::string good = write("good.ids", list);
+  // No tokenizer: the ids as given, in windows of ctx; 23 ids, at most 20 wanted: 3 windows of 6.
+  const CalibData c = read_calib_data(parse_calib_spec("ids:" + good), nullptr, d, 20, 6);
+  EXPECT_EQ(c.n_seq, 3u);
+  EXPECT_EQ(c.file_tokens, 23u);
+  ASSERT_EQ(c.tokens.size(), 18u);
+  for (size_t i = 0; i < 18; ++i) EXPECT_EQ(c.tokens[i], int32_t(i));
+  EXPECT_EQ(c.sha256.size(), 64u);
+  EXPECT_EQ(recorded_calib_spec(parse_calib_spec("ids:" + good)), "ids:good.ids");
+  auto message = [&](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message([&] { read_calib_data(parse_calib_spec("ids:" + good), nullptr, d, 100, 24); })
+                .find("fewer than one calibration sequence"),
+            std::string::npos);
+  const std::string bad = write("bad.ids", "1 2 50");
+  EXPECT_NE(message([&] { read_calib_data(parse_calib_spec("ids:" + bad), nullptr, d, 100, 2); }).find("bad.ids"),
+            std::string::npos);
+  EXPECT_NE(message([&] { read_calib_data(parse_calib_spec(good), nullptr, d, 100, 2); }).find("tokenizer"),
+            std::string::npos);
+  // Context: 512 by default, capped at a stated context; a learned table bounds a given one.
+  EXPECT_EQ(calib_ctx(d, 0), 512);
+  d.max_seq = 128;
+  EXPECT_EQ(calib_ctx(d, 0), 128);
+  EXPECT_EQ(calib_ctx(d, 300), 300);  // RoPE: longer than trained is the user's choice
+  d.positional = PositionalKind::Learned;
+  EXPECT_THROW(calib_ctx(d, 300), Error);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -88,4 +88,18 @@ void awq_fold(const ModelDesc& d, LinearInput g, const std::vector<float>& s, co
   divide_outputs(block(p + ".bias"), s);
 }
 
+void rescale_stats(InputStats& st, const std::vector<float>& s) {
+  const size_t n = st.channels;
+  if (s.size() != n) fail("awq: scales do not match the statistics' channels");
+  for (size_t j = 0; j < n; ++j) {
+    st.sum_sq[j] /= double(s[j]) * double(s[j]);
+    st.sum_abs[j] /= double(s[j]);
+  }
+  if (st.with_gram)
+    for (size_t i = 0; i < n; ++i)
+      for (size_t j = 0; j < n; ++j) st.gram[i * n + j] /= double(s[i]) * double(s[j]);
+  for (size_t r = 0; r < st.sample_rows; ++r)
+    for (size_t j = 0; j < n; ++j) st.sample[r * n + j] /= s[j];
+}
+
 }  // namespace sf

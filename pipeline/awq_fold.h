@@ -9,6 +9,7 @@
 
 #include "core/model_desc.h"
 #include "executor/block.h"
+#include "quantizers/calibration.h"
 
 namespace sf {
 
@@ -33,5 +34,10 @@ using BlockValues = std::function<std::vector<float>*(const std::string& name_in
 // s, the preceding op's outputs divided by s. Refuses (internal error) a group its rule says the
 // settings cannot fold.
 void awq_fold(const ModelDesc& d, LinearInput g, const std::vector<float>& s, const BlockValues& block);
+
+// The statistics of a group's input once its scales are folded (x' = x / s per channel): sums,
+// Gram matrix and sample rows rescaled, so the encoding sees the folded block's inputs without
+// running it again.
+void rescale_stats(InputStats& stats, const std::vector<float>& s);
 
 }  // namespace sf

@@ -69,20 +69,6 @@ class StatsTap : public BlockTap {
   ThreadPool& pool_;
 };
 
-// x' = x / s per channel: the statistics of a group's input once AWQ's scales are folded.
-void rescale(InputStats& st, const std::vector<float>& s) {
-  const size_t n = st.channels;
-  for (size_t j = 0; j < n; ++j) {
-    st.sum_sq[j] /= double(s[j]) * double(s[j]);
-    st.sum_abs[j] /= double(s[j]);
-  }
-  if (st.with_gram)
-    for (size_t i = 0; i < n; ++i)
-      for (size_t j = 0; j < n; ++j) st.gram[i * n + j] /= double(s[i]) * double(s[j]);
-  for (size_t r = 0; r < st.sample_rows; ++r)
-    for (size_t j = 0; j < n; ++j) st.sample[r * n + j] /= s[j];
-}
-
 const json& typed(const json& p, const std::string& stage, const char* key, bool (json::*is)() const,
                   const char* what) {
   static const json none;
@@ -302,7 +288,7 @@ class CalibrateStage : public Stage {
         }
         if (trivial) continue;
         awq_fold(desc_, rule.input, s, values);
-        rescale(st, s);
+        rescale_stats(st, s);
       }
     // Every linear the plan gives an integer type, with the statistics of its input.
     for (const auto& g : awq_fold_rules())

@@ -211,6 +211,64 @@ TEST(AwqFold, LeavesTheF32BlockUnchangedWhereTheRulesAllowAndChangesItWhereTheyR
   }
 }
 
+// Gathers every group's input statistics of a block run.
+struct Gather : BlockTap {
+  InputStats stats[kLinearInputs];
+  Gather(const ModelDesc& d) {
+    for (size_t g = 0; g < kLinearInputs; ++g) stats[g].reset(group_width(d, LinearInput(g)), true, 7);
+  }
+  void input(LinearInput where, const float* x, size_t rows, size_t) override {
+    stats[size_t(where)].add(x, rows, nullptr);
+  }
+};
+
+void expect_close(const std::vector<double>& a, const std::vector<double>& b, const std::string& what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  double scale = 0;
+  for (double v : a) scale = std::max(scale, std::fabs(v));
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-4 * scale) << what << " [" << i << "]";
+}
+
+TEST(AwqFold, RescaledStatisticsAreThoseOfTheFoldedBlocksInputs) {
+  const std::string out = convert_fixture("hf_tied", "f32");
+  if (out.empty()) GTEST_SKIP() << "fixture hf_tied missing (ctest generates it)";
+  {
+    const ExecModel m(out);
+    const ModelDesc& d = m.desc();
+    const size_t n_seq = 2, ctx = 9;
+    const std::vector<int32_t> tokens = random_tokens(n_seq * ctx, d.vocab_size, 5);
+    std::mt19937 rng(2);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<float> x0(n_seq * ctx * size_t(d.d_model));
+    for (auto& v : x0) v = normal(rng);
+    std::uniform_real_distribution<float> scale(0.25f, 4.0f);
+    OwnedBlock block(m);
+    Gather before(d);
+    std::vector<float> x = x0;
+    run_block_on_sequences(d, block.weights(), tokens.data(), x.data(), n_seq, ctx, nullptr, &before);
+    // Every group folded at once, as the stage does; each group's statistics rescaled by its scales.
+    for (const auto& rule : awq_fold_rules()) {
+      std::vector<float> s(group_width(d, rule.input));
+      for (auto& v : s) v = scale(rng);
+      awq_fold(d, rule.input, s, block.lookup());
+      rescale_stats(before.stats[size_t(rule.input)], s);
+    }
+    Gather after(d);
+    x = x0;
+    run_block_on_sequences(d, block.weights(), tokens.data(), x.data(), n_seq, ctx, nullptr, &after);
+    for (size_t g = 0; g < kLinearInputs; ++g) {
+      const std::string what = linear_input_name(LinearInput(g));
+      expect_close(before.stats[g].sum_sq, after.stats[g].sum_sq, what + " sum_sq");
+      expect_close(before.stats[g].sum_abs, after.stats[g].sum_abs, what + " sum_abs");
+      expect_close(before.stats[g].gram, after.stats[g].gram, what + " gram");
+      const auto& a = before.stats[g].sample;
+      const auto& b = after.stats[g].sample;
+      expect_close(std::vector<double>(a.begin(), a.end()), std::vector<double>(b.begin(), b.end()), what + " sample");
+    }
+  }
+  std::filesystem::remove_all(out);
+}
+
 TEST(CalibData, WindowsOfAnIdsFileAndItsRefusals) {
   ModelDesc d;
   d.vocab_size = 50;

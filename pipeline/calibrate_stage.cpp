@@ -24,7 +24,7 @@ namespace sf {
 
 namespace {
 
-// Input rows AWQ's scale search sees per group (the first rows of the first sequences).
+// Input rows AWQ's scale search sees per group (spread over the calibration rows).
 constexpr size_t kAwqSampleRows = 512;
 
 bool integer_type(QType t) { return t != QType::F32 && t != QType::F16 && t != QType::BF16; }
@@ -53,20 +53,41 @@ TensorView encoded_view(const UnitTensor& t) {
   return v;
 }
 
-// Gathers InputStats for each linear group of a block run.
+// Gathers InputStats for each linear group of a block run. AWQ's sample rows are spread over every
+// sequence (every stride-th row of the run) rather than the first rows of the first sequence: they
+// are gathered in a second InputStats fed only those rows, and moved into the group's stats.
 class StatsTap : public BlockTap {
  public:
-  StatsTap(const ModelDesc& d, const CalibMethodInfo& m, ThreadPool& pool) : pool_(pool) {
-    for (size_t g = 0; g < kLinearInputs; ++g)
-      stats[g].reset(group_width(d, LinearInput(g)), m.needs_gram, m.needs_sample ? kAwqSampleRows : 0);
+  StatsTap(const ModelDesc& d, const CalibMethodInfo& m, size_t total_rows, ThreadPool& pool)
+      : pool_(pool), stride_(std::max<size_t>(1, total_rows / kAwqSampleRows)) {
+    for (size_t g = 0; g < kLinearInputs; ++g) {
+      const size_t width = group_width(d, LinearInput(g));
+      stats[g].reset(width, m.needs_gram, 0);
+      if (m.needs_sample) sampler_[g].reset(width, false, kAwqSampleRows);
+    }
   }
-  void input(LinearInput where, const float* x, size_t rows, size_t) override {
-    stats[size_t(where)].add(x, rows, &pool_);
+  void input(LinearInput where, const float* x, size_t rows, size_t cols) override {
+    const size_t g = size_t(where);
+    stats[g].add(x, rows, &pool_);
+    if (sampler_[g].max_sample_rows > 0)
+      for (size_t r = 0; r < rows; ++r, ++seen_[g])
+        if (seen_[g] % stride_ == 0) sampler_[g].add(x + r * cols, 1, nullptr);
+  }
+  // After the run: the sample rows into the statistics.
+  void finish() {
+    for (size_t g = 0; g < kLinearInputs; ++g) {
+      stats[g].sample = std::move(sampler_[g].sample);
+      stats[g].sample_rows = sampler_[g].sample_rows;
+      stats[g].max_sample_rows = sampler_[g].max_sample_rows;
+    }
   }
   InputStats stats[kLinearInputs];
 
  private:
   ThreadPool& pool_;
+  size_t stride_;
+  InputStats sampler_[kLinearInputs];
+  size_t seen_[kLinearInputs] = {};
 };
 
 const json& typed(const json& p, const std::string& stage, const char* key, bool (json::*is)() const,
@@ -261,12 +282,13 @@ class CalibrateStage : public Stage {
     const BlockValues values = [&](const std::string& n) { return lookup(n) ? &lookup(n)->values : nullptr; };
 
     // The f32 run on a copy of X_i: statistics of every group's input.
-    StatsTap tap(desc_, info_, ctx.pool);
+    StatsTap tap(desc_, info_, data_.tokens.size(), ctx.pool);
     {
       std::vector<float> scratch(x_);
       std::vector<TensorView> views;
       run(named, views, scratch, ctx, &tap, false);
     }
+    tap.finish();
     // AWQ: scales per group, folded into the op before (when it can absorb them).
     if (info_.method == CalibMethod::Awq)
       for (const auto& rule : awq_fold_rules()) {

@@ -11,6 +11,7 @@
 #include "cli/compare_plot.h"
 #include "core/error.h"
 #include "formats/output_dir.h"
+#include "pipeline/calib_data.h"
 #include "pipeline/compare.h"
 
 namespace sf::cli {
@@ -160,7 +161,7 @@ void add_compare(CLI::App& app, int& exit_code) {
   c->add_option("--calib-tokens", o->c.calib_tokens, "calibration tokens (as convert --calib-tokens)")
       ->check(CLI::PositiveNumber);
   c->add_option("--calib-ctx", o->c.calib_ctx, "tokens per calibration sequence (as convert --calib-ctx)")
-      ->check(CLI::Range(int64_t(2), int64_t(1) << 30));
+      ->check(CLI::Range(int64_t(2), kMaxCalibCtx));
   c->add_option("--keep", o->c.keep_dir, "keep the artifacts in this directory (one per scheme)");
   c->add_option("--bench-tokens", o->c.bench_tokens, "prompt and generated tokens for the speed column (0: skip; 2N must fit the context length)")
       ->default_val(32)->check(within(0, double(kMaxGenerate)));

@@ -45,6 +45,9 @@ int run(Opts& o) {
   o.c.progress = !o.json_out && ::isatty(STDERR_FILENO);
   const ConvertReport r = convert(o.c);
   for (const auto& w : r.warnings) warn(w);
+  for (const auto& [stage, rep] : r.stage_reports.items())
+    if (rep.contains("warnings"))
+      for (const auto& w : rep["warnings"]) warn(w.get<std::string>());
   const json& m = r.manifest;
   if (o.json_out) {
     json j = {{"out", o.c.out}, {"seconds", r.seconds}, {"summary", m["summary"]}, {"files", m["files"]},
@@ -103,7 +106,7 @@ void add_convert(CLI::App& app, int& exit_code) {
   auto* cc = c->add_option("--calib-ctx", o->c.calib_ctx,
                            "tokens per calibration sequence (default " + std::to_string(kDefaultCalibCtx) +
                                ", at most the model's stated context)")
-                 ->check(CLI::Range(int64_t(2), int64_t(1) << 30));
+                 ->check(CLI::Range(int64_t(2), kMaxCalibCtx));
   c->add_option("--format", o->c.format, "output format: shards (an artifact directory) or gguf (one file llama.cpp loads)")
       ->default_val("shards");
   c->add_option("--arch", o->c.arch, arch_help())->default_val("auto");

@@ -14,6 +14,7 @@ namespace sf {
 
 inline constexpr int64_t kDefaultCalibTokens = 32768;
 inline constexpr int64_t kDefaultCalibCtx = 512;  // capped at the model's stated context
+inline constexpr int64_t kMaxCalibCtx = 65536;    // a sequence's scratch and attention grow with it
 
 struct CalibSpec {
   std::string file;
@@ -24,7 +25,7 @@ CalibSpec parse_calib_spec(const std::string& spec);  // a usage error when empt
 std::string recorded_calib_spec(const CalibSpec& spec);
 
 // The context used: `ctx` when given (> 0), else kDefaultCalibCtx capped at desc.max_seq when the
-// model states one. Refuses (usage) one below 2 or beyond a learned position table.
+// model states one. Refuses (usage) one outside [2, kMaxCalibCtx] or beyond a learned position table.
 int64_t calib_ctx(const ModelDesc& desc, int64_t ctx);
 
 struct CalibData {

@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "executor/kernels.h"
+#include "executor/session.h"
 #include "pipeline/awq_fold.h"
 #include "pipeline/calib_data.h"
 #include "pipeline/calibrate_stage.h"
@@ -151,6 +152,13 @@ class CalibrateStage : public Stage {
     data_ = read_calib_data(spec_, ctx.tokenizer, model.desc, tokens_, ctx_);
     if (!expected_sha_.empty() && expected_sha_ != data_.sha256)
       fail_file(spec_.file, "its sha256 differs from the pipeline's file_sha256 (not the file that was meant)");
+    // The activations are held twice (X_i and the run gathering statistics): refused, before
+    // anything is written, when they would not fit in the machine's memory.
+    const double bytes = 2.0 * double(data_.tokens.size()) * double(model.desc.d_model) * sizeof(float);
+    if (bytes > double(physical_memory_bytes()))
+      fail_usage("calibrating on " + std::to_string(data_.tokens.size()) + " tokens needs " +
+                 std::to_string(int64_t(bytes / double(1 << 20))) + " MiB of activations, more than this machine's "
+                 "memory; use fewer --calib-tokens");
     for (const auto& r : awq_fold_rules())
       if (const char* why = r.cannot_fold(model.desc); why && info_.method == CalibMethod::Awq)
         skipped_.push_back(std::string(linear_input_name(r.input)) + " (" + r.preceding + "): " + why);

@@ -11,6 +11,7 @@
 #include "cli/compare_plot.h"
 #include "core/error.h"
 #include "formats/output_dir.h"
+#include "pipeline/calib_data.h"
 #include "pipeline/compare.h"
 
 namespace sf::cli {
@@ -146,7 +147,9 @@ void add_compare(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<Opts>();
   auto* c = app.add_subcommand("compare", "Convert with several schemes and tabulate size, PPL, KLD and speed");
   c->add_option("source", o->c.source, "checkpoint file or directory")->required();
-  c->add_option("--schemes", o->c.schemes, "comma-separated schemes; the first is the reference")
+  c->add_option("--schemes", o->c.schemes,
+                "comma-separated schemes; the first is the reference; SCHEME+METHOD (int4:g128+gptq, q4_0+awq) "
+                "converts with calibration on --calib")
       ->delimiter(',')
       ->default_str("f32,f16,bf16,int8,int4:g32,int4:g128");
   c->add_option("--text", o->c.text, "UTF-8 evaluation text")->required();
@@ -154,6 +157,11 @@ void add_compare(CLI::App& app, int& exit_code) {
   c->add_option("--chunks", o->c.chunks, "use only the first K windows")->check(within(1, double(kMaxChunks)));
   c->add_option("--tokenizer", o->c.tokenizer, "tokenizer when it is not beside the source (as for convert --tokenizer)");
   c->add_option("--trim-vocab", o->c.trim_vocab, "trim every conversion's vocabulary (as convert --trim-vocab); the text is mapped through it");
+  c->add_option("--calib", o->c.calib, "calibration data for the SCHEME+METHOD schemes (as convert --calib)");
+  c->add_option("--calib-tokens", o->c.calib_tokens, "calibration tokens (as convert --calib-tokens)")
+      ->check(CLI::PositiveNumber);
+  c->add_option("--calib-ctx", o->c.calib_ctx, "tokens per calibration sequence (as convert --calib-ctx)")
+      ->check(CLI::Range(int64_t(2), kMaxCalibCtx));
   c->add_option("--keep", o->c.keep_dir, "keep the artifacts in this directory (one per scheme)");
   c->add_option("--bench-tokens", o->c.bench_tokens, "prompt and generated tokens for the speed column (0: skip; 2N must fit the context length)")
       ->default_val(32)->check(within(0, double(kMaxGenerate)));

@@ -7,6 +7,8 @@
 #include "cli/common.h"
 #include "converters/architectures/architecture.h"
 #include "core/error.h"
+#include "pipeline/calib_data.h"
+#include "pipeline/calibrate_stage.h"
 #include "pipeline/convert.h"
 
 namespace sf::cli {
@@ -35,7 +37,7 @@ void refuse_beside_pipeline(const std::vector<const CLI::Option*>& options) {
   for (const CLI::Option* opt : options)
     if (opt->count() > 0)
       fail_usage(opt->get_name() + " has no effect with --pipeline: set it in the pipeline file (the quantize "
-                 "stage's scheme, overrides, allow_non_finite; a trim_vocab stage's spec)");
+                 "stage's scheme, overrides, allow_non_finite; a trim_vocab stage's spec; a calib_* stage's params)");
 }
 
 int run(Opts& o) {
@@ -43,10 +45,15 @@ int run(Opts& o) {
   o.c.progress = !o.json_out && ::isatty(STDERR_FILENO);
   const ConvertReport r = convert(o.c);
   for (const auto& w : r.warnings) warn(w);
+  for (const auto& [stage, rep] : r.stage_reports.items())
+    if (rep.contains("warnings"))
+      for (const auto& w : rep["warnings"]) warn(w.get<std::string>());
   const json& m = r.manifest;
   if (o.json_out) {
-    print_json({{"out", o.c.out}, {"seconds", r.seconds}, {"summary", m["summary"]}, {"files", m["files"]},
-                {"model", m["model"]}, {"pipeline", m["pipeline"]}});
+    json j = {{"out", o.c.out}, {"seconds", r.seconds}, {"summary", m["summary"]}, {"files", m["files"]},
+              {"model", m["model"]}, {"pipeline", m["pipeline"]}};
+    if (!r.stage_reports.empty()) j["stages"] = r.stage_reports;
+    print_json(j);
     return 0;
   }
   uint64_t bytes = 0;
@@ -54,7 +61,20 @@ int run(Opts& o) {
   std::cout << "wrote " << o.c.out << ": " << m["files"].size() << " files, " << human_bytes(bytes) << ", "
             << fmt("%.2f", m["summary"]["bits_per_weight"].get<double>()) << " bits/weight, "
             << fmt("%.1f", r.seconds) << " s\n";
+  for (const auto& [stage, rep] : r.stage_reports.items())
+    if (rep.contains("peak_rss_bytes"))
+      std::cout << stage << ": " << rep["calibrated_tensors"].get<size_t>() << " tensors calibrated on "
+                << rep["sequences"].get<size_t>() << " sequences (" << rep["tokens_used"].get<size_t>()
+                << " tokens), " << fmt("%.1f", rep["seconds"].get<double>()) << " s, peak memory "
+                << human_bytes(rep["peak_rss_bytes"].get<uint64_t>()) << "\n";
   return 0;
+}
+
+// "mse (per-group clipping ...), awq (...), gptq (...)"
+std::string calib_method_help() {
+  std::string s;
+  for (const auto& m : calib_methods()) s += (s.empty() ? "" : "; ") + std::string(m.name) + ": " + m.description;
+  return s;
 }
 
 }  // namespace
@@ -75,6 +95,18 @@ void add_convert(CLI::App& app, int& exit_code) {
   c->add_option("--tokenizer", o->c.tokenizer, "tokenizer when it is not beside the checkpoint: a SentencePiece .model, a GPT-2 *vocab.json (*merges.txt beside it) or their directory");
   auto* tv = c->add_option("--trim-vocab", o->c.trim_vocab,
                            "keep only these token ids: range:A-B[,C-D...] (A- to the end), corpus:FILE[:MIN], ids:FILE");
+  auto* cal = c->add_option("--calib", o->c.calib,
+                            "calibration data for --calib-method: a text FILE (read with the model's tokenizer) or "
+                            "ids:FILE (token ids, as --trim-vocab ids:)");
+  auto* cm = c->add_option("--calib-method", o->c.calib_method, "calibrated encoding: " + calib_method_help());
+  auto* ct = c->add_option("--calib-tokens", o->c.calib_tokens,
+                           "calibration tokens to use (default " + std::to_string(kDefaultCalibTokens) +
+                               ", or all the file has)")
+                 ->check(CLI::PositiveNumber);
+  auto* cc = c->add_option("--calib-ctx", o->c.calib_ctx,
+                           "tokens per calibration sequence (default " + std::to_string(kDefaultCalibCtx) +
+                               ", at most the model's stated context)")
+                 ->check(CLI::Range(int64_t(2), kMaxCalibCtx));
   c->add_option("--format", o->c.format, "output format: shards (an artifact directory) or gguf (one file llama.cpp loads)")
       ->default_val("shards");
   c->add_option("--arch", o->c.arch, arch_help())->default_val("auto");
@@ -82,8 +114,15 @@ void add_convert(CLI::App& app, int& exit_code) {
   add_threads_option(c, o->c.threads);
   c->add_flag("--force", o->c.force, "replace OUT only if it is an existing artifact (with --format gguf: an existing GGUF file)");
   c->add_flag("--json", o->json_out, "print a JSON report");
-  c->callback([o, dt, q, tq, nf, pl, tv, &exit_code] {
-    if (pl->count() > 0) refuse_beside_pipeline({q, dt, tq, nf, tv});
+  c->callback([o, dt, q, tq, nf, pl, tv, cal, cm, ct, cc, &exit_code] {
+    if (pl->count() > 0) refuse_beside_pipeline({q, dt, tq, nf, tv, cal, cm, ct, cc});
+    // Calibration data without a method (or the reverse) would do nothing: refused.
+    if (cm->count() > 0 && cal->count() == 0)
+      fail_usage("--calib-method needs calibration data: --calib FILE (text) or --calib ids:FILE");
+    if (cm->count() == 0)
+      for (const CLI::Option* opt : {cal, ct, cc})
+        if (opt->count() > 0)
+          fail_usage(opt->get_name() + " needs --calib-method (" + calib_method_names() + ")");
     // GGUF has no place for the map from a trimmed vocabulary's ids to the tokenizer's.
     if (o->c.format == "gguf" && tv->count() > 0)
       fail_usage("--trim-vocab cannot be written with --format gguf: GGUF has no vocabulary map (llama.cpp reads "

@@ -26,6 +26,12 @@ constexpr Slot kBlockSlots[] = {
 
 }  // namespace
 
+LayerSlot layer_slot(std::string_view name_in_block) {
+  for (const auto& s : kBlockSlots)
+    if (name_in_block == s.name) return s.member;
+  return nullptr;
+}
+
 ExecModel::ExecModel(const std::string& dir) : artifact_(open_model(dir)) {
   const ModelDesc& m = artifact_.desc();
   for (const auto& kind : {UnitKind::Embedding, UnitKind::Head})
@@ -45,11 +51,9 @@ ExecModel::ExecModel(const std::string& dir) : artifact_(open_model(dir)) {
     LayerWeights w;
     const size_t prefix = block_prefix(i).size();
     for (const auto& spec : unit_tensors(m, UnitKind::Block, i)) {
-      const Slot* slot = nullptr;
-      for (const auto& s : kBlockSlots)
-        if (spec.name.compare(prefix, std::string::npos, s.name) == 0) slot = &s;
+      const LayerSlot slot = layer_slot(std::string_view(spec.name).substr(prefix));
       if (!slot) fail(dir + ": tensor " + spec.name + " has no place in the executor");
-      w.*(slot->member) = &artifact_.tensor(spec.name);
+      w.*slot = &artifact_.tensor(spec.name);
     }
     layers_.push_back(w);
   }

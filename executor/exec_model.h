@@ -4,6 +4,7 @@
 // settings leave out (biases, the gate of a plain FFN, learned positions) are null.
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "formats/artifact.h"
@@ -18,6 +19,11 @@ struct LayerWeights {
   const TensorView *gate = nullptr, *gate_b = nullptr, *up = nullptr, *up_b = nullptr, *down = nullptr,
                    *down_b = nullptr;
 };
+
+// The LayerWeights member a block tensor goes in, by its canonical name after "blocks.N."
+// ("attn.q.weight"); null for a name the executor has no place for.
+using LayerSlot = const TensorView* LayerWeights::*;
+LayerSlot layer_slot(std::string_view name_in_block);
 
 class ExecModel {
  public:

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/thread_pool.h"
+#include "executor/block.h"
 #include "executor/exec_model.h"
 
 namespace sf {
@@ -56,34 +57,28 @@ class Session {
  private:
   struct Slot {
     int64_t pos = 0;
-    // Prefix state (ChatGLM-6B): tokens before ctx_len form the bidirectional prompt; from there on
-    // the position is clamped to mask_pos and the block position counts 1, 2, ...
-    int64_t ctx_len = 0, mask_pos = 0;
+    SequencePrefix prefix;  // ChatGLM-6B's prompt, fixed by the sequence's first call
   };
   const Slot& slot_state(size_t slot) const;
   void check_tokens(const int32_t* tokens, size_t n) const;
   void reserve_rows(size_t n);
-  void start_sequence(Slot& s, const int32_t* tokens, size_t n);
-  // Fills the per-row slot, position and (RoPE) block position of row t, token `index` of its slot.
+  // Fills the per-row slot, position, (RoPE) block position and last attended position of row t,
+  // token `index` of its slot.
   void place_row(size_t t, size_t slot, int64_t index);
   // Runs the rows placed, advances each slot, and returns the logits of rows [first_logits, n).
   const float* run(const int32_t* tokens, size_t n, size_t first_logits);
-  void block(int64_t layer, size_t n);
-  void attention(int64_t layer, size_t n);
-  float* k_cache(size_t slot, int64_t layer) { return &k_cache_[cache_offset(slot, layer)]; }
-  float* v_cache(size_t slot, int64_t layer) { return &v_cache_[cache_offset(slot, layer)]; }
-  size_t cache_offset(size_t slot, int64_t layer) const;
 
   const ExecModel& m_;
   ThreadPool* pool_;
   int64_t max_ctx_;
   std::vector<Slot> slots_;
-  std::vector<double> freqs_;                    // RoPE frequency of each rotated pair
-  // Per row of the call: its slot, its index in that slot's sequence, position, block position.
+  BlockExec exec_;                               // the blocks' code and scratch (executor/block.h)
+  // Per row of the call: its slot, its index in that slot's sequence, position, block position,
+  // last position it attends to.
   std::vector<size_t> row_slot_;
-  std::vector<int64_t> row_index_, pos_a_, pos_b_;
+  std::vector<int64_t> row_index_, pos_a_, pos_b_, row_last_;
   std::vector<float> k_cache_, v_cache_;         // [slot][layer][pos][kv_heads * head_dim]
-  std::vector<float> x_, xn_, q_, k_, v_, att_, o_, gate_, up_, logits_;  // [rows x width]
+  std::vector<float> x_, logits_;                // [rows x width]
   std::vector<float> pos_row_;                   // one learned position row
   std::vector<char> seen_;                       // per slot: already has a row in this decode call
 };

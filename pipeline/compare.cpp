@@ -18,6 +18,8 @@
 #include "formats/output_dir.h"
 #include "pipeline/convert.h"
 #include "quantizers/scheme.h"
+#include "pipeline/calib_data.h"
+#include "pipeline/calibrate_stage.h"
 #include "tokenizers/tokenizer_kinds.h"
 #include "pipeline/vocab_trim.h"
 #include "validators/model_tokenizer.h"
@@ -59,7 +61,7 @@ struct SchemeArtifact {
 
 std::string dir_name(std::string scheme) {
   for (char& c : scheme)
-    if (c == ':') c = '_';
+    if (c == ':' || c == '+') c = '_';
   return scheme;
 }
 
@@ -79,6 +81,7 @@ std::vector<std::string> report_inputs(const CompareOptions& opt, const SourceMo
   std::vector<std::string> inputs = {opt.source, opt.text, tokenizer, opt.keep_dir};
   for (const auto& f : locate_tokenizer(tokenizer).files) inputs.push_back(f);  // merges.txt beside vocab.json
   if (!opt.trim_vocab.empty()) inputs.push_back(parse_trim_spec(opt.trim_vocab).file);
+  if (!opt.calib.empty()) inputs.push_back(parse_calib_spec(opt.calib).file);
   for (const auto& f : src.files) {
     inputs.push_back(f);
     inputs.push_back(fs::path(f).parent_path().empty() ? "." : fs::path(f).parent_path().string());
@@ -164,12 +167,42 @@ void check_keep_targets(const CompareOptions& opt) {
 
 }  // namespace
 
+std::string CompareScheme::canonical() const {
+  return parse_scheme(scheme).name() + (method.empty() ? "" : "+" + method);
+}
+
+CompareScheme parse_compare_scheme(const std::string& label) {
+  CompareScheme cs;
+  const size_t plus = label.find('+');
+  cs.scheme = label.substr(0, plus);
+  parse_scheme(cs.scheme);
+  if (plus == std::string::npos) return cs;
+  cs.method = label.substr(plus + 1);
+  if (!calib_method_from_name(cs.method))
+    fail_usage("--schemes: " + label + ": unknown calibration method '" + cs.method + "' (known: " +
+               calib_method_names() + ")");
+  return cs;
+}
+
 std::vector<CompareRow> compare_schemes(CompareOptions& opt) {
   if (opt.schemes.empty()) fail("compare needs at least one scheme");
   std::set<std::string> seen;  // canonical spellings: int4:g32 and int4:g32:sym are one scheme
-  for (const auto& s : opt.schemes)
-    if (!seen.insert(parse_scheme(s).name()).second)  // a typo is refused before converting anything
-      fail_usage("--schemes: " + s + " is the same scheme as an earlier one (" + parse_scheme(s).name() + ")");
+  bool calibrated = false;
+  for (const auto& s : opt.schemes) {
+    const CompareScheme cs = parse_compare_scheme(s);  // a typo is refused before converting anything
+    if (!seen.insert(cs.canonical()).second)
+      fail_usage("--schemes: " + s + " is the same scheme as an earlier one (" + cs.canonical() + ")");
+    if (!cs.method.empty()) {
+      if (opt.calib.empty())
+        fail_usage("--schemes: " + s + " is calibrated (+" + cs.method + ") and needs calibration data: --calib FILE");
+      if (!opt.trim_vocab.empty())
+        fail_usage("--schemes: " + s + ": calibration cannot be combined with --trim-vocab");
+      calibrated = true;
+    }
+  }
+  if (!calibrated && (!opt.calib.empty() || opt.calib_tokens > 0 || opt.calib_ctx > 0))
+    fail_usage("--calib, --calib-tokens and --calib-ctx are for calibrated schemes (SCHEME+METHOD, e.g. int4:g128+" +
+               std::string(calib_methods().front().name) + "), and --schemes has none");
   const InterruptGuard interrupt;  // for the whole run: converting, evaluating, timing
   const Inputs in = check_inputs(opt);
   check_keep_targets(opt);
@@ -188,7 +221,14 @@ std::vector<CompareRow> compare_schemes(CompareOptions& opt) {
     ConvertOptions c;
     c.source = opt.source;
     c.out = root + "/" + dir_name(scheme);
-    c.scheme = scheme;
+    const CompareScheme cs = parse_compare_scheme(scheme);
+    c.scheme = cs.scheme;
+    if (!cs.method.empty()) {
+      c.calib_method = cs.method;
+      c.calib = opt.calib;
+      c.calib_tokens = opt.calib_tokens;
+      c.calib_ctx = opt.calib_ctx;
+    }
     c.tokenizer = in.tokenizer;
     c.trim_vocab = opt.trim_vocab;
     c.threads = opt.threads;

@@ -15,7 +15,11 @@ struct CompareOptions {
   // converting; the caller writes them, checking again against report_inputs.
   std::vector<std::string> reports;
   std::vector<std::string> report_inputs;  // set by compare_schemes: what no report may be or lie in
-  std::vector<std::string> schemes;               // the first is the reference
+  // The first is the reference. SCHEME+METHOD (int4:g128+gptq, q4_0+awq) is a calibrated
+  // conversion (convert --calib-method METHOD) on `calib`; the row keeps the label as given.
+  std::vector<std::string> schemes;
+  std::string calib;                              // --calib FILE | ids:FILE for the +METHOD schemes
+  int64_t calib_tokens = 0, calib_ctx = 0;        // 0: convert's defaults
   std::string trim_vocab;                         // --trim-vocab SPEC for every conversion; the text is mapped
   int64_t ctx = 0, chunks = -1, bench_tokens = 32, bench_reps = 5;
   size_t threads = 0;
@@ -38,6 +42,14 @@ struct CompareRow {
 // opt.ctx 0 means kDefaultCompareCtx, or the model's context length when that is shorter; it is
 // set to the window length used.
 std::vector<CompareRow> compare_schemes(CompareOptions& opt);
+
+// "int4:g128+gptq" -> scheme "int4:g128", method "gptq" (empty without '+'). Usage errors for a bad
+// scheme or an unknown method.
+struct CompareScheme {
+  std::string scheme, method;
+  std::string canonical() const;  // the scheme's canonical spelling, "+method" when calibrated
+};
+CompareScheme parse_compare_scheme(const std::string& label);
 inline constexpr int64_t kDefaultCompareCtx = 256;
 
 }  // namespace sf

@@ -15,6 +15,7 @@
 #include "core/progress.h"
 #include "core/sha256.h"
 #include "formats/manifest.h"
+#include "pipeline/calibrate_stage.h"
 #include "pipeline/stage.h"
 #include "pipeline/stages.h"
 #include "tokenizers/tokenizer_kinds.h"
@@ -30,6 +31,14 @@ json default_pipeline(const ConvertOptions& opt) {
   if (opt.allow_non_finite) quantize["allow_non_finite"] = true;  // recorded only when it changes anything
   json stages = json::array({{{"name", "load"}}});
   if (!opt.trim_vocab.empty()) stages.push_back({{"name", "trim_vocab"}, {"params", {{"spec", opt.trim_vocab}}}});
+  if (!opt.calib_method.empty()) {
+    const auto method = calib_method_from_name(opt.calib_method);
+    if (!method) fail_usage("unknown calibration method '" + opt.calib_method + "' (known: " + calib_method_names() + ")");
+    json calib = {{"calib", opt.calib}};
+    if (opt.calib_tokens > 0) calib["tokens"] = opt.calib_tokens;
+    if (opt.calib_ctx > 0) calib["ctx"] = opt.calib_ctx;
+    stages.push_back({{"name", calibrate_stage_name(*method)}, {"params", calib}});
+  }
   stages.push_back({{"name", "quantize"}, {"params", quantize}});
   stages.push_back({{"name", "write"}});
   return {{"stages", stages}};
@@ -170,7 +179,9 @@ ConvertReport convert(const ConvertOptions& opt) {
   auto writer = make_format_writer(opt.format, {opt.out, opt.force, inputs}, model.desc);
   // A plan the format cannot store (GGUF: a fused group of mixed types) is refused before the
   // first unit is converted, not when the unit holding it comes.
-  writer->check_plan(planned_types(stages, model.desc, *writer));
+  const QuantPlan plan = quant_plan(stages, model.desc, *writer);
+  writer->check_plan(planned_types(plan));
+  for (auto& s : stages) s->use_plan(plan);
   StageContext ctx{opt.source, model, *writer, pool};
   const auto order = unit_order(model.desc);
   {
@@ -193,6 +204,8 @@ ConvertReport convert(const ConvertOptions& opt) {
                         {"files", files}};
   interrupt.check();
   ConvertReport r;
+  for (const auto& s : stages)
+    if (json rep = s->report(); !rep.is_null()) r.stage_reports[s->name()] = std::move(rep);
   r.source_sha256 = digests;
   r.manifest = writer->finish(std::move(manifest));
   r.warnings = src->warnings;

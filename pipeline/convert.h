@@ -21,6 +21,10 @@ struct ConvertOptions {
   std::string arch = "auto";
   std::string pipeline_file;             // JSON pipeline replacing the default stages
   std::string trim_vocab;                // --trim-vocab SPEC: a trim_vocab stage after load (pipeline/vocab_trim.h)
+  // --calib SPEC (FILE or ids:FILE) with --calib-method NAME: a calib_NAME stage between load and
+  // quantize (pipeline/calibrate_stage.h); tokens / ctx 0 take the stage's defaults.
+  std::string calib, calib_method;
+  int64_t calib_tokens = 0, calib_ctx = 0;
   size_t threads = 0;                    // 0 = all cores
   bool force = false;
   bool progress = true;
@@ -38,6 +42,9 @@ struct ConvertReport {
   // line once the artifact is written; a failed run says only its error).
   std::vector<std::string> warnings;
   std::map<std::string, std::string> source_sha256;  // of every source file, by path, as in the manifest
+  // What the stages said of their run (Stage::report: calibration time and peak memory), by
+  // stage name; not in the manifest.
+  json stage_reports = json::object();
 };
 
 ConvertReport convert(const ConvertOptions& opt);

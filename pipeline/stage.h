@@ -3,6 +3,7 @@
 // parameters, so a pipeline can come from CLI flags or a pipeline file, and the manifest records
 // exactly which stages and parameters produced an artifact.
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -11,6 +12,7 @@
 #include "core/thread_pool.h"
 #include "formats/format_registry.h"
 #include "pipeline/unit.h"
+#include "quantizers/scheme.h"
 #include "tokenizers/tokenizer.h"
 
 namespace sf {
@@ -31,6 +33,14 @@ struct StageContext {
   ThreadPool& pool;
 };
 
+// What the quantize stage will do with each tensor (its policy under the writer's FormatRules):
+// a calibration stage encodes block linears with these schemes before it, and quantize then
+// leaves a tensor already encoded alone (after checking its type is the planned one).
+struct QuantPlan {
+  std::map<std::string, Scheme> schemes;  // by canonical name
+  bool allow_non_finite = false;
+};
+
 class Stage {
  public:
   virtual ~Stage() = default;
@@ -43,10 +53,15 @@ class Stage {
   // Checks the parameters against the (planned) model before anything is written (a usage error
   // for one that would do nothing, such as an override matching no tensor).
   virtual void prepare(const CanonicalModel&) {}
+  // Once the writer exists, before the first unit: the quantize stage's plan.
+  virtual void use_plan(const QuantPlan&) {}
   virtual void process(Unit& unit, StageContext& ctx) = 0;
   // After the last unit: what the stage made besides units (a file through the writer, its
   // manifest entry).
   virtual void finish(FormatWriter&, json& /*manifest*/) {}
+  // What the run cost and did, for convert's summary and --json (never the manifest: artifacts
+  // stay byte-identical between runs); null for stages with nothing to say.
+  virtual json report() const { return nullptr; }
 };
 
 struct StageEntry {

@@ -1,20 +1,41 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "pipeline/calibrate_stage.h"
 #include "pipeline/stage.h"
 #include "pipeline/stages.h"
 
 namespace sf {
 
+namespace {
+
+// One calib_<method> stage per row of calib_methods(): a method added there is a stage here.
+std::vector<StageEntry> with_calibration_stages(std::vector<StageEntry> table) {
+  static std::vector<std::string> names, descriptions;  // the entries' strings, kept for the table's life
+  const auto& methods = calib_methods();
+  names.reserve(methods.size());
+  descriptions.reserve(methods.size());
+  for (const auto& m : methods) {
+    names.push_back(calibrate_stage_name(m.method));
+    descriptions.push_back(std::string("calibrated encoding of block linears (") + m.name + "): " + m.description);
+    const CalibMethod method = m.method;
+    table.push_back({names.back().c_str(), descriptions.back().c_str(), calibrate_stage_params(),
+                     [method](const json& p) { return make_calibrate_stage(method, p); }});
+  }
+  return table;
+}
+
+}  // namespace
+
 const std::vector<StageEntry>& stage_registry() {
-  static const std::vector<StageEntry> table = {
+  static const std::vector<StageEntry> table = with_calibration_stages({
       {"load", "read the unit's tensors from the source as f32 (transforms applied)", {}, make_load_stage},
       {"quantize", "encode each tensor with the scheme the policy picks",
        {"scheme", "overrides", "allow_non_finite"}, make_quantize_stage},
       {"write", "hand the encoded unit to the output format", {}, make_write_stage},
       {"trim_vocab", "keep only some token ids: rows of the embedding and output projection, vocab_map.bin",
        {"spec", "file_sha256"}, make_trim_vocab_stage},
-  };
+  });
   return table;
 }
 
@@ -83,13 +104,19 @@ std::vector<std::unique_ptr<Stage>> make_pipeline(const json& spec) {
     const char* after;
     const char* before;
   };
-  constexpr Placement kPlacements[] = {{"trim_vocab", "load", "quantize"}};
+  std::vector<Placement> placements = {{"trim_vocab", "load", "quantize"}};
+  std::vector<std::string> calibration;  // the calibration stages of this pipeline
+  for (const auto& m : calib_methods()) {
+    placements.push_back({nullptr, "load", "quantize"});
+    calibration.push_back(calibrate_stage_name(m.method));
+  }
+  for (size_t i = 0; i < calibration.size(); ++i) placements[i + 1].name = calibration[i].c_str();
   auto index_of = [&](const char* name) {
     for (size_t i = 0; i < out.size(); ++i)
       if (out[i]->name() == name) return i;
     return out.size();
   };
-  for (const Placement& p : kPlacements) {
+  for (const Placement& p : placements) {
     const size_t at = index_of(p.name);
     if (at == out.size()) continue;
     for (size_t i = at + 1; i < out.size(); ++i)
@@ -98,6 +125,15 @@ std::vector<std::unique_ptr<Stage>> make_pipeline(const json& spec) {
       fail_usage(std::string("pipeline: '") + p.name + "' must come after '" + p.after + "' and before '" + p.before +
                  "'");
   }
+  // One calibration at most, and not on a trimmed vocabulary: the calibration ids are the source's,
+  // and the embedding it reads them from is already trimmed.
+  size_t calibrations = 0;
+  for (const auto& s : out)
+    if (std::find(calibration.begin(), calibration.end(), s->name()) != calibration.end()) ++calibrations;
+  if (calibrations > 1) fail_usage("pipeline: at most one calibration stage (" + joined(calibration) + ")");
+  if (calibrations == 1 && index_of("trim_vocab") != out.size())
+    fail_usage("pipeline: calibration and trim_vocab cannot be combined (calibrate, or trim; convert --trim-vocab "
+               "with --calib-method is refused)");
   return out;
 }
 

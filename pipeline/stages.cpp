@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "pipeline/encode_check.h"
 #include "quantizers/policy.h"
 
 namespace sf {
@@ -30,38 +31,6 @@ class LoadStage : public Stage {
     for (auto& t : u.tensors) ctx.model.release(t.spec.name);
   }
 };
-
-// Where element i of a tensor is, for messages: "row 3, column 7" (or "element 7" of a vector).
-std::string position(const TensorSpec& spec, size_t i) {
-  if (spec.shape.size() < 2) return "element " + std::to_string(i);
-  const size_t cols = size_t(spec.shape.back());
-  return "row " + std::to_string(i / cols) + ", column " + std::to_string(i % cols);
-}
-
-std::string number(float v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%g", double(v));
-  return buf;
-}
-
-// Every value of a row is looked at twice (the input and its decoding): an exponent test on the
-// bits, OR-ed over the row without a branch, which vectorizes (std::isfinite in a loop that
-// returns early does not).
-bool all_finite(const float* x, size_t n) {
-  uint32_t non_finite = 0;
-  for (size_t i = 0; i < n; ++i) {
-    uint32_t bits;
-    std::memcpy(&bits, &x[i], 4);
-    non_finite |= uint32_t((bits & 0x7f800000u) == 0x7f800000u);
-  }
-  return non_finite == 0;
-}
-
-// Lowers `slot` to `v` if smaller: the first failing row whatever the thread split.
-void keep_min(std::atomic<size_t>& slot, size_t v) {
-  size_t cur = slot.load();
-  while (v < cur && !slot.compare_exchange_weak(cur, v)) {}
-}
 
 const json& typed_param(const json& p, const char* key, json::value_t type, const char* what) {
   static const json none;
@@ -95,14 +64,24 @@ class QuantizeStage : public Stage {
       fail_usage("tensor override '" + o + "' matches no tensor of this model; canonical names "
                  "look like 'blocks.0.attn.q.weight' ('shardforge inspect SOURCE' lists them)");
   }
-  // The types process() will give, from the same policy and rules.
-  void plan_types(const ModelDesc& desc, const FormatRules& rules, std::map<std::string, QType>& types) const {
-    for (const auto& t : all_tensors(desc)) types[t.name] = policy_.scheme_for(t, rules).type;
+  // The schemes process() will give, from the same policy and rules.
+  void plan(const ModelDesc& desc, const FormatRules& rules, QuantPlan& plan) const {
+    for (const auto& t : all_tensors(desc)) plan.schemes.insert_or_assign(t.name, policy_.scheme_for(t, rules));
+    plan.allow_non_finite = allow_non_finite_;
   }
   void process(Unit& u, StageContext& ctx) override {
     for (auto& t : u.tensors) {
+      const Scheme s = policy_.scheme_for(t.spec, rules_of(ctx.writer));
+      if (t.has_encoded) {
+        // Encoded (and checked) by a calibration stage from this stage's plan: it must be the type
+        // the plan says.
+        if (t.encoded.type != s.type || t.encoded.group != s.group)
+          fail("quantize stage: tensor " + t.spec.name + " was encoded as " + Scheme{t.encoded.type, t.encoded.group}.name() +
+               " by an earlier stage, not as " + s.name() + " as planned");
+        continue;
+      }
       if (!t.has_values) fail("quantize stage: tensor " + t.spec.name + " was not loaded (no load stage?)");
-      encode(t, policy_.scheme_for(t.spec, rules_of(ctx.writer)), ctx);
+      encode(t, s, ctx);
       std::vector<float>().swap(t.values);
       t.has_values = false;
       t.has_encoded = true;
@@ -115,20 +94,8 @@ class QuantizeStage : public Stage {
     return s.is_string() ? s.get<std::string>() : "f32";
   }
 
-  // NaN or Inf in a checkpoint is damage (a diverged run, a bad merge): refuse it by default,
-  // naming the first such element of the first row that holds one.
-  [[noreturn]] static void refuse_non_finite(const UnitTensor& t, size_t row, size_t cols, StageContext& ctx) {
-    size_t i = row * cols;
-    while (std::isfinite(t.values[i])) ++i;
-    fail_file(ctx.source, "tensor " + t.spec.name + " holds " + number(t.values[i]) + " at " + position(t.spec, i) +
-                              "; non-finite weights are refused (convert --allow-non-finite keeps them)");
-  }
-
-  // Encodes every row, then decodes it: a row of finite values that decodes to inf or nan holds a
-  // value the type cannot represent (f16 past 65504, an int4 group whose f16 scale overflows).
-  // One check after encoding covers every type. A row with non-finite input is refused unless
-  // allowed (then it is encoded and not checked). The checks run in the parallel pass over the
-  // rows: a separate pass over the f32 values costs as much as reading them.
+  // Encodes every row, then decodes it (pipeline/encode_check.h): the checks run in the parallel
+  // pass over the rows, as a separate pass over the f32 values costs as much as reading them.
   void encode(UnitTensor& t, const Scheme& s, StageContext& ctx) const {
     EncodedTensor& e = t.encoded;
     e.name = t.spec.name;
@@ -138,39 +105,22 @@ class QuantizeStage : public Stage {
     const size_t rows = size_t(e.rows()), cols = size_t(e.cols()), rb = e.row_bytes();
     e.data.assign(rows * rb, 0);
     const auto& tr = qtype_traits(s.type);
-    std::atomic<size_t> bad_row{SIZE_MAX}, non_finite_row{SIZE_MAX};
+    RowFailures failures;
     const bool allow_non_finite = allow_non_finite_;
     // Rows are independent, so any split gives the same bytes; the lowest failing row is reported.
     ctx.pool.parallel_for(rows, [&](size_t b, size_t end) {
       std::vector<float> back(cols);
       for (size_t r = b; r < end; ++r) {
         const float* x = &t.values[r * cols];
-        const bool finite = all_finite(x, cols);
-        if (!finite && !allow_non_finite) {
-          keep_min(non_finite_row, r);
+        if (!allow_non_finite && !all_finite(x, cols)) {
+          failures.note(RowCheck::NonFinite, r);
           return;  // the rows after it in this chunk cannot be reported first
         }
         tr.quantize_row(x, cols, s.group, &e.data[r * rb]);
-        tr.dequantize_row(&e.data[r * rb], cols, s.group, back.data());
-        if (finite && !all_finite(back.data(), cols)) keep_min(bad_row, r);
+        failures.note(check_row(x, &e.data[r * rb], cols, tr, s.group, back.data(), allow_non_finite), r);
       }
     });
-    if (non_finite_row.load() != SIZE_MAX) refuse_non_finite(t, non_finite_row.load(), cols, ctx);
-    if (bad_row.load() != SIZE_MAX) refuse_unrepresentable(t, s, bad_row.load(), ctx);
-  }
-
-  [[noreturn]] static void refuse_unrepresentable(const UnitTensor& t, const Scheme& s, size_t row,
-                                                  StageContext& ctx) {
-    const size_t cols = t.values.size() / std::max<size_t>(1, size_t(t.encoded.rows()));
-    size_t worst = row * cols;
-    for (size_t i = row * cols; i < (row + 1) * cols; ++i)
-      if (std::fabs(t.values[i]) > std::fabs(t.values[worst])) worst = i;
-    const std::string alternative = s.type == QType::BF16 ? "f32" : "bf16";
-    fail_file(ctx.source, "tensor " + t.spec.name + " holds " + number(t.values[worst]) + " at " +
-                              position(t.spec, worst) + ", which " + s.name() +
-                              " cannot represent (it decodes to inf or nan); use " +
-                              (s.type == QType::BF16 ? "f32" : "bf16 or f32") + " for it, e.g. --tensor-quant '" +
-                              t.spec.name + "=" + alternative + "'");
+    failures.refuse_any(t, s, ctx.source);
   }
 
   Policy policy_;
@@ -189,11 +139,17 @@ class WriteStage : public Stage {
 
 }  // namespace
 
-std::map<std::string, QType> planned_types(const std::vector<std::unique_ptr<Stage>>& stages, const ModelDesc& desc,
-                                           const FormatWriter& writer) {
-  std::map<std::string, QType> types;
+QuantPlan quant_plan(const std::vector<std::unique_ptr<Stage>>& stages, const ModelDesc& desc,
+                     const FormatWriter& writer) {
+  QuantPlan plan;
   for (const auto& s : stages)
-    if (const auto* q = dynamic_cast<const QuantizeStage*>(s.get())) q->plan_types(desc, rules_of(writer), types);
+    if (const auto* q = dynamic_cast<const QuantizeStage*>(s.get())) q->plan(desc, rules_of(writer), plan);
+  return plan;
+}
+
+std::map<std::string, QType> planned_types(const QuantPlan& plan) {
+  std::map<std::string, QType> types;
+  for (const auto& [name, scheme] : plan.schemes) types[name] = scheme.type;
   return types;
 }
 

@@ -18,8 +18,6 @@ namespace sf {
 namespace {
 
 constexpr const char* kSyntax = "range:A-B[,C-D...], corpus:FILE[:MIN] or ids:FILE";
-// An ids file is a list of numbers: a few MiB even for the largest vocabularies.
-constexpr uint64_t kMaxIdsFileBytes = uint64_t(64) << 20;
 
 [[noreturn]] void bad_spec(const std::string& spec, const std::string& problem) {
   // A spec of a million ranges is quoted by its start only: the message stays one short line.
@@ -118,28 +116,7 @@ void keep_ranges(const TrimSpec& spec, int64_t vocab, std::vector<bool>& keep) {
 }
 
 void keep_listed(const TrimSpec& spec, const std::string& text, int64_t vocab, std::vector<bool>& keep) {
-  size_t i = 0, listed = 0;
-  auto separator = [](char c) { return c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
-  while (i < text.size()) {
-    if (separator(text[i])) {
-      ++i;
-      continue;
-    }
-    size_t end = i;
-    while (end < text.size() && !separator(text[end])) ++end;
-    const std::string item = text.substr(i, end - i);
-    int64_t id = 0;
-    if (!parse_id(item, id))
-      fail_file(spec.file, std::string("'").append(printable(item.substr(0, 40))) +
-                               "' is not a token id (the file lists decimal ids separated by spaces, commas or "
-                               "newlines)");
-    if (id >= vocab)
-      fail_file(spec.file, "id " + item + " is outside the vocabulary (ids 0 to " + std::to_string(vocab - 1) + ")");
-    keep[size_t(id)] = true;
-    ++listed;
-    i = end;
-  }
-  if (listed == 0) fail_file(spec.file, "lists no token ids");
+  for (int64_t id : parse_id_list(spec.file, text, vocab)) keep[size_t(id)] = true;
 }
 
 void keep_corpus(const TrimSpec& spec, const std::string& text, const ModelDesc& desc, const Tokenizer& tok,
@@ -181,6 +158,32 @@ void keep_corpus(const TrimSpec& spec, const std::string& text, const ModelDesc&
 }
 
 }  // namespace
+
+std::vector<int64_t> parse_id_list(const std::string& file, const std::string& text, int64_t vocab) {
+  std::vector<int64_t> ids;
+  size_t i = 0;
+  auto separator = [](char c) { return c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
+  while (i < text.size()) {
+    if (separator(text[i])) {
+      ++i;
+      continue;
+    }
+    size_t end = i;
+    while (end < text.size() && !separator(text[end])) ++end;
+    const std::string item = text.substr(i, end - i);
+    int64_t id = 0;
+    if (!parse_id(item, id))
+      fail_file(file, std::string("'").append(printable(item.substr(0, 40))) +
+                          "' is not a token id (the file lists decimal ids separated by spaces, commas or "
+                          "newlines)");
+    if (id >= vocab)
+      fail_file(file, "id " + item + " is outside the vocabulary (ids 0 to " + std::to_string(vocab - 1) + ")");
+    ids.push_back(id);
+    i = end;
+  }
+  if (ids.empty()) fail_file(file, "lists no token ids");
+  return ids;
+}
 
 TrimSpec parse_trim_spec(const std::string& spec) {
   const size_t colon = spec.find(':');

@@ -31,6 +31,12 @@ struct TrimSpec {
   int64_t min_count = 1;                            // Corpus
 };
 
+// The ids an ids file lists, in order (decimal, separated by spaces, commas or newlines); one-line
+// errors naming `file` for anything else, an id outside 0 .. vocab-1, or no id at all.
+std::vector<int64_t> parse_id_list(const std::string& file, const std::string& text, int64_t vocab);
+// An ids file's size limit (a few MiB even for the largest vocabularies).
+inline constexpr uint64_t kMaxIdsFileBytes = uint64_t(64) << 20;
+
 // The spec's syntax (usage errors naming the spec); files are not opened and ids not checked
 // against a vocabulary here.
 TrimSpec parse_trim_spec(const std::string& spec);

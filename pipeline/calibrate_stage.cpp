@@ -1,0 +1,421 @@
+// The calibration stages (calib_mse, calib_awq, calib_gptq: one per row of calib_methods()), between
+// load and quantize. Block-sequential: the embedding unit gives the activations X0 of the
+// calibration sequences; block i is run on X_i with its f32 weights while taps gather the inputs'
+// statistics (executor/block.h), AWQ folds its scales into the op before each group
+// (pipeline/awq_fold.h), every block linear the plan gives an integer type is encoded with
+// encode_calibrated, and the block is run again with those encoded bytes to give X_{i+1}: the next
+// block is calibrated on what the executor will compute. The head's untied output projection is
+// calibrated on the head norm of X_N. Memory: one block's weights and statistics plus the
+// activations (sequences x ctx x d_model floats, twice).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "executor/kernels.h"
+#include "executor/session.h"
+#include "pipeline/awq_fold.h"
+#include "pipeline/calib_data.h"
+#include "pipeline/calibrate_stage.h"
+#include "pipeline/encode_check.h"
+#include "validators/speed.h"
+
+namespace sf {
+
+namespace {
+
+// Input rows AWQ's scale search sees per group (spread over the calibration rows).
+constexpr size_t kAwqSampleRows = 512;
+
+bool integer_type(QType t) { return t != QType::F32 && t != QType::F16 && t != QType::BF16; }
+
+// A view of f32 values the caller owns.
+TensorView f32_view(const UnitTensor& t) {
+  TensorView v;
+  v.name = t.spec.name;
+  v.type = QType::F32;
+  v.shape = t.spec.shape;
+  v.data = reinterpret_cast<const uint8_t*>(t.values.data());
+  v.nbytes = t.values.size() * sizeof(float);
+  v.row_bytes = size_t(t.spec.shape.back()) * sizeof(float);
+  return v;
+}
+
+TensorView encoded_view(const UnitTensor& t) {
+  TensorView v;
+  v.name = t.spec.name;
+  v.type = t.encoded.type;
+  v.group = t.encoded.group;
+  v.shape = t.encoded.shape;
+  v.data = t.encoded.data.data();
+  v.nbytes = t.encoded.data.size();
+  v.row_bytes = t.encoded.row_bytes();
+  return v;
+}
+
+// Gathers InputStats for each linear group of a block run. AWQ's sample rows are spread over every
+// sequence (every stride-th row of the run) rather than the first rows of the first sequence: they
+// are gathered in a second InputStats fed only those rows, and moved into the group's stats.
+class StatsTap : public BlockTap {
+ public:
+  StatsTap(const ModelDesc& d, const CalibMethodInfo& m, size_t total_rows, ThreadPool& pool)
+      : pool_(pool), stride_(std::max<size_t>(1, total_rows / kAwqSampleRows)) {
+    for (size_t g = 0; g < kLinearInputs; ++g) {
+      const size_t width = group_width(d, LinearInput(g));
+      stats[g].reset(width, m.needs_gram, 0);
+      if (m.needs_sample) sampler_[g].reset(width, false, kAwqSampleRows);
+    }
+  }
+  void input(LinearInput where, const float* x, size_t rows, size_t cols) override {
+    const size_t g = size_t(where);
+    stats[g].add(x, rows, &pool_);
+    if (sampler_[g].max_sample_rows > 0)
+      for (size_t r = 0; r < rows; ++r, ++seen_[g])
+        if (seen_[g] % stride_ == 0) sampler_[g].add(x + r * cols, 1, nullptr);
+  }
+  // After the run: the sample rows into the statistics.
+  void finish() {
+    for (size_t g = 0; g < kLinearInputs; ++g) {
+      stats[g].sample = std::move(sampler_[g].sample);
+      stats[g].sample_rows = sampler_[g].sample_rows;
+      stats[g].max_sample_rows = sampler_[g].max_sample_rows;
+    }
+  }
+  InputStats stats[kLinearInputs];
+
+ private:
+  ThreadPool& pool_;
+  size_t stride_;
+  InputStats sampler_[kLinearInputs];
+  size_t seen_[kLinearInputs] = {};
+};
+
+const json& typed(const json& p, const std::string& stage, const char* key, bool (json::*is)() const,
+                  const char* what) {
+  static const json none;
+  if (!p.contains(key)) return none;
+  if (!(p[key].*is)()) fail_usage(stage + " stage: '" + key + "' must be " + what);
+  return p[key];
+}
+
+class CalibrateStage : public Stage {
+ public:
+  CalibrateStage(CalibMethod method, const json& p) : info_(calib_method_info(method)) {
+    const std::string me = name();
+    const json& spec = typed(p, me, "calib", &json::is_string, "a file name (text) or ids:FILE");
+    if (spec.is_null()) fail_usage(me + " stage: needs 'calib' (the calibration file)");
+    spec_ = parse_calib_spec(spec.get<std::string>());
+    const json& sha = typed(p, me, "file_sha256", &json::is_string, "a sha256 in hex");
+    if (sha.is_string()) expected_sha_ = sha.get<std::string>();
+    auto count = [&](const char* key, int64_t dflt) {
+      const json& v = typed(p, me, key, &json::is_number_integer, "a positive integer");
+      if (v.is_null()) return dflt;
+      if (v.get<int64_t>() <= 0) fail_usage(me + " stage: '" + key + "' must be a positive integer");
+      return v.get<int64_t>();
+    };
+    tokens_ = count("tokens", kDefaultCalibTokens);
+    ctx_given_ = count("ctx", 0);
+    params_.clip_steps = int(std::min<int64_t>(count("clip_steps", params_.clip_steps), 1000));
+    params_.awq_grid = int(std::min<int64_t>(count("awq_grid", params_.awq_grid), 1000));
+    params_.gptq_block = size_t(count("gptq_block", int64_t(params_.gptq_block)));
+    auto real = [&](const char* key, double dflt, double lo, double hi) {
+      const json& v = typed(p, me, key, &json::is_number, "a number");
+      if (v.is_null()) return dflt;
+      const double x = v.get<double>();
+      if (!(x >= lo && x <= hi))
+        fail_usage(me + " stage: '" + key + "' must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+      return x;
+    };
+    params_.min_clip = real("min_clip", params_.min_clip, 0.01, 1.0);
+    params_.gptq_damp = real("gptq_damp", params_.gptq_damp, 0.0, 10.0);
+    const json& order = typed(p, me, "gptq_act_order", &json::is_boolean, "true or false");
+    if (order.is_boolean()) params_.gptq_act_order = order.get<bool>();
+  }
+
+  std::string name() const override { return calibrate_stage_name(info_.method); }
+  json params() const override {
+    return {{"calib", recorded_calib_spec(spec_)}, {"file_sha256", data_.sha256}, {"tokens", tokens_},
+            {"ctx", ctx_},                         {"clip_steps", params_.clip_steps},
+            {"min_clip", params_.min_clip},        {"awq_grid", params_.awq_grid},
+            {"gptq_damp", params_.gptq_damp},      {"gptq_act_order", params_.gptq_act_order},
+            {"gptq_block", params_.gptq_block}};
+  }
+
+  void plan(CanonicalModel& model, const PlanContext& ctx) override {
+    const auto start = std::chrono::steady_clock::now();
+    ctx_ = calib_ctx(model.desc, ctx_given_);
+    if (tokens_ < ctx_)
+      fail_usage("--calib-tokens " + std::to_string(tokens_) + " is fewer than one calibration sequence of " +
+                 std::to_string(ctx_) + " tokens (--calib-ctx)");
+    ctx.inputs.push_back(spec_.file);
+    data_ = read_calib_data(spec_, ctx.tokenizer, model.desc, tokens_, ctx_);
+    if (!expected_sha_.empty() && expected_sha_ != data_.sha256)
+      fail_file(spec_.file, "its sha256 differs from the pipeline's file_sha256 (not the file that was meant)");
+    // The activations are held twice (X_i and the run gathering statistics): refused, before
+    // anything is written, when they would not fit in the machine's memory.
+    const double bytes = 2.0 * double(data_.tokens.size()) * double(model.desc.d_model) * sizeof(float);
+    if (bytes > double(physical_memory_bytes()))
+      fail_usage("calibrating on " + std::to_string(data_.tokens.size()) + " tokens needs " +
+                 std::to_string(int64_t(bytes / double(1 << 20))) + " MiB of activations, more than this machine's "
+                 "memory; use fewer --calib-tokens");
+    for (const auto& r : awq_fold_rules())
+      if (const char* why = r.cannot_fold(model.desc); why && info_.method == CalibMethod::Awq)
+        skipped_.push_back(std::string(linear_input_name(r.input)) + " (" + r.preceding + "): " + why);
+    seconds_ += elapsed(start);
+  }
+  void prepare(const CanonicalModel& model) override { desc_ = model.desc; }
+  void use_plan(const QuantPlan& plan) override { plan_ = plan; }
+
+  void process(Unit& u, StageContext& ctx) override {
+    const auto start = std::chrono::steady_clock::now();
+    switch (u.kind) {
+      case UnitKind::Embedding: embed(u); break;
+      case UnitKind::Block: block(u, ctx); break;
+      case UnitKind::Head: head(u, ctx); break;
+    }
+    seconds_ += elapsed(start);
+    peak_rss_ = peak_rss_bytes();
+  }
+
+  void finish(FormatWriter&, json& manifest) override {
+    manifest["calibration"] = {{"stage", name()},
+                               {"sequences", data_.n_seq},
+                               {"tokens_used", data_.n_seq * data_.ctx},
+                               {"file_tokens", data_.file_tokens},
+                               {"calibrated_tensors", calibrated_},
+                               {"awq_skipped", skipped_},
+                               {"warnings", warnings_}};
+  }
+  json report() const override {
+    return {{"stage", name()}, {"seconds", seconds_}, {"peak_rss_bytes", peak_rss_}, {"sequences", data_.n_seq},
+            {"tokens_used", data_.n_seq * data_.ctx}, {"calibrated_tensors", calibrated_}, {"awq_skipped", skipped_},
+            {"warnings", warnings_}};
+  }
+
+ private:
+  static double elapsed(std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+
+  UnitTensor* find(Unit& u, TensorRole role) {
+    for (auto& t : u.tensors)
+      if (t.spec.role == role) return &t;
+    return nullptr;
+  }
+  static void need_values(const UnitTensor& t) {
+    if (!t.has_values) fail(std::string("calibration stage: tensor ") + t.spec.name + " was not loaded");
+  }
+  const Scheme* planned(const std::string& tensor) const {
+    const auto it = plan_.schemes.find(tensor);
+    return it == plan_.schemes.end() ? nullptr : &it->second;
+  }
+  // Row r of a tensor as the executor will read it: encoded with its planned scheme and decoded.
+  void decoded_row(const UnitTensor& t, size_t r, std::vector<float>& row, std::vector<uint8_t>& bytes) const {
+    const size_t cols = size_t(t.spec.shape.back());
+    const float* x = &t.values[r * cols];
+    row.assign(x, x + cols);
+    const Scheme* s = planned(t.spec.name);
+    if (!s || s->type == QType::F32) return;
+    const auto& tr = qtype_traits(s->type);
+    bytes.resize(tr.row_bytes(cols, s->group));
+    tr.quantize_row(x, cols, s->group, bytes.data());
+    tr.dequantize_row(bytes.data(), cols, s->group, row.data());
+  }
+
+  // X0: each calibration token's embedding row, plus its learned position row.
+  void embed(Unit& u) {
+    UnitTensor* e = find(u, TensorRole::TokenEmbedding);
+    if (!e) fail("calibration stage: the embedding unit has no token embedding");
+    need_values(*e);
+    UnitTensor* pos = find(u, TensorRole::PositionEmbedding);
+    if (pos) need_values(*pos);
+    const size_t D = size_t(desc_.d_model), rows = data_.tokens.size();
+    x_.assign(rows * D, 0.0f);
+    std::vector<float> row, prow;
+    std::vector<uint8_t> bytes;
+    for (size_t t = 0; t < rows; ++t) {
+      decoded_row(*e, size_t(data_.tokens[t]), row, bytes);
+      if (pos) {
+        const SequencePrefix prefix = sequence_prefix(desc_, &data_.tokens[t - t % data_.ctx], data_.ctx);
+        decoded_row(*pos, size_t(place_row(desc_, prefix, int64_t(t % data_.ctx)).pos_a), prow, bytes);
+        for (size_t i = 0; i < D; ++i) row[i] += prow[i];
+      }
+      std::copy(row.begin(), row.end(), &x_[t * D]);
+    }
+  }
+
+  // Encodes t with its planned scheme when that is an integer type; returns whether it did.
+  bool encode(UnitTensor& t, const InputStats& stats, StageContext& ctx) {
+    const Scheme* s = planned(t.spec.name);
+    if (!s || !integer_type(s->type)) return false;
+    EncodedTensor& e = t.encoded;
+    e.name = t.spec.name;
+    e.type = s->type;
+    e.group = s->group;
+    e.shape = t.spec.shape;
+    e.data = encode_calibrated(info_.method, t.spec.name, t.values.data(), size_t(e.rows()), size_t(e.cols()), *s,
+                               stats, params_, ctx.pool, warnings_);
+    if (e.data.size() != size_t(e.rows()) * e.row_bytes())
+      fail("calibration stage: encode_calibrated gave " + std::to_string(e.data.size()) + " bytes for " + e.name);
+    check_encoding(t, *s, ctx.source, ctx.pool, plan_.allow_non_finite);
+    t.has_encoded = true;
+    ++calibrated_;
+    return true;
+  }
+
+  // A block's weights and biases must be finite to be run: non-finite ones are refused as quantize
+  // refuses them, and with --allow-non-finite calibration cannot use them.
+  void check_finite(const UnitTensor& t, const std::string& source) const {
+    if (all_finite(t.values.data(), t.values.size())) return;
+    if (plan_.allow_non_finite)
+      fail_file(source, "tensor " + t.spec.name + " holds non-finite values, which calibration cannot run; convert "
+                        "it without --calib-method");
+    refuse_non_finite_values(t, source);
+  }
+
+  void block(Unit& u, StageContext& ctx) {
+    const std::string prefix = block_prefix(u.index);
+    std::vector<std::pair<std::string, UnitTensor*>> named;
+    for (auto& t : u.tensors) {
+      need_values(t);
+      check_finite(t, ctx.source);
+      named.emplace_back(t.spec.name.substr(prefix.size()), &t);
+    }
+    auto lookup = [&](const std::string& n) -> UnitTensor* {
+      for (auto& [name, t] : named)
+        if (name == n) return t;
+      return nullptr;
+    };
+    const BlockValues values = [&](const std::string& n) { return lookup(n) ? &lookup(n)->values : nullptr; };
+
+    // The f32 run on a copy of X_i: statistics of every group's input.
+    StatsTap tap(desc_, info_, data_.tokens.size(), ctx.pool);
+    {
+      std::vector<float> scratch(x_);
+      std::vector<TensorView> views;
+      run(named, views, scratch, ctx, &tap, false);
+    }
+    tap.finish();
+    // AWQ: scales per group, folded into the op before (when it can absorb them).
+    if (info_.method == CalibMethod::Awq)
+      for (const auto& rule : awq_fold_rules()) {
+        if (rule.cannot_fold(desc_)) continue;
+        std::vector<AwqLinear> linears;
+        for (const auto& n : group_linears(desc_, rule.input)) {
+          UnitTensor* t = lookup(n);
+          const Scheme* s = t ? planned(t->spec.name) : nullptr;
+          if (!t || !s || !integer_type(s->type)) continue;
+          linears.push_back({t->values.data(), size_t(t->spec.shape[0]), *s});
+        }
+        if (linears.empty()) continue;
+        InputStats& st = tap.stats[size_t(rule.input)];
+        const std::vector<float> s = awq_search_scales(linears, st.channels, st, params_, ctx.pool);
+        bool trivial = true;
+        for (float v : s) {
+          if (!(v > 0.0f) || !std::isfinite(v)) fail("awq: a scale that is not positive and finite");
+          trivial = trivial && v == 1.0f;
+        }
+        if (trivial) continue;
+        awq_fold(desc_, rule.input, s, values);
+        rescale_stats(st, s);
+      }
+    // Every linear the plan gives an integer type, with the statistics of its input.
+    for (const auto& g : awq_fold_rules())
+      for (const auto& n : group_linears(desc_, g.input))
+        if (UnitTensor* t = lookup(n)) encode(*t, tap.stats[size_t(g.input)], ctx);
+    // The run the next block is calibrated on: encoded weights where there are some.
+    std::vector<TensorView> views;
+    run(named, views, x_, ctx, nullptr, true);
+    for (auto& [name, t] : named)
+      if (t->has_encoded) {
+        std::vector<float>().swap(t->values);
+        t->has_values = false;
+      }
+  }
+
+  void run(const std::vector<std::pair<std::string, UnitTensor*>>& named, std::vector<TensorView>& views,
+           std::vector<float>& x, StageContext& ctx, BlockTap* tap, bool encoded) {
+    views.clear();
+    views.reserve(named.size());
+    LayerWeights w;
+    for (const auto& [name, t] : named) {
+      const LayerSlot slot = layer_slot(name);
+      if (!slot) fail("calibration stage: tensor " + t->spec.name + " has no place in the executor");
+      views.push_back(encoded && t->has_encoded ? encoded_view(*t) : f32_view(*t));
+      w.*slot = &views.back();
+    }
+    run_block_on_sequences(desc_, w, data_.tokens.data(), x.data(), data_.n_seq, data_.ctx, &ctx.pool, tap);
+  }
+
+  // The untied output projection, on the head norm of X_N.
+  void head(Unit& u, StageContext& ctx) {
+    UnitTensor* out = find(u, TensorRole::Output);
+    UnitTensor* norm = find(u, TensorRole::NormWeight);
+    UnitTensor* bias = find(u, TensorRole::NormBias);
+    if (!out || !norm) return;  // tied: the embedding was encoded as the plan says
+    need_values(*out);
+    need_values(*norm);
+    if (bias) need_values(*bias);
+    const Scheme* s = planned(out->spec.name);
+    if (!s || !integer_type(s->type)) return;
+    check_finite(*out, ctx.source);
+    const size_t D = size_t(desc_.d_model), rows = data_.tokens.size();
+    const TensorView nw = f32_view(*norm);
+    TensorView nb;
+    if (bias) nb = f32_view(*bias);
+    InputStats st;
+    st.reset(D, info_.needs_gram, info_.needs_sample ? kAwqSampleRows : 0);
+    std::vector<float> xn(std::min<size_t>(rows, 4096) * D);
+    for (size_t r0 = 0; r0 < rows; r0 += 4096) {
+      const size_t n = std::min<size_t>(4096, rows - r0);
+      kernels::norm(desc_.norm, &x_[r0 * D], n, D, nw, bias ? &nb : nullptr, desc_.norm_eps, xn.data());
+      st.add(xn.data(), n, &ctx.pool);
+    }
+    std::vector<float>().swap(x_);
+    encode(*out, st, ctx);
+    if (out->has_encoded) {
+      std::vector<float>().swap(out->values);
+      out->has_values = false;
+    }
+  }
+
+  const CalibMethodInfo& info_;
+  CalibSpec spec_;
+  std::string expected_sha_;
+  int64_t tokens_ = 0, ctx_given_ = 0, ctx_ = 0;
+  CalibParams params_;
+  CalibData data_;
+  ModelDesc desc_;
+  QuantPlan plan_;
+  std::vector<float> x_;  // the activations entering the next block: n_seq x ctx x d_model
+  std::vector<std::string> skipped_, warnings_;
+  size_t calibrated_ = 0;
+  double seconds_ = 0;
+  int64_t peak_rss_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Stage> make_calibrate_stage(CalibMethod method, const json& params) {
+  return std::make_unique<CalibrateStage>(method, params);
+}
+
+std::string calibrate_stage_name(CalibMethod method) {
+  return std::string("calib_") + calib_method_info(method).name;
+}
+
+std::string calib_method_names() {
+  std::string s;
+  for (const auto& m : calib_methods()) s += (s.empty() ? "" : ", ") + std::string(m.name);
+  return s;
+}
+
+const std::vector<std::string>& calibrate_stage_params() {
+  static const std::vector<std::string> p = {"calib",    "file_sha256", "tokens",    "ctx",
+                                             "clip_steps", "min_clip",  "awq_grid",  "gptq_damp",
+                                             "gptq_act_order", "gptq_block"};
+  return p;
+}
+
+}  // namespace sf

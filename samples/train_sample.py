@@ -83,7 +83,7 @@ def main():
     held_ids = sp.encode(held)
     print(f"train tokens {len(ids)}, held-out tokens {len(held_ids)}")
 
-    cfg = Config(vocab_size=512, dim=128, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=344,
+    cfg = Config(vocab_size=512, dim=128, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=352,
                  norm_eps=1e-5, rope_theta=10000.0, tied=False, max_seq=256)
     model = HFLlama(cfg)
     for n, p in model.named_parameters():

@@ -66,19 +66,24 @@ for m in $METHODS; do
 done
 
 # --- llama.cpp: q4_0 from the same f32 file, without and with an importance matrix of the same text.
+# The embedding and output projection in q8_0, as shardforge's policy stores them for a q4_0 base
+# (llama-quantize's own choice is q4_0 / q6_K), so every file has the same types and bytes.
+LQ_TYPES=(--token-embedding-type q8_0 --output-tensor-type q8_0)
 CHUNKS_CALIB=$(( CALIB_TOKENS / CTX ))
 "$LLAMA_CPP_BIN/llama-imatrix" -m "$WORK/f32.gguf" -f "$CALIB" -c "$CTX" -b "$CTX" --chunks "$CHUNKS_CALIB" \
   -t "$T" -o "$WORK/imatrix.dat" >"$WORK/imatrix.log" 2>&1 || die "llama-imatrix failed: $(tail -n2 "$WORK/imatrix.log")"
-"$LLAMA_CPP_BIN/llama-quantize" "$WORK/f32.gguf" "$WORK/llama_q4_0.gguf" q4_0 "$T" >"$WORK/quantize.log" 2>&1 ||
+"$LLAMA_CPP_BIN/llama-quantize" "${LQ_TYPES[@]}" "$WORK/f32.gguf" "$WORK/llama_q4_0.gguf" q4_0 "$T" >"$WORK/quantize.log" 2>&1 ||
   die "llama-quantize failed: $(tail -n2 "$WORK/quantize.log")"
 printf 'llama_q4_0\tllama.cpp\tllama-quantize q4_0\n' >>"$ROWS"
-"$LLAMA_CPP_BIN/llama-quantize" --imatrix "$WORK/imatrix.dat" "$WORK/f32.gguf" "$WORK/llama_q4_0_imatrix.gguf" q4_0 "$T" \
+"$LLAMA_CPP_BIN/llama-quantize" "${LQ_TYPES[@]}" --imatrix "$WORK/imatrix.dat" "$WORK/f32.gguf" "$WORK/llama_q4_0_imatrix.gguf" q4_0 "$T" \
   >"$WORK/quantize_imatrix.log" 2>&1 || die "llama-quantize --imatrix failed: $(tail -n2 "$WORK/quantize_imatrix.log")"
 printf 'llama_q4_0_imatrix\tllama.cpp\tllama-imatrix + llama-quantize q4_0\n' >>"$ROWS"
 
 # --- Perplexity of every file by both tools (one window per batch, BOS first, second half scored).
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
+SF_CHUNKS=()
+[ "$CHUNKS" != -1 ] && SF_CHUNKS=(--chunks "$CHUNKS")
 while IFS=$'\t' read -r name by how; do
   g=$WORK/$name.gguf
   lp=""
@@ -86,7 +91,7 @@ while IFS=$'\t' read -r name by how; do
     lp=$(grep -oE 'Final estimate: PPL = [0-9.]+' <<<"$out" | grep -oE '[0-9.]+$')
   else note "llama-perplexity $name failed: $(tail -n1 <<<"$out")"; fi
   sp=""
-  if out=$("$SF" eval ppl "$g" --text "$TEXT" --ctx "$CTX" --chunks "$CHUNKS" -t "$T" --json 2>"$WORK/err"); then
+  if out=$("$SF" eval ppl "$g" --text "$TEXT" --ctx "$CTX" "${SF_CHUNKS[@]}" -t "$T" --json 2>"$WORK/err"); then
     sp=$($PY -c 'import json,sys; print(json.load(sys.stdin)["ppl"])' <<<"$out")
   else note "shardforge eval ppl $name failed: $(tail -n1 "$WORK/err")"; fi
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$by" "$how" "$(stat -c %s "$g")" "${lp:-}" "${sp:-}" >>"$RESULTS"

@@ -108,6 +108,7 @@ struct QuantizedX {
   std::vector<int8_t> q8;
   std::vector<float> d;       // [T][blocks] scales
   std::vector<float> dsum;    // [T][blocks] scale * sum of the codes (for zero points)
+  std::vector<int32_t> start8;  // kVnni only: [T][blocks] -8 * sum of the codes (q4_0's offset term)
 };
 
 // Per block: d = max|x| / 127, code = round(x / d), as ggml's q8_0.
@@ -121,6 +122,7 @@ void quantize_x(const float* x, size_t T, size_t cols, Order order, QuantizedX& 
   const size_t nb2 = nb + nb % 2;
   out.blocks_even = nb2;
   if (kVnni && out.q8.size() < T * nb2 * kBlock) out.q8.resize(T * nb2 * kBlock);
+  if (kVnni && out.start8.size() < T * nb) out.start8.resize(T * nb);
   size_t perm[kBlock];
   for (size_t p = 0; p < kBlock; ++p) perm[p] = element_at(order, p);
   auto tokens = [&](size_t t0, size_t t1) {
@@ -144,6 +146,7 @@ void quantize_x(const float* x, size_t T, size_t cols, Order order, QuantizedX& 
           int8_t* q = &out.q8[(t * nb2 + b) * kBlock];
           for (size_t p = 0; p < kBlock; ++p) q[p] = int8_t(codes[perm[p]]);
           if (b + 1 == nb && nb2 > nb) std::memset(q + kBlock, 0, kBlock);
+          out.start8[t * nb + b] = -8 * sum;
         } else {
           int16_t* q = &out.q[(t * nb + b) * kBlock];
           for (size_t p = 0; p < kBlock; ++p) q[p] = int16_t(codes[perm[p]]);
@@ -231,7 +234,8 @@ struct Q80Row {
 
 // q4_0: blocks of f16 scale + 16 bytes of nibbles, code - 8.
 struct Q40Row {
-  static constexpr Order kOrder = Order::SplitHalves;
+  // VNNI: q4_rows_vnni's 16-row panels meet activations in element order.
+  static constexpr Order kOrder = kVnni ? Order::Natural : Order::SplitHalves;
   static constexpr bool kZeroPoint = false;
   static constexpr int16_t kCodeOffset = 8;  // value = scale * (code - 8)
   const uint8_t* row = nullptr;
@@ -317,7 +321,6 @@ HWY_INLINE __m256i signed_u8(const uint8_t* p) {
   return _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), _mm256_set1_epi8(char(0x80)));
 }
 HWY_INLINE __m256i u8_block(const Q80Row& w, size_t b) { return signed_u8(w.row + b * 34 + 2); }
-HWY_INLINE __m256i u8_block(const Q40Row& w, size_t b) { return nibbles_u8(w.row + b * 18 + 2); }
 HWY_INLINE __m256i u8_block(const Int8Row& w, size_t b) {
   const size_t at = b * kBlock;
   if (at + kBlock <= w.cols) return signed_u8(w.codes + at);
@@ -351,31 +354,6 @@ template <class Row>
 HWY_INLINE void vnni_pair(const Row& w, size_t b, size_t nb, __m512i& wv, __m512& dw) {
   wv = u8_pair(w, b, nb);
   dw = pair_ps(w.scale(b), b + 1 < nb ? w.scale(b + 1) : 0.0f);
-}
-
-// q4_0, where this tile spends most of a prefill: both blocks (f16 scale + 16 nibble bytes each,
-// 36 bytes) in one masked load, then one byte permutation that puts each block's 16 code bytes
-// twice in its 256-bit half, and one shift of the second copies' 16-bit lanes down 4 (the high
-// nibbles); the scales by one word permutation and one f16 conversion. Same codes in the same
-// lanes as the generic path (a missing block b + 1 reads as zeros), with a third of its
-// instructions. The masked load reads no byte past the pair.
-struct Q40PairTables {
-  alignas(64) uint8_t codes[64];
-  alignas(64) uint16_t scales[32];
-  constexpr Q40PairTables() : codes(), scales() {
-    for (size_t j = 0; j < 64; ++j) codes[j] = uint8_t((j / 32) * 18 + 2 + j % 16);
-    for (size_t j = 0; j < 32; ++j) scales[j] = j < 8 ? 0 : 9;
-  }
-};
-constexpr Q40PairTables kQ40Pair;
-HWY_INLINE void vnni_pair(const Q40Row& w, size_t b, size_t nb, __m512i& wv, __m512& dw) {
-  const __mmask64 bytes = b + 1 < nb ? 0xFFFFFFFFFull : 0x3FFFFull;
-  const __m512i raw = _mm512_maskz_loadu_epi8(bytes, w.row + b * 18);
-  const __m512i twice = _mm512_permutexvar_epi8(_mm512_load_si512(kQ40Pair.codes), raw);
-  const __m512i high = _mm512_mask_srli_epi16(twice, __mmask32(0xFF00FF00u), twice, 4);
-  wv = _mm512_and_si512(high, _mm512_set1_epi8(15));
-  const __m512i s = _mm512_permutexvar_epi16(_mm512_load_si512(kQ40Pair.scales), raw);
-  dw = _mm512_cvtph_ps(_mm512_castsi512_si256(s));
 }
 
 template <class Row, size_t R, size_t TT>
@@ -424,6 +402,141 @@ HWY_NOINLINE void int_tile_vnni(const Job& job, size_t r0, size_t t0) {
     for (size_t t = 0; t < TT; ++t)
       job.y[(t0 + t) * job.rows + r0 + r] =
           finish(_mm512_reduce_add_ps(acc[r][t]), 0.0f, rows[r].row_scale, job.bias, r0 + r);
+}
+
+// ---------------------------------------------------------------------------------------------
+// q4_0 on VNNI, where a prefill spends most of its time: lanes are 16 ROWS, not 16 pieces of one
+// row's block. A panel of 16 rows is transposed once per call into 8 vectors per block, vector k
+// holding elements 4k..4k+3 of each row's block as u8 codes (0..15) in lane = row; a token's
+// activation codes are then broadcast 4 at a time straight from memory (vpdpbusd's {1to16}
+// operand), so one block costs per token 8 dot instructions and ONE convert, multiply and
+// multiply-add for 16 outputs, instead of a convert, multiply and multiply-add per 64 products.
+//
+// Each output is therefore one f32 chain over its row's blocks in order:
+//   acc = fma(float(dot_b), d_w[b] * d_x[b], acc),  dot_b = sum (code - 8) * q exact in i32,
+// the same operations whatever the panel, token tile, thread range or token count, so results are
+// bit-identical for any of them (the offset 8 enters dot_b as its start value, -8 * sum q, which
+// quantize_x computes per block).
+constexpr size_t kPanelRows = 16;
+// Per block of a panel: 8 code vectors and the 16 rows' scales as f32.
+struct Q4Panel {
+  std::vector<uint8_t> bytes;  // grows once, then reused
+  __m512i* codes = nullptr;    // [nb][8]
+  __m512* scales = nullptr;    // [nb]
+  void reserve(size_t nb) {
+    // std::allocator does not honour the vector types' 64-byte alignment here: align by hand.
+    const size_t need = nb * 9 * 64 + 64;
+    if (bytes.size() < need) bytes.resize(need);
+    uint8_t* base = bytes.data() + (64 - reinterpret_cast<uintptr_t>(bytes.data()) % 64) % 64;
+    codes = reinterpret_cast<__m512i*>(base);
+    scales = reinterpret_cast<__m512*>(base + nb * 8 * 64);
+  }
+};
+
+// vpdpbusd with its i8 operand the 4 bytes at p broadcast to every lane.
+HWY_INLINE __m512i dpbusd_bcast(__m512i acc, __m512i u8, const int8_t* p) {
+  asm("vpdpbusd %[s]%{1to16%}, %[u], %[acc]"
+      : [acc] "+v"(acc)
+      : [u] "v"(u8), [s] "m"(*reinterpret_cast<const int32_t*>(p)));
+  return acc;
+}
+
+// Dword transposition indices: from 4 rows x 4 dwords per vector (rows 4g..4g+3, lane 4j + c) in
+// two vectors (a: rows 0-3, b: rows 4-7 as indices 16..31), rows 0-7's dwords c0 then c0 + 1.
+struct Q4TransposeTables {
+  alignas(64) int32_t idx[2][16];
+  constexpr Q4TransposeTables() : idx() {
+    for (size_t h = 0; h < 2; ++h)
+      for (size_t l = 0; l < 16; ++l) {
+        const size_t row = l % 8, c = 2 * h + l / 8;
+        idx[h][l] = int32_t((row < 4 ? 0 : 16) + 4 * (row % 4) + c);
+      }
+  }
+};
+constexpr Q4TransposeTables kQ4Transpose;
+
+// Rows r0 .. r0 + n - 1 (n <= 16) of w into the panel; lanes past n repeat row r0 (their outputs are
+// never stored). Reads the next panel's rows ahead: decode streams weights from memory.
+HWY_NOINLINE void q4_panel(const TensorView& w, size_t r0, size_t n, size_t nb, Q4Panel& panel) {
+  const uint8_t* row[kPanelRows];
+  for (size_t i = 0; i < kPanelRows; ++i) row[i] = w.row(int64_t(r0 + (i < n ? i : 0)));
+  const size_t ahead = kPanelRows * w.row_bytes;
+  const __m512i lo_pair = _mm512_load_si512(kQ4Transpose.idx[0]), hi_pair = _mm512_load_si512(kQ4Transpose.idx[1]);
+  const __m512i mask = _mm512_set1_epi8(15);
+  for (size_t b = 0; b < nb; ++b) {
+    const size_t at = b * 18;
+    if (b % 2 == 0)
+      for (size_t i = 0; i < kPanelRows; ++i) hwy::Prefetch(row[i] + at + ahead);
+    // The 16 code bytes of rows 4g .. 4g + 3, one per 128-bit quarter.
+    __m512i q[4];
+    for (size_t g = 0; g < 4; ++g) {
+      const uint8_t* const* r = row + 4 * g;
+      __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r[0] + at + 2)));
+      v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[1] + at + 2)), 1);
+      v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[2] + at + 2)), 2);
+      q[g] = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[3] + at + 2)), 3);
+    }
+    // Rows 0-7 (ab) and 8-15 (cd): dwords 0, 1 (lo) and 2, 3 (hi), 8 rows each.
+    const __m512i ab_lo = _mm512_permutex2var_epi32(q[0], lo_pair, q[1]);
+    const __m512i ab_hi = _mm512_permutex2var_epi32(q[0], hi_pair, q[1]);
+    const __m512i cd_lo = _mm512_permutex2var_epi32(q[2], lo_pair, q[3]);
+    const __m512i cd_hi = _mm512_permutex2var_epi32(q[2], hi_pair, q[3]);
+    // Dword c of the 16 rows: byte j of a block holds element j (low nibble) and j + 16 (high), so
+    // dword c gives elements 4c.. (vector c) and 16 + 4c.. (vector c + 4).
+    const __m512i dword[4] = {_mm512_shuffle_i64x2(ab_lo, cd_lo, 0x44), _mm512_shuffle_i64x2(ab_lo, cd_lo, 0xEE),
+                              _mm512_shuffle_i64x2(ab_hi, cd_hi, 0x44), _mm512_shuffle_i64x2(ab_hi, cd_hi, 0xEE)};
+    __m512i* codes = &panel.codes[b * 8];
+    for (size_t c = 0; c < 4; ++c) {
+      codes[c] = _mm512_and_si512(dword[c], mask);
+      codes[c + 4] = _mm512_and_si512(_mm512_srli_epi16(dword[c], 4), mask);
+    }
+    alignas(32) uint16_t s16[kPanelRows];
+    for (size_t i = 0; i < kPanelRows; ++i) s16[i] = load_u16(row[i] + at);
+    panel.scales[b] = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(s16)));
+  }
+}
+
+// TT tokens from t0 against a panel of rows r0 .. r0 + n - 1.
+template <size_t TT>
+HWY_NOINLINE void q4_panel_tokens(const Job& job, const Q4Panel& panel, size_t r0, size_t n, size_t t0) {
+  const QuantizedX& qx = *job.qx;
+  const size_t nb = qx.blocks, nb2 = qx.blocks_even;
+  __m512 acc[TT];
+  for (size_t t = 0; t < TT; ++t) acc[t] = _mm512_setzero_ps();
+  for (size_t b = 0; b < nb; ++b) {
+    __m512i wv[8];
+    for (size_t k = 0; k < 8; ++k) wv[k] = panel.codes[b * 8 + k];
+    const __m512 dw = panel.scales[b];
+    for (size_t t = 0; t < TT; ++t) {
+      const size_t at = (t0 + t) * nb + b;
+      const int8_t* xb = &qx.q8[((t0 + t) * nb2 + b) * kBlock];
+      __m512i dot = _mm512_set1_epi32(qx.start8[at]);
+      for (size_t k = 0; k < 8; ++k) dot = dpbusd_bcast(dot, wv[k], xb + 4 * k);
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw, _mm512_set1_ps(qx.d[at])), acc[t]);
+    }
+  }
+  const __mmask16 valid = __mmask16((1u << n) - 1);
+  const __m512 bias = job.bias ? _mm512_maskz_loadu_ps(valid, job.bias + r0) : _mm512_setzero_ps();
+  for (size_t t = 0; t < TT; ++t)
+    _mm512_mask_storeu_ps(job.y + (t0 + t) * job.rows + r0, valid, job.bias ? _mm512_add_ps(acc[t], bias) : acc[t]);
+}
+
+// A thread's rows [begin, end) of a q4_0 product: panels of 16 rows, each built once per call and
+// used for every token, in tiles of 16 tokens, then 8, 4, 2, 1 for the rest.
+void q4_rows_vnni(const Job& job, size_t begin, size_t end) {
+  thread_local Q4Panel panel;
+  const size_t nb = job.qx->blocks;
+  panel.reserve(nb);
+  for (size_t r = begin; r < end; r += kPanelRows) {
+    const size_t n = std::min(kPanelRows, end - r);
+    q4_panel(*job.w, r, n, nb, panel);
+    size_t t = 0;
+    for (; t + 16 <= job.T; t += 16) q4_panel_tokens<16>(job, panel, r, n, t);
+    if (t + 8 <= job.T) q4_panel_tokens<8>(job, panel, r, n, t), t += 8;
+    if (t + 4 <= job.T) q4_panel_tokens<4>(job, panel, r, n, t), t += 4;
+    if (t + 2 <= job.T) q4_panel_tokens<2>(job, panel, r, n, t), t += 2;
+    if (t < job.T) q4_panel_tokens<1>(job, panel, r, n, t);
+  }
 }
 #endif  // HWY_TARGET == HWY_AVX3_DL
 
@@ -633,7 +746,13 @@ Part plan(const TensorView& w, const float* bias, const float* x, size_t T, floa
     case QType::BF16: p.rows = float_rows<BF16Row>; break;
     case QType::Int8: set_int<Int8Row>(p); break;
     case QType::Q8_0: set_int<Q80Row>(p); break;
-    case QType::Q4_0: set_int<Q40Row>(p); break;
+    case QType::Q4_0:
+#if HWY_TARGET == HWY_AVX3_DL
+      p.rows = q4_rows_vnni, p.order = int(Q40Row::kOrder);
+#else
+      set_int<Q40Row>(p);
+#endif
+      break;
     case QType::Int4Sym: if (int4_in_blocks) set_int<Int4Row<false>>(p); break;
     case QType::Int4Asym: if (int4_in_blocks) set_int<Int4Row<true>>(p); break;
   }

@@ -58,7 +58,8 @@ void BM_DotRow(benchmark::State& st) {
   st.SetItemsProcessed(int64_t(st.iterations()) * int64_t(cols));
 }
 
-// W[rows x 1024] times T activations (T = 1: decode's matrix-vector product; T = 64: prefill).
+// W[rows x 1024] times T activations (T = 1: decode's matrix-vector product; T = 8: a batch of 8
+// sequences decoding together; T = 64: prefill).
 // Bytes processed = the weight bytes read per call, so the rate is the weights' stream in GB/s.
 void BM_Matmul(benchmark::State& st) {
   const TypeCase c = kCases[st.range(0)];
@@ -146,7 +147,7 @@ void BM_MemoryRead(benchmark::State& st) {
 void matmul_args(benchmark::internal::Benchmark* b) {
   for (int c = 0; c < kNumCases; ++c)
     for (int rows : {1024, 2816})
-      for (int T : {1, 64}) b->Args({c, rows, T, 1});
+      for (int T : {1, 8, 64}) b->Args({c, rows, T, 1});  // decode, batch-8 decode, prefill
   for (int c = 0; c < kNumCases; ++c) b->Args({c, 2816, 1, 2});  // decode on both cores
   // Weights larger than the last-level cache (q4_0: 37 MiB), streamed from memory as in decoding a
   // real model: compare with BM_MemoryRead.

@@ -455,70 +455,108 @@ struct Q4TransposeTables {
 };
 constexpr Q4TransposeTables kQ4Transpose;
 
-// Rows r0 .. r0 + n - 1 (n <= 16) of w into the panel; lanes past n repeat row r0 (their outputs are
-// never stored). Reads the next panel's rows ahead: decode streams weights from memory.
+// Block b (at = b * 18) of 16 rows as 8 code vectors (vector k: elements 4k..4k+3 of each row's
+// block, row i in lane i) and the rows' scales.
+HWY_INLINE void q4_block(const uint8_t* const* row, size_t at, __m512i* codes, __m512& scales) {
+  // The 16 code bytes of rows 4g .. 4g + 3, one per 128-bit quarter.
+  __m512i q[4];
+  for (size_t g = 0; g < 4; ++g) {
+    const uint8_t* const* r = row + 4 * g;
+    __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r[0] + at + 2)));
+    v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[1] + at + 2)), 1);
+    v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[2] + at + 2)), 2);
+    q[g] = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[3] + at + 2)), 3);
+  }
+  // Rows 0-7 (ab) and 8-15 (cd): dwords 0, 1 (lo) and 2, 3 (hi), 8 rows each.
+  const __m512i lo_pair = _mm512_load_si512(kQ4Transpose.idx[0]), hi_pair = _mm512_load_si512(kQ4Transpose.idx[1]);
+  const __m512i ab_lo = _mm512_permutex2var_epi32(q[0], lo_pair, q[1]);
+  const __m512i ab_hi = _mm512_permutex2var_epi32(q[0], hi_pair, q[1]);
+  const __m512i cd_lo = _mm512_permutex2var_epi32(q[2], lo_pair, q[3]);
+  const __m512i cd_hi = _mm512_permutex2var_epi32(q[2], hi_pair, q[3]);
+  // Dword c of the 16 rows: byte j of a block holds element j (low nibble) and j + 16 (high), so
+  // dword c gives elements 4c.. (vector c) and 16 + 4c.. (vector c + 4).
+  const __m512i dword[4] = {_mm512_shuffle_i64x2(ab_lo, cd_lo, 0x44), _mm512_shuffle_i64x2(ab_lo, cd_lo, 0xEE),
+                            _mm512_shuffle_i64x2(ab_hi, cd_hi, 0x44), _mm512_shuffle_i64x2(ab_hi, cd_hi, 0xEE)};
+  const __m512i mask = _mm512_set1_epi8(15);
+  for (size_t c = 0; c < 4; ++c) {
+    codes[c] = _mm512_and_si512(dword[c], mask);
+    codes[c + 4] = _mm512_and_si512(_mm512_srli_epi16(dword[c], 4), mask);
+  }
+  // (A gather of the 16 scale dwords measured slower than these scalar loads.)
+  alignas(32) uint16_t s16[kPanelRows];
+  for (size_t i = 0; i < kPanelRows; ++i) s16[i] = load_u16(row[i] + at);
+  scales = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(s16)));
+}
+
+// The rows of a panel at r0 with n <= 16 rows; lanes past n repeat row r0 (their outputs are never
+// stored).
+HWY_INLINE void q4_panel_rows(const TensorView& w, size_t r0, size_t n, const uint8_t** row) {
+  for (size_t i = 0; i < kPanelRows; ++i) row[i] = w.row(int64_t(r0 + (i < n ? i : 0)));
+}
+// The next panel's rows at block b, read ahead: decode streams the weights from memory.
+HWY_INLINE void q4_prefetch(const uint8_t* const* row, size_t at, size_t ahead) {
+  for (size_t i = 0; i < kPanelRows; ++i) hwy::Prefetch(row[i] + at + ahead);
+}
+
+// Rows r0 .. r0 + n - 1 of w into the panel, for the token tiles below.
 HWY_NOINLINE void q4_panel(const TensorView& w, size_t r0, size_t n, size_t nb, Q4Panel& panel) {
   const uint8_t* row[kPanelRows];
-  for (size_t i = 0; i < kPanelRows; ++i) row[i] = w.row(int64_t(r0 + (i < n ? i : 0)));
-  const size_t ahead = kPanelRows * w.row_bytes;
-  const __m512i lo_pair = _mm512_load_si512(kQ4Transpose.idx[0]), hi_pair = _mm512_load_si512(kQ4Transpose.idx[1]);
-  const __m512i mask = _mm512_set1_epi8(15);
+  q4_panel_rows(w, r0, n, row);
   for (size_t b = 0; b < nb; ++b) {
-    const size_t at = b * 18;
-    if (b % 2 == 0)
-      for (size_t i = 0; i < kPanelRows; ++i) hwy::Prefetch(row[i] + at + ahead);
-    // The 16 code bytes of rows 4g .. 4g + 3, one per 128-bit quarter.
-    __m512i q[4];
-    for (size_t g = 0; g < 4; ++g) {
-      const uint8_t* const* r = row + 4 * g;
-      __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r[0] + at + 2)));
-      v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[1] + at + 2)), 1);
-      v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[2] + at + 2)), 2);
-      q[g] = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[3] + at + 2)), 3);
-    }
-    // Rows 0-7 (ab) and 8-15 (cd): dwords 0, 1 (lo) and 2, 3 (hi), 8 rows each.
-    const __m512i ab_lo = _mm512_permutex2var_epi32(q[0], lo_pair, q[1]);
-    const __m512i ab_hi = _mm512_permutex2var_epi32(q[0], hi_pair, q[1]);
-    const __m512i cd_lo = _mm512_permutex2var_epi32(q[2], lo_pair, q[3]);
-    const __m512i cd_hi = _mm512_permutex2var_epi32(q[2], hi_pair, q[3]);
-    // Dword c of the 16 rows: byte j of a block holds element j (low nibble) and j + 16 (high), so
-    // dword c gives elements 4c.. (vector c) and 16 + 4c.. (vector c + 4).
-    const __m512i dword[4] = {_mm512_shuffle_i64x2(ab_lo, cd_lo, 0x44), _mm512_shuffle_i64x2(ab_lo, cd_lo, 0xEE),
-                              _mm512_shuffle_i64x2(ab_hi, cd_hi, 0x44), _mm512_shuffle_i64x2(ab_hi, cd_hi, 0xEE)};
-    __m512i* codes = &panel.codes[b * 8];
-    for (size_t c = 0; c < 4; ++c) {
-      codes[c] = _mm512_and_si512(dword[c], mask);
-      codes[c + 4] = _mm512_and_si512(_mm512_srli_epi16(dword[c], 4), mask);
-    }
-    alignas(32) uint16_t s16[kPanelRows];
-    for (size_t i = 0; i < kPanelRows; ++i) s16[i] = load_u16(row[i] + at);
-    panel.scales[b] = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(s16)));
+    if (b % 2 == 0) q4_prefetch(row, b * 18, kPanelRows * w.row_bytes);
+    q4_block(row, b * 18, &panel.codes[b * 8], panel.scales[b]);
   }
+}
+
+// One block's contribution to TT outputs of a panel: acc[t] += float(dot) * (d_w * d_x).
+template <size_t TT>
+HWY_INLINE void q4_block_tokens(const QuantizedX& qx, size_t b, size_t t0, const __m512i* wv, __m512 dw, __m512* acc) {
+  const size_t nb = qx.blocks, nb2 = qx.blocks_even;
+  for (size_t t = 0; t < TT; ++t) {
+    const size_t at = (t0 + t) * nb + b;
+    const int8_t* xb = &qx.q8[((t0 + t) * nb2 + b) * kBlock];
+    __m512i dot = _mm512_set1_epi32(qx.start8[at]);
+    for (size_t k = 0; k < 8; ++k) dot = dpbusd_bcast(dot, wv[k], xb + 4 * k);
+    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw, _mm512_set1_ps(qx.d[at])), acc[t]);
+  }
+}
+
+// Stores a panel's TT outputs (n valid rows), with the bias.
+template <size_t TT>
+HWY_INLINE void q4_store(const Job& job, size_t r0, size_t n, size_t t0, const __m512* acc) {
+  const __mmask16 valid = __mmask16((1u << n) - 1);
+  const __m512 bias = job.bias ? _mm512_maskz_loadu_ps(valid, job.bias + r0) : _mm512_setzero_ps();
+  for (size_t t = 0; t < TT; ++t)
+    _mm512_mask_storeu_ps(job.y + (t0 + t) * job.rows + r0, valid, job.bias ? _mm512_add_ps(acc[t], bias) : acc[t]);
+}
+
+// Decode (one token): each block transposed and used at once, no panel in memory.
+HWY_NOINLINE void q4_decode(const Job& job, size_t r0, size_t n) {
+  const uint8_t* row[kPanelRows];
+  q4_panel_rows(*job.w, r0, n, row);
+  const size_t nb = job.qx->blocks;
+  __m512 acc[1] = {_mm512_setzero_ps()};
+  for (size_t b = 0; b < nb; ++b) {
+    if (b % 2 == 0) q4_prefetch(row, b * 18, kPanelRows * job.w->row_bytes);
+    __m512i wv[8];
+    __m512 dw;
+    q4_block(row, b * 18, wv, dw);
+    q4_block_tokens<1>(*job.qx, b, 0, wv, dw, acc);
+  }
+  q4_store<1>(job, r0, n, 0, acc);
 }
 
 // TT tokens from t0 against a panel of rows r0 .. r0 + n - 1.
 template <size_t TT>
 HWY_NOINLINE void q4_panel_tokens(const Job& job, const Q4Panel& panel, size_t r0, size_t n, size_t t0) {
-  const QuantizedX& qx = *job.qx;
-  const size_t nb = qx.blocks, nb2 = qx.blocks_even;
   __m512 acc[TT];
   for (size_t t = 0; t < TT; ++t) acc[t] = _mm512_setzero_ps();
-  for (size_t b = 0; b < nb; ++b) {
+  for (size_t b = 0; b < job.qx->blocks; ++b) {
     __m512i wv[8];
     for (size_t k = 0; k < 8; ++k) wv[k] = panel.codes[b * 8 + k];
-    const __m512 dw = panel.scales[b];
-    for (size_t t = 0; t < TT; ++t) {
-      const size_t at = (t0 + t) * nb + b;
-      const int8_t* xb = &qx.q8[((t0 + t) * nb2 + b) * kBlock];
-      __m512i dot = _mm512_set1_epi32(qx.start8[at]);
-      for (size_t k = 0; k < 8; ++k) dot = dpbusd_bcast(dot, wv[k], xb + 4 * k);
-      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw, _mm512_set1_ps(qx.d[at])), acc[t]);
-    }
+    q4_block_tokens<TT>(*job.qx, b, t0, wv, panel.scales[b], acc);
   }
-  const __mmask16 valid = __mmask16((1u << n) - 1);
-  const __m512 bias = job.bias ? _mm512_maskz_loadu_ps(valid, job.bias + r0) : _mm512_setzero_ps();
-  for (size_t t = 0; t < TT; ++t)
-    _mm512_mask_storeu_ps(job.y + (t0 + t) * job.rows + r0, valid, job.bias ? _mm512_add_ps(acc[t], bias) : acc[t]);
+  q4_store<TT>(job, r0, n, t0, acc);
 }
 
 // A thread's rows [begin, end) of a q4_0 product: panels of 16 rows, each built once per call and
@@ -529,6 +567,10 @@ void q4_rows_vnni(const Job& job, size_t begin, size_t end) {
   panel.reserve(nb);
   for (size_t r = begin; r < end; r += kPanelRows) {
     const size_t n = std::min(kPanelRows, end - r);
+    if (job.T == 1) {
+      q4_decode(job, r, n);
+      continue;
+    }
     q4_panel(*job.w, r, n, nb, panel);
     size_t t = 0;
     for (; t + 16 <= job.T; t += 16) q4_panel_tokens<16>(job, panel, r, n, t);

@@ -512,10 +512,13 @@ HWY_NOINLINE void q4_panel(const TensorView& w, size_t r0, size_t n, size_t nb, 
 template <size_t TT>
 HWY_INLINE void q4_block_tokens(const QuantizedX& qx, size_t b, size_t t0, const __m512i* wv, __m512 dw, __m512* acc) {
   const size_t nb = qx.blocks, nb2 = qx.blocks_even;
+  // Unrolled, so the accumulators stay in registers (GCC keeps a rolled loop's array on the stack).
+#pragma GCC unroll 16
   for (size_t t = 0; t < TT; ++t) {
     const size_t at = (t0 + t) * nb + b;
     const int8_t* xb = &qx.q8[((t0 + t) * nb2 + b) * kBlock];
     __m512i dot = _mm512_set1_epi32(qx.start8[at]);
+#pragma GCC unroll 8
     for (size_t k = 0; k < 8; ++k) dot = dpbusd_bcast(dot, wv[k], xb + 4 * k);
     acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw, _mm512_set1_ps(qx.d[at])), acc[t]);
   }

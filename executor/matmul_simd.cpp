@@ -418,19 +418,13 @@ HWY_NOINLINE void int_tile_vnni(const Job& job, size_t r0, size_t t0) {
 // bit-identical for any of them (the offset 8 enters dot_b as its start value, -8 * sum q, which
 // quantize_x computes per block).
 constexpr size_t kPanelRows = 16;
-// Per block of a panel: 8 code vectors and the 16 rows' scales as f32.
+// A panel holds at most this many blocks (18 KiB, within a core's L1 data cache); longer rows are
+// done in column ranges, the outputs' partial sums kept in y between them (an f32 store and load
+// is exact, so the chain per output is the same).
+constexpr size_t kPanelBlocks = 32;
 struct Q4Panel {
-  std::vector<uint8_t> bytes;  // grows once, then reused
-  __m512i* codes = nullptr;    // [nb][8]
-  __m512* scales = nullptr;    // [nb]
-  void reserve(size_t nb) {
-    // std::allocator does not honour the vector types' 64-byte alignment here: align by hand.
-    const size_t need = nb * 9 * 64 + 64;
-    if (bytes.size() < need) bytes.resize(need);
-    uint8_t* base = bytes.data() + (64 - reinterpret_cast<uintptr_t>(bytes.data()) % 64) % 64;
-    codes = reinterpret_cast<__m512i*>(base);
-    scales = reinterpret_cast<__m512*>(base + nb * 8 * 64);
-  }
+  __m512i codes[kPanelBlocks * 8];  // [block][8]
+  __m512 scales[kPanelBlocks];
 };
 
 // vpdpbusd with its i8 operand the 4 bytes at p broadcast to every lane.
@@ -498,13 +492,13 @@ HWY_INLINE void q4_prefetch(const uint8_t* const* row, size_t at, size_t ahead) 
   for (size_t i = 0; i < kPanelRows; ++i) hwy::Prefetch(row[i] + at + ahead);
 }
 
-// Rows r0 .. r0 + n - 1 of w into the panel, for the token tiles below.
-HWY_NOINLINE void q4_panel(const TensorView& w, size_t r0, size_t n, size_t nb, Q4Panel& panel) {
+// Blocks [b0, b1) of rows r0 .. r0 + n - 1 of w into the panel, for the token tiles below.
+HWY_NOINLINE void q4_panel(const TensorView& w, size_t r0, size_t n, size_t b0, size_t b1, Q4Panel& panel) {
   const uint8_t* row[kPanelRows];
   q4_panel_rows(w, r0, n, row);
-  for (size_t b = 0; b < nb; ++b) {
+  for (size_t b = b0; b < b1; ++b) {
     if (b % 2 == 0) q4_prefetch(row, b * 18, kPanelRows * w.row_bytes);
-    q4_block(row, b * 18, &panel.codes[b * 8], panel.scales[b]);
+    q4_block(row, b * 18, &panel.codes[(b - b0) * 8], panel.scales[b - b0]);
   }
 }
 
@@ -549,38 +543,44 @@ HWY_NOINLINE void q4_decode(const Job& job, size_t r0, size_t n) {
   q4_store<1>(job, r0, n, 0, acc);
 }
 
-// TT tokens from t0 against a panel of rows r0 .. r0 + n - 1.
+// TT tokens from t0 against a panel of rows r0 .. r0 + n - 1 holding blocks [b0, b1).
 template <size_t TT>
-HWY_NOINLINE void q4_panel_tokens(const Job& job, const Q4Panel& panel, size_t r0, size_t n, size_t t0) {
+HWY_NOINLINE void q4_panel_tokens(const Job& job, const Q4Panel& panel, size_t r0, size_t n, size_t t0, size_t b0,
+                                  size_t b1) {
+  const __mmask16 valid = __mmask16((1u << n) - 1);
   __m512 acc[TT];
-  for (size_t t = 0; t < TT; ++t) acc[t] = _mm512_setzero_ps();
-  for (size_t b = 0; b < job.qx->blocks; ++b) {
+  for (size_t t = 0; t < TT; ++t)
+    acc[t] = b0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(valid, job.y + (t0 + t) * job.rows + r0);
+  for (size_t b = b0; b < b1; ++b) {
     __m512i wv[8];
-    for (size_t k = 0; k < 8; ++k) wv[k] = panel.codes[b * 8 + k];
-    q4_block_tokens<TT>(*job.qx, b, t0, wv, panel.scales[b], acc);
+    for (size_t k = 0; k < 8; ++k) wv[k] = panel.codes[(b - b0) * 8 + k];
+    q4_block_tokens<TT>(*job.qx, b, t0, wv, panel.scales[b - b0], acc);
   }
-  q4_store<TT>(job, r0, n, t0, acc);
+  if (b1 == job.qx->blocks) return q4_store<TT>(job, r0, n, t0, acc);
+  for (size_t t = 0; t < TT; ++t) _mm512_mask_storeu_ps(job.y + (t0 + t) * job.rows + r0, valid, acc[t]);
 }
 
-// A thread's rows [begin, end) of a q4_0 product: panels of 16 rows, each built once per call and
-// used for every token, in tiles of 16 tokens, then 8, 4, 2, 1 for the rest.
+// A thread's rows [begin, end) of a q4_0 product: panels of 16 rows (and up to 32 blocks), each
+// built once per call and used for every token, in tiles of 16 tokens, then 8, 4, 2, 1.
 void q4_rows_vnni(const Job& job, size_t begin, size_t end) {
-  thread_local Q4Panel panel;
   const size_t nb = job.qx->blocks;
-  panel.reserve(nb);
+  Q4Panel panel;  // on the stack: no allocation
   for (size_t r = begin; r < end; r += kPanelRows) {
     const size_t n = std::min(kPanelRows, end - r);
     if (job.T == 1) {
       q4_decode(job, r, n);
       continue;
     }
-    q4_panel(*job.w, r, n, nb, panel);
-    size_t t = 0;
-    for (; t + 16 <= job.T; t += 16) q4_panel_tokens<16>(job, panel, r, n, t);
-    if (t + 8 <= job.T) q4_panel_tokens<8>(job, panel, r, n, t), t += 8;
-    if (t + 4 <= job.T) q4_panel_tokens<4>(job, panel, r, n, t), t += 4;
-    if (t + 2 <= job.T) q4_panel_tokens<2>(job, panel, r, n, t), t += 2;
-    if (t < job.T) q4_panel_tokens<1>(job, panel, r, n, t);
+    for (size_t b0 = 0; b0 < nb; b0 += kPanelBlocks) {
+      const size_t b1 = std::min(nb, b0 + kPanelBlocks);
+      q4_panel(*job.w, r, n, b0, b1, panel);
+      size_t t = 0;
+      for (; t + 16 <= job.T; t += 16) q4_panel_tokens<16>(job, panel, r, n, t, b0, b1);
+      if (t + 8 <= job.T) q4_panel_tokens<8>(job, panel, r, n, t, b0, b1), t += 8;
+      if (t + 4 <= job.T) q4_panel_tokens<4>(job, panel, r, n, t, b0, b1), t += 4;
+      if (t + 2 <= job.T) q4_panel_tokens<2>(job, panel, r, n, t, b0, b1), t += 2;
+      if (t < job.T) q4_panel_tokens<1>(job, panel, r, n, t, b0, b1);
+    }
   }
 }
 #endif  // HWY_TARGET == HWY_AVX3_DL

@@ -10,6 +10,7 @@
 // Determinism: a register tile holds R rows x TT tokens, one accumulator each, and every
 // accumulator runs the same instruction sequence as the 1 x 1 tile's. So an output value does not
 // depend on the tile or thread range its row falls in, nor on the thread count.
+// (q4_0 on AVX3_DL has 16-row panels of its own, q4_rows_vnni, under the same rule.)
 #ifndef HWY_DISABLED_TARGETS
 // SVE vectors are sizeless: they cannot be held in the arrays of the register tiles below. SSSE3
 // (CPUs before 2008) would add a fifth x86 compilation of this file for little over the fallback.
@@ -299,7 +300,7 @@ HWY_INLINE float finish(float lanes, float zero_term, float row_scale, const flo
 // VNNI: vpdpbusd adds, per i32 lane, the four products of its bytes (u8 weight code x i8 activation
 // code) to the lane. Two blocks per 512-bit vector: lanes 0-7 hold block b, lanes 8-15 block b + 1,
 // each block's codes in the lane order its Order names for 32 lanes (low nibbles, then high ones).
-// Weight codes become unsigned by an offset: int8 / q8_0 codes + 128 (xor 0x80), q4_0 / int4_sym
+// Weight codes become unsigned by an offset: int8 / q8_0 codes + 128 (xor 0x80), int4_sym
 // nibbles as stored (the offset 8 is already there), int4_asym nibbles (offset 0). The offset's
 // term, -offset * (the activation codes' sum), is the dot's starting value per lane, computed
 // with the same instruction, so the dot per block stays an exact integer.

@@ -58,7 +58,8 @@ void BM_DotRow(benchmark::State& st) {
   st.SetItemsProcessed(int64_t(st.iterations()) * int64_t(cols));
 }
 
-// W[rows x 1024] times T activations (T = 1: decode's matrix-vector product; T = 64: prefill).
+// W[rows x 1024] times T activations (T = 1: decode's matrix-vector product; T = 8: a batch of 8
+// sequences decoding together; T = 64: prefill).
 // Bytes processed = the weight bytes read per call, so the rate is the weights' stream in GB/s.
 void BM_Matmul(benchmark::State& st) {
   const TypeCase c = kCases[st.range(0)];
@@ -110,6 +111,27 @@ void BM_PrefillByTarget(benchmark::State& st) {
   st.SetItemsProcessed(int64_t(st.iterations()) * int64_t(rows * cols * T));  // multiply-adds
 }
 
+// Prefill (T = 64, one thread, best target) on the shapes of a 1024-wide model's FFN: gate/up
+// (2816 x 1024) and down (1024 x 2816, longer rows: more blocks per row than fit a small cache).
+void BM_PrefillShape(benchmark::State& st) {
+  const TypeCase c = kCases[st.range(0)];
+  const size_t rows = size_t(st.range(1)), cols = size_t(st.range(2)), T = 64;
+  const auto& tr = qtype_traits(c.type);
+  const auto w = random_vec(rows * cols);
+  const size_t rb = tr.row_bytes(cols, c.group);
+  std::vector<uint8_t> data(rows * rb);
+  for (size_t r = 0; r < rows; ++r) tr.quantize_row(&w[r * cols], cols, c.group, &data[r * rb]);
+  TensorView v{"w", c.type, c.group, {int64_t(rows), int64_t(cols)}, data.data(), rows * rb, rb};
+  const auto x = random_vec(cols * T);
+  std::vector<float> y(rows * T);
+  for (auto _ : st) {
+    kernels::simd::matmul(v, nullptr, x.data(), T, y.data(), nullptr);
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.SetLabel(label(c) + " " + std::to_string(rows) + "x" + std::to_string(cols) + " T=64");
+  st.SetItemsProcessed(int64_t(st.iterations()) * int64_t(rows * cols * T));  // multiply-adds
+}
+
 void by_target_args(benchmark::internal::Benchmark* b) {
   for (int c = 0; c < kNumCases; ++c) {
     const QType t = kCases[c].type;
@@ -146,7 +168,7 @@ void BM_MemoryRead(benchmark::State& st) {
 void matmul_args(benchmark::internal::Benchmark* b) {
   for (int c = 0; c < kNumCases; ++c)
     for (int rows : {1024, 2816})
-      for (int T : {1, 64}) b->Args({c, rows, T, 1});
+      for (int T : {1, 8, 64}) b->Args({c, rows, T, 1});  // decode, batch-8 decode, prefill
   for (int c = 0; c < kNumCases; ++c) b->Args({c, 2816, 1, 2});  // decode on both cores
   // Weights larger than the last-level cache (q4_0: 37 MiB), streamed from memory as in decoding a
   // real model: compare with BM_MemoryRead.
@@ -158,6 +180,7 @@ BENCHMARK(BM_QuantizeRow)->ArgsProduct({benchmark::CreateDenseRange(0, kNumCases
 BENCHMARK(BM_DotRow)->ArgsProduct({benchmark::CreateDenseRange(0, kNumCases - 1, 1), {4096}});
 BENCHMARK(BM_Matmul)->Apply(matmul_args)->UseRealTime();
 BENCHMARK(BM_PrefillByTarget)->Apply(by_target_args)->UseRealTime();
+BENCHMARK(BM_PrefillShape)->Args({7, 2816, 1024})->Args({7, 1024, 2816})->Args({8, 2816, 1024})->Args({8, 1024, 2816})->UseRealTime();
 BENCHMARK(BM_MemoryRead)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace

@@ -10,6 +10,7 @@
 // Determinism: a register tile holds R rows x TT tokens, one accumulator each, and every
 // accumulator runs the same instruction sequence as the 1 x 1 tile's. So an output value does not
 // depend on the tile or thread range its row falls in, nor on the thread count.
+// (q4_0 on AVX3_DL has 16-row panels of its own, q4_rows_vnni, under the same rule.)
 #ifndef HWY_DISABLED_TARGETS
 // SVE vectors are sizeless: they cannot be held in the arrays of the register tiles below. SSSE3
 // (CPUs before 2008) would add a fifth x86 compilation of this file for little over the fallback.
@@ -108,6 +109,7 @@ struct QuantizedX {
   std::vector<int8_t> q8;
   std::vector<float> d;       // [T][blocks] scales
   std::vector<float> dsum;    // [T][blocks] scale * sum of the codes (for zero points)
+  std::vector<int32_t> start8;  // kVnni only: [T][blocks] -8 * sum of the codes (q4_0's offset term)
 };
 
 // Per block: d = max|x| / 127, code = round(x / d), as ggml's q8_0.
@@ -121,6 +123,7 @@ void quantize_x(const float* x, size_t T, size_t cols, Order order, QuantizedX& 
   const size_t nb2 = nb + nb % 2;
   out.blocks_even = nb2;
   if (kVnni && out.q8.size() < T * nb2 * kBlock) out.q8.resize(T * nb2 * kBlock);
+  if (kVnni && out.start8.size() < T * nb) out.start8.resize(T * nb);
   size_t perm[kBlock];
   for (size_t p = 0; p < kBlock; ++p) perm[p] = element_at(order, p);
   auto tokens = [&](size_t t0, size_t t1) {
@@ -144,6 +147,7 @@ void quantize_x(const float* x, size_t T, size_t cols, Order order, QuantizedX& 
           int8_t* q = &out.q8[(t * nb2 + b) * kBlock];
           for (size_t p = 0; p < kBlock; ++p) q[p] = int8_t(codes[perm[p]]);
           if (b + 1 == nb && nb2 > nb) std::memset(q + kBlock, 0, kBlock);
+          out.start8[t * nb + b] = -8 * sum;
         } else {
           int16_t* q = &out.q[(t * nb + b) * kBlock];
           for (size_t p = 0; p < kBlock; ++p) q[p] = int16_t(codes[perm[p]]);
@@ -231,7 +235,8 @@ struct Q80Row {
 
 // q4_0: blocks of f16 scale + 16 bytes of nibbles, code - 8.
 struct Q40Row {
-  static constexpr Order kOrder = Order::SplitHalves;
+  // VNNI: q4_rows_vnni's 16-row panels meet activations in element order.
+  static constexpr Order kOrder = kVnni ? Order::Natural : Order::SplitHalves;
   static constexpr bool kZeroPoint = false;
   static constexpr int16_t kCodeOffset = 8;  // value = scale * (code - 8)
   const uint8_t* row = nullptr;
@@ -295,7 +300,7 @@ HWY_INLINE float finish(float lanes, float zero_term, float row_scale, const flo
 // VNNI: vpdpbusd adds, per i32 lane, the four products of its bytes (u8 weight code x i8 activation
 // code) to the lane. Two blocks per 512-bit vector: lanes 0-7 hold block b, lanes 8-15 block b + 1,
 // each block's codes in the lane order its Order names for 32 lanes (low nibbles, then high ones).
-// Weight codes become unsigned by an offset: int8 / q8_0 codes + 128 (xor 0x80), q4_0 / int4_sym
+// Weight codes become unsigned by an offset: int8 / q8_0 codes + 128 (xor 0x80), int4_sym
 // nibbles as stored (the offset 8 is already there), int4_asym nibbles (offset 0). The offset's
 // term, -offset * (the activation codes' sum), is the dot's starting value per lane, computed
 // with the same instruction, so the dot per block stays an exact integer.
@@ -317,7 +322,6 @@ HWY_INLINE __m256i signed_u8(const uint8_t* p) {
   return _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), _mm256_set1_epi8(char(0x80)));
 }
 HWY_INLINE __m256i u8_block(const Q80Row& w, size_t b) { return signed_u8(w.row + b * 34 + 2); }
-HWY_INLINE __m256i u8_block(const Q40Row& w, size_t b) { return nibbles_u8(w.row + b * 18 + 2); }
 HWY_INLINE __m256i u8_block(const Int8Row& w, size_t b) {
   const size_t at = b * kBlock;
   if (at + kBlock <= w.cols) return signed_u8(w.codes + at);
@@ -351,31 +355,6 @@ template <class Row>
 HWY_INLINE void vnni_pair(const Row& w, size_t b, size_t nb, __m512i& wv, __m512& dw) {
   wv = u8_pair(w, b, nb);
   dw = pair_ps(w.scale(b), b + 1 < nb ? w.scale(b + 1) : 0.0f);
-}
-
-// q4_0, where this tile spends most of a prefill: both blocks (f16 scale + 16 nibble bytes each,
-// 36 bytes) in one masked load, then one byte permutation that puts each block's 16 code bytes
-// twice in its 256-bit half, and one shift of the second copies' 16-bit lanes down 4 (the high
-// nibbles); the scales by one word permutation and one f16 conversion. Same codes in the same
-// lanes as the generic path (a missing block b + 1 reads as zeros), with a third of its
-// instructions. The masked load reads no byte past the pair.
-struct Q40PairTables {
-  alignas(64) uint8_t codes[64];
-  alignas(64) uint16_t scales[32];
-  constexpr Q40PairTables() : codes(), scales() {
-    for (size_t j = 0; j < 64; ++j) codes[j] = uint8_t((j / 32) * 18 + 2 + j % 16);
-    for (size_t j = 0; j < 32; ++j) scales[j] = j < 8 ? 0 : 9;
-  }
-};
-constexpr Q40PairTables kQ40Pair;
-HWY_INLINE void vnni_pair(const Q40Row& w, size_t b, size_t nb, __m512i& wv, __m512& dw) {
-  const __mmask64 bytes = b + 1 < nb ? 0xFFFFFFFFFull : 0x3FFFFull;
-  const __m512i raw = _mm512_maskz_loadu_epi8(bytes, w.row + b * 18);
-  const __m512i twice = _mm512_permutexvar_epi8(_mm512_load_si512(kQ40Pair.codes), raw);
-  const __m512i high = _mm512_mask_srli_epi16(twice, __mmask32(0xFF00FF00u), twice, 4);
-  wv = _mm512_and_si512(high, _mm512_set1_epi8(15));
-  const __m512i s = _mm512_permutexvar_epi16(_mm512_load_si512(kQ40Pair.scales), raw);
-  dw = _mm512_cvtph_ps(_mm512_castsi512_si256(s));
 }
 
 template <class Row, size_t R, size_t TT>
@@ -424,6 +403,186 @@ HWY_NOINLINE void int_tile_vnni(const Job& job, size_t r0, size_t t0) {
     for (size_t t = 0; t < TT; ++t)
       job.y[(t0 + t) * job.rows + r0 + r] =
           finish(_mm512_reduce_add_ps(acc[r][t]), 0.0f, rows[r].row_scale, job.bias, r0 + r);
+}
+
+// ---------------------------------------------------------------------------------------------
+// q4_0 on VNNI, where a prefill spends most of its time: lanes are 16 ROWS, not 16 pieces of one
+// row's block. A panel of 16 rows is transposed once per call into 8 vectors per block, vector k
+// holding elements 4k..4k+3 of each row's block as u8 codes (0..15) in lane = row; a token's
+// activation codes are then broadcast 4 at a time straight from memory (vpdpbusd's {1to16}
+// operand), so one block costs per token 8 dot instructions and ONE convert, multiply and
+// multiply-add for 16 outputs, instead of a convert, multiply and multiply-add per 64 products.
+//
+// Each output is therefore one f32 chain over its row's blocks in order:
+//   acc = fma(float(dot_b), d_w[b] * d_x[b], acc),  dot_b = sum (code - 8) * q exact in i32,
+// the same operations whatever the panel, token tile, thread range or token count, so results are
+// bit-identical for any of them (the offset 8 enters dot_b as its start value, -8 * sum q, which
+// quantize_x computes per block).
+constexpr size_t kPanelRows = 16;
+// A panel holds at most this many blocks (18 KiB, within a core's L1 data cache); longer rows are
+// done in column ranges, the outputs' partial sums kept in y between them (an f32 store and load
+// is exact, so the chain per output is the same).
+constexpr size_t kPanelBlocks = 32;
+struct Q4Panel {
+  __m512i codes[kPanelBlocks * 8];  // [block][8]
+  __m512 scales[kPanelBlocks];
+};
+
+// vpdpbusd with its i8 operand the 4 bytes at p broadcast to every lane.
+HWY_INLINE __m512i dpbusd_bcast(__m512i acc, __m512i u8, const int8_t* p) {
+  asm("vpdpbusd %[s]%{1to16%}, %[u], %[acc]"
+      : [acc] "+v"(acc)
+      : [u] "v"(u8), [s] "m"(*reinterpret_cast<const int32_t*>(p)));
+  return acc;
+}
+
+// Dword transposition indices: from 4 rows x 4 dwords per vector (rows 4g..4g+3, lane 4j + c) in
+// two vectors (a: rows 0-3, b: rows 4-7 as indices 16..31), rows 0-7's dwords c0 then c0 + 1.
+struct Q4TransposeTables {
+  alignas(64) int32_t idx[2][16];
+  constexpr Q4TransposeTables() : idx() {
+    for (size_t h = 0; h < 2; ++h)
+      for (size_t l = 0; l < 16; ++l) {
+        const size_t row = l % 8, c = 2 * h + l / 8;
+        idx[h][l] = int32_t((row < 4 ? 0 : 16) + 4 * (row % 4) + c);
+      }
+  }
+};
+constexpr Q4TransposeTables kQ4Transpose;
+
+// Block b (at = b * 18) of 16 rows as 8 code vectors (vector k: elements 4k..4k+3 of each row's
+// block, row i in lane i) and the rows' scales.
+HWY_INLINE void q4_block(const uint8_t* const* row, size_t at, __m512i* codes, __m512& scales) {
+  // The 16 code bytes of rows 4g .. 4g + 3, one per 128-bit quarter.
+  __m512i q[4];
+  for (size_t g = 0; g < 4; ++g) {
+    const uint8_t* const* r = row + 4 * g;
+    __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(r[0] + at + 2)));
+    v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[1] + at + 2)), 1);
+    v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[2] + at + 2)), 2);
+    q[g] = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(r[3] + at + 2)), 3);
+  }
+  // Rows 0-7 (ab) and 8-15 (cd): dwords 0, 1 (lo) and 2, 3 (hi), 8 rows each.
+  const __m512i lo_pair = _mm512_load_si512(kQ4Transpose.idx[0]), hi_pair = _mm512_load_si512(kQ4Transpose.idx[1]);
+  const __m512i ab_lo = _mm512_permutex2var_epi32(q[0], lo_pair, q[1]);
+  const __m512i ab_hi = _mm512_permutex2var_epi32(q[0], hi_pair, q[1]);
+  const __m512i cd_lo = _mm512_permutex2var_epi32(q[2], lo_pair, q[3]);
+  const __m512i cd_hi = _mm512_permutex2var_epi32(q[2], hi_pair, q[3]);
+  // Dword c of the 16 rows: byte j of a block holds element j (low nibble) and j + 16 (high), so
+  // dword c gives elements 4c.. (vector c) and 16 + 4c.. (vector c + 4).
+  const __m512i dword[4] = {_mm512_shuffle_i64x2(ab_lo, cd_lo, 0x44), _mm512_shuffle_i64x2(ab_lo, cd_lo, 0xEE),
+                            _mm512_shuffle_i64x2(ab_hi, cd_hi, 0x44), _mm512_shuffle_i64x2(ab_hi, cd_hi, 0xEE)};
+  const __m512i mask = _mm512_set1_epi8(15);
+  for (size_t c = 0; c < 4; ++c) {
+    codes[c] = _mm512_and_si512(dword[c], mask);
+    codes[c + 4] = _mm512_and_si512(_mm512_srli_epi16(dword[c], 4), mask);
+  }
+  // (A gather of the 16 scale dwords measured slower than these scalar loads.)
+  alignas(32) uint16_t s16[kPanelRows];
+  for (size_t i = 0; i < kPanelRows; ++i) s16[i] = load_u16(row[i] + at);
+  scales = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(s16)));
+}
+
+// The rows of a panel at r0 with n <= 16 rows; lanes past n repeat row r0 (their outputs are never
+// stored).
+HWY_INLINE void q4_panel_rows(const TensorView& w, size_t r0, size_t n, const uint8_t** row) {
+  for (size_t i = 0; i < kPanelRows; ++i) row[i] = w.row(int64_t(r0 + (i < n ? i : 0)));
+}
+// The next panel's rows at block b, read ahead: decode streams the weights from memory.
+HWY_INLINE void q4_prefetch(const uint8_t* const* row, size_t at, size_t ahead) {
+  for (size_t i = 0; i < kPanelRows; ++i) hwy::Prefetch(row[i] + at + ahead);
+}
+
+// Blocks [b0, b1) of rows r0 .. r0 + n - 1 of w into the panel, for the token tiles below.
+HWY_NOINLINE void q4_panel(const TensorView& w, size_t r0, size_t n, size_t b0, size_t b1, Q4Panel& panel) {
+  const uint8_t* row[kPanelRows];
+  q4_panel_rows(w, r0, n, row);
+  for (size_t b = b0; b < b1; ++b) {
+    if (b % 2 == 0) q4_prefetch(row, b * 18, kPanelRows * w.row_bytes);
+    q4_block(row, b * 18, &panel.codes[(b - b0) * 8], panel.scales[b - b0]);
+  }
+}
+
+// One block's contribution to TT outputs of a panel: acc[t] += float(dot) * (d_w * d_x).
+template <size_t TT>
+HWY_INLINE void q4_block_tokens(const QuantizedX& qx, size_t b, size_t t0, const __m512i* wv, __m512 dw, __m512* acc) {
+  const size_t nb = qx.blocks, nb2 = qx.blocks_even;
+  // Unrolled, so the accumulators stay in registers (GCC keeps a rolled loop's array on the stack).
+#pragma GCC unroll 16
+  for (size_t t = 0; t < TT; ++t) {
+    const size_t at = (t0 + t) * nb + b;
+    const int8_t* xb = &qx.q8[((t0 + t) * nb2 + b) * kBlock];
+    __m512i dot = _mm512_set1_epi32(qx.start8[at]);
+#pragma GCC unroll 8
+    for (size_t k = 0; k < 8; ++k) dot = dpbusd_bcast(dot, wv[k], xb + 4 * k);
+    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw, _mm512_set1_ps(qx.d[at])), acc[t]);
+  }
+}
+
+// Stores a panel's TT outputs (n valid rows), with the bias.
+template <size_t TT>
+HWY_INLINE void q4_store(const Job& job, size_t r0, size_t n, size_t t0, const __m512* acc) {
+  const __mmask16 valid = __mmask16((1u << n) - 1);
+  const __m512 bias = job.bias ? _mm512_maskz_loadu_ps(valid, job.bias + r0) : _mm512_setzero_ps();
+  for (size_t t = 0; t < TT; ++t)
+    _mm512_mask_storeu_ps(job.y + (t0 + t) * job.rows + r0, valid, job.bias ? _mm512_add_ps(acc[t], bias) : acc[t]);
+}
+
+// Decode (one token): each block transposed and used at once, no panel in memory.
+HWY_NOINLINE void q4_decode(const Job& job, size_t r0, size_t n) {
+  const uint8_t* row[kPanelRows];
+  q4_panel_rows(*job.w, r0, n, row);
+  const size_t nb = job.qx->blocks;
+  __m512 acc[1] = {_mm512_setzero_ps()};
+  for (size_t b = 0; b < nb; ++b) {
+    if (b % 2 == 0) q4_prefetch(row, b * 18, kPanelRows * job.w->row_bytes);
+    __m512i wv[8];
+    __m512 dw;
+    q4_block(row, b * 18, wv, dw);
+    q4_block_tokens<1>(*job.qx, b, 0, wv, dw, acc);
+  }
+  q4_store<1>(job, r0, n, 0, acc);
+}
+
+// TT tokens from t0 against a panel of rows r0 .. r0 + n - 1 holding blocks [b0, b1).
+template <size_t TT>
+HWY_NOINLINE void q4_panel_tokens(const Job& job, const Q4Panel& panel, size_t r0, size_t n, size_t t0, size_t b0,
+                                  size_t b1) {
+  const __mmask16 valid = __mmask16((1u << n) - 1);
+  __m512 acc[TT];
+  for (size_t t = 0; t < TT; ++t)
+    acc[t] = b0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(valid, job.y + (t0 + t) * job.rows + r0);
+  for (size_t b = b0; b < b1; ++b) {
+    __m512i wv[8];
+    for (size_t k = 0; k < 8; ++k) wv[k] = panel.codes[(b - b0) * 8 + k];
+    q4_block_tokens<TT>(*job.qx, b, t0, wv, panel.scales[b - b0], acc);
+  }
+  if (b1 == job.qx->blocks) return q4_store<TT>(job, r0, n, t0, acc);
+  for (size_t t = 0; t < TT; ++t) _mm512_mask_storeu_ps(job.y + (t0 + t) * job.rows + r0, valid, acc[t]);
+}
+
+// A thread's rows [begin, end) of a q4_0 product: panels of 16 rows (and up to 32 blocks), each
+// built once per call and used for every token, in tiles of 16 tokens, then 8, 4, 2, 1.
+void q4_rows_vnni(const Job& job, size_t begin, size_t end) {
+  const size_t nb = job.qx->blocks;
+  Q4Panel panel;  // on the stack: no allocation
+  for (size_t r = begin; r < end; r += kPanelRows) {
+    const size_t n = std::min(kPanelRows, end - r);
+    if (job.T == 1) {
+      q4_decode(job, r, n);
+      continue;
+    }
+    for (size_t b0 = 0; b0 < nb; b0 += kPanelBlocks) {
+      const size_t b1 = std::min(nb, b0 + kPanelBlocks);
+      q4_panel(*job.w, r, n, b0, b1, panel);
+      size_t t = 0;
+      for (; t + 16 <= job.T; t += 16) q4_panel_tokens<16>(job, panel, r, n, t, b0, b1);
+      if (t + 8 <= job.T) q4_panel_tokens<8>(job, panel, r, n, t, b0, b1), t += 8;
+      if (t + 4 <= job.T) q4_panel_tokens<4>(job, panel, r, n, t, b0, b1), t += 4;
+      if (t + 2 <= job.T) q4_panel_tokens<2>(job, panel, r, n, t, b0, b1), t += 2;
+      if (t < job.T) q4_panel_tokens<1>(job, panel, r, n, t, b0, b1);
+    }
+  }
 }
 #endif  // HWY_TARGET == HWY_AVX3_DL
 
@@ -633,7 +792,13 @@ Part plan(const TensorView& w, const float* bias, const float* x, size_t T, floa
     case QType::BF16: p.rows = float_rows<BF16Row>; break;
     case QType::Int8: set_int<Int8Row>(p); break;
     case QType::Q8_0: set_int<Q80Row>(p); break;
-    case QType::Q4_0: set_int<Q40Row>(p); break;
+    case QType::Q4_0:
+#if HWY_TARGET == HWY_AVX3_DL
+      p.rows = q4_rows_vnni, p.order = int(Q40Row::kOrder);
+#else
+      set_int<Q40Row>(p);
+#endif
+      break;
     case QType::Int4Sym: if (int4_in_blocks) set_int<Int4Row<false>>(p); break;
     case QType::Int4Asym: if (int4_in_blocks) set_int<Int4Row<true>>(p); break;
   }

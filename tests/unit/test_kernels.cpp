@@ -262,6 +262,42 @@ TEST(Kernels, MatmulIsBitIdenticalForAnyThreadCountRowAndTokenPosition) {
   }
 }
 
+// Token counts that use every token tile of the prefill paths (q4_0 on VNNI: 16, 8, 4, 2, 1), row
+// counts with partial 16-row panels and rows longer than one panel's 32 blocks (34 here, the last
+// one partial): each token alone, any thread count and a row-shifted sub-matrix give the same bits
+// as the whole batch, and the batch is within the quantization tolerance of the reference.
+TEST(Kernels, PrefillTokenTilesAreBitIdenticalToDecode) {
+  const size_t rows = 37, cols = 1060, T = 31;
+  ThreadPool two(2);
+  const auto x = random_floats(T * cols, 13);
+  for (const TypeCase& c : all_types()) {
+    if (!quantizes_activations(c, cols)) continue;
+    SCOPED_TRACE(label(c));
+    const Matrix m(c, rows, cols, 17);
+    std::vector<float> want(T * rows);
+    kernels::matmul_reference(m.view, nullptr, x.data(), T, want.data(), nullptr);
+    on_every_target([&] {
+      std::vector<float> y1(T * rows), y2(T * rows);
+      kernels::matmul(m.view, nullptr, x.data(), T, y1.data(), nullptr);
+      kernels::matmul(m.view, nullptr, x.data(), T, y2.data(), &two);
+      EXPECT_EQ(std::memcmp(y1.data(), y2.data(), y1.size() * 4), 0) << "1 vs 2 threads";
+      for (size_t t = 0; t < T; ++t)
+        for (size_t r = 0; r < rows; ++r)
+          ASSERT_NEAR(y1[t * rows + r], want[t * rows + r], tolerance(m, &x[t * cols], r, cols, true))
+              << "token " << t << " row " << r;
+      const TensorView sub = m.tail_rows(3);
+      std::vector<float> ys(T * (rows - 3));
+      kernels::matmul(sub, nullptr, x.data(), T, ys.data(), nullptr);
+      for (size_t t = 0; t < T; ++t) {
+        ASSERT_EQ(std::memcmp(&ys[t * (rows - 3)], &y1[t * rows + 3], (rows - 3) * 4), 0) << "rows from 3, token " << t;
+        std::vector<float> yt(rows);
+        kernels::matmul(m.view, nullptr, &x[t * cols], 1, yt.data(), nullptr);
+        ASSERT_EQ(std::memcmp(yt.data(), &y1[t * rows], rows * 4), 0) << "token " << t;
+      }
+    });
+  }
+}
+
 // matmul_many runs several products of one input in one parallel section; each output must be
 // bit for bit what its own matmul gives, whatever the types (mixed, so activations are quantized in
 // several lane orders), biases, token counts, thread counts and targets.

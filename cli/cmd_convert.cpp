@@ -119,8 +119,7 @@ void add_convert(CLI::App& app, int& exit_code) {
   auto* tb = c->add_option("--target-bpw", o->c.target_bpw,
                            "mixed precision: choose each tensor's scheme so the artifact takes at most X bits per "
                            "weight with the least loss, measured on --calib (--tensor-quant fixes tensors; not with "
-                           "--quant/--dtype)")
-                 ->check(CLI::PositiveNumber);
+                           "--quant/--dtype)");
   c->add_option("--format", o->c.format, "output format: shards (an artifact directory) or gguf (one file llama.cpp loads)")
       ->default_val("shards");
   c->add_option("--arch", o->c.arch, arch_help())->default_val("auto");
@@ -131,6 +130,9 @@ void add_convert(CLI::App& app, int& exit_code) {
   c->callback([o, dt, q, tq, nf, pl, tv, cal, cm, ct, cc, tb, &exit_code] {
     if (pl->count() > 0) refuse_beside_pipeline({q, dt, tq, nf, tv, cal, cm, ct, cc, tb});
     if (tb->count() > 0) {
+      if (!(o->c.target_bpw > 0 && o->c.target_bpw <= 64))
+        fail_usage("--target-bpw must be a number of bits per weight above 0 (and at most 64), not " +
+                   tb->as<std::string>());
       if (cal->count() == 0)
         fail_usage("--target-bpw needs calibration data to measure each tensor's sensitivity: --calib FILE (text) "
                    "or --calib ids:FILE");

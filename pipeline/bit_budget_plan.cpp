@@ -89,7 +89,9 @@ class SensitivityPass {
 
   BitBudgetResult result(double seconds) {
     BitBudgetResult r;
+    const auto members = join_groups();
     r.assignment = allocate_bit_budget(std::move(tensors_), req_.target_bpw);
+    split_groups(r.assignment, members);
     for (const BudgetChoice& c : r.assignment.tensors)
       if (!fixed_.count(c.name)) r.chosen.emplace(c.name, c.scheme);
     r.manifest = assignment_json(r.assignment);
@@ -111,6 +113,60 @@ class SensitivityPass {
   }
 
  private:
+  // The same_scheme groups whose members are all free, each replaced in tensors_ by one tensor
+  // named after its first member: the schemes every member has, bytes, weights and errors added.
+  // Returns the members' own measures by the group's name.
+  std::map<std::string, std::vector<BudgetTensor>> join_groups() {
+    std::map<std::string, std::vector<BudgetTensor>> members;
+    for (const auto& group : req_.same_scheme) {
+      std::vector<size_t> at;
+      for (const auto& name : group)
+        for (size_t i = 0; i < tensors_.size(); ++i)
+          if (tensors_[i].name == name && !fixed_.count(name)) at.push_back(i);
+      if (at.size() != group.size() || at.size() < 2) continue;
+      BudgetTensor joined = tensors_[at[0]];
+      joined.options.clear();
+      for (const BudgetOption& o : tensors_[at[0]].options) {
+        BudgetOption sum{o.scheme, 0, 0.0};
+        bool everywhere = true;
+        for (size_t i : at) {
+          const auto& opts = tensors_[i].options;
+          const auto it = std::find_if(opts.begin(), opts.end(), [&](const BudgetOption& x) { return x.scheme == o.scheme; });
+          if (it == opts.end()) everywhere = false;
+          else sum.bytes += it->bytes, sum.error += it->error;
+        }
+        if (everywhere) joined.options.push_back(sum);
+      }
+      if (joined.options.empty()) fail("bit budget: no scheme of the ladder holds every part of " + group[0]);
+      joined.weights = 0;
+      auto& kept = members[joined.name];
+      for (size_t i : at) {
+        joined.weights += tensors_[i].weights;
+        kept.push_back(tensors_[i]);
+      }
+      std::sort(at.rbegin(), at.rend());
+      for (size_t i : at) tensors_.erase(tensors_.begin() + std::ptrdiff_t(i));
+      tensors_.push_back(std::move(joined));
+    }
+    return members;
+  }
+  // Each joined group's choice given back to its members, with their own bytes, weights and errors.
+  static void split_groups(BudgetAssignment& a, const std::map<std::string, std::vector<BudgetTensor>>& members) {
+    std::vector<BudgetChoice> out;
+    for (const BudgetChoice& c : a.tensors) {
+      const auto it = members.find(c.name);
+      if (it == members.end()) {
+        out.push_back(c);
+        continue;
+      }
+      for (const BudgetTensor& m : it->second)
+        for (const BudgetOption& o : m.options)
+          if (o.scheme == c.scheme) out.push_back({m.name, o.scheme, o.bytes, m.weights, o.error});
+    }
+    std::sort(out.begin(), out.end(), [](const BudgetChoice& x, const BudgetChoice& y) { return x.name < y.name; });
+    a.tensors = std::move(out);
+  }
+
   // A tensor the policy fixes is added as it is; returns whether t was one.
   bool add_fixed(const UnitTensor& t) {
     const auto it = fixed_.find(t.spec.name);

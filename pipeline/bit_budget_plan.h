@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -24,6 +25,11 @@ struct BitBudgetRequest {
   double target_bpw = 0;
   CalibSpec calib;
   int64_t tokens = 0, ctx = 0;  // 0: the calibration stages' defaults (pipeline/calib_data.h)
+  // Tensors the output format stores as one (GGUF's fused q, k, v of GPT-2; ChatGLM's gate and
+  // up), which must then share a scheme: each group is one choice of the budget (its bytes,
+  // weights and errors added). A group with a fixed member is left alone (the writer then checks
+  // that the fixed and chosen types agree).
+  std::vector<std::vector<std::string>> same_scheme;
 };
 
 struct BitBudgetResult {

@@ -14,6 +14,7 @@
 #include "core/json_util.h"
 #include "core/progress.h"
 #include "core/sha256.h"
+#include "formats/gguf/gguf_arch.h"
 #include "formats/manifest.h"
 #include "pipeline/bit_budget_plan.h"
 #include "pipeline/calibrate_stage.h"
@@ -178,7 +179,16 @@ ConvertReport convert(const ConvertOptions& opt) {
   BitBudgetResult budget;
   if (opt.target_bpw > 0) {
     if (!opt.pipeline_file.empty()) fail_usage("--target-bpw cannot be combined with --pipeline");
-    const BitBudgetRequest req{opt.target_bpw, parse_calib_spec(opt.calib), opt.calib_tokens, opt.calib_ctx};
+    BitBudgetRequest req{opt.target_bpw, parse_calib_spec(opt.calib), opt.calib_tokens, opt.calib_ctx, {}};
+    // GGUF stores some of a block's tensors as one (llama.cpp's fused attn_qkv, ChatGLM's ffn_up):
+    // they must share a scheme. (The writer accepted the model, so the family has an entry.)
+    if (std::string(writer->format_name()) == "gguf")
+      for (int64_t b = 0; b < model.desc.n_layers; ++b)
+        for (const auto& f : gguf::arch_for_family(model.family).fused) {
+          std::vector<std::string> group;
+          for (const char* part : f.parts) group.push_back(block_prefix(b) + part);
+          req.same_scheme.push_back(std::move(group));
+        }
     const FormatRules rules = rules_of(*writer);
     budget = plan_bit_budget(req, model, tok.get(), rules, policy_fixed_schemes(stages, model.desc, rules), opt.source,
                              pool);

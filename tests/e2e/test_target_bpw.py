@@ -207,6 +207,24 @@ class TargetBpw(TempDirTest):
         self.assertAlmostEqual(j["bit_budget"]["report"]["achieved_bpw"], 8.0 * bytes_ / weights, places=9)
         self.assertTrue(all(s in ("f32", "q4_0", "q8_0", "f16") for s in j["bit_budget"]["assignment"]["tensors"].values()))
 
+    def test_gguf_fused_tensors_share_one_scheme(self):
+        # GPT-2's GGUF stores q, k and v as one attn_qkv: one type for the three, whatever the budget.
+        src = os.path.join(FIXTURES, "gpt2_hub")
+        ids = self.path("calib.ids")
+        with open(ids, "w") as f:
+            f.write(" ".join(str((i * 37) % 300) for i in range(2048)))
+        for target in ("6", "7", "8"):
+            out = self.path(f"gpt2-{target}.gguf")
+            j = sf_json("convert", src, "-o", out, "--format", "gguf", "--target-bpw", target, "--calib", "ids:" + ids,
+                        "--calib-ctx", "32")
+            chosen = j["bit_budget"]["assignment"]["tensors"]
+            layers = {n.split(".")[1] for n in chosen if n.startswith("blocks.")}
+            for b in layers:
+                self.assertEqual(len({chosen[f"blocks.{b}.attn.{p}.weight"] for p in "qkv"}), 1, (target, b))
+            g = Gguf(out)
+            self.assertIn("blk.0.attn_qkv.weight", g.tensors)
+            self.assertLessEqual(j["summary"]["bits_per_weight"], float(target))
+
     def test_a_tied_embedding_is_one_tensor_of_the_budget(self):
         src = os.path.join(FIXTURES, "hf_tied")
         ids = self.path("calib.ids")

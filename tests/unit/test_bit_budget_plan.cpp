@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -170,6 +171,38 @@ TEST(BitBudgetPlan, UnreachableTargetIsAUsageErrorBeforeTheModelRuns) {
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::Usage);
     EXPECT_NE(e.message().find("at least"), std::string::npos) << e.message();
+  }
+  std::filesystem::remove(f->ids);
+}
+
+TEST(BitBudgetPlan, SameSchemeGroupsShareOneChoiceAndKeepTheirOwnSizes) {
+  auto f = open_fixture("hf_gqa");
+  if (!f) GTEST_SKIP() << "SF_FIXTURES not set";
+  ThreadPool pool(1);
+  BitBudgetRequest req = request(*f, 5.0);
+  const std::vector<std::string> qkv = {"blocks.0.attn.q.weight", "blocks.0.attn.k.weight", "blocks.0.attn.v.weight"};
+  req.same_scheme = {qkv};
+  const auto fixed = norms_and_biases(f->model.desc);
+  for (double target : {4.8, 5.0, 6.0, 7.0}) {
+    req.target_bpw = target;
+    const BitBudgetResult r = plan_bit_budget(req, f->model, nullptr, FormatRules{"shards", {}, false}, fixed, "src", pool);
+    std::set<std::string> schemes;
+    uint64_t bytes = 0, weights = 0;
+    for (const auto& c : r.assignment.tensors) {
+      bytes += c.bytes, weights += c.weights;
+      if (std::find(qkv.begin(), qkv.end(), c.name) == qkv.end()) continue;
+      schemes.insert(c.scheme.name());
+      size_t rows = 0, cols = 0;
+      for (const auto& t : all_tensors(f->model.desc))
+        if (t.name == c.name) rows = size_t(t.shape[0]), cols = size_t(t.shape[1]);
+      EXPECT_EQ(c.bytes, scheme_bytes(c.scheme, rows, cols)) << c.name;
+      EXPECT_EQ(c.weights, rows * cols) << c.name;
+    }
+    EXPECT_EQ(schemes.size(), 1u) << target;
+    EXPECT_EQ(r.assignment.tensors.size(), all_tensors(f->model.desc).size());
+    EXPECT_EQ(bytes, r.assignment.bytes);
+    EXPECT_EQ(weights, r.assignment.weights);
+    EXPECT_LE(8.0 * double(bytes), target * double(weights));
   }
   std::filesystem::remove(f->ids);
 }

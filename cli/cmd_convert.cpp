@@ -53,9 +53,12 @@ int run(Opts& o) {
     json j = {{"out", o.c.out}, {"seconds", r.seconds}, {"summary", m["summary"]}, {"files", m["files"]},
               {"model", m["model"]}, {"pipeline", m["pipeline"]}};
     if (!r.stage_reports.empty()) j["stages"] = r.stage_reports;
+    if (!r.bit_budget.is_null()) j["bit_budget"] = {{"report", r.bit_budget}, {"assignment", m["bit_budget"]}};
     print_json(j);
     return 0;
   }
+  // The chosen schemes on stderr: stdout keeps convert's one summary line per stage.
+  if (!r.bit_budget.is_null()) std::cerr << r.bit_budget["table"].get<std::string>();
   uint64_t bytes = 0;
   for (const auto& f : m["files"]) bytes += f["bytes"].get<uint64_t>();
   std::cout << "wrote " << o.c.out << ": " << m["files"].size() << " files, " << human_bytes(bytes) << ", "
@@ -67,6 +70,12 @@ int run(Opts& o) {
                 << rep["sequences"].get<size_t>() << " sequences (" << rep["tokens_used"].get<size_t>()
                 << " tokens), " << fmt("%.1f", rep["seconds"].get<double>()) << " s, peak memory "
                 << human_bytes(rep["peak_rss_bytes"].get<uint64_t>()) << "\n";
+  if (const json& b = r.bit_budget; !b.is_null())
+    std::cout << "bit budget: target " << fmt("%g", b["target_bpw"].get<double>()) << ", achieved "
+              << fmt("%.4f", b["achieved_bpw"].get<double>()) << " bits/weight; sensitivity pass on "
+              << b["sequences"].get<size_t>() << " sequences (" << b["tokens_used"].get<size_t>() << " tokens, "
+              << b["measure"].get<std::string>() << "), " << fmt("%.1f", b["seconds"].get<double>())
+              << " s, peak memory " << human_bytes(b["peak_rss_bytes"].get<uint64_t>()) << "\n";
   return 0;
 }
 
@@ -107,6 +116,10 @@ void add_convert(CLI::App& app, int& exit_code) {
                            "tokens per calibration sequence (default " + std::to_string(kDefaultCalibCtx) +
                                ", at most the model's stated context)")
                  ->check(CLI::Range(int64_t(2), kMaxCalibCtx));
+  auto* tb = c->add_option("--target-bpw", o->c.target_bpw,
+                           "mixed precision: choose each tensor's scheme so the artifact takes at most X bits per "
+                           "weight with the least loss, measured on --calib (--tensor-quant fixes tensors; not with "
+                           "--quant/--dtype)");
   c->add_option("--format", o->c.format, "output format: shards (an artifact directory) or gguf (one file llama.cpp loads)")
       ->default_val("shards");
   c->add_option("--arch", o->c.arch, arch_help())->default_val("auto");
@@ -114,15 +127,31 @@ void add_convert(CLI::App& app, int& exit_code) {
   add_threads_option(c, o->c.threads);
   c->add_flag("--force", o->c.force, "replace OUT only if it is an existing artifact (with --format gguf: an existing GGUF file)");
   c->add_flag("--json", o->json_out, "print a JSON report");
-  c->callback([o, dt, q, tq, nf, pl, tv, cal, cm, ct, cc, &exit_code] {
-    if (pl->count() > 0) refuse_beside_pipeline({q, dt, tq, nf, tv, cal, cm, ct, cc});
+  c->callback([o, dt, q, tq, nf, pl, tv, cal, cm, ct, cc, tb, &exit_code] {
+    if (pl->count() > 0) refuse_beside_pipeline({q, dt, tq, nf, tv, cal, cm, ct, cc, tb});
+    if (tb->count() > 0) {
+      if (!(o->c.target_bpw > 0 && o->c.target_bpw <= 64))
+        fail_usage("--target-bpw must be a number of bits per weight above 0 (and at most 64), not " +
+                   tb->as<std::string>());
+      if (cal->count() == 0)
+        fail_usage("--target-bpw needs calibration data to measure each tensor's sensitivity: --calib FILE (text) "
+                   "or --calib ids:FILE");
+      // It chooses every free tensor's scheme: a base scheme would decide nothing.
+      for (const CLI::Option* opt : {q, dt})
+        if (opt->count() > 0)
+          fail_usage(opt->get_name() + " cannot be combined with --target-bpw, which chooses each tensor's scheme "
+                     "(fix a tensor's scheme with --tensor-quant NAME=SCHEME)");
+      if (tv->count() > 0) fail_usage("--target-bpw cannot be combined with --trim-vocab");
+      if (nf->count() > 0)
+        fail_usage("--target-bpw cannot be combined with --allow-non-finite (the sensitivity pass runs the model)");
+    }
     // Calibration data without a method (or the reverse) would do nothing: refused.
     if (cm->count() > 0 && cal->count() == 0)
       fail_usage("--calib-method needs calibration data: --calib FILE (text) or --calib ids:FILE");
-    if (cm->count() == 0)
+    if (cm->count() == 0 && tb->count() == 0)
       for (const CLI::Option* opt : {cal, ct, cc})
         if (opt->count() > 0)
-          fail_usage(opt->get_name() + " needs --calib-method (" + calib_method_names() + ")");
+          fail_usage(opt->get_name() + " needs --calib-method (" + calib_method_names() + ") or --target-bpw");
     // GGUF has no place for the map from a trimmed vocabulary's ids to the tokenizer's.
     if (o->c.format == "gguf" && tv->count() > 0)
       fail_usage("--trim-vocab cannot be written with --format gguf: GGUF has no vocabulary map (llama.cpp reads "

@@ -17,6 +17,7 @@
 #include "executor/session.h"
 #include "pipeline/awq_fold.h"
 #include "pipeline/calib_data.h"
+#include "pipeline/calib_run.h"
 #include "pipeline/calibrate_stage.h"
 #include "pipeline/encode_check.h"
 #include "validators/speed.h"
@@ -25,71 +26,7 @@ namespace sf {
 
 namespace {
 
-// Input rows AWQ's scale search sees per group (spread over the calibration rows).
-constexpr size_t kAwqSampleRows = 512;
-
 bool integer_type(QType t) { return t != QType::F32 && t != QType::F16 && t != QType::BF16; }
-
-// A view of f32 values the caller owns.
-TensorView f32_view(const UnitTensor& t) {
-  TensorView v;
-  v.name = t.spec.name;
-  v.type = QType::F32;
-  v.shape = t.spec.shape;
-  v.data = reinterpret_cast<const uint8_t*>(t.values.data());
-  v.nbytes = t.values.size() * sizeof(float);
-  v.row_bytes = size_t(t.spec.shape.back()) * sizeof(float);
-  return v;
-}
-
-TensorView encoded_view(const UnitTensor& t) {
-  TensorView v;
-  v.name = t.spec.name;
-  v.type = t.encoded.type;
-  v.group = t.encoded.group;
-  v.shape = t.encoded.shape;
-  v.data = t.encoded.data.data();
-  v.nbytes = t.encoded.data.size();
-  v.row_bytes = t.encoded.row_bytes();
-  return v;
-}
-
-// Gathers InputStats for each linear group of a block run. AWQ's sample rows are spread over every
-// sequence (every stride-th row of the run) rather than the first rows of the first sequence: they
-// are gathered in a second InputStats fed only those rows, and moved into the group's stats.
-class StatsTap : public BlockTap {
- public:
-  StatsTap(const ModelDesc& d, const CalibMethodInfo& m, size_t total_rows, ThreadPool& pool)
-      : pool_(pool), stride_(std::max<size_t>(1, total_rows / kAwqSampleRows)) {
-    for (size_t g = 0; g < kLinearInputs; ++g) {
-      const size_t width = group_width(d, LinearInput(g));
-      stats[g].reset(width, m.needs_gram, 0);
-      if (m.needs_sample) sampler_[g].reset(width, false, kAwqSampleRows);
-    }
-  }
-  void input(LinearInput where, const float* x, size_t rows, size_t cols) override {
-    const size_t g = size_t(where);
-    stats[g].add(x, rows, &pool_);
-    if (sampler_[g].max_sample_rows > 0)
-      for (size_t r = 0; r < rows; ++r, ++seen_[g])
-        if (seen_[g] % stride_ == 0) sampler_[g].add(x + r * cols, 1, nullptr);
-  }
-  // After the run: the sample rows into the statistics.
-  void finish() {
-    for (size_t g = 0; g < kLinearInputs; ++g) {
-      stats[g].sample = std::move(sampler_[g].sample);
-      stats[g].sample_rows = sampler_[g].sample_rows;
-      stats[g].max_sample_rows = sampler_[g].max_sample_rows;
-    }
-  }
-  InputStats stats[kLinearInputs];
-
- private:
-  ThreadPool& pool_;
-  size_t stride_;
-  InputStats sampler_[kLinearInputs];
-  size_t seen_[kLinearInputs] = {};
-};
 
 const json& typed(const json& p, const std::string& stage, const char* key, bool (json::*is)() const,
                   const char* what) {
@@ -212,15 +149,7 @@ class CalibrateStage : public Stage {
   }
   // Row r of a tensor as the executor will read it: encoded with its planned scheme and decoded.
   void decoded_row(const UnitTensor& t, size_t r, std::vector<float>& row, std::vector<uint8_t>& bytes) const {
-    const size_t cols = size_t(t.spec.shape.back());
-    const float* x = &t.values[r * cols];
-    row.assign(x, x + cols);
-    const Scheme* s = planned(t.spec.name);
-    if (!s || s->type == QType::F32) return;
-    const auto& tr = qtype_traits(s->type);
-    bytes.resize(tr.row_bytes(cols, s->group));
-    tr.quantize_row(x, cols, s->group, bytes.data());
-    tr.dequantize_row(bytes.data(), cols, s->group, row.data());
+    sf::decoded_row(t, planned(t.spec.name), r, row, bytes);
   }
 
   // X0: each calibration token's embedding row, plus its learned position row.

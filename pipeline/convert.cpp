@@ -14,7 +14,9 @@
 #include "core/json_util.h"
 #include "core/progress.h"
 #include "core/sha256.h"
+#include "formats/gguf/gguf_arch.h"
 #include "formats/manifest.h"
+#include "pipeline/bit_budget_plan.h"
 #include "pipeline/calibrate_stage.h"
 #include "pipeline/stage.h"
 #include "pipeline/stages.h"
@@ -166,17 +168,41 @@ ConvertReport convert(const ConvertOptions& opt) {
   const std::vector<std::unique_ptr<Stage>> stages =
       build_pipeline(opt, model, PlanContext{opt.source, tok.get(), inputs});
 
+  if (opt.target_bpw > 0) inputs.push_back(parse_calib_spec(opt.calib).file);
+
+  const InterruptGuard interrupt;
+  ThreadPool pool(opt.threads);
+  SourceHasher hasher(src->files, opt.source_sha256, pool.size() > 1);
+  auto writer = make_format_writer(opt.format, {opt.out, opt.force, inputs}, model.desc);
+  // --target-bpw: the schemes the sensitivity pass chooses become the quantize stage's (exact-name
+  // overrides), before its plan is taken. The writer has written nothing yet; it gives the rules.
+  BitBudgetResult budget;
+  if (opt.target_bpw > 0) {
+    if (!opt.pipeline_file.empty()) fail_usage("--target-bpw cannot be combined with --pipeline");
+    BitBudgetRequest req{opt.target_bpw, parse_calib_spec(opt.calib), opt.calib_tokens, opt.calib_ctx, {}};
+    // GGUF stores some of a block's tensors as one (llama.cpp's fused attn_qkv, ChatGLM's ffn_up):
+    // they must share a scheme. (The writer accepted the model, so the family has an entry.)
+    if (std::string(writer->format_name()) == "gguf")
+      for (int64_t b = 0; b < model.desc.n_layers; ++b)
+        for (const auto& f : gguf::arch_for_family(model.family).fused) {
+          std::vector<std::string> group;
+          for (const char* part : f.parts) group.push_back(block_prefix(b) + part);
+          req.same_scheme.push_back(std::move(group));
+        }
+    const FormatRules rules = rules_of(*writer);
+    budget = plan_bit_budget(req, model, tok.get(), rules, policy_fixed_schemes(stages, model.desc, rules), opt.source,
+                             pool);
+    assign_schemes(stages, budget.chosen);
+    interrupt.check();
+  }
+
   json manifest = manifest_header();
   manifest["model"] = model.desc.to_json();
   json stage_list = json::array();
   for (const auto& s : stages) stage_list.push_back({{"name", s->name()}, {"params", s->params()}});
   manifest["pipeline"] = {{"stages", stage_list}};
   manifest["tokenizer"] = tokenizer_entry(tok_src);
-
-  const InterruptGuard interrupt;
-  ThreadPool pool(opt.threads);
-  SourceHasher hasher(src->files, opt.source_sha256, pool.size() > 1);
-  auto writer = make_format_writer(opt.format, {opt.out, opt.force, inputs}, model.desc);
+  if (opt.target_bpw > 0) manifest["bit_budget"] = budget.manifest;
   // A plan the format cannot store (GGUF: a fused group of mixed types) is refused before the
   // first unit is converted, not when the unit holding it comes.
   const QuantPlan plan = quant_plan(stages, model.desc, *writer);
@@ -206,6 +232,7 @@ ConvertReport convert(const ConvertOptions& opt) {
   ConvertReport r;
   for (const auto& s : stages)
     if (json rep = s->report(); !rep.is_null()) r.stage_reports[s->name()] = std::move(rep);
+  if (opt.target_bpw > 0) r.bit_budget = budget.report;
   r.source_sha256 = digests;
   r.manifest = writer->finish(std::move(manifest));
   r.warnings = src->warnings;

@@ -25,6 +25,10 @@ struct ConvertOptions {
   // quantize (pipeline/calibrate_stage.h); tokens / ctx 0 take the stage's defaults.
   std::string calib, calib_method;
   int64_t calib_tokens = 0, calib_ctx = 0;
+  // --target-bpw X (> 0; needs calib): each tensor the policy leaves free gets the scheme a
+  // sensitivity pass on the calibration data chooses (pipeline/bit_budget_plan.h), so the artifact
+  // takes at most X bits per weight. calib_tokens / calib_ctx apply to the pass too.
+  double target_bpw = 0;
   size_t threads = 0;                    // 0 = all cores
   bool force = false;
   bool progress = true;
@@ -45,6 +49,9 @@ struct ConvertReport {
   // What the stages said of their run (Stage::report: calibration time and peak memory), by
   // stage name; not in the manifest.
   json stage_reports = json::object();
+  // --target-bpw: the sensitivity pass's report (seconds, peak memory, achieved bpw, the table of
+  // schemes); null without.
+  json bit_budget;
 };
 
 ConvertReport convert(const ConvertOptions& opt);

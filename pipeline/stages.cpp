@@ -13,9 +13,9 @@
 
 namespace sf {
 
-namespace {
-
 FormatRules rules_of(const FormatWriter& w) { return {w.format_name(), w.storable_types(), w.whole_blocks_only()}; }
+
+namespace {
 
 class LoadStage : public Stage {
  public:
@@ -68,6 +68,21 @@ class QuantizeStage : public Stage {
   void plan(const ModelDesc& desc, const FormatRules& rules, QuantPlan& plan) const {
     for (const auto& t : all_tensors(desc)) plan.schemes.insert_or_assign(t.name, policy_.scheme_for(t, rules));
     plan.allow_non_finite = allow_non_finite_;
+  }
+  // --target-bpw: whether the policy fixes t's scheme (a norm or bias, or an override names it).
+  bool fixes(const TensorSpec& t) const {
+    if (t.role == TensorRole::NormWeight || t.role == TensorRole::NormBias || t.role == TensorRole::LinearBias)
+      return true;
+    return policy_.unmatched_overrides({t.name}).size() < overrides_.size();
+  }
+  Scheme scheme_for(const TensorSpec& t, const FormatRules& rules) const { return policy_.scheme_for(t, rules); }
+  // Exact-name overrides after the given ones, recorded in params() like them.
+  void assign(const std::map<std::string, Scheme>& schemes) {
+    for (const auto& [name, scheme] : schemes) {
+      const std::string spec = name + "=" + scheme.name();
+      policy_.add_override(spec);
+      overrides_.push_back(spec);
+    }
   }
   void process(Unit& u, StageContext& ctx) override {
     for (auto& t : u.tensors) {
@@ -145,6 +160,27 @@ QuantPlan quant_plan(const std::vector<std::unique_ptr<Stage>>& stages, const Mo
   for (const auto& s : stages)
     if (const auto* q = dynamic_cast<const QuantizeStage*>(s.get())) q->plan(desc, rules_of(writer), plan);
   return plan;
+}
+
+namespace {
+QuantizeStage& quantize_stage(const std::vector<std::unique_ptr<Stage>>& stages) {
+  for (const auto& s : stages)
+    if (auto* q = dynamic_cast<QuantizeStage*>(s.get())) return *q;
+  fail("pipeline: no quantize stage");
+}
+}  // namespace
+
+std::map<std::string, Scheme> policy_fixed_schemes(const std::vector<std::unique_ptr<Stage>>& stages,
+                                                   const ModelDesc& desc, const FormatRules& rules) {
+  const QuantizeStage& q = quantize_stage(stages);
+  std::map<std::string, Scheme> fixed;
+  for (const auto& t : all_tensors(desc))
+    if (q.fixes(t)) fixed.emplace(t.name, q.scheme_for(t, rules));
+  return fixed;
+}
+
+void assign_schemes(const std::vector<std::unique_ptr<Stage>>& stages, const std::map<std::string, Scheme>& schemes) {
+  quantize_stage(stages).assign(schemes);
 }
 
 std::map<std::string, QType> planned_types(const QuantPlan& plan) {

@@ -2,6 +2,7 @@
 #include <map>
 
 #include "pipeline/stage.h"
+#include "quantizers/policy.h"
 
 namespace sf {
 
@@ -14,6 +15,16 @@ std::unique_ptr<Stage> make_write_stage(const json& params);
 // (empty without a quantize stage), computed once: calibration stages encode from it.
 QuantPlan quant_plan(const std::vector<std::unique_ptr<Stage>>& stages, const ModelDesc& desc,
                      const FormatWriter& writer);
+// What the output format stores, for the quantization policy.
+FormatRules rules_of(const FormatWriter& writer);
+// --target-bpw: the tensors whose scheme the quantize stage's policy fixes (norms and biases, and
+// those a --tensor-quant override names), with that scheme as `rules` store it. The bit budget
+// chooses the others' schemes.
+std::map<std::string, Scheme> policy_fixed_schemes(const std::vector<std::unique_ptr<Stage>>& stages,
+                                                   const ModelDesc& desc, const FormatRules& rules);
+// Gives each named tensor its scheme: exact-name overrides appended to the quantize stage's own, so
+// they win, and its params (the manifest's pipeline) record them: the one place schemes come from.
+void assign_schemes(const std::vector<std::unique_ptr<Stage>>& stages, const std::map<std::string, Scheme>& schemes);
 // Its types: the plan for FormatWriter::check_plan.
 std::map<std::string, QType> planned_types(const QuantPlan& plan);
 // params: {"spec": "range:0-31999" | "corpus:FILE[:MIN]" | "ids:FILE", "file_sha256": "..."}

@@ -123,7 +123,7 @@ std::map<std::string, Scheme> norms_and_biases(const ModelDesc& d) {
 }
 
 BitBudgetRequest request(const Fixture& f, double target) {
-  return {target, parse_calib_spec("ids:" + f.ids), 1024, 32};
+  return {target, parse_calib_spec("ids:" + f.ids), 1024, 32, {}};
 }
 
 TEST(BitBudgetPlan, CoversEveryTensorOnceKeepsTheFixedOnesAndMeetsTheBudget) {
@@ -142,8 +142,9 @@ TEST(BitBudgetPlan, CoversEveryTensorOnceKeepsTheFixedOnesAndMeetsTheBudget) {
   EXPECT_EQ(assigned, names);
   for (const auto& [name, scheme] : fixed) {
     EXPECT_EQ(a.chosen.count(name), 0u) << name;
-    for (const auto& c : a.assignment.tensors)
+    for (const auto& c : a.assignment.tensors) {
       if (c.name == name) EXPECT_EQ(c.scheme, scheme) << name;
+    }
   }
   EXPECT_EQ(a.chosen.size() + fixed.size(), names.size());
   EXPECT_LE(a.assignment.achieved_bpw, 6.0);

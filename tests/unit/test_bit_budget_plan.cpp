@@ -143,7 +143,8 @@ TEST(BitBudgetPlan, CoversEveryTensorOnceKeepsTheFixedOnesAndMeetsTheBudget) {
   for (const auto& [name, scheme] : fixed) {
     EXPECT_EQ(a.chosen.count(name), 0u) << name;
     for (const auto& c : a.assignment.tensors) {
-      if (c.name == name) EXPECT_EQ(c.scheme, scheme) << name;
+      if (c.name != name) continue;
+      EXPECT_EQ(c.scheme, scheme) << name;
     }
   }
   EXPECT_EQ(a.chosen.size() + fixed.size(), names.size());

@@ -45,11 +45,19 @@ CalibData read_calib_data(const CalibSpec& spec, const Tokenizer* tok, const Mod
   if (spec.ids) {
     ids = parse_id_list(spec.file, bytes, desc.vocab_size);
   } else {
-    for (int id : tok->encode(bytes)) {
-      if (id < 0 || id >= desc.vocab_size)
-        fail_file(spec.file, "the tokenizer gives id " + std::to_string(id) + ", outside the model's vocabulary of " +
-                                 std::to_string(desc.vocab_size));
-      ids.push_back(id);
+    if (!is_text(bytes))
+      fail_file(spec.file, "is not UTF-8 text (calibration text must be a text file; give token ids as "
+                           "--calib ids:FILE)");
+    // A chunk at a time (the corpus chunks of --trim-vocab), stopping once `want` tokens are in hand:
+    // memory is one chunk's tokens plus those kept, not the whole file's.
+    for (size_t begin = 0, end = 0; begin < bytes.size() && ids.size() < size_t(want); begin = end) {
+      end = corpus_chunk_end(bytes, begin);
+      for (int id : tok->encode(bytes.substr(begin, end - begin))) {
+        if (id < 0 || id >= desc.vocab_size)
+          fail_file(spec.file, "the tokenizer gives id " + std::to_string(id) +
+                                   ", outside the model's vocabulary of " + std::to_string(desc.vocab_size));
+        ids.push_back(id);
+      }
     }
   }
   c.file_tokens = ids.size();

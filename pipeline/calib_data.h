@@ -31,7 +31,7 @@ int64_t calib_ctx(const ModelDesc& desc, int64_t ctx);
 struct CalibData {
   std::vector<int32_t> tokens;  // n_seq x ctx
   size_t n_seq = 0, ctx = 0;
-  size_t file_tokens = 0;  // what the file gave
+  size_t file_tokens = 0;  // tokens read: all of an ids file; of a text, up to the first chunk boundary past the tokens wanted
   std::string sha256;      // of the file's bytes
 };
 // Reads, hashes and tokenizes the file once; keeps min(tokens, what the file has) / ctx sequences.

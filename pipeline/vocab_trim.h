@@ -62,6 +62,8 @@ std::vector<bool> trim_keep_set(const TrimSpec& spec, const std::string& file_by
 // end within kCorpusChunkBytes; in a longer line, before its last space; else at a character
 // boundary. text.size() when the rest fits.
 size_t corpus_chunk_end(const std::string& text, size_t begin);
+// Valid UTF-8 without NUL bytes: what a text corpus (or calibration text) is.
+bool is_text(const std::string& s);
 
 // The model's own special ids (ChatGLM-6B's [MASK], [gMASK], <sop>) with their names, -1 entries
 // left out: corpus mode keeps them, the other specs must.

@@ -125,6 +125,11 @@ class Calibration(TempDirTest):
             f.write("a few words only")
         error_line(self, sf("convert", SAMPLE, "-o", out, "--quant", "q4_0", "--calib", short, "--calib-method", "mse",
                             check=False), 1, short, "fewer than one calibration sequence")
+        binary = self.path("weights.bin")
+        with open(binary, "wb") as f:
+            f.write(bytes(range(256)) * 64)
+        error_line(self, sf("convert", SAMPLE, "-o", out, "--quant", "q4_0", "--calib", binary, "--calib-method", "mse",
+                            check=False), 1, binary, "not UTF-8 text")
         ids = self.path("bad.ids")
         with open(ids, "w") as f:
             f.write("1 2 3 1000000\n")

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "core/error.h"
 #include "pipeline/awq_fold.h"
 
 namespace sf {
@@ -29,22 +30,53 @@ TensorView encoded_view(const UnitTensor& t) {
   return v;
 }
 
-StatsTap::StatsTap(const ModelDesc& d, const CalibMethodInfo& m, size_t total_rows, ThreadPool& pool)
+RowCapture::RowCapture(const bool (&wanted)[kLinearInputs]) { std::copy(wanted, wanted + kLinearInputs, wanted_); }
+
+void RowCapture::input(LinearInput where, const float* x, size_t rows, size_t cols) {
+  const size_t g = size_t(where);
+  if (wanted_[g]) rows_[g].insert(rows_[g].end(), x, x + rows * cols);
+}
+
+void RowCapture::clear() {
+  for (auto& r : rows_) r.clear();
+}
+
+StatsTap::StatsTap(const ModelDesc& d, const CalibMethodInfo& m, size_t total_rows, ThreadPool& pool,
+                   const bool (&wanted)[kLinearInputs], bool with_cross)
     : pool_(pool), stride_(std::max<size_t>(1, total_rows / kAwqSampleRows)) {
+  std::copy(wanted, wanted + kLinearInputs, wanted_);
   for (size_t g = 0; g < kLinearInputs; ++g) {
+    if (!wanted_[g]) continue;
     const size_t width = group_width(d, LinearInput(g));
-    stats[g].reset(width, m.needs_gram, 0);
+    stats[g].reset(width, m.needs_gram || with_cross, 0, with_cross);
     if (m.needs_sample) sampler_[g].reset(width, false, kAwqSampleRows);
   }
 }
 
 StatsTap::StatsTap(const ModelDesc& d, bool with_gram, ThreadPool& pool) : pool_(pool), stride_(1) {
+  std::fill(wanted_, wanted_ + kLinearInputs, true);
   for (size_t g = 0; g < kLinearInputs; ++g) stats[g].reset(group_width(d, LinearInput(g)), with_gram, 0);
+}
+
+void StatsTap::pair_with(const RowCapture* ref) {
+  ref_ = ref;
+  std::fill(ref_used_, ref_used_ + kLinearInputs, 0);
 }
 
 void StatsTap::input(LinearInput where, const float* x, size_t rows, size_t cols) {
   const size_t g = size_t(where);
-  stats[g].add(x, rows, &pool_);
+  if (!wanted_[g]) return;
+  if (stats[g].with_cross) {
+    // Both runs cover the same sequences in the same calls, so the k-th rows seen here are the
+    // k-th rows the reference run captured.
+    const std::vector<float>* r = ref_ ? &ref_->rows(where) : nullptr;
+    if (!r || r->size() < (ref_used_[g] + rows) * cols)
+      fail("calibration: the reference run saw fewer rows than the quantized run");
+    stats[g].add_pair(x, r->data() + ref_used_[g] * cols, rows, &pool_);
+    ref_used_[g] += rows;
+  } else {
+    stats[g].add(x, rows, &pool_);
+  }
   if (sampler_[g].max_sample_rows > 0)
     for (size_t r = 0; r < rows; ++r, ++seen_[g])
       if (seen_[g] % stride_ == 0) sampler_[g].add(x + r * cols, 1, nullptr);

@@ -66,8 +66,18 @@ class CalibrateStage : public Stage {
     };
     params_.min_clip = real("min_clip", params_.min_clip, 0.01, 1.0);
     params_.gptq_damp = real("gptq_damp", params_.gptq_damp, 0.0, 10.0);
-    const json& order = typed(p, me, "gptq_act_order", &json::is_boolean, "true or false");
-    if (order.is_boolean()) params_.gptq_act_order = order.get<bool>();
+    auto flag = [&](const char* key, bool dflt) {
+      const json& v = typed(p, me, key, &json::is_boolean, "true or false");
+      return v.is_boolean() ? v.get<bool>() : dflt;
+    };
+    params_.gptq_act_order = flag("gptq_act_order", params_.gptq_act_order);
+    params_.gptq_clip = flag("gptq_clip", params_.gptq_clip);
+    params_.gptq_refine = flag("gptq_refine", params_.gptq_refine);
+    reference_ = flag("reference", info_.reference);
+    sequential_ = flag("sequential", info_.reference);
+    if (info_.method == CalibMethod::Awq && (reference_ || sequential_))
+      fail_usage(me + " stage: 'reference' and 'sequential' are not available with awq (its scales are folded "
+                      "into the layers before, which must not be encoded yet)");
   }
 
   std::string name() const override { return calibrate_stage_name(info_.method); }
@@ -76,7 +86,9 @@ class CalibrateStage : public Stage {
             {"ctx", ctx_},                         {"clip_steps", params_.clip_steps},
             {"min_clip", params_.min_clip},        {"awq_grid", params_.awq_grid},
             {"gptq_damp", params_.gptq_damp},      {"gptq_act_order", params_.gptq_act_order},
-            {"gptq_block", params_.gptq_block}};
+            {"gptq_block", params_.gptq_block},    {"gptq_clip", params_.gptq_clip},
+            {"gptq_refine", params_.gptq_refine},  {"reference", reference_},
+            {"sequential", sequential_}};
   }
 
   void plan(CanonicalModel& model, const PlanContext& ctx) override {
@@ -89,9 +101,10 @@ class CalibrateStage : public Stage {
     data_ = read_calib_data(spec_, ctx.tokenizer, model.desc, tokens_, ctx_);
     if (!expected_sha_.empty() && expected_sha_ != data_.sha256)
       fail_file(spec_.file, "its sha256 differs from the pipeline's file_sha256 (not the file that was meant)");
-    // The activations are held twice (X_i and the run gathering statistics): refused, before
-    // anything is written, when they would not fit in the machine's memory.
-    const double bytes = 2.0 * double(data_.tokens.size()) * double(model.desc.d_model) * sizeof(float);
+    // The activations are held once per stream (the quantized one, and the unquantized reference
+    // with `reference`), plus chunks: refused, before anything is written, when they would not fit.
+    const double bytes = (reference_ ? 2.0 : 1.0) * double(data_.tokens.size()) * double(model.desc.d_model) *
+                         sizeof(float);
     if (bytes > double(physical_memory_bytes()))
       fail_usage("calibrating on " + std::to_string(data_.tokens.size()) + " tokens needs " +
                  std::to_string(int64_t(bytes / double(1 << 20))) + " MiB of activations, more than this machine's "
@@ -147,11 +160,6 @@ class CalibrateStage : public Stage {
     const auto it = plan_.schemes.find(tensor);
     return it == plan_.schemes.end() ? nullptr : &it->second;
   }
-  // Row r of a tensor as the executor will read it: encoded with its planned scheme and decoded.
-  void decoded_row(const UnitTensor& t, size_t r, std::vector<float>& row, std::vector<uint8_t>& bytes) const {
-    sf::decoded_row(t, planned(t.spec.name), r, row, bytes);
-  }
-
   // X0: each calibration token's embedding row, plus its learned position row.
   void embed(Unit& u) {
     UnitTensor* e = find(u, TensorRole::TokenEmbedding);
@@ -160,18 +168,25 @@ class CalibrateStage : public Stage {
     UnitTensor* pos = find(u, TensorRole::PositionEmbedding);
     if (pos) need_values(*pos);
     const size_t D = size_t(desc_.d_model), rows = data_.tokens.size();
-    x_.assign(rows * D, 0.0f);
-    std::vector<float> row, prow;
-    std::vector<uint8_t> bytes;
-    for (size_t t = 0; t < rows; ++t) {
-      decoded_row(*e, size_t(data_.tokens[t]), row, bytes);
-      if (pos) {
-        const SequencePrefix prefix = sequence_prefix(desc_, &data_.tokens[t - t % data_.ctx], data_.ctx);
-        decoded_row(*pos, size_t(place_row(desc_, prefix, int64_t(t % data_.ctx)).pos_a), prow, bytes);
-        for (size_t i = 0; i < D; ++i) row[i] += prow[i];
+    // The quantized stream from the rows as the executor will read them; the reference stream
+    // from the f32 rows (planned scheme null).
+    auto fill = [&](std::vector<float>& x, bool quantized) {
+      x.assign(rows * D, 0.0f);
+      std::vector<float> row, prow;
+      std::vector<uint8_t> bytes;
+      for (size_t t = 0; t < rows; ++t) {
+        sf::decoded_row(*e, quantized ? planned(e->spec.name) : nullptr, size_t(data_.tokens[t]), row, bytes);
+        if (pos) {
+          const SequencePrefix prefix = sequence_prefix(desc_, &data_.tokens[t - t % data_.ctx], data_.ctx);
+          sf::decoded_row(*pos, quantized ? planned(pos->spec.name) : nullptr,
+                          size_t(place_row(desc_, prefix, int64_t(t % data_.ctx)).pos_a), prow, bytes);
+          for (size_t i = 0; i < D; ++i) row[i] += prow[i];
+        }
+        std::copy(row.begin(), row.end(), &x[t * D]);
       }
-      std::copy(row.begin(), row.end(), &x_[t * D]);
-    }
+    };
+    fill(x_, true);
+    if (reference_) fill(x_ref_, false);
   }
 
   // Encodes t with its planned scheme when that is an integer type; returns whether it did.
@@ -203,59 +218,76 @@ class CalibrateStage : public Stage {
     refuse_non_finite_values(t, source);
   }
 
+  using Named = std::vector<std::pair<std::string, UnitTensor*>>;
+
+  // The linears of group g that the plan gives an integer type.
+  std::vector<UnitTensor*> encodable(const Named& named, LinearInput g) const {
+    std::vector<UnitTensor*> out;
+    for (const auto& n : group_linears(desc_, g))
+      for (const auto& [name, t] : named)
+        if (name == n) {
+          const Scheme* s = planned(t->spec.name);
+          if (s && integer_type(s->type)) out.push_back(t);
+        }
+    return out;
+  }
+
   void block(Unit& u, StageContext& ctx) {
     const std::string prefix = block_prefix(u.index);
-    std::vector<std::pair<std::string, UnitTensor*>> named;
+    Named named;
     for (auto& t : u.tensors) {
       need_values(t);
       check_finite(t, ctx.source);
       named.emplace_back(t.spec.name.substr(prefix.size()), &t);
     }
-    auto lookup = [&](const std::string& n) -> UnitTensor* {
+    const BlockValues values = [&](const std::string& n) -> std::vector<float>* {
       for (auto& [name, t] : named)
-        if (name == n) return t;
+        if (name == n) return &t->values;
       return nullptr;
     };
-    const BlockValues values = [&](const std::string& n) { return lookup(n) ? &lookup(n)->values : nullptr; };
-
-    // The f32 run on a copy of X_i: statistics of every group's input.
-    StatsTap tap(desc_, info_, data_.tokens.size(), ctx.pool);
-    {
-      std::vector<float> scratch(x_);
-      std::vector<TensorView> views;
-      run(named, views, scratch, ctx, &tap, false);
-    }
-    tap.finish();
-    // AWQ: scales per group, folded into the op before (when it can absorb them).
-    if (info_.method == CalibMethod::Awq)
-      for (const auto& rule : awq_fold_rules()) {
-        if (rule.cannot_fold(desc_)) continue;
-        std::vector<AwqLinear> linears;
-        for (const auto& n : group_linears(desc_, rule.input)) {
-          UnitTensor* t = lookup(n);
-          const Scheme* s = t ? planned(t->spec.name) : nullptr;
-          if (!t || !s || !integer_type(s->type)) continue;
-          linears.push_back({t->values.data(), size_t(t->spec.shape[0]), *s});
-        }
-        if (linears.empty()) continue;
-        InputStats& st = tap.stats[size_t(rule.input)];
-        const std::vector<float> s = awq_search_scales(linears, st.channels, st, params_, ctx.pool);
-        bool trivial = true;
-        for (float v : s) {
-          if (!(v > 0.0f) || !std::isfinite(v)) fail("awq: a scale that is not positive and finite");
-          trivial = trivial && v == 1.0f;
-        }
-        if (trivial) continue;
-        awq_fold(desc_, rule.input, s, values);
-        rescale_stats(st, s);
+    constexpr LinearInput kGroups[] = {LinearInput::AttnIn, LinearInput::AttnOut, LinearInput::FfnIn,
+                                       LinearInput::FfnMid};
+    if (sequential_) {
+      // True-sequential: each group's statistics come from a run in which the groups before it in
+      // the block are already encoded, so its inputs are what the executor will feed it.
+      for (LinearInput g : kGroups) {
+        const std::vector<UnitTensor*> ts = encodable(named, g);
+        if (ts.empty()) continue;
+        bool wanted[kLinearInputs] = {};
+        wanted[size_t(g)] = true;
+        StatsTap tap = gather(named, wanted, ctx);
+        for (UnitTensor* t : ts) encode(*t, tap.stats[size_t(g)], ctx);
       }
-    // Every linear the plan gives an integer type, with the statistics of its input.
-    for (const auto& g : awq_fold_rules())
-      for (const auto& n : group_linears(desc_, g.input))
-        if (UnitTensor* t = lookup(n)) encode(*t, tap.stats[size_t(g.input)], ctx);
-    // The run the next block is calibrated on: encoded weights where there are some.
-    std::vector<TensorView> views;
-    run(named, views, x_, ctx, nullptr, true);
+    } else {
+      bool wanted[kLinearInputs];
+      std::fill(wanted, wanted + kLinearInputs, true);
+      StatsTap tap = gather(named, wanted, ctx);
+      // AWQ: scales per group, folded into the op before (when it can absorb them).
+      if (info_.method == CalibMethod::Awq)
+        for (const auto& rule : awq_fold_rules()) {
+          if (rule.cannot_fold(desc_)) continue;
+          std::vector<AwqLinear> linears;
+          for (UnitTensor* t : encodable(named, rule.input))
+            linears.push_back({t->values.data(), size_t(t->spec.shape[0]), *planned(t->spec.name)});
+          if (linears.empty()) continue;
+          InputStats& st = tap.stats[size_t(rule.input)];
+          const std::vector<float> s = awq_search_scales(linears, st.channels, st, params_, ctx.pool);
+          bool trivial = true;
+          for (float v : s) {
+            if (!(v > 0.0f) || !std::isfinite(v)) fail("awq: a scale that is not positive and finite");
+            trivial = trivial && v == 1.0f;
+          }
+          if (trivial) continue;
+          awq_fold(desc_, rule.input, s, values);
+          rescale_stats(st, s);
+        }
+      for (LinearInput g : kGroups)
+        for (UnitTensor* t : encodable(named, g)) encode(*t, tap.stats[size_t(g)], ctx);
+    }
+    // The streams the next block is calibrated on: the unquantized one through the f32 weights,
+    // the quantized one through the encoded weights where there are some.
+    if (reference_) run(named, x_ref_.data(), 0, data_.n_seq, ctx, nullptr, false);
+    run(named, x_.data(), 0, data_.n_seq, ctx, nullptr, true);
     for (auto& [name, t] : named)
       if (t->has_encoded) {
         std::vector<float>().swap(t->values);
@@ -263,9 +295,33 @@ class CalibrateStage : public Stage {
       }
   }
 
-  void run(const std::vector<std::pair<std::string, UnitTensor*>>& named, std::vector<TensorView>& views,
-           std::vector<float>& x, StageContext& ctx, BlockTap* tap, bool encoded) {
-    views.clear();
+  // One statistics pass over the calibration sequences, a chunk at a time: with `reference`, each
+  // chunk first runs through the f32 block on the reference stream (its rows captured), then on
+  // the quantized stream through the block as encoded so far, paired row for row.
+  StatsTap gather(const Named& named, const bool (&wanted)[kLinearInputs], StageContext& ctx) {
+    StatsTap tap(desc_, info_, data_.tokens.size(), ctx.pool, wanted, reference_);
+    RowCapture capture(wanted);
+    const size_t D = size_t(desc_.d_model), per = std::max<size_t>(1, kChunkRows / data_.ctx);
+    std::vector<float> xq, xr;
+    for (size_t s0 = 0; s0 < data_.n_seq; s0 += per) {
+      const size_t ns = std::min(per, data_.n_seq - s0), at = s0 * data_.ctx * D, span = ns * data_.ctx * D;
+      if (reference_) {
+        capture.clear();
+        xr.assign(x_ref_.begin() + ptrdiff_t(at), x_ref_.begin() + ptrdiff_t(at + span));
+        run(named, xr.data(), s0, ns, ctx, &capture, false);
+        tap.pair_with(&capture);
+      }
+      xq.assign(x_.begin() + ptrdiff_t(at), x_.begin() + ptrdiff_t(at + span));
+      run(named, xq.data(), s0, ns, ctx, &tap, true);
+    }
+    tap.finish();
+    return tap;
+  }
+
+  // Sequences [s0, s0 + n_seq) of x (which starts at sequence s0) through the block: f32 weights,
+  // or (encoded) the encoded bytes of the tensors encoded so far.
+  void run(const Named& named, float* x, size_t s0, size_t n_seq, StageContext& ctx, BlockTap* tap, bool encoded) {
+    std::vector<TensorView> views;
     views.reserve(named.size());
     LayerWeights w;
     for (const auto& [name, t] : named) {
@@ -274,7 +330,7 @@ class CalibrateStage : public Stage {
       views.push_back(encoded && t->has_encoded ? encoded_view(*t) : f32_view(*t));
       w.*slot = &views.back();
     }
-    run_block_on_sequences(desc_, w, data_.tokens.data(), x.data(), data_.n_seq, data_.ctx, &ctx.pool, tap);
+    run_block_on_sequences(desc_, w, data_.tokens.data() + s0 * data_.ctx, x, n_seq, data_.ctx, &ctx.pool, tap);
   }
 
   // The untied output projection, on the head norm of X_N.
@@ -294,14 +350,21 @@ class CalibrateStage : public Stage {
     TensorView nb;
     if (bias) nb = f32_view(*bias);
     InputStats st;
-    st.reset(D, info_.needs_gram, info_.needs_sample ? kAwqSampleRows : 0);
-    std::vector<float> xn(std::min<size_t>(rows, 4096) * D);
-    for (size_t r0 = 0; r0 < rows; r0 += 4096) {
-      const size_t n = std::min<size_t>(4096, rows - r0);
+    st.reset(D, info_.needs_gram || reference_, info_.needs_sample ? kAwqSampleRows : 0, reference_);
+    std::vector<float> xn(std::min(rows, kChunkRows) * D), xr;
+    if (reference_) xr.resize(xn.size());
+    for (size_t r0 = 0; r0 < rows; r0 += kChunkRows) {
+      const size_t n = std::min(kChunkRows, rows - r0);
       kernels::norm(desc_.norm, &x_[r0 * D], n, D, nw, bias ? &nb : nullptr, desc_.norm_eps, xn.data());
-      st.add(xn.data(), n, &ctx.pool);
+      if (reference_) {
+        kernels::norm(desc_.norm, &x_ref_[r0 * D], n, D, nw, bias ? &nb : nullptr, desc_.norm_eps, xr.data());
+        st.add_pair(xn.data(), xr.data(), n, &ctx.pool);
+      } else {
+        st.add(xn.data(), n, &ctx.pool);
+      }
     }
     std::vector<float>().swap(x_);
+    std::vector<float>().swap(x_ref_);
     encode(*out, st, ctx);
     if (out->has_encoded) {
       std::vector<float>().swap(out->values);
@@ -317,7 +380,10 @@ class CalibrateStage : public Stage {
   CalibData data_;
   ModelDesc desc_;
   QuantPlan plan_;
-  std::vector<float> x_;  // the activations entering the next block: n_seq x ctx x d_model
+  static constexpr size_t kChunkRows = 4096;  // rows per statistics run (whole sequences)
+  bool reference_ = false, sequential_ = false;
+  std::vector<float> x_;      // the activations entering the next block: n_seq x ctx x d_model
+  std::vector<float> x_ref_;  // the same through the unquantized model (with reference_)
   std::vector<std::string> skipped_, warnings_;
   size_t calibrated_ = 0;
   double seconds_ = 0;
@@ -343,7 +409,8 @@ std::string calib_method_names() {
 const std::vector<std::string>& calibrate_stage_params() {
   static const std::vector<std::string> p = {"calib",    "file_sha256", "tokens",    "ctx",
                                              "clip_steps", "min_clip",  "awq_grid",  "gptq_damp",
-                                             "gptq_act_order", "gptq_block"};
+                                             "gptq_act_order", "gptq_block", "gptq_clip", "gptq_refine",
+                                             "reference", "sequential"};
   return p;
 }
 

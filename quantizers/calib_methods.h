@@ -25,6 +25,13 @@ std::vector<float> clip_ratios(const CalibParams& params);
 GroupParams mse_fit_group(const QuantGrid& grid, const float* w, const double* imp, size_t n,
                           const std::vector<float>& ratios, double* err = nullptr);
 
+// Refits one row's group parameters (scales; int4_asym's mins too) for its fixed codes by least
+// squares on the row's output error (t - q)ᵀ H (t - q): H a full cols x cols matrix (row-major), or,
+// when H is null, the diagonal `diag`. Values are rounded as the row stores them; the parameters
+// change only when that lowers the error (returns whether they did). `inv` is left as it was.
+bool refine_group_params(const QuantGrid& grid, const float* t, const double* H, const double* diag,
+                         GroupParams* ps, const int* codes);
+
 // Whole tensors, rows x grid.row_bytes() bytes.
 std::vector<uint8_t> encode_mse(const QuantGrid& grid, const float* w, size_t rows, const std::vector<double>& imp,
                                 const CalibParams& params, ThreadPool& pool);

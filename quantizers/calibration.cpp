@@ -11,11 +11,11 @@ namespace {
 
 const std::vector<CalibMethodInfo> kCalibMethods = {
     {CalibMethod::Mse, "mse", "per-group clipping range minimising the error weighted by the inputs' second moments",
-     false, false},
+     false, false, false},
     {CalibMethod::Awq, "awq", "activation-aware per-channel scaling folded into the op before, then mse clipping",
-     false, true},
+     false, true, false},
     {CalibMethod::Gptq, "gptq", "Hessian-based error compensation column by column (Cholesky, lazy batches)", true,
-     false},
+     false, true},
 };
 
 }  // namespace
@@ -54,7 +54,11 @@ std::vector<uint8_t> encode_calibrated(CalibMethod method, const std::string& te
     // AWQ's scales are already folded into w and stats (the caller scaled both), so what is left
     // is mse clipping with the scaled inputs' importance.
     case CalibMethod::Awq:
-    case CalibMethod::Mse: return encode_mse(grid, w, rows, channel_importance(stats, cols), params, pool);
+    case CalibMethod::Mse: {
+      std::vector<float> target;  // with the reference stream's statistics: fit the reference output
+      const bool ref = reference_target(w, rows, cols, stats, params.gptq_damp, target, pool);
+      return encode_mse(grid, ref ? target.data() : w, rows, channel_importance(stats, cols), params, pool);
+    }
   }
   fail("unknown calibration method");
 }

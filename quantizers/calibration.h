@@ -27,6 +27,8 @@ struct CalibMethodInfo {
   const char* description;  // one line, for --help and docs
   bool needs_gram;          // gathers Σ x xᵀ per input (GPTQ's Hessian)
   bool needs_sample;        // keeps a sample of input rows (AWQ's scale search)
+  bool reference;           // by default fits the unquantized model's outputs (reference_target),
+                            // group by group within a block (true-sequential)
 };
 const std::vector<CalibMethodInfo>& calib_methods();
 std::optional<CalibMethod> calib_method_from_name(std::string_view name);
@@ -40,15 +42,22 @@ struct InputStats {
   std::vector<double> sum_sq;   // per input channel: Σ x_j² (the importance of column j: sum_sq / tokens)
   std::vector<double> sum_abs;  // per input channel: Σ |x_j| (AWQ's activation magnitude)
   std::vector<double> gram;     // Σ x xᵀ, channels x channels, row-major; empty unless with_gram
+  // Σ r xᵀ over pairs (r, x) where r is the row the unquantized model feeds this group at the same
+  // position (the reference stream): cross[i * channels + j] = Σ r_i x_j. Empty unless with_cross.
+  // With it, the methods fit the unquantized model's output W r rather than W x (reference_target).
+  std::vector<double> cross;
   std::vector<float> sample;    // up to max_sample_rows input rows, row-major (AWQ's search)
   size_t sample_rows = 0;
   bool with_gram = false;
+  bool with_cross = false;
   size_t max_sample_rows = 0;
 
-  void reset(size_t channels, bool with_gram, size_t max_sample_rows);
+  void reset(size_t channels, bool with_gram, size_t max_sample_rows, bool with_cross = false);
   // Adds `rows` rows of `channels` activations. The sums are the same bits whatever the pool's
   // size (each sum runs over the rows in order), so calibrated artifacts do not depend on -t.
   void add(const float* x, size_t rows, ThreadPool* pool);
+  // add(x), and (with_cross) the cross sums of the paired reference rows ref (rows x channels).
+  void add_pair(const float* x, const float* ref, size_t rows, ThreadPool* pool);
 };
 
 // Settings of the methods; every field is recorded in the manifest.
@@ -59,7 +68,17 @@ struct CalibParams {
   double gptq_damp = 0.01;    // gptq: added to the Hessian's diagonal, times its mean
   bool gptq_act_order = false;
   size_t gptq_block = 128;    // gptq: columns per lazy batch update
+  bool gptq_clip = true;      // gptq: fit each group's range with mse's clip search (weighted by diag H)
+  bool gptq_refine = true;    // gptq: refit each row's group scales by least squares once codes are fixed
 };
+
+// The weights whose output on this group's (quantized-stream) inputs x best matches the reference
+// output W r: T = W (C + λI)(H + λI)⁻¹ with H = Σ x xᵀ / n, C = Σ r xᵀ / n and λ = damp · mean(diag H),
+// which is W when the streams agree and moves towards W C H⁻¹ (the least-squares fit) as data
+// accumulates. rows x cols, row-major. Returns W unchanged (and false) without cross statistics or
+// when H + λI does not factor.
+bool reference_target(const float* w, size_t rows, size_t cols, const InputStats& stats, double damp,
+                      std::vector<float>& target, ThreadPool& pool);
 
 // Encodes rows x cols weights (row-major f32) with `scheme` so as to minimise the output error on
 // inputs with `stats` (stats.channels == cols). Returns rows x row_bytes bytes in the type's row

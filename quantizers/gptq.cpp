@@ -68,10 +68,14 @@ size_t batch_length(const QuantGrid& grid, size_t i0, size_t block, bool act_ord
 
 }  // namespace
 
-std::vector<uint8_t> encode_gptq(const std::string& tensor, const QuantGrid& grid, const float* w, size_t rows,
+std::vector<uint8_t> encode_gptq(const std::string& tensor, const QuantGrid& grid, const float* w_in, size_t rows,
                                  const InputStats& stats, const CalibParams& params, ThreadPool& pool,
                                  std::vector<std::string>& warnings) {
   const size_t cols = grid.cols(), G = grid.groups(), rb = grid.row_bytes();
+  // With the reference stream's statistics, GPTQ quantizes the reference target instead of W.
+  std::vector<float> target;
+  if (reference_target(w_in, rows, cols, stats, params.gptq_damp, target, pool)) w_in = target.data();
+  const float* w = w_in;
   auto fall_back = [&](const std::string& why) {
     warnings.push_back(tensor + ": GPTQ " + why + "; encoded with mse clipping instead.");
     return encode_mse(grid, w, rows, channel_importance(stats, cols), params, pool);
@@ -118,6 +122,18 @@ std::vector<uint8_t> encode_gptq(const std::string& tensor, const QuantGrid& gri
   }
   if (!factored) return fall_back("could not factor the Hessian even with dampening raised 1000x");
 
+  // A group's parameters: the clipping (among mse's ratios) with the least weight error weighted
+  // by diag H, or plain round-to-nearest's range.
+  const std::vector<float> ratios = params.gptq_clip ? clip_ratios(params) : std::vector<float>{1.0f};
+  auto fit = [&](const float* v, size_t b, size_t n) { return mse_fit_group(grid, v, &diag[b], n, ratios); };
+  // The undamped H for the least-squares refit of the group parameters (dead channels' rows and
+  // columns are zero: whatever their codes, they cost nothing).
+  std::vector<double> Hn;
+  if (params.gptq_refine) {
+    Hn.resize(cols * cols);
+    for (size_t i = 0; i < cols * cols; ++i) Hn[i] = stats.gram[i] / tokens;
+  }
+
   const size_t block = std::max<size_t>(params.gptq_block, 1);
   const size_t chunks = (rows + kRowChunk - 1) / kRowChunk;
   std::vector<uint8_t> out(rows * rb, 0);
@@ -141,7 +157,7 @@ std::vector<uint8_t> encode_gptq(const std::string& tensor, const QuantGrid& gri
           for (size_t g = 0; g < G; ++g) {
             const size_t b = grid.group_begin(g), e = grid.group_end(g);
             for (size_t j = b; j < e; ++j) buf[j - b] = dead[j] ? 0.0f : w[(r0 + r) * cols + j];
-            ps[r * G + g] = grid.fit(buf.data(), e - b, 1.0f);
+            ps[r * G + g] = fit(buf.data(), b, e - b);
           }
       for (size_t i0 = 0, nb = 0; i0 < cols; i0 += nb) {
         nb = batch_length(grid, i0, block, params.gptq_act_order);
@@ -154,7 +170,7 @@ std::vector<uint8_t> encode_gptq(const std::string& tensor, const QuantGrid& gri
             if (!params.gptq_act_order && col == grid.group_begin(g)) {  // fitted from the updated weights
               const size_t e = grid.group_end(g);
               for (size_t j = col; j < e; ++j) buf[j - col] = float(W(r, j));
-              p = grid.fit(buf.data(), e - col, 1.0f);
+              p = fit(buf.data(), col, e - col);
             }
             const float x = float(W(r, k));
             const int c = grid.code(x, p);
@@ -172,6 +188,8 @@ std::vector<uint8_t> encode_gptq(const std::string& tensor, const QuantGrid& gri
       for (size_t r = 0; r < nr; ++r) {
         for (size_t g = 0; g < G; ++g)
           if (!std::isfinite(ps[r * G + g].scale) || !std::isfinite(ps[r * G + g].min)) chunk_failed[ch] = 1;
+        if (params.gptq_refine)
+          refine_group_params(grid, &w[(r0 + r) * cols], Hn.data(), nullptr, &ps[r * G], &codes[r * cols]);
         grid.pack_row(&ps[r * G], &codes[r * cols], &out[(r0 + r) * rb]);
       }
     }

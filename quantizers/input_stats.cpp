@@ -22,13 +22,15 @@ void run(ThreadPool* pool, size_t n, const std::function<void(size_t, size_t)>& 
 
 }  // namespace
 
-void InputStats::reset(size_t n, bool gram_too, size_t max_sample) {
+void InputStats::reset(size_t n, bool gram_too, size_t max_sample, bool cross_too) {
   channels = n;
   tokens = 0;
   sum_sq.assign(n, 0.0);
   sum_abs.assign(n, 0.0);
   with_gram = gram_too;
   gram.assign(gram_too ? n * n : 0, 0.0);
+  with_cross = cross_too;
+  cross.assign(cross_too ? n * n : 0, 0.0);
   max_sample_rows = max_sample;
   sample.clear();
   sample_rows = 0;
@@ -78,6 +80,29 @@ void InputStats::add(const float* x, size_t rows, ThreadPool* pool) {
     });
   }
   tokens += rows;
+}
+
+void InputStats::add_pair(const float* x, const float* ref, size_t rows, ThreadPool* pool) {
+  add(x, rows, pool);
+  const size_t c = channels;
+  if (!with_cross || rows == 0 || c == 0) return;
+  using RowMajorF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using RowMajor = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  Eigen::Map<RowMajor> C(cross.data(), Eigen::Index(c), Eigen::Index(c));
+  const size_t tiles = (c + kGramTile - 1) / kGramTile;
+  Eigen::MatrixXd X, R;
+  for (size_t r0 = 0; r0 < rows; r0 += kRowChunk) {
+    const size_t n = std::min(kRowChunk, rows - r0);
+    X = Eigen::Map<const RowMajorF>(x + r0 * c, Eigen::Index(n), Eigen::Index(c)).cast<double>();
+    R = Eigen::Map<const RowMajorF>(ref + r0 * c, Eigen::Index(n), Eigen::Index(c)).cast<double>();
+    // Not symmetric: every row tile of C in full, each tile's shape fixed by its index.
+    run(pool, tiles, [&](size_t t0, size_t t1) {
+      for (size_t t = t0; t < t1; ++t) {
+        const Eigen::Index i0 = Eigen::Index(t * kGramTile), ni = Eigen::Index(std::min(kGramTile, c - t * kGramTile));
+        C.middleRows(i0, ni).noalias() += R.middleCols(i0, ni).transpose() * X;
+      }
+    });
+  }
 }
 
 }  // namespace sf

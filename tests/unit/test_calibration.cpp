@@ -308,6 +308,8 @@ void expect_matches_reference(const Scheme& s, bool act_order, size_t block) {
   CalibParams params;
   params.gptq_block = block;
   params.gptq_act_order = act_order;
+  params.gptq_clip = false;  // the textbook algorithm: round-to-nearest's range, no refit
+  params.gptq_refine = false;
   ThreadPool pool(1);
   std::vector<std::string> warnings;
   const auto bytes = encode_calibrated(CalibMethod::Gptq, "t", w.data(), rows, cols, s, st, params, pool, warnings);

@@ -1,0 +1,62 @@
+// The reference target: what a layer fed the quantized model's inputs x should compute so that its
+// output matches the unquantized model's, W r, on the calibration data. Minimising
+// Σ ||W r - Q x||² over Q is, up to a constant, minimising tr((Q - T) H (Q - T)ᵀ) with
+// T = W C H⁻¹ (H = Σ x xᵀ, C = Σ r xᵀ): the methods then quantize T with H as they would W. The
+// same λ GPTQ dampens H with is added to C too, so T falls back to W where the data says little.
+#include <Eigen/Dense>
+#include <algorithm>
+#include <cmath>
+
+#include "quantizers/calibration.h"
+
+namespace sf {
+
+namespace {
+constexpr size_t kRowChunk = 64;  // weight rows per task: fixed, so the bits never depend on -t
+}
+
+bool reference_target(const float* w, size_t rows, size_t cols, const InputStats& stats, double damp,
+                      std::vector<float>& target, ThreadPool& pool) {
+  target.assign(w, w + rows * cols);
+  if (!stats.with_cross || stats.cross.size() != cols * cols || stats.gram.size() != cols * cols ||
+      stats.tokens == 0 || cols == 0)
+    return false;
+  using RowMajor = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const double n = double(stats.tokens);
+  const Eigen::Map<const RowMajor> G(stats.gram.data(), Eigen::Index(cols), Eigen::Index(cols));
+  const Eigen::Map<const RowMajor> C(stats.cross.data(), Eigen::Index(cols), Eigen::Index(cols));
+  Eigen::MatrixXd H = G / n;
+  double lambda = damp * H.diagonal().mean();
+  if (!(lambda > 0)) lambda = 1e-12 * std::max(H.diagonal().cwiseAbs().maxCoeff(), 1e-300);
+  H.diagonal().array() += lambda;
+  Eigen::MatrixXd At = C.transpose() / n;  // (C + λI)ᵀ
+  At.diagonal().array() += lambda;
+  const Eigen::LLT<Eigen::MatrixXd> llt(H);
+  if (llt.info() != Eigen::Success) return false;
+  const Eigen::MatrixXd M = llt.solve(At);  // H⁻¹ (C + λI)ᵀ, so T = W Mᵀ
+  if (!M.allFinite()) return false;
+  const size_t chunks = (rows + kRowChunk - 1) / kRowChunk;
+  std::vector<char> bad(chunks, 0);
+  pool.parallel_for(chunks, [&](size_t c0, size_t c1) {
+    for (size_t ch = c0; ch < c1; ++ch) {
+      const size_t r0 = ch * kRowChunk, nr = std::min(kRowChunk, rows - r0);
+      const RowMajor Wc =
+          Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(
+              w + r0 * cols, Eigen::Index(nr), Eigen::Index(cols)).cast<double>();
+      const RowMajor T = Wc * M.transpose();
+      for (size_t r = 0; r < nr; ++r)
+        for (size_t j = 0; j < cols; ++j) {
+          const float v = float(T(Eigen::Index(r), Eigen::Index(j)));
+          if (!std::isfinite(v)) bad[ch] = 1;
+          target[(r0 + r) * cols + j] = v;
+        }
+    }
+  });
+  if (std::find(bad.begin(), bad.end(), 1) != bad.end()) {
+    target.assign(w, w + rows * cols);
+    return false;
+  }
+  return true;
+}
+
+}  // namespace sf

@@ -150,6 +150,7 @@ void BlockExec::run(const LayerWeights& w, float* x, const BlockRows& rows, Bloc
   attention(rows);
   tapped(LinearInput::AttnOut, att_.data(), qd);
   kernels::matmul(*w.o, w.o_b, att_.data(), n, o_.data(), pool_);
+  if (tap && d.residual != ResidualKind::ScaledNormInput) tap->residual_base(LinearInput::AttnOut, x, n, D);
   residual(o_.data());
 
   norm(*w.ffn_norm, w.ffn_norm_b);
@@ -168,6 +169,7 @@ void BlockExec::run(const LayerWeights& w, float* x, const BlockRows& rows, Bloc
   }
   tapped(LinearInput::FfnMid, up_.data(), F);
   kernels::matmul(*w.down, w.down_b, up_.data(), n, o_.data(), pool_);
+  if (tap && d.residual != ResidualKind::ScaledNormInput) tap->residual_base(LinearInput::FfnMid, x, n, D);
   residual(o_.data());
 }
 

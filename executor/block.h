@@ -24,6 +24,11 @@ class BlockTap {
  public:
   virtual ~BlockTap() = default;
   virtual void input(LinearInput where, const float* x, size_t rows, size_t cols) = 0;
+  // The residual stream rows the output of group `where` (AttnOut: o; FfnMid: down) is about to be
+  // added to, after that group's input() of the same call. Only where the residual is a plain sum.
+  virtual void residual_base(LinearInput where, const float* x, size_t rows, size_t cols) {
+    (void)where, (void)x, (void)rows, (void)cols;
+  }
 };
 
 // Where a sequence's tokens sit: ChatGLM-6B's prefix (tokens before the first <sop> see each other;

@@ -37,13 +37,19 @@ void RowCapture::input(LinearInput where, const float* x, size_t rows, size_t co
   if (wanted_[g]) rows_[g].insert(rows_[g].end(), x, x + rows * cols);
 }
 
+void RowCapture::residual_base(LinearInput where, const float* x, size_t rows, size_t cols) {
+  const size_t g = size_t(where);
+  if (wanted_[g]) bases_[g].insert(bases_[g].end(), x, x + rows * cols);
+}
+
 void RowCapture::clear() {
   for (auto& r : rows_) r.clear();
+  for (auto& b : bases_) b.clear();
 }
 
 StatsTap::StatsTap(const ModelDesc& d, const CalibMethodInfo& m, size_t total_rows, ThreadPool& pool,
-                   const bool (&wanted)[kLinearInputs], bool with_cross)
-    : pool_(pool), stride_(std::max<size_t>(1, total_rows / kAwqSampleRows)) {
+                   const bool (&wanted)[kLinearInputs], bool with_cross, bool with_drift)
+    : pool_(pool), stride_(std::max<size_t>(1, total_rows / kAwqSampleRows)), drift_(with_cross && with_drift) {
   std::copy(wanted, wanted + kLinearInputs, wanted_);
   for (size_t g = 0; g < kLinearInputs; ++g) {
     if (!wanted_[g]) continue;
@@ -61,6 +67,20 @@ StatsTap::StatsTap(const ModelDesc& d, bool with_gram, ThreadPool& pool) : pool_
 void StatsTap::pair_with(const RowCapture* ref) {
   ref_ = ref;
   std::fill(ref_used_, ref_used_ + kLinearInputs, 0);
+  std::fill(base_used_, base_used_ + kLinearInputs, 0);
+}
+
+void StatsTap::residual_base(LinearInput where, const float* x, size_t rows, size_t cols) {
+  const size_t g = size_t(where);
+  if (!drift_ || !wanted_[g]) return;
+  const std::vector<float>* r = ref_ ? &ref_->bases(where) : nullptr;
+  if (!r || r->size() < (base_used_[g] + rows) * cols || last_in_[g].size() != rows * stats[g].channels)
+    fail("calibration: the reference run saw fewer rows than the quantized run");
+  delta_.resize(rows * cols);
+  const float* rb = r->data() + base_used_[g] * cols;
+  for (size_t i = 0; i < rows * cols; ++i) delta_[i] = rb[i] - x[i];
+  stats[g].add_residual(delta_.data(), last_in_[g].data(), rows, cols, &pool_);
+  base_used_[g] += rows;
 }
 
 void StatsTap::input(LinearInput where, const float* x, size_t rows, size_t cols) {
@@ -74,6 +94,7 @@ void StatsTap::input(LinearInput where, const float* x, size_t rows, size_t cols
       fail("calibration: the reference run saw fewer rows than the quantized run");
     stats[g].add_pair(x, r->data() + ref_used_[g] * cols, rows, &pool_);
     ref_used_[g] += rows;
+    if (drift_) last_in_[g].assign(x, x + rows * cols);
   } else {
     stats[g].add(x, rows, &pool_);
   }

@@ -29,12 +29,14 @@ class RowCapture : public BlockTap {
  public:
   explicit RowCapture(const bool (&wanted)[kLinearInputs]);
   void input(LinearInput where, const float* x, size_t rows, size_t cols) override;
+  void residual_base(LinearInput where, const float* x, size_t rows, size_t cols) override;
   void clear();
   const std::vector<float>& rows(LinearInput g) const { return rows_[size_t(g)]; }
+  const std::vector<float>& bases(LinearInput g) const { return bases_[size_t(g)]; }
 
  private:
   bool wanted_[kLinearInputs];
-  std::vector<float> rows_[kLinearInputs];
+  std::vector<float> rows_[kLinearInputs], bases_[kLinearInputs];
 };
 
 // Gathers InputStats for each linear group of a block run. AWQ's sample rows are spread over every
@@ -43,14 +45,16 @@ class RowCapture : public BlockTap {
 class StatsTap : public BlockTap {
  public:
   // Gram matrix and sample rows as method m needs them, for the wanted groups only; with_cross:
-  // cross statistics with the rows of a RowCapture given to pair_with before each run.
+  // cross statistics with the rows of a RowCapture given to pair_with before each run; with_drift
+  // (and with_cross): the residual drift statistics of the groups whose output joins the residual.
   StatsTap(const ModelDesc& d, const CalibMethodInfo& m, size_t total_rows, ThreadPool& pool,
-           const bool (&wanted)[kLinearInputs], bool with_cross);
+           const bool (&wanted)[kLinearInputs], bool with_cross, bool with_drift);
   // With or without the Gram matrix, no sample rows, every group.
   StatsTap(const ModelDesc& d, bool with_gram, ThreadPool& pool);
   // The next run's rows are paired, call by call, with what `ref` captured of the same sequences.
   void pair_with(const RowCapture* ref);
   void input(LinearInput where, const float* x, size_t rows, size_t cols) override;
+  void residual_base(LinearInput where, const float* x, size_t rows, size_t cols) override;
   // After the run: the sample rows into the statistics.
   void finish();
   InputStats stats[kLinearInputs];
@@ -62,7 +66,9 @@ class StatsTap : public BlockTap {
   InputStats sampler_[kLinearInputs];
   size_t seen_[kLinearInputs] = {};
   const RowCapture* ref_ = nullptr;
-  size_t ref_used_[kLinearInputs] = {};
+  size_t ref_used_[kLinearInputs] = {}, base_used_[kLinearInputs] = {};
+  bool drift_ = false;
+  std::vector<float> last_in_[kLinearInputs], delta_;  // the call's input rows; drift scratch
 };
 
 // Row r of t's f32 values as the executor will read it: encoded with `scheme` and decoded (as is

@@ -75,8 +75,9 @@ class CalibrateStage : public Stage {
     params_.gptq_refine = flag("gptq_refine", params_.gptq_refine);
     reference_ = flag("reference", info_.reference);
     sequential_ = flag("sequential", info_.reference);
-    if (info_.method == CalibMethod::Awq && (reference_ || sequential_))
-      fail_usage(me + " stage: 'reference' and 'sequential' are not available with awq (its scales are folded "
+    drift_ = flag("drift", info_.reference);
+    if (info_.method == CalibMethod::Awq && (reference_ || sequential_ || drift_))
+      fail_usage(me + " stage: 'reference', 'sequential' and 'drift' are not available with awq (its scales are folded "
                       "into the layers before, which must not be encoded yet)");
   }
 
@@ -88,7 +89,7 @@ class CalibrateStage : public Stage {
             {"gptq_damp", params_.gptq_damp},      {"gptq_act_order", params_.gptq_act_order},
             {"gptq_block", params_.gptq_block},    {"gptq_clip", params_.gptq_clip},
             {"gptq_refine", params_.gptq_refine},  {"reference", reference_},
-            {"sequential", sequential_}};
+            {"sequential", sequential_},           {"drift", drift_}};
   }
 
   void plan(CanonicalModel& model, const PlanContext& ctx) override {
@@ -299,7 +300,7 @@ class CalibrateStage : public Stage {
   // chunk first runs through the f32 block on the reference stream (its rows captured), then on
   // the quantized stream through the block as encoded so far, paired row for row.
   StatsTap gather(const Named& named, const bool (&wanted)[kLinearInputs], StageContext& ctx) {
-    StatsTap tap(desc_, info_, data_.tokens.size(), ctx.pool, wanted, reference_);
+    StatsTap tap(desc_, info_, data_.tokens.size(), ctx.pool, wanted, reference_, drift_);
     RowCapture capture(wanted);
     const size_t D = size_t(desc_.d_model), per = std::max<size_t>(1, kChunkRows / data_.ctx);
     std::vector<float> xq, xr;
@@ -381,7 +382,7 @@ class CalibrateStage : public Stage {
   ModelDesc desc_;
   QuantPlan plan_;
   static constexpr size_t kChunkRows = 4096;  // rows per statistics run (whole sequences)
-  bool reference_ = false, sequential_ = false;
+  bool reference_ = false, sequential_ = false, drift_ = false;
   std::vector<float> x_;      // the activations entering the next block: n_seq x ctx x d_model
   std::vector<float> x_ref_;  // the same through the unquantized model (with reference_)
   std::vector<std::string> skipped_, warnings_;
@@ -410,7 +411,7 @@ const std::vector<std::string>& calibrate_stage_params() {
   static const std::vector<std::string> p = {"calib",    "file_sha256", "tokens",    "ctx",
                                              "clip_steps", "min_clip",  "awq_grid",  "gptq_damp",
                                              "gptq_act_order", "gptq_block", "gptq_clip", "gptq_refine",
-                                             "reference", "sequential"};
+                                             "reference", "sequential", "drift"};
   return p;
 }
 

@@ -46,6 +46,11 @@ struct InputStats {
   // position (the reference stream): cross[i * channels + j] = Σ r_i x_j. Empty unless with_cross.
   // With it, the methods fit the unquantized model's output W r rather than W x (reference_target).
   std::vector<double> cross;
+  // Σ δ xᵀ (out_channels x channels, row-major) where δ is how far the quantized stream's residual,
+  // which this group's output is added to, is from the reference stream's: the group's one linear
+  // can then also make up for the drift it is added to. Empty unless gathered (add_residual).
+  std::vector<double> resid_cross;
+  size_t out_channels = 0;
   std::vector<float> sample;    // up to max_sample_rows input rows, row-major (AWQ's search)
   size_t sample_rows = 0;
   bool with_gram = false;
@@ -58,6 +63,9 @@ struct InputStats {
   void add(const float* x, size_t rows, ThreadPool* pool);
   // add(x), and (with_cross) the cross sums of the paired reference rows ref (rows x channels).
   void add_pair(const float* x, const float* ref, size_t rows, ThreadPool* pool);
+  // Adds Σ δ xᵀ for rows of drift δ (rows x out) and this group's inputs x (rows x channels);
+  // the rows must also be given to add_pair (which counts them).
+  void add_residual(const float* delta, const float* x, size_t rows, size_t out, ThreadPool* pool);
 };
 
 // Settings of the methods; every field is recorded in the manifest.
@@ -75,7 +83,8 @@ struct CalibParams {
 // The weights whose output on this group's (quantized-stream) inputs x best matches the reference
 // output W r: T = W (C + λI)(H + λI)⁻¹ with H = Σ x xᵀ / n, C = Σ r xᵀ / n and λ = damp · mean(diag H),
 // which is W when the streams agree and moves towards W C H⁻¹ (the least-squares fit) as data
-// accumulates. rows x cols, row-major. Returns W unchanged (and false) without cross statistics or
+// accumulates. With resid_cross (rows == out_channels), the residual's drift δ too: T gains
+// (Σ δ xᵀ / n)(H + λI)⁻¹, fitting W r + δ. rows x cols, row-major. Returns W unchanged (and false) without cross statistics or
 // when H + λI does not factor.
 bool reference_target(const float* w, size_t rows, size_t cols, const InputStats& stats, double damp,
                       std::vector<float>& target, ThreadPool& pool);

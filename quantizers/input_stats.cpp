@@ -31,6 +31,8 @@ void InputStats::reset(size_t n, bool gram_too, size_t max_sample, bool cross_to
   gram.assign(gram_too ? n * n : 0, 0.0);
   with_cross = cross_too;
   cross.assign(cross_too ? n * n : 0, 0.0);
+  resid_cross.clear();
+  out_channels = 0;
   max_sample_rows = max_sample;
   sample.clear();
   sample_rows = 0;
@@ -100,6 +102,31 @@ void InputStats::add_pair(const float* x, const float* ref, size_t rows, ThreadP
       for (size_t t = t0; t < t1; ++t) {
         const Eigen::Index i0 = Eigen::Index(t * kGramTile), ni = Eigen::Index(std::min(kGramTile, c - t * kGramTile));
         C.middleRows(i0, ni).noalias() += R.middleCols(i0, ni).transpose() * X;
+      }
+    });
+  }
+}
+
+void InputStats::add_residual(const float* delta, const float* x, size_t rows, size_t out, ThreadPool* pool) {
+  const size_t c = channels;
+  if (resid_cross.size() != out * c) {
+    resid_cross.assign(out * c, 0.0);
+    out_channels = out;
+  }
+  if (rows == 0 || c == 0 || out == 0) return;
+  using RowMajorF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using RowMajor = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  Eigen::Map<RowMajor> E(resid_cross.data(), Eigen::Index(out), Eigen::Index(c));
+  const size_t tiles = (out + kGramTile - 1) / kGramTile;
+  Eigen::MatrixXd X, Dl;
+  for (size_t r0 = 0; r0 < rows; r0 += kRowChunk) {
+    const size_t n = std::min(kRowChunk, rows - r0);
+    X = Eigen::Map<const RowMajorF>(x + r0 * c, Eigen::Index(n), Eigen::Index(c)).cast<double>();
+    Dl = Eigen::Map<const RowMajorF>(delta + r0 * out, Eigen::Index(n), Eigen::Index(out)).cast<double>();
+    run(pool, tiles, [&](size_t t0, size_t t1) {
+      for (size_t t = t0; t < t1; ++t) {
+        const Eigen::Index i0 = Eigen::Index(t * kGramTile), ni = Eigen::Index(std::min(kGramTile, out - t * kGramTile));
+        E.middleRows(i0, ni).noalias() += Dl.middleCols(i0, ni).transpose() * X;
       }
     });
   }

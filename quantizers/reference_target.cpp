@@ -35,6 +35,14 @@ bool reference_target(const float* w, size_t rows, size_t cols, const InputStats
   if (llt.info() != Eigen::Success) return false;
   const Eigen::MatrixXd M = llt.solve(At);  // H⁻¹ (C + λI)ᵀ, so T = W Mᵀ
   if (!M.allFinite()) return false;
+  // The residual's drift: T += (Σ δ xᵀ / n)(H + λI)⁻¹, i.e. row r gains row r of Eᵀ, E = H⁻¹ (Σ δ xᵀ / n)ᵀ.
+  Eigen::MatrixXd E;
+  const bool drift = stats.out_channels == rows && stats.resid_cross.size() == rows * cols;
+  if (drift) {
+    E = llt.solve(Eigen::Map<const RowMajor>(stats.resid_cross.data(), Eigen::Index(rows), Eigen::Index(cols))
+                      .transpose() / n);
+    if (!E.allFinite()) return false;
+  }
   const size_t chunks = (rows + kRowChunk - 1) / kRowChunk;
   std::vector<char> bad(chunks, 0);
   pool.parallel_for(chunks, [&](size_t c0, size_t c1) {
@@ -43,7 +51,8 @@ bool reference_target(const float* w, size_t rows, size_t cols, const InputStats
       const RowMajor Wc =
           Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(
               w + r0 * cols, Eigen::Index(nr), Eigen::Index(cols)).cast<double>();
-      const RowMajor T = Wc * M.transpose();
+      RowMajor T = Wc * M.transpose();
+      if (drift) T += E.middleCols(Eigen::Index(r0), Eigen::Index(nr)).transpose();
       for (size_t r = 0; r < nr; ++r)
         for (size_t j = 0; j < cols; ++j) {
           const float v = float(T(Eigen::Index(r), Eigen::Index(j)));

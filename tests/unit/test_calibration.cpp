@@ -553,5 +553,329 @@ TEST(Calibration, BitIdenticalWithOneOrThreeThreads) {
   EXPECT_EQ(awq_search_scales(lin, cols, s1, {}, one), awq_search_scales(lin, cols, s3, {}, three));
 }
 
+
+// ---------------------------------------------------------------- reference stream
+
+// A quantized stream x (correlated, as correlated_stats) and the reference stream r = x A with a
+// known mixing A = I + noise: the rows the unquantized model would have fed the same layer.
+struct PairedRows {
+  size_t rows, cols;
+  std::vector<float> x, r;
+};
+PairedRows paired_rows(size_t rows, size_t cols, uint32_t seed, float mix = 0.05f) {
+  PairedRows p{rows, cols, std::vector<float>(rows * cols, 0), std::vector<float>(rows * cols, 0)};
+  const std::vector<float> z = normal(rows * cols, seed), a = normal(cols * cols, seed + 1, 0.3f),
+                           m = normal(cols * cols, seed + 2, mix);
+  for (size_t t = 0; t < rows; ++t)
+    for (size_t k = 0; k < cols; ++k)
+      for (size_t j = 0; j < cols; ++j) p.x[t * cols + j] += z[t * cols + k] * (a[k * cols + j] + (k == j ? 1 : 0));
+  for (size_t t = 0; t < rows; ++t)
+    for (size_t k = 0; k < cols; ++k)
+      for (size_t j = 0; j < cols; ++j)
+        p.r[t * cols + j] += float(double(p.x[t * cols + k]) * (m[k * cols + j] + (k == j ? 1 : 0)));
+  return p;
+}
+
+InputStats paired_stats(const PairedRows& p, bool with_cross) {
+  InputStats st;
+  st.reset(p.cols, true, 0, with_cross);
+  st.add_pair(p.x.data(), p.r.data(), p.rows, nullptr);
+  return st;
+}
+
+// Σ_t ||W r_t - Q x_t||²: how far the quantized layer on its own inputs is from the reference output.
+double reference_output_error(const std::vector<float>& w, const std::vector<float>& q, size_t rows,
+                              const PairedRows& p) {
+  double e = 0;
+  for (size_t t = 0; t < p.rows; ++t)
+    for (size_t o = 0; o < rows; ++o) {
+      double d = 0;
+      for (size_t j = 0; j < p.cols; ++j)
+        d += double(w[o * p.cols + j]) * p.r[t * p.cols + j] - double(q[o * p.cols + j]) * p.x[t * p.cols + j];
+      e += d * d;
+    }
+  return e;
+}
+
+TEST(InputStats, AddPairCrossMatchesADirectLoopWhateverThePoolOrSplit) {
+  const size_t c = 70, rows = 300;  // more than one row chunk and one tile
+  const PairedRows p = paired_rows(rows, c, 71);
+  auto gather = [&](ThreadPool* pool, std::vector<size_t> splits) {
+    InputStats st;
+    st.reset(c, true, 5, true);
+    size_t r0 = 0;
+    for (size_t r1 : splits) { st.add_pair(p.x.data() + r0 * c, p.r.data() + r0 * c, r1 - r0, pool); r0 = r1; }
+    return st;
+  };
+  ThreadPool one(1), two(2), three(3);
+  const InputStats st = gather(&one, {rows});
+  ASSERT_EQ(st.cross.size(), c * c);
+  EXPECT_EQ(st.tokens, rows);
+  for (size_t i = 0; i < c; ++i)
+    for (size_t j = 0; j < c; ++j) {
+      double s = 0;
+      for (size_t t = 0; t < rows; ++t) s += double(p.r[t * c + i]) * p.x[t * c + j];
+      ASSERT_NEAR(st.cross[i * c + j], s, 1e-9 * rows) << i << "," << j;
+    }
+  // add_pair's add() half: the same sums as add() on x alone.
+  InputStats plain;
+  plain.reset(c, true, 5);
+  plain.add(p.x.data(), rows, &one);
+  EXPECT_EQ(st.gram, plain.gram);
+  EXPECT_EQ(st.sum_sq, plain.sum_sq);
+  EXPECT_EQ(st.sum_abs, plain.sum_abs);
+  EXPECT_EQ(st.sample, plain.sample);
+  EXPECT_TRUE(plain.cross.empty());
+  for (ThreadPool* pool : {&one, &two, &three})
+    for (const std::vector<size_t>& splits :
+         {std::vector<size_t>{rows}, std::vector<size_t>{1, 64, 65, 200, rows}, std::vector<size_t>{150, rows}}) {
+      // The same bits whatever the pool (the header's promise); a different split into calls
+      // regroups the row chunks, so (as for gram) only the direct loop's tolerance holds.
+      const InputStats other = gather(pool, splits), base = gather(&one, splits);
+      EXPECT_EQ(other.cross, base.cross) << pool->size() << " threads, " << splits.size() << " calls";
+      EXPECT_EQ(other.gram, base.gram);
+      for (size_t i = 0; i < c * c; ++i) ASSERT_NEAR(other.cross[i], st.cross[i], 1e-9 * rows) << i;
+    }
+  // Without with_cross add_pair is add().
+  InputStats no_cross;
+  no_cross.reset(c, true, 5);
+  no_cross.add_pair(p.x.data(), p.r.data(), rows, &one);
+  EXPECT_TRUE(no_cross.cross.empty());
+  EXPECT_EQ(no_cross.gram, plain.gram);
+}
+
+TEST(ReferenceTarget, IdenticalStreamsGiveW) {
+  const size_t rows = 10, cols = 48;
+  PairedRows p = paired_rows(200, cols, 72);
+  p.r = p.x;
+  const std::vector<float> w = normal(rows * cols, 73, 0.1f);
+  ThreadPool pool(2);
+  std::vector<float> t;
+  ASSERT_TRUE(reference_target(w.data(), rows, cols, paired_stats(p, true), 0.01, t, pool));
+  ASSERT_EQ(t.size(), w.size());
+  float wmax = 0, dmax = 0;
+  for (size_t i = 0; i < w.size(); ++i) { wmax = std::max(wmax, std::fabs(w[i])); dmax = std::max(dmax, std::fabs(t[i] - w[i])); }
+  EXPECT_LE(dmax, 1e-5f * wmax);
+}
+
+TEST(ReferenceTarget, MatchesADenseComputationAndLowersTheReferenceError) {
+  const size_t rows = 70, cols = 40, tokens = 300;  // more rows than one task
+  const PairedRows p = paired_rows(tokens, cols, 74);
+  const InputStats st = paired_stats(p, true);
+  const std::vector<float> w = normal(rows * cols, 75, 0.1f);
+  const double damp = 0.01;
+  // T = W (C/n + λI)(H/n + λI)⁻¹, sums written out here, explicit inverse.
+  MatrixXd H = MatrixXd::Zero(cols, cols), C = MatrixXd::Zero(cols, cols), W(rows, cols);
+  for (size_t t = 0; t < tokens; ++t)
+    for (size_t i = 0; i < cols; ++i)
+      for (size_t j = 0; j < cols; ++j) {
+        H(i, j) += double(p.x[t * cols + i]) * p.x[t * cols + j] / tokens;
+        C(i, j) += double(p.r[t * cols + i]) * p.x[t * cols + j] / tokens;
+      }
+  for (size_t r = 0; r < rows; ++r)
+    for (size_t j = 0; j < cols; ++j) W(r, j) = w[r * cols + j];
+  const double lambda = damp * H.diagonal().mean();
+  const MatrixXd I = MatrixXd::Identity(cols, cols);
+  const MatrixXd T = W * (C + lambda * I) * (H + lambda * I).inverse();
+  for (size_t threads : {1, 3}) {
+    ThreadPool pool(threads);
+    std::vector<float> t;
+    ASSERT_TRUE(reference_target(w.data(), rows, cols, st, damp, t, pool));
+    double dmax = 0, tmax = 0;
+    for (size_t r = 0; r < rows; ++r)
+      for (size_t j = 0; j < cols; ++j) {
+        dmax = std::max(dmax, std::fabs(t[r * cols + j] - T(r, j)));
+        tmax = std::max(tmax, std::fabs(T(r, j)));
+      }
+    EXPECT_LE(dmax, 1e-5 * tmax) << threads << " threads";
+    const double e_w = reference_output_error(w, w, rows, p), e_t = reference_output_error(w, t, rows, p);
+    EXPECT_LT(e_t, 0.5 * e_w);
+  }
+  // Without the cross sums: W, and false.
+  InputStats plain;
+  plain.reset(cols, true, 0);
+  plain.add(p.x.data(), tokens, nullptr);
+  ThreadPool pool(1);
+  std::vector<float> t(3, 7.0f);
+  EXPECT_FALSE(reference_target(w.data(), rows, cols, plain, damp, t, pool));
+  EXPECT_EQ(t, w);
+}
+
+// ---------------------------------------------------------------- refine_group_params
+
+double quad_error(const std::vector<float>& t, const std::vector<double>& q, const MatrixXd& H) {
+  Eigen::VectorXd d(t.size());
+  for (size_t i = 0; i < t.size(); ++i) d[i] = double(t[i]) - q[i];
+  return d.dot(H * d);
+}
+
+std::vector<double> decode_row(const QuantGrid& grid, const std::vector<int>& codes, const std::vector<GroupParams>& ps) {
+  std::vector<double> q(codes.size());
+  for (size_t j = 0; j < codes.size(); ++j) q[j] = grid.decode(codes[j], ps[j / grid.group_len()]);
+  return q;
+}
+
+TEST(Refine, MatchesDenseLeastSquaresAndNeverRaisesTheError) {
+  const size_t cols = 64;
+  const InputStats st = correlated_stats(cols, 256, 81);
+  MatrixXd Hfull(cols, cols);
+  for (size_t i = 0; i < cols; ++i)
+    for (size_t j = 0; j < cols; ++j) Hfull(i, j) = st.gram[i * cols + j] / double(st.tokens);
+  std::vector<double> hrow(Hfull.data(), Hfull.data() + cols * cols);  // symmetric: storage order moot
+  std::vector<double> diag(cols);
+  for (size_t j = 0; j < cols; ++j) diag[j] = Hfull(j, j);
+  const MatrixXd Hdiag = Hfull.diagonal().asDiagonal();
+  int improved = 0, checked = 0;
+  for (const Scheme& s : {sch(QType::Int4Sym, 16), sch(QType::Int4Asym, 16), sch(QType::Q4_0), sch(QType::Int8)})
+    for (bool full : {true, false})
+      for (uint32_t seed = 0; seed < 6; ++seed) {
+        const QuantGrid grid(s, cols);
+        const size_t G = grid.groups();
+        const bool asym = s.type == QType::Int4Asym;
+        std::vector<float> t = normal(cols, 90 + seed, 0.1f);
+        // Codes and parameters from a clipped fit (so the refit has something to do).
+        std::vector<GroupParams> ps(G);
+        std::vector<int> codes(cols);
+        for (size_t g = 0; g < G; ++g) {
+          ps[g] = grid.fit(&t[grid.group_begin(g)], grid.group_end(g) - grid.group_begin(g), 0.8f);
+          for (size_t j = grid.group_begin(g); j < grid.group_end(g); ++j) codes[j] = grid.code(t[j], ps[g]);
+        }
+        const MatrixXd& H = full ? Hfull : Hdiag;
+        // B: column k is group k's scale basis (its code's integer value), asym also a 1s column
+        // per group for its min; solve (Bᵀ H B) θ = Bᵀ H t.
+        const size_t K = asym ? 2 * G : G;
+        MatrixXd B = MatrixXd::Zero(cols, K);
+        for (size_t j = 0; j < cols; ++j) {
+          const GroupParams& p = ps[j / grid.group_len()];
+          const double v = std::nearbyint((double(grid.decode(codes[j], p)) - p.min) / p.scale);
+          const size_t g = j / grid.group_len();
+          B(j, asym ? 2 * g : g) = v;
+          if (asym) B(j, 2 * g + 1) = 1;
+        }
+        Eigen::VectorXd tv(cols);
+        for (size_t j = 0; j < cols; ++j) tv[j] = t[j];
+        const Eigen::VectorXd theta = (B.transpose() * H * B).colPivHouseholderQr().solve(B.transpose() * H * tv);
+        auto store = [&](double v) { return s.type == QType::Int8 ? float(v) : f16_to_f32(f32_to_f16(float(v))); };
+        std::vector<GroupParams> ref = ps;
+        for (size_t g = 0; g < G; ++g) {
+          ref[g].scale = store(theta[asym ? 2 * g : g]);
+          if (asym) ref[g].min = store(theta[2 * g + 1]);
+        }
+        const double e_before = quad_error(t, decode_row(grid, codes, ps), H);
+        const double e_ref = quad_error(t, decode_row(grid, codes, ref), H);
+
+        std::vector<GroupParams> mine = ps;
+        const bool changed = refine_group_params(grid, t.data(), full ? hrow.data() : nullptr, diag.data(),
+                                                 mine.data(), codes.data());
+        const double e_after = quad_error(t, decode_row(grid, codes, mine), H);
+        const std::string what = s.name() + (full ? " full" : " diag") + " seed " + std::to_string(seed);
+        EXPECT_LE(e_after, e_before * (1 + 1e-12)) << what;
+        for (size_t g = 0; g < G; ++g) EXPECT_EQ(mine[g].inv, ps[g].inv) << what;
+        if (changed) {
+          ++improved;
+          EXPECT_LT(e_after, e_before) << what;
+          for (size_t g = 0; g < G; ++g) {  // equal, or one storage step apart (the solves round differently)
+            EXPECT_NEAR(mine[g].scale, ref[g].scale, 1e-3 * std::fabs(ref[g].scale) + 1e-7) << what << " group " << g;
+            EXPECT_NEAR(mine[g].min, ref[g].min, 1e-3 * std::fabs(ref[g].min) + 1e-7) << what << " group " << g;
+          }
+          EXPECT_NEAR(e_after, e_ref, 1e-3 * e_ref) << what;
+        } else {
+          for (size_t g = 0; g < G; ++g) {
+            EXPECT_EQ(mine[g].scale, ps[g].scale) << what;
+            EXPECT_EQ(mine[g].min, ps[g].min) << what;
+          }
+          // Not improving means the least-squares answer, rounded, is no better.
+          EXPECT_GE(e_ref, e_before * (1 - 1e-9)) << what;
+        }
+        // A second pass finds its own answer again: nothing left to improve, parameters untouched.
+        std::vector<GroupParams> again = mine;
+        EXPECT_FALSE(refine_group_params(grid, t.data(), full ? hrow.data() : nullptr, diag.data(), again.data(),
+                                         codes.data()))
+            << what;
+        for (size_t g = 0; g < G; ++g) {
+          EXPECT_EQ(again[g].scale, mine[g].scale) << what;
+          EXPECT_EQ(again[g].min, mine[g].min) << what;
+        }
+        ++checked;
+      }
+  EXPECT_EQ(checked, 4 * 2 * 6);
+  EXPECT_GT(improved, checked / 2);  // clip 0.8 leaves room: most rows must actually move
+}
+
+TEST(Refine, ExactlyRepresentableTargetsAreLeftAlone) {
+  const size_t cols = 32;
+  const InputStats st = correlated_stats(cols, 128, 82);
+  std::vector<double> diag(cols);
+  for (size_t j = 0; j < cols; ++j) diag[j] = st.gram[j * cols + j] / double(st.tokens);
+  for (const Scheme& s : {sch(QType::Int4Sym, 16), sch(QType::Int4Asym, 16), sch(QType::Q4_0), sch(QType::Int8)}) {
+    const QuantGrid grid(s, cols);
+    std::vector<float> w = normal(cols, 83, 0.1f);
+    std::vector<GroupParams> ps(grid.groups());
+    std::vector<int> codes(cols);
+    std::vector<float> t(cols);
+    for (size_t g = 0; g < grid.groups(); ++g) {
+      ps[g] = grid.fit(&w[grid.group_begin(g)], grid.group_end(g) - grid.group_begin(g), 1.0f);
+      for (size_t j = grid.group_begin(g); j < grid.group_end(g); ++j) {
+        codes[j] = grid.code(w[j], ps[g]);
+        t[j] = grid.decode(codes[j], ps[g]);  // the target is its own quantization: error 0
+      }
+    }
+    std::vector<GroupParams> mine = ps;
+    EXPECT_FALSE(refine_group_params(grid, t.data(), nullptr, diag.data(), mine.data(), codes.data())) << s.name();
+    for (size_t g = 0; g < grid.groups(); ++g) {
+      EXPECT_EQ(mine[g].scale, ps[g].scale);
+      EXPECT_EQ(mine[g].min, ps[g].min);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- clip, refine and the reference
+
+TEST(Gptq, ClipAndRefineLowerTheOutputError) {
+  const size_t rows = 16, cols = 128;
+  const InputStats st = correlated_stats(cols, 512, 84);
+  const std::vector<float> w = normal(rows * cols, 85, 0.1f);
+  ThreadPool pool(1);
+  std::vector<std::string> warnings;
+  double sum_on = 0, sum_off = 0;
+  for (const Scheme& s : {sch(QType::Int4Sym, 32), sch(QType::Int4Asym, 32), sch(QType::Q4_0), sch(QType::Int8)}) {
+    CalibParams on, off;
+    off.gptq_clip = off.gptq_refine = false;
+    const double e_on = output_error(
+        w, dequant(s, encode_calibrated(CalibMethod::Gptq, "t", w.data(), rows, cols, s, st, on, pool, warnings), rows, cols),
+        rows, cols, st);
+    const double e_off = output_error(
+        w, dequant(s, encode_calibrated(CalibMethod::Gptq, "t", w.data(), rows, cols, s, st, off, pool, warnings), rows, cols),
+        rows, cols, st);
+    EXPECT_LE(e_on, e_off * (1 + 1e-9)) << s.name();
+    if (s.type != QType::Int8) {
+      EXPECT_LT(e_on, e_off) << s.name();
+    }
+    sum_on += e_on;
+    sum_off += e_off;
+  }
+  EXPECT_LT(sum_on, sum_off);
+  EXPECT_TRUE(warnings.empty());
+}
+
+TEST(Calibration, CrossStatisticsFitTheReferenceOutput) {
+  const size_t rows = 12, cols = 64, tokens = 400;
+  const PairedRows p = paired_rows(tokens, cols, 86);
+  const InputStats with = paired_stats(p, true), without = paired_stats(p, false);
+  EXPECT_EQ(with.gram, without.gram);
+  const std::vector<float> w = normal(rows * cols, 87, 0.1f);
+  ThreadPool pool(1);
+  std::vector<std::string> warnings;
+  for (CalibMethod m : {CalibMethod::Mse, CalibMethod::Gptq})
+    for (const Scheme& s : {sch(QType::Int4Sym, 32), sch(QType::Q4_0), sch(QType::Int8)}) {
+      const auto q_with = dequant(s, encode_calibrated(m, "t", w.data(), rows, cols, s, with, {}, pool, warnings), rows, cols);
+      const auto q_without =
+          dequant(s, encode_calibrated(m, "t", w.data(), rows, cols, s, without, {}, pool, warnings), rows, cols);
+      EXPECT_LT(reference_output_error(w, q_with, rows, p), reference_output_error(w, q_without, rows, p))
+          << calib_method_info(m).name << " " << s.name();
+    }
+  EXPECT_TRUE(warnings.empty());
+}
+
 }  // namespace
 }  // namespace sf

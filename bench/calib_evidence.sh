@@ -21,10 +21,8 @@
 # A full run (2 models x 3 schemes x 5 artifacts) takes about 15 minutes on 2 cores.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PY=/usr/bin/python3
-
-die() { echo "calib_evidence: $*" >&2; exit 2; }
-note() { echo "calib_evidence: $*" >&2; }
+# shellcheck source=lib/common.sh
+. bench/lib/common.sh
 
 T=2 MODELS=sample,stories SCHEMES=int4:g128,int4:g32,q4_0 METHODS=mse,awq,gptq OUT="" JSON=""
 while [ $# -gt 0 ]; do
@@ -45,13 +43,8 @@ if [ ! -x "$SF" ]; then
   note "no $SF; building it (scripts/setup.sh build)"
   scripts/setup.sh build >/dev/null || die "scripts/setup.sh build failed"
 fi
-if [ -n "$OUT" ]; then
-  mkdir -p "$OUT" || die "$OUT: cannot create"
-  WORK=$OUT
-else
-  WORK=$(mktemp -d /tmp/sf-calib-evidence.XXXXXX)
-  trap 'rm -rf "$WORK"' EXIT
-fi
+WORK=$OUT
+use_work_dir sf-calib-evidence
 RESULTS=$WORK/results.tsv  # model, scheme, method, ppl, bits per weight, file bytes
 : >"$RESULTS"
 SHARED=../shared

@@ -21,28 +21,18 @@
 #   WORK          directory for the files (default: a temporary one, removed)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PY=/usr/bin/python3
-
-die() { echo "calib_vs_llamacpp: $*" >&2; exit 2; }
-note() { echo "calib_vs_llamacpp: $*" >&2; }
+# shellcheck source=lib/common.sh
+. bench/lib/common.sh
 
 [ $# -ge 3 ] && [ $# -le 4 ] || die "usage: LLAMA_CPP_BIN=DIR $0 SOURCE CALIB TEXT [TOKENIZER]"
 SOURCE=$1 CALIB=$2 TEXT=$3 TOKENIZER=${4:-}
-[ -n "${LLAMA_CPP_BIN:-}" ] || die "set LLAMA_CPP_BIN to a llama.cpp build's bin directory (this script never builds or downloads it)"
-for tool in llama-imatrix llama-quantize llama-perplexity; do
-  [ -x "$LLAMA_CPP_BIN/$tool" ] || die "$LLAMA_CPP_BIN/$tool: not found or not executable"
-done
+need_llama_cpp llama-imatrix llama-quantize llama-perplexity
 SF=${SHARDFORGE:-build/shardforge}
 [ -x "$SF" ] || die "$SF: not found (build shardforge, or set SHARDFORGE)"
 [ -r "$CALIB" ] || die "$CALIB: no such calibration text"
 [ -r "$TEXT" ] || die "$TEXT: no such evaluation text"
 METHODS=${METHODS-mse awq gptq} CALIB_TOKENS=${CALIB_TOKENS:-16384} CTX=${CTX:-128} CHUNKS=${CHUNKS:--1} T=${T:-2}
-if [ -n "${WORK:-}" ]; then
-  mkdir -p "$WORK" || die "$WORK: cannot create"
-else
-  WORK=$(mktemp -d /tmp/sf-calib-vs-llamacpp.XXXXXX)
-  trap 'rm -rf "$WORK"' EXIT
-fi
+use_work_dir sf-calib-vs-llamacpp
 TOK_ARGS=()
 [ -n "$TOKENIZER" ] && TOK_ARGS=(--tokenizer "$TOKENIZER")
 ROWS=$WORK/rows.tsv  # file, made by, how

@@ -23,30 +23,20 @@
 #                GGUFs already there (WORK/SCHEME.gguf) are reused, not redone
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PY=/usr/bin/python3
-
-die() { echo "vs_llamacpp: $*" >&2; exit 2; }
-note() { echo "vs_llamacpp: $*" >&2; }
+# shellcheck source=lib/common.sh
+. bench/lib/common.sh
 
 [ $# -ge 1 ] && [ $# -le 2 ] || die "usage: LLAMA_CPP_BIN=DIR $0 SOURCE [TOKENIZER]"
 SOURCE=$1
 TOKENIZER=${2:-}
-[ -n "${LLAMA_CPP_BIN:-}" ] || die "set LLAMA_CPP_BIN to a llama.cpp build's bin directory (this script never builds or downloads it)"
-for tool in llama-bench llama-batched-bench llama-perplexity; do
-  [ -x "$LLAMA_CPP_BIN/$tool" ] || die "$LLAMA_CPP_BIN/$tool: not found or not executable"
-done
+need_llama_cpp llama-bench llama-batched-bench llama-perplexity
 SF=${SHARDFORGE:-build/shardforge}
 [ -x "$SF" ] || die "$SF: not found (build shardforge, or set SHARDFORGE)"
 R=${R:-5} P=${P:-128} N=${N:-32} T=${T:-2} BATCHES=${BATCHES:-1,8} SCHEMES=${SCHEMES:-q4_0 q8_0}
 TEXT=${TEXT:-../shared/corpus/tinystories_valid_head.txt} CTX=${CTX:-256} CHUNKS=${CHUNKS:-4}
 PPL_R=${PPL_R:-$R}
 [ -r "$TEXT" ] || die "$TEXT: no such text (set TEXT)"
-if [ -n "${WORK:-}" ]; then
-  mkdir -p "$WORK" || die "$WORK: cannot create"
-else
-  WORK=$(mktemp -d /tmp/sf-vs-llamacpp.XXXXXX)
-  trap 'rm -rf "$WORK"' EXIT
-fi
+use_work_dir sf-vs-llamacpp
 RESULTS=$WORK/results.tsv  # tool, scheme, row, round, value
 : >"$RESULTS"
 LOAD_BEFORE=$(uptime)

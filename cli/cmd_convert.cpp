@@ -160,7 +160,7 @@ void add_convert(CLI::App& app, int& exit_code) {
       fail_usage("--calib-ctx must be from 2 to " + std::to_string(kMaxCalibCtx) + ", not " + cc->as<std::string>());
     // A float scheme leaves calibration nothing to encode unless --tensor-quant gives some tensor
     // an integer scheme.
-    if (cm->count() > 0 && tb->count() == 0) {
+    if (cm->count() > 0 && tb->count() == 0 && calib_method_from_name(o->c.calib_method)) {
       const CLI::Option* base = q->count() > 0 ? q : dt->count() > 0 ? dt : nullptr;
       bool integer = base && !float_type(parse_scheme(base->as<std::string>()).type);
       for (const std::string& ov : o->c.overrides)

@@ -10,6 +10,7 @@
 #include "pipeline/calib_data.h"
 #include "pipeline/calibrate_stage.h"
 #include "pipeline/convert.h"
+#include "quantizers/scheme.h"
 
 namespace sf::cli {
 
@@ -79,6 +80,8 @@ int run(Opts& o) {
   return 0;
 }
 
+bool float_type(QType t) { return t == QType::F32 || t == QType::F16 || t == QType::BF16; }
+
 // "mse (per-group clipping ...), awq (...), gptq (...)"
 std::string calib_method_help() {
   std::string s;
@@ -110,12 +113,10 @@ void add_convert(CLI::App& app, int& exit_code) {
   auto* cm = c->add_option("--calib-method", o->c.calib_method, "calibrated encoding: " + calib_method_help());
   auto* ct = c->add_option("--calib-tokens", o->c.calib_tokens,
                            "calibration tokens to use (default " + std::to_string(kDefaultCalibTokens) +
-                               ", or all the file has)")
-                 ->check(CLI::PositiveNumber);
+                               ", or all the file has)");
   auto* cc = c->add_option("--calib-ctx", o->c.calib_ctx,
                            "tokens per calibration sequence (default " + std::to_string(kDefaultCalibCtx) +
-                               ", at most the model's stated context)")
-                 ->check(CLI::Range(int64_t(2), kMaxCalibCtx));
+                               ", at most the model's stated context)");
   auto* tb = c->add_option("--target-bpw", o->c.target_bpw,
                            "mixed precision: choose each tensor's scheme so the artifact takes at most X bits per "
                            "weight with the least loss, measured on --calib (--tensor-quant fixes tensors; not with "
@@ -152,6 +153,24 @@ void add_convert(CLI::App& app, int& exit_code) {
       for (const CLI::Option* opt : {cal, ct, cc})
         if (opt->count() > 0)
           fail_usage(opt->get_name() + " needs --calib-method (" + calib_method_names() + ") or --target-bpw");
+    // Checked here rather than by CLI11 so the message is the one-line usage error of the others.
+    if (ct->count() > 0 && o->c.calib_tokens <= 0)
+      fail_usage("--calib-tokens must be a positive number of tokens, not " + ct->as<std::string>());
+    if (cc->count() > 0 && !(o->c.calib_ctx >= 2 && o->c.calib_ctx <= kMaxCalibCtx))
+      fail_usage("--calib-ctx must be from 2 to " + std::to_string(kMaxCalibCtx) + ", not " + cc->as<std::string>());
+    // A float scheme leaves calibration nothing to encode unless --tensor-quant gives some tensor
+    // an integer scheme.
+    if (cm->count() > 0 && tb->count() == 0 && calib_method_from_name(o->c.calib_method)) {
+      const CLI::Option* base = q->count() > 0 ? q : dt->count() > 0 ? dt : nullptr;
+      bool integer = base && !float_type(parse_scheme(base->as<std::string>()).type);
+      for (const std::string& ov : o->c.overrides)
+        if (const size_t eq = ov.rfind('='); eq != std::string::npos)
+          integer = integer || !float_type(parse_scheme(ov.substr(eq + 1)).type);
+      if (!integer)
+        fail_usage("--calib-method calibrates integer schemes only, and " +
+                   (base ? base->get_name() + " " + base->as<std::string>() : std::string("the default scheme f32")) +
+                   " is a float type (give --quant an integer scheme, or --tensor-quant NAME=SCHEME)");
+    }
     // GGUF has no place for the map from a trimmed vocabulary's ids to the tokenizer's.
     if (o->c.format == "gguf" && tv->count() > 0)
       fail_usage("--trim-vocab cannot be written with --format gguf: GGUF has no vocabulary map (llama.cpp reads "

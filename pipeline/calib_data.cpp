@@ -23,12 +23,12 @@ std::string recorded_calib_spec(const CalibSpec& spec) {
   return spec.ids ? "ids:" + base : base;
 }
 
-int64_t calib_ctx(const ModelDesc& desc, int64_t ctx) {
+int64_t calib_ctx(const ModelDesc& desc, int64_t ctx, const std::string& what) {
   if (ctx <= 0) return desc.max_seq > 0 ? std::min(kDefaultCalibCtx, desc.max_seq) : kDefaultCalibCtx;
   if (ctx < 2 || ctx > kMaxCalibCtx)
-    fail_usage("--calib-ctx must be from 2 to " + std::to_string(kMaxCalibCtx));
+    fail_usage(what + " must be from 2 to " + std::to_string(kMaxCalibCtx));
   if (desc.positional == PositionalKind::Learned && ctx > desc.max_seq)
-    fail_usage("--calib-ctx " + std::to_string(ctx) + " is more than the " + std::to_string(desc.max_seq) +
+    fail_usage(what + " " + std::to_string(ctx) + " is more than the " + std::to_string(desc.max_seq) +
                " positions the model's learned position table covers");
   return ctx;
 }

@@ -26,7 +26,8 @@ std::string recorded_calib_spec(const CalibSpec& spec);
 
 // The context used: `ctx` when given (> 0), else kDefaultCalibCtx capped at desc.max_seq when the
 // model states one. Refuses (usage) one outside [2, kMaxCalibCtx] or beyond a learned position table.
-int64_t calib_ctx(const ModelDesc& desc, int64_t ctx);
+// `what` names the setting in messages: the option, or a pipeline stage's key.
+int64_t calib_ctx(const ModelDesc& desc, int64_t ctx, const std::string& what = "--calib-ctx");
 
 struct CalibData {
   std::vector<int32_t> tokens;  // n_seq x ctx

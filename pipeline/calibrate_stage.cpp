@@ -51,11 +51,23 @@ class CalibrateStage : public Stage {
       if (v.get<int64_t>() <= 0) fail_usage(me + " stage: '" + key + "' must be a positive integer");
       return v.get<int64_t>();
     };
+    // Search sizes and the GPTQ block are refused outside their range rather than clamped: a
+    // pipeline file's value is used as written or not at all.
+    auto bounded = [&](const char* key, int64_t dflt, int64_t hi) {
+      const int64_t v = count(key, dflt);
+      if (v > hi)
+        fail_usage(me + " stage: '" + key + "' must be from 1 to " + std::to_string(hi) + ", not " +
+                   std::to_string(v));
+      return v;
+    };
     tokens_ = count("tokens", kDefaultCalibTokens);
     ctx_given_ = count("ctx", 0);
-    params_.clip_steps = int(std::min<int64_t>(count("clip_steps", params_.clip_steps), 1000));
-    params_.awq_grid = int(std::min<int64_t>(count("awq_grid", params_.awq_grid), 1000));
-    params_.gptq_block = size_t(count("gptq_block", int64_t(params_.gptq_block)));
+    if (p.contains("ctx") && (ctx_given_ < 2 || ctx_given_ > kMaxCalibCtx))
+      fail_usage(me + " stage: 'ctx' must be from 2 to " + std::to_string(kMaxCalibCtx) + ", not " +
+                 std::to_string(ctx_given_));
+    params_.clip_steps = int(bounded("clip_steps", params_.clip_steps, kMaxSearchSteps));
+    params_.awq_grid = int(bounded("awq_grid", params_.awq_grid, kMaxSearchSteps));
+    params_.gptq_block = size_t(bounded("gptq_block", int64_t(params_.gptq_block), kMaxGptqBlock));
     auto real = [&](const char* key, double dflt, double lo, double hi) {
       const json& v = typed(p, me, key, &json::is_number, "a number");
       if (v.is_null()) return dflt;
@@ -94,35 +106,56 @@ class CalibrateStage : public Stage {
 
   void plan(CanonicalModel& model, const PlanContext& ctx) override {
     const auto start = std::chrono::steady_clock::now();
-    ctx_ = calib_ctx(model.desc, ctx_given_);
+    ctx_ = calib_ctx(model.desc, ctx_given_, name() + " stage: 'ctx' (--calib-ctx)");
     if (tokens_ < ctx_)
-      fail_usage("--calib-tokens " + std::to_string(tokens_) + " is fewer than one calibration sequence of " +
-                 std::to_string(ctx_) + " tokens (--calib-ctx)");
+      fail_usage(name() + " stage: 'tokens' (--calib-tokens) " + std::to_string(tokens_) +
+                 " is fewer than one calibration sequence of " + std::to_string(ctx_) + " tokens ('ctx', --calib-ctx)");
     ctx.inputs.push_back(spec_.file);
     data_ = read_calib_data(spec_, ctx.tokenizer, model.desc, tokens_, ctx_);
     if (!expected_sha_.empty() && expected_sha_ != data_.sha256)
       fail_file(spec_.file, "its sha256 differs from the pipeline's file_sha256 (not the file that was meant)");
     // The activations are held once per stream (the quantized one, and the unquantized reference
-    // with `reference`), plus chunks: refused, before anything is written, when they would not fit.
-    const double bytes = (reference_ ? 2.0 : 1.0) * double(data_.tokens.size()) * double(model.desc.d_model) *
-                         sizeof(float);
+    // with `reference`); a block run adds a chunk of rows (whole sequences, at least one) copied
+    // per stream and the executor's scratch and KV cache for them (run_block_on_sequences).
+    // Refused, before anything is written, when they would not fit.
+    const ModelDesc& d = model.desc;
+    const double streams = reference_ ? 2.0 : 1.0, D = double(d.d_model), qd = double(d.n_heads * d.head_dim),
+                 kvd = double(d.n_kv_heads * d.head_dim), F = double(d.ffn_dim);
+    const double chunk = double(std::max<size_t>(kChunkRows / data_.ctx, 1) * data_.ctx);
+    const double per_row = (streams * D + 2 * D + 2 * qd + 4 * kvd + 2 * F) * sizeof(float) + 5 * sizeof(int64_t);
+    const double bytes = streams * double(data_.tokens.size()) * D * sizeof(float) + chunk * per_row;
     if (bytes > double(physical_memory_bytes()))
-      fail_usage("calibrating on " + std::to_string(data_.tokens.size()) + " tokens needs " +
-                 std::to_string(int64_t(bytes / double(1 << 20))) + " MiB of activations, more than this machine's "
-                 "memory; use fewer --calib-tokens");
+      fail_usage("calibrating on " + std::to_string(data_.tokens.size()) + " tokens in sequences of " +
+                 std::to_string(data_.ctx) + " needs " + std::to_string(int64_t(bytes / double(1 << 20))) +
+                 " MiB of activations and block scratch, more than this machine's memory; use fewer "
+                 "--calib-tokens or a shorter --calib-ctx");
     for (const auto& r : awq_fold_rules())
       if (const char* why = r.cannot_fold(model.desc); why && info_.method == CalibMethod::Awq)
         skipped_.push_back(std::string(linear_input_name(r.input)) + " (" + r.preceding + "): " + why);
     seconds_ += elapsed(start);
   }
   void prepare(const CanonicalModel& model) override { desc_ = model.desc; }
-  void use_plan(const QuantPlan& plan) override { plan_ = plan; }
+  // A plan with no integer scheme leaves calibration nothing to encode (a float quantize scheme
+  // and no integer override): refused rather than run for nothing.
+  void use_plan(const QuantPlan& plan) override {
+    plan_ = plan;
+    for (const auto& [tensor, s] : plan_.schemes)
+      if (integer_type(s.type)) return;
+    fail_usage(name() + " stage: the quantize stage gives no tensor an integer scheme, so there is nothing to "
+                        "calibrate (use an integer scheme, or drop the calibration stage)");
+  }
 
   void process(Unit& u, StageContext& ctx) override {
     const auto start = std::chrono::steady_clock::now();
     switch (u.kind) {
-      case UnitKind::Embedding: embed(u); break;
-      case UnitKind::Block: block(u, ctx); break;
+      case UnitKind::Embedding:
+        embed(u);
+        check_activations("the embedding");
+        break;
+      case UnitKind::Block:
+        block(u, ctx);
+        check_activations("block " + std::to_string(u.index));
+        break;
       case UnitKind::Head: head(u, ctx); break;
     }
     seconds_ += elapsed(start);
@@ -207,6 +240,15 @@ class CalibrateStage : public Stage {
     t.has_encoded = true;
     ++calibrated_;
     return true;
+  }
+
+  // Finite weights can still overflow on the calibration tokens: the next block's statistics
+  // would then be inf/NaN and its encodings meaningless (GPTQ would only warn that a Hessian does
+  // not factor), so the run stops at the unit whose output left the float range.
+  void check_activations(const std::string& unit) const {
+    if (all_finite(x_.data(), x_.size()) && all_finite(x_ref_.data(), x_ref_.size())) return;
+    fail("calibration: the calibration activations became non-finite (inf or NaN) after " + unit +
+         ": the model overflows on the calibration data, so it cannot be calibrated on it");
   }
 
   // A block's weights and biases must be finite to be run: non-finite ones are refused as quantize
@@ -381,6 +423,8 @@ class CalibrateStage : public Stage {
   CalibData data_;
   ModelDesc desc_;
   QuantPlan plan_;
+  static constexpr int64_t kMaxSearchSteps = 1000;  // clip_steps, awq_grid: candidates tried per tensor
+  static constexpr int64_t kMaxGptqBlock = 65536;   // columns per GPTQ block, at most a matrix's width
   static constexpr size_t kChunkRows = 4096;  // rows per statistics run (whole sequences)
   bool reference_ = false, sequential_ = false, drift_ = false;
   std::vector<float> x_;      // the activations entering the next block: n_seq x ctx x d_model

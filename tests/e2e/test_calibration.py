@@ -8,7 +8,8 @@ import random
 import unittest
 
 from family_refs import EXPECT
-from sftest import HELDOUT, ROOT, SAMPLE, TempDirTest, error_line, fixture, read_bytes, read_json, sf, sf_json
+from sftest import (HELDOUT, ROOT, SAMPLE, TempDirTest, error_line, fixture, read_bytes, read_json, sf, sf_json,
+                    write_json)
 
 CALIB = os.path.join(ROOT, "samples", "calib.txt")
 METHODS = ["mse", "awq", "gptq"]
@@ -147,6 +148,84 @@ class Calibration(TempDirTest):
         # compare: a calibrated scheme needs --calib.
         error_line(self, sf("compare", SAMPLE, "--schemes", "f32,int4:g32+gptq", "--text", HELDOUT, check=False), 2,
                    "int4:g32+gptq", "--calib")
+
+    def test_usage_errors_are_one_line_and_name_the_option(self):
+        out = self.path("x")
+        base = ["convert", SAMPLE, "-o", out, "--calib", CALIB, "--calib-method", "mse"]
+        line = error_line(self, sf(*base, "--quant", "q4_0", "--calib-tokens", "0", check=False), 2,
+                          "--calib-tokens", "positive")
+        self.assertNotIn("Value", line)  # not CLI11's generic range message
+        error_line(self, sf(*base, "--quant", "q4_0", "--calib-ctx", "1", check=False), 2, "--calib-ctx", "2 to 65536")
+        self.assertFalse(os.path.exists(out))
+
+    def test_a_float_scheme_leaves_nothing_to_calibrate(self):
+        out = self.path("x")
+        base = ["convert", SAMPLE, "-o", out, "--calib", CALIB, "--calib-method", "gptq", *SMALL]
+        for extra, name in [(["--quant", "f16"], "--quant"), (["--dtype", "bf16"], "--dtype"), ([], "f32"),
+                            (["--quant", "f32", "--tensor-quant", "embed.weight=f16"], "--quant")]:
+            with self.subTest(extra=extra):
+                error_line(self, sf(*base, *extra, check=False), 2, "--calib-method", name, "float")
+        self.assertFalse(os.path.exists(out))
+        # An integer override gives calibration something to encode.
+        ok = self.convert("ok", "--quant", "f16", "--tensor-quant", "blocks.0.ffn.up.weight=int8", "--calib", CALIB,
+                          "--calib-method", "mse", *SMALL)
+        self.assertEqual(read_json(os.path.join(ok, "manifest.json"))["calibration"]["calibrated_tensors"], 1)
+        # The same from a pipeline file: its quantize stage's scheme is float, no integer override.
+        spec = self.path("p.json")
+        write_json(spec, {"stages": [{"name": "load"}, {"name": "calib_mse", "params": {"calib": CALIB, "ctx": 128}},
+                                     {"name": "quantize", "params": {"scheme": "bf16"}}, {"name": "write"}]})
+        error_line(self, sf("convert", SAMPLE, "-o", out, "--pipeline", spec, check=False), 2, "calib_mse",
+                   "integer scheme")
+        self.assertFalse(os.path.exists(out))
+
+    def test_pipeline_values_out_of_range_are_refused_naming_the_stage_key(self):
+        out = self.path("x")
+        spec = self.path("p.json")
+        cases = [({"clip_steps": 1001}, "'clip_steps' must be from 1 to 1000"),
+                 ({"awq_grid": 5000}, "'awq_grid' must be from 1 to 1000"),
+                 ({"gptq_block": 0}, "'gptq_block' must be a positive integer"),
+                 ({"gptq_block": 100000}, "'gptq_block' must be from 1 to 65536"),
+                 ({"ctx": 1}, "'ctx' must be from 2 to 65536"),
+                 ({"ctx": 70000}, "'ctx' must be from 2 to 65536"),
+                 ({"tokens": 0}, "'tokens' must be a positive integer"),
+                 # plan(): the values came from the file, so the message names the stage's keys.
+                 ({"tokens": 10, "ctx": 128}, "calib_gptq stage: 'tokens'")]
+        for params, needle in cases:
+            with self.subTest(params=params):
+                write_json(spec, {"stages": [{"name": "load"}, {"name": "calib_gptq", "params": {"calib": CALIB, **params}},
+                                             {"name": "quantize", "params": {"scheme": "q4_0"}}, {"name": "write"}]})
+                error_line(self, sf("convert", SAMPLE, "-o", out, "--pipeline", spec, check=False), 2, needle)
+        self.assertFalse(os.path.exists(out))
+        # 1000 itself is allowed.
+        write_json(spec, {"stages": [{"name": "load"}, {"name": "calib_mse", "params": {"calib": CALIB, "clip_steps": 1000,
+                                                                                          "tokens": 2048, "ctx": 128}},
+                                     {"name": "quantize", "params": {"scheme": "q4_0"}}, {"name": "write"}]})
+        sf("convert", SAMPLE, "-o", out, "--pipeline", spec)
+        self.assertEqual(calib_stage(read_json(os.path.join(out, "manifest.json")))["params"]["clip_steps"], 1000)
+
+    def test_activations_that_overflow_are_refused_naming_the_block(self):
+        import shutil
+        import torch
+        src = fixture("hf_tied")
+        ids = self.path("calib.ids")
+        with open(ids, "w") as f:
+            f.write(" ".join(str(i % 300) for i in range(256)))
+        bad = self.path("overflow")
+        os.makedirs(bad)
+        shutil.copy(os.path.join(src, "config.json"), bad)
+        sd = torch.load(os.path.join(src, "pytorch_model.bin"))
+        # Finite weights whose product overflows f32: up ~1e30 times down ~1e30.
+        for name in ["model.layers.0.mlp.up_proj.weight", "model.layers.0.mlp.down_proj.weight"]:
+            sd[name].fill_(1e30)
+        torch.save(sd, os.path.join(bad, "pytorch_model.bin"))
+        out = self.path("x")
+        keep = ["--tensor-quant", "blocks.0.ffn.up.weight=f32", "--tensor-quant", "blocks.0.ffn.down.weight=f32"]
+        for method in METHODS:
+            with self.subTest(method=method):
+                error_line(self, sf("convert", bad, "-o", out, "--quant", "int4:g32", *keep, "--calib", "ids:" + ids,
+                                    "--calib-method", method, "--calib-ctx", 16, check=False), 1, "block 0",
+                           "calibration activations became non-finite")
+                self.assertFalse(os.path.exists(out))
 
     def test_non_finite_and_unrepresentable_weights_are_refused_as_without_calibration(self):
         import shutil

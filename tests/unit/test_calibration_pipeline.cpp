@@ -315,6 +315,11 @@ TEST(CalibData, WindowsOfAnIdsFileAndItsRefusals) {
   EXPECT_EQ(calib_ctx(d, 300), 300);  // RoPE: longer than trained is the user's choice
   d.positional = PositionalKind::Learned;
   EXPECT_THROW(calib_ctx(d, 300), Error);
+  // The refusal names the setting as the caller gives it: the option, or a pipeline stage's key.
+  EXPECT_NE(message([&] { calib_ctx(d, 300); }).find("--calib-ctx 300"), std::string::npos);
+  const std::string key = message([&] { calib_ctx(d, 300, "calib_mse stage: 'ctx'"); });
+  EXPECT_NE(key.find("calib_mse stage: 'ctx' 300"), std::string::npos) << key;
+  EXPECT_EQ(key.find("--calib-ctx"), std::string::npos) << key;
   std::filesystem::remove_all(dir);
 }
 

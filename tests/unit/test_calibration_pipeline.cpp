@@ -4,7 +4,6 @@
 // refuse one (ChatGLM-6B's alpha * LN(x) residual, a GELU FFN, grouped-query v -> o) refuse it for
 // a reason: folding there anyway changes the output.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -24,25 +23,13 @@
 #include "executor/session.h"
 #include "pipeline/awq_fold.h"
 #include "pipeline/calib_data.h"
-#include "pipeline/convert.h"
+#include "fixture_convert.h"
 
 namespace sf {
 namespace {
 
 std::string convert_fixture(const std::string& name, const std::string& scheme) {
-  const char* d = std::getenv("SF_FIXTURES");
-  const std::string src = std::string(d ? d : "") + "/" + name;
-  if (!d || !std::filesystem::is_directory(src)) return "";
-  const std::string out = (std::filesystem::temp_directory_path() /
-                           ("sf-unit-calib-" + name + scheme + std::to_string(::getpid()))).string();
-  ConvertOptions opt;
-  opt.source = src;
-  opt.out = out;
-  opt.scheme = scheme;
-  opt.force = true;
-  opt.progress = false;
-  convert(opt);
-  return out;
+  return test::convert_fixture(name, scheme, "sf-unit-calib-");
 }
 
 std::vector<int32_t> random_tokens(size_t n, int64_t vocab, unsigned seed) {

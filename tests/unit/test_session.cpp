@@ -2,7 +2,6 @@
 // T tokens computes what T calls on one token compute; sequences decoded together (one row per
 // slot, one matrix product per weight) give each sequence the logits it gets decoded alone.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cstdint>
 #include <algorithm>
@@ -16,26 +15,13 @@
 #include "core/error.h"
 #include "core/fs_util.h"
 #include "executor/session.h"
-#include "pipeline/convert.h"
+#include "fixture_convert.h"
 
 namespace sf {
 namespace {
 
-// Converts a fixture to a fresh directory (removed by the caller); empty when fixtures are absent.
 std::string convert_fixture(const std::string& name, const std::string& scheme = "f32") {
-  const char* d = std::getenv("SF_FIXTURES");
-  const std::string src = std::string(d ? d : "") + "/" + name;
-  if (!file_exists(src + "/pytorch_model.bin")) return "";
-  const std::string out = (std::filesystem::temp_directory_path() /
-                           ("sf-unit-session-" + name + scheme + std::to_string(::getpid()))).string();
-  ConvertOptions opt;
-  opt.source = src;
-  opt.out = out;
-  opt.scheme = scheme;
-  opt.force = true;
-  opt.progress = false;
-  convert(opt);
-  return out;
+  return test::convert_fixture(name, scheme, "sf-unit-session-", "pytorch_model.bin");
 }
 
 TEST(Session, OneCallOnTTokensEqualsTCallsOnOne) {

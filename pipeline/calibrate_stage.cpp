@@ -119,7 +119,8 @@ class CalibrateStage : public Stage {
     // per stream and the executor's scratch and KV cache for them (run_block_on_sequences).
     // Refused, before anything is written, when they would not fit.
     const ModelDesc& d = model.desc;
-    const double streams = reference_ ? 2.0 : 1.0, D = double(d.d_model), qd = double(d.n_heads * d.head_dim),
+    // Two streams with the reference; AWQ's fold check keeps the f32 block's output beside the one.
+    const double streams = reference_ || info_.method == CalibMethod::Awq ? 2.0 : 1.0, D = double(d.d_model), qd = double(d.n_heads * d.head_dim),
                  kvd = double(d.n_kv_heads * d.head_dim), F = double(d.ffn_dim);
     const double chunk = double(std::max<size_t>(kChunkRows / data_.ctx, 1) * data_.ctx);
     const double per_row = (streams * D + 2 * D + 2 * qd + 4 * kvd + 2 * F) * sizeof(float) + 5 * sizeof(int64_t);
@@ -169,12 +170,13 @@ class CalibrateStage : public Stage {
                                {"file_tokens", data_.file_tokens},
                                {"calibrated_tensors", calibrated_},
                                {"awq_skipped", skipped_},
+                               {"awq_folds", {{"kept", awq_kept_}, {"declined", awq_declined_}}},
                                {"warnings", warnings_}};
   }
   json report() const override {
     return {{"stage", name()}, {"seconds", seconds_}, {"peak_rss_bytes", peak_rss_}, {"sequences", data_.n_seq},
             {"tokens_used", data_.n_seq * data_.ctx}, {"calibrated_tensors", calibrated_}, {"awq_skipped", skipped_},
-            {"warnings", warnings_}};
+            {"awq_folds", {{"kept", awq_kept_}, {"declined", awq_declined_}}}, {"warnings", warnings_}};
   }
 
  private:
@@ -225,6 +227,12 @@ class CalibrateStage : public Stage {
 
   // Encodes t with its planned scheme when that is an integer type; returns whether it did.
   bool encode(UnitTensor& t, const InputStats& stats, StageContext& ctx) {
+    if (!encode_tensor(t, stats, ctx)) return false;
+    ++calibrated_;
+    return true;
+  }
+  // encode() without counting the tensor (AWQ's tries encode a block more than once).
+  bool encode_tensor(UnitTensor& t, const InputStats& stats, StageContext& ctx) {
     const Scheme* s = planned(t.spec.name);
     if (!s || !integer_type(s->type)) return false;
     EncodedTensor& e = t.encoded;
@@ -238,7 +246,6 @@ class CalibrateStage : public Stage {
       fail("calibration stage: encode_calibrated gave " + std::to_string(e.data.size()) + " bytes for " + e.name);
     check_encoding(t, *s, ctx.source, ctx.pool, plan_.allow_non_finite);
     t.has_encoded = true;
-    ++calibrated_;
     return true;
   }
 
@@ -305,25 +312,7 @@ class CalibrateStage : public Stage {
       bool wanted[kLinearInputs];
       std::fill(wanted, wanted + kLinearInputs, true);
       StatsTap tap = gather(named, wanted, ctx);
-      // AWQ: scales per group, folded into the op before (when it can absorb them).
-      if (info_.method == CalibMethod::Awq)
-        for (const auto& rule : awq_fold_rules()) {
-          if (rule.cannot_fold(desc_)) continue;
-          std::vector<AwqLinear> linears;
-          for (UnitTensor* t : encodable(named, rule.input))
-            linears.push_back({t->values.data(), size_t(t->spec.shape[0]), *planned(t->spec.name)});
-          if (linears.empty()) continue;
-          InputStats& st = tap.stats[size_t(rule.input)];
-          const std::vector<float> s = awq_search_scales(linears, st.channels, st, params_, ctx.pool);
-          bool trivial = true;
-          for (float v : s) {
-            if (!(v > 0.0f) || !std::isfinite(v)) fail("awq: a scale that is not positive and finite");
-            trivial = trivial && v == 1.0f;
-          }
-          if (trivial) continue;
-          awq_fold(desc_, rule.input, s, values);
-          rescale_stats(st, s);
-        }
+      if (info_.method == CalibMethod::Awq) awq_folds(named, values, tap, ctx);
       for (LinearInput g : kGroups)
         for (UnitTensor* t : encodable(named, g)) encode(*t, tap.stats[size_t(g)], ctx);
     }
@@ -336,6 +325,77 @@ class CalibrateStage : public Stage {
         std::vector<float>().swap(t->values);
         t->has_values = false;
       }
+  }
+
+  // AWQ: scales per group, folded into the op before (when it can absorb them). Each group's
+  // search scores only that group's linears on their own outputs; a fold is kept only when it also
+  // brings the whole block's output on the calibration sequences closer to the unquantized
+  // block's (on the same input), tried group by group in the block's order, each on top of the
+  // folds kept before it. A block's f32 values and statistics are restored between tries.
+  void awq_folds(const Named& named, const BlockValues& values, StatsTap& tap, StageContext& ctx) {
+    struct Fold {
+      LinearInput input;
+      std::vector<float> s;
+    };
+    std::vector<Fold> folds;
+    for (const auto& rule : awq_fold_rules()) {
+      if (rule.cannot_fold(desc_)) continue;
+      std::vector<AwqLinear> linears;
+      for (UnitTensor* t : encodable(named, rule.input))
+        linears.push_back({t->values.data(), size_t(t->spec.shape[0]), *planned(t->spec.name)});
+      if (linears.empty()) continue;
+      const InputStats& st = tap.stats[size_t(rule.input)];
+      std::vector<float> s = awq_search_scales(linears, st.channels, st, params_, ctx.pool);
+      bool trivial = true;
+      for (float v : s) {
+        if (!(v > 0.0f) || !std::isfinite(v)) fail("awq: a scale that is not positive and finite");
+        trivial = trivial && v == 1.0f;
+      }
+      if (!trivial) folds.push_back({rule.input, std::move(s)});
+    }
+    if (folds.empty()) return;
+
+    std::vector<std::vector<float>> saved_values;
+    for (const auto& [name, t] : named) saved_values.push_back(t->values);
+    std::vector<InputStats> saved_stats(std::begin(tap.stats), std::end(tap.stats));
+    auto apply = [&](const std::vector<bool>& keep) {
+      for (size_t i = 0; i < named.size(); ++i) named[i].second->values = saved_values[i];
+      std::copy(saved_stats.begin(), saved_stats.end(), std::begin(tap.stats));
+      for (size_t f = 0; f < folds.size(); ++f)
+        if (keep[f]) {
+          awq_fold(desc_, folds[f].input, folds[f].s, values);
+          rescale_stats(tap.stats[size_t(folds[f].input)], folds[f].s);
+        }
+    };
+    // The unquantized block's output on the quantized stream, then the encoded block's distance to it.
+    std::vector<float> target(x_);
+    run(named, target.data(), 0, data_.n_seq, ctx, nullptr, false);
+    auto block_error = [&](const std::vector<bool>& keep) {
+      apply(keep);
+      for (LinearInput g : {LinearInput::AttnIn, LinearInput::AttnOut, LinearInput::FfnIn, LinearInput::FfnMid})
+        for (UnitTensor* t : encodable(named, g)) encode_tensor(*t, tap.stats[size_t(g)], ctx);
+      double e = 0;
+      const size_t D = size_t(desc_.d_model), per = std::max<size_t>(1, kChunkRows / data_.ctx);
+      std::vector<float> y;
+      for (size_t s0 = 0; s0 < data_.n_seq; s0 += per) {  // a chunk at a time: one stream's scratch
+        const size_t ns = std::min(per, data_.n_seq - s0), at = s0 * data_.ctx * D, span = ns * data_.ctx * D;
+        y.assign(x_.begin() + ptrdiff_t(at), x_.begin() + ptrdiff_t(at + span));
+        run(named, y.data(), s0, ns, ctx, nullptr, true);
+        for (size_t i = 0; i < span; ++i) e += (double(y[i]) - target[at + i]) * (double(y[i]) - target[at + i]);
+      }
+      for (const auto& [name, t] : named) t->has_encoded = false;
+      return e;
+    };
+    std::vector<bool> keep(folds.size(), false);
+    double best = block_error(keep);
+    for (size_t f = 0; f < folds.size(); ++f) {
+      keep[f] = true;
+      const double e = block_error(keep);
+      if (e < best) best = e;
+      else keep[f] = false;
+      ++(keep[f] ? awq_kept_ : awq_declined_);
+    }
+    apply(keep);
   }
 
   // One statistics pass over the calibration sequences, a chunk at a time: with `reference`, each
@@ -431,6 +491,7 @@ class CalibrateStage : public Stage {
   std::vector<float> x_ref_;  // the same through the unquantized model (with reference_)
   std::vector<std::string> skipped_, warnings_;
   size_t calibrated_ = 0;
+  size_t awq_kept_ = 0, awq_declined_ = 0;  // AWQ folds the block check kept / declined
   double seconds_ = 0;
   int64_t peak_rss_ = 0;
 };

@@ -50,6 +50,12 @@ class Calibration(TempDirTest):
         names = [s["name"] for s in m["pipeline"]["stages"]]
         self.assertEqual(names, ["load", "calib_awq", "quantize", "write"])
         self.assertEqual(m["calibration"]["sequences"], 16)
+        # The block check tried every searched scaling and kept or declined each: at most three a
+        # block here (q k v, gate up, down; the sample's grouped-query v -> o cannot fold).
+        folds = m["calibration"]["awq_folds"]
+        layers = read_json(os.path.join(SAMPLE, "config.json"))["num_hidden_layers"]
+        self.assertLessEqual(folds["kept"] + folds["declined"], 3 * layers)
+        self.assertGreater(folds["kept"] + folds["declined"], 0)
         # The cost is reported by convert, never written into the artifact.
         j = sf_json("convert", SAMPLE, "-o", self.path("awq2"), "--quant", "int4:g32", "--calib", CALIB,
                     "--calib-method", "awq", *SMALL, "--json")

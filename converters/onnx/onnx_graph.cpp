@@ -199,6 +199,37 @@ std::optional<std::vector<std::optional<int64_t>>> OnnxGraph::int_values(const s
   return std::nullopt;
 }
 
+std::optional<OnnxGraph::FloatTensor> OnnxGraph::float_tensor(const std::string& value, size_t max_elements) const {
+  if (const LazyTensor* t = initializer(value)) {
+    if (t->dtype != DType::F32 || uint64_t(t->numel()) > max_elements) return std::nullopt;
+    return FloatTensor{t->shape, t->to_f32()};
+  }
+  const Node* p = producer(value);
+  if (!p || p->op_type() != "Constant") return std::nullopt;
+  for (const auto& a : p->attribute()) {
+    if (a.name() != "value" || !a.has_t()) continue;
+    const onnx::TensorProto& t = a.t();
+    if (t.data_type() != onnx::TensorProto::FLOAT || t.data_location() == onnx::TensorProto::EXTERNAL) return std::nullopt;
+    FloatTensor out;
+    uint64_t numel = 1;
+    for (int64_t d : t.dims()) {
+      if (d < 0 || (d > 0 && numel > max_elements / uint64_t(d))) return std::nullopt;
+      numel *= uint64_t(d);
+      out.shape.push_back(d);
+    }
+    if (t.has_raw_data()) {
+      if (t.raw_data().size() != numel * sizeof(float)) return std::nullopt;
+      out.values.resize(numel);
+      if (numel) std::memcpy(out.values.data(), t.raw_data().data(), numel * sizeof(float));
+    } else {
+      if (uint64_t(t.float_data_size()) != numel) return std::nullopt;
+      out.values.assign(t.float_data().begin(), t.float_data().end());
+    }
+    return out;
+  }
+  return std::nullopt;
+}
+
 std::optional<double> OnnxGraph::scalar_value(const std::string& value) const {
   auto c = constant_elements(value);
   if (!c || c->size() != 1) return std::nullopt;

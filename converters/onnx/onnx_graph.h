@@ -49,6 +49,13 @@ class OnnxGraph {
   // Concat / Unsqueeze / Cast of them), unknown elements as nullopt; nullopt when even the length is
   // unknown. Used for Reshape targets.
   std::optional<std::vector<std::optional<int64_t>>> int_values(const std::string& value, int depth = 0) const;
+  // A float tensor of at most `max_elements` held by an F32 initializer or a Constant node (exports
+  // keep non-persistent buffers, such as RoPE tables, as Constant nodes).
+  struct FloatTensor {
+    std::vector<int64_t> shape;
+    std::vector<float> values;
+  };
+  std::optional<FloatTensor> float_tensor(const std::string& value, size_t max_elements) const;
   // A float scalar constant (a Constant node or a one-element initializer).
   std::optional<double> scalar_value(const std::string& value) const;
 

@@ -60,6 +60,9 @@ bool is_dynamic_matmul(const Node& n, const OnnxGraph& g) {
   return n.op_type() == "MatMul" && n.input_size() == 2 && !g.is_initializer(n.input(0)) && !g.is_initializer(n.input(1));
 }
 
+// RoPE tables are [positions, head_dim / 2] floats: 2^24 is 128k positions of head_dim 256.
+constexpr size_t kMaxRopeTableElements = size_t(1) << 24;
+
 // What the recovery found, per layer.
 struct Layer {
   std::string attn_norm, ffn_norm;
@@ -243,21 +246,21 @@ Recovery::Rope Recovery::rope(const Layer& layer, int64_t head_dim) const {
   for (const Node* n : g_.ancestors(scores.node->input(0), [&](const Node& n) { return &n == layer.q.node; }, 512)) {
     if (after_q.count(n) && n->op_type() == "Neg") r.rotate_half = true;
     for (const auto& in : n->input()) {
-      const LazyTensor* t = g_.initializer(in);
-      if (!t || in == layer.q.weight || t->dtype != DType::F32) continue;
+      if (in == layer.q.weight) continue;
+      const auto t = g_.float_tensor(in, kMaxRopeTableElements);
+      if (!t) continue;
       // Tables [positions, head_dim/2] (or [positions, head_dim] with both halves alike).
       if (t->shape.size() == 2 && (t->shape[1] == half || t->shape[1] == head_dim) && t->shape[0] >= 2) {
-        auto values = t->to_f32();
         const int64_t w = t->shape[1];
         bool ones = true, zeros = true;
-        for (int64_t j = 0; j < w; ++j) ones &= values[j] == 1.0f, zeros &= values[j] == 0.0f;
+        for (int64_t j = 0; j < w; ++j) ones &= t->values[j] == 1.0f, zeros &= t->values[j] == 0.0f;
         // Row 0 is position 0: cos 1, sin 0 for every frequency.
-        if (ones) cos_table = std::move(values), r.max_positions = t->shape[0], rotary = true;
-        else if (zeros) sin_table = std::move(values), rotary = true;
+        if (ones) cos_table = t->values, r.max_positions = t->shape[0], rotary = true;
+        else if (zeros) sin_table = t->values, rotary = true;
         continue;
       }
       if (t->shape.size() == 1 && t->shape[0] == half) {
-        const auto f = t->to_f32();
+        const auto& f = t->values;
         if (half >= 2 && f[0] == 1.0f && f[1] > 0 && f[1] < 1) r.theta = std::pow(double(f[1]), -double(head_dim) / 2), rotary = true;
       }
     }

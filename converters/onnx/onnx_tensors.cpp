@@ -136,7 +136,12 @@ std::shared_ptr<InputFile> ExternalFiles::open(const std::string& location, cons
     if (S_ISLNK(st.st_mode)) fail(where + " goes through a symbolic link");
     start = end + 1;
   }
-  auto f = std::make_shared<InputFile>(path);  // refuses anything but a regular file
+  std::shared_ptr<InputFile> f;
+  try {
+    f = std::make_shared<InputFile>(path);  // refuses anything but a regular file
+  } catch (const Error& e) {
+    fail(where + ": " + e.message(), e.kind());
+  }
   files_.emplace(location, f);
   order_.push_back(path);
   return f;

@@ -1,9 +1,10 @@
 #include "converters/onnx/onnx_proto.h"
 
 #include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/wire_format_lite.h>
 
-#include <vector>
+#include <algorithm>
 
 #include "core/error.h"
 #include "core/input_file.h"
@@ -67,11 +68,30 @@ bool scan(CodedInputStream& in, uint64_t total, Msg kind, int depth, ScanCounts&
   }
 }
 
-std::vector<uint8_t> read_whole(const InputFile& f) {
-  std::vector<uint8_t> bytes(f.size());
-  if (!bytes.empty()) f.read_at(0, bytes.data(), bytes.size());
-  return bytes;
-}
+// The file as protobuf's input stream, read with pread a block at a time: the parse holds the
+// message it builds, never a second copy of the file. A read error ends the stream and is kept.
+class PreadStream : public google::protobuf::io::CopyingInputStream {
+ public:
+  explicit PreadStream(const InputFile& f) : f_(f) {}
+  int Read(void* buffer, int size) override {
+    const uint64_t n = std::min<uint64_t>(uint64_t(size), f_.size() - pos_);
+    if (n == 0) return 0;
+    try {
+      f_.read_at(pos_, buffer, n);
+    } catch (const Error& e) {
+      error_ = e.message();
+      return -1;
+    }
+    pos_ += n;
+    return int(n);
+  }
+  const std::string& error() const { return error_; }
+
+ private:
+  const InputFile& f_;
+  uint64_t pos_ = 0;
+  std::string error_;
+};
 
 }  // namespace
 
@@ -90,19 +110,25 @@ std::unique_ptr<onnx::ModelProto> parse_onnx_file(const std::string& path) {
   if (f.size() > kMaxOnnxFileBytes)
     fail_file(path, "is " + std::to_string(f.size()) + " bytes, past protobuf's 2 GiB message limit (larger models keep "
                     "their weights as external data)");
-  const std::vector<uint8_t> bytes = read_whole(f);
+  // Two passes over the file: the pre-scan counts before anything is built, then the parse.
   {
-    CodedInputStream in(bytes.data(), int(bytes.size()));
+    PreadStream raw(f);
+    google::protobuf::io::CopyingInputStreamAdaptor stream(&raw);
+    CodedInputStream in(&stream);
     in.SetRecursionLimit(8 * kMaxOnnxGraphDepth);
     ScanCounts counts;
-    if (!scan(in, bytes.size(), Msg::Model, 0, counts, path)) fail_file(path, "is not a valid ONNX protobuf (truncated or damaged)");
+    const bool ok = scan(in, f.size(), Msg::Model, 0, counts, path);
+    if (!raw.error().empty()) fail(raw.error());
+    if (!ok) fail_file(path, "is not a valid ONNX protobuf (truncated or damaged)");
   }
   auto model = std::make_unique<onnx::ModelProto>();
-  CodedInputStream in(bytes.data(), int(bytes.size()));
+  PreadStream raw(f);
+  google::protobuf::io::CopyingInputStreamAdaptor stream(&raw);
+  CodedInputStream in(&stream);
   in.SetRecursionLimit(8 * kMaxOnnxGraphDepth);
-  in.SetTotalBytesLimit(int(kMaxOnnxFileBytes));
-  if (!model->ParseFromCodedStream(&in) || !in.ConsumedEntireMessage())
-    fail_file(path, "is not a valid ONNX protobuf (truncated or damaged)");
+  const bool ok = model->ParseFromCodedStream(&in) && in.ConsumedEntireMessage();
+  if (!raw.error().empty()) fail(raw.error());
+  if (!ok) fail_file(path, "is not a valid ONNX protobuf (truncated or damaged)");
   if (!model->has_graph()) fail_file(path, "holds no graph");
   return model;
 }

@@ -98,8 +98,14 @@ OnnxGraph::OnnxGraph(const onnx::GraphProto& g, const std::map<std::string, Lazy
 }
 
 const LazyTensor* OnnxGraph::initializer(const std::string& value) const {
-  auto it = initializers_.find(value);
-  return it == initializers_.end() ? nullptr : &it->second;
+  std::string v = value;
+  for (int hops = 0; hops <= kMaxConstantDepth; ++hops) {
+    if (auto it = initializers_.find(v); it != initializers_.end()) return &it->second;
+    const Node* p = producer(v);
+    if (!p || p->op_type() != "Identity" || p->input_size() != 1) return nullptr;
+    v = p->input(0);
+  }
+  return nullptr;
 }
 
 const OnnxGraph::Node* OnnxGraph::producer(const std::string& value) const {

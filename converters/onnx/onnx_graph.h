@@ -27,6 +27,9 @@ class OnnxGraph {
   const Node* producer(const std::string& value) const;
   const std::vector<const Node*>& consumers(const std::string& value) const;
   bool is_initializer(const std::string& value) const { return initializers_.count(value) > 0; }
+  // The initializer a value is, directly or through Identity nodes (torch.onnx.export keeps one copy
+  // of initializers with equal values, such as norm weights still all ones, and makes the others
+  // Identity nodes of it); null for anything else.
   const LazyTensor* initializer(const std::string& value) const;
   bool is_graph_input(const std::string& value) const { return inputs_.count(value) > 0; }
   size_t position(const Node* n) const { return position_.at(n); }

@@ -1,5 +1,6 @@
 #include "converters/onnx/onnx_structure.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -33,7 +34,7 @@ std::optional<Linear> as_linear(const Node& n, const OnnxGraph& g) {
   const bool gemm = n.op_type() == "Gemm";
   if ((n.op_type() != "MatMul" && !gemm) || n.input_size() < 2) return std::nullopt;
   const LazyTensor* w = g.initializer(n.input(1));
-  if (!w || w->shape.size() != 2 || g.is_initializer(n.input(0))) return std::nullopt;
+  if (!w || w->shape.size() != 2 || g.initializer(n.input(0))) return std::nullopt;
   Linear l;
   l.node = &n;
   l.weight = n.input(1);
@@ -57,7 +58,7 @@ double f32_decimal(double v) {
 }
 
 bool is_dynamic_matmul(const Node& n, const OnnxGraph& g) {
-  return n.op_type() == "MatMul" && n.input_size() == 2 && !g.is_initializer(n.input(0)) && !g.is_initializer(n.input(1));
+  return n.op_type() == "MatMul" && n.input_size() == 2 && !g.initializer(n.input(0)) && !g.initializer(n.input(1));
 }
 
 // RoPE tables are [positions, head_dim / 2] floats: 2^24 is 128k positions of head_dim 256.
@@ -147,7 +148,7 @@ void Recovery::find_blocks() {
     if (norms[i + 1].second.size() != 2)
       refuse("after the attention of block " + std::to_string(layers_.size()) + ", no norm feeding a gate and an up projection");
     Layer layer;
-    const auto weight_of = [&](const Node* n) { return g_.is_initializer(n->input(1)) ? n->input(1) : n->input(0); };
+    const auto weight_of = [&](const Node* n) { return g_.initializer(n->input(1)) ? n->input(1) : n->input(0); };
     layer.attn_norm = weight_of(norms[i].first);
     layer.ffn_norm = weight_of(norms[i + 1].first);
     assign_attention(layer, norms[i].second);
@@ -158,7 +159,7 @@ void Recovery::find_blocks() {
   if (i + 1 != norms.size() || norms[i].second.size() != 1)
     refuse("after block " + std::to_string(layers_.size() - 1) + ", no final norm feeding the output projection alone");
   const Node* last = norms[i].first;
-  final_norm_ = g_.is_initializer(last->input(1)) ? last->input(1) : last->input(0);
+  final_norm_ = g_.initializer(last->input(1)) ? last->input(1) : last->input(0);
   head_ = norms[i].second[0];
   if (head_.in != d_model_ || head_.out != vocab_)
     refuse("the output projection is [" + std::to_string(head_.in) + " -> " + std::to_string(head_.out) + "], not [d_model " +
@@ -216,7 +217,7 @@ std::pair<std::optional<int64_t>, std::optional<int64_t>> Recovery::heads_of(con
 
 // RMSNorm's epsilon: x * 1/sqrt(mean(x^2) + eps). A mean subtracted first is LayerNorm.
 double Recovery::norm_eps(const Node& norm) const {
-  const std::string data = g_.is_initializer(norm.input(1)) ? norm.input(0) : norm.input(1);
+  const std::string data = g_.initializer(norm.input(1)) ? norm.input(0) : norm.input(1);
   for (const Node* n : g_.ancestors(data, [](const Node&) { return false; }, 24)) {
     if (n->op_type() == "Sub") {
       for (const auto& in : n->input())
@@ -281,13 +282,33 @@ Recovery::Rope Recovery::rope(const Layer& layer, int64_t head_dim) const {
 }
 
 bool Recovery::head_is_embedding() const {
-  // torch.onnx.export gives a tied output projection its own transposed copy: the same values.
+  // torch.onnx.export gives a tied output projection its own transposed copy: the same bytes.
+  // Compared a block of vocabulary rows at a time (a real vocabulary's f32 copies are gigabytes);
+  // the first block differs for an untied head, so that costs one block.
   const LazyTensor& e = *g_.initializer(embed_);
-  LazyTensor h = *g_.initializer(head_.weight);
+  const LazyTensor& h = *g_.initializer(head_.weight);
   if (e.dtype != h.dtype) return false;
-  if (head_.in_out) h.shape = {head_.out, head_.in}, h.strides = {1, head_.out};
-  const auto a = e.to_f32(), b = h.to_f32();
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  const uint64_t es = dtype_size(e.dtype), d = uint64_t(d_model_), vocab = uint64_t(vocab_);
+  const uint64_t block = std::max<uint64_t>(1, (uint64_t(1) << 22) / (d * es));
+  std::vector<uint8_t> rows, col;
+  for (uint64_t v0 = 0; v0 < vocab; v0 += block) {
+    const uint64_t n = std::min(block, vocab - v0);
+    rows.resize(n * d * es);
+    e.storage->read(v0 * d * es, rows.data(), rows.size());
+    if (!head_.in_out) {  // [vocab, d] as the embedding
+      col.resize(rows.size());
+      h.storage->read(v0 * d * es, col.data(), col.size());
+      if (col != rows) return false;
+      continue;
+    }
+    col.resize(n * es);  // [d, vocab]: row j holds column j of the embedding
+    for (uint64_t j = 0; j < d; ++j) {
+      h.storage->read((j * vocab + v0) * es, col.data(), col.size());
+      for (uint64_t v = 0; v < n; ++v)
+        if (std::memcmp(col.data() + v * es, rows.data() + (v * d + j) * es, es) != 0) return false;
+    }
+  }
+  return true;
 }
 
 // Canonical source names: Meta's (llama2.c) for interleaved RoPE pairs, Hugging Face's for

@@ -27,7 +27,7 @@ class OnnxExports(TempDirTest):
 
     @classmethod
     def setUpClass(cls):
-        import torch  # noqa: F401  (Debian's python3-torch; skip cleanly where it is missing)
+        import torch  # Debian's python3-torch
         import onnx_export
         from llama_ref import Config, HFLlama, MetaLlama
         from make_fixtures import init_weights
@@ -42,6 +42,14 @@ class OnnxExports(TempDirTest):
             m = cls_(cfg)
             init_weights(m, seed)
             cls.models[name] = m
+        # Norm weights all ones: the export keeps one initializer and makes the others Identity nodes of it.
+        m = MetaLlama(Config())
+        init_weights(m, 6)
+        with torch.no_grad():
+            for n, p in m.named_parameters():
+                if n.endswith("norm.weight"):
+                    p.fill_(1.0)
+        cls.models["meta_norms_one"] = m
 
     def exported(self, name, opset):
         path = self.path(f"{name}_op{opset}", "model.onnx")

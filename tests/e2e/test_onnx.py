@@ -5,11 +5,12 @@ perplexity; hostile ONNX files are refused with one line."""
 import os
 import struct
 import sys
+import time
 import unittest
 
 import numpy as np
 
-from sftest import CORPUS, FIXTURES, ROOT, STORIES, TempDirTest, error_line, need_stories, sf, sf_json, write_json
+from sftest import CORPUS, ROOT, STORIES, TempDirTest, error_line, need_stories, read_bytes, sf, sf_json, write_json
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
 
@@ -173,14 +174,16 @@ class HostileOnnx(TempDirTest):
         return self.model([t])
 
     def refused(self, path, *needles):
+        start = time.monotonic()
         p = sf("convert", path, "-o", self.path("out"), check=False, timeout=60)
+        self.assertLess(time.monotonic() - start, 20, "a refusal must not take long")
         line = error_line(self, p, 1, path, *needles)
         self.assertFalse(os.path.exists(self.path("out")))
         return line
 
     def test_truncated_protobuf(self):
         good = self.external("w.bin")
-        data = open(good, "rb").read()
+        data = read_bytes(good)
         for cut in (len(data) // 2, len(data) - 1):
             with self.subTest(cut=cut):
                 with open(good, "wb") as f:
@@ -223,6 +226,28 @@ class HostileOnnx(TempDirTest):
         from onnx import TensorProto
         t = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[1 << 29], raw_data=b"\0" * 16)
         self.refused(self.model([t]), "holds 16 bytes")
+
+    def test_file_past_protobufs_limit(self):
+        # A sparse file: 2 GiB + 16 bytes of which only the ModelProto's first field is written.
+        path = self.path("huge.onnx")
+        with open(path, "wb") as f:
+            f.write(b"\x08\x07")
+            f.truncate((1 << 31) + 16)
+        self.refused(path, "2 GiB")
+
+    def test_if_branches_are_read(self):
+        # An initializer inside an If's branch is read like the graph's own: here its location escapes.
+        from onnx import TensorProto, helper
+        t = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4], data_location=TensorProto.EXTERNAL)
+        e = t.external_data.add()
+        e.key, e.value = "location", "../w.bin"
+        branch = helper.make_graph([helper.make_node("Identity", ["w"], ["z"])], "then", [],
+                                   [helper.make_tensor_value_info("z", TensorProto.FLOAT, [4])], [t])
+        empty = helper.make_graph([helper.make_node("Identity", ["x"], ["z2"])], "else", [],
+                                  [helper.make_tensor_value_info("z2", TensorProto.FLOAT, [4])])
+        node = helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=empty)
+        c = helper.make_tensor("c", TensorProto.BOOL, [], [True])
+        self.refused(self.model([c], nodes=[node]), "tensor w", "inside the model's directory")
 
     def test_cyclic_graph(self):
         from onnx import helper

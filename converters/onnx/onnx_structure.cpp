@@ -64,6 +64,24 @@ bool is_dynamic_matmul(const Node& n, const OnnxGraph& g) {
 // RoPE tables are [positions, head_dim / 2] floats: 2^24 is 128k positions of head_dim 256.
 constexpr size_t kMaxRopeTableElements = size_t(1) << 24;
 
+// The roles of linears, and the module names exporters' scope names give them (Hugging Face,
+// Meta / llama2.c). Names are a cross-check on the data flow, and decide where it cannot.
+enum class Role { Q, K, V, O, Gate, Up, Down, Head };
+struct RoleName {
+  const char* module;
+  Role role;
+};
+constexpr RoleName kRoleNames[] = {
+    {"q_proj", Role::Q},       {"wq", Role::Q},    {"k_proj", Role::K},  {"wk", Role::K},
+    {"v_proj", Role::V},       {"wv", Role::V},    {"o_proj", Role::O},  {"wo", Role::O},
+    {"gate_proj", Role::Gate}, {"w1", Role::Gate}, {"up_proj", Role::Up}, {"w3", Role::Up},
+    {"down_proj", Role::Down}, {"w2", Role::Down}, {"lm_head", Role::Head}, {"output", Role::Head},
+};
+const char* role_name(Role r) {
+  constexpr const char* kNames[] = {"q", "k", "v", "output (o)", "gate", "up", "down", "vocabulary output"};
+  return kNames[int(r)];
+}
+
 // What the recovery found, per layer.
 struct Layer {
   std::string attn_norm, ffn_norm;
@@ -94,6 +112,9 @@ class Recovery {
   void find_blocks();
   void assign_attention(Layer& layer, const std::vector<Linear>& qkv);
   void assign_ffn(Layer& layer, const std::vector<Linear>& gate_up);
+  std::optional<Role> named_role(const Node& n) const;
+  // Refuses when the node's scope name says another role than the data flow found.
+  void check_name(const Linear& l, Role role, const std::string& block) const;
   Linear next_linear(const std::string& from, const std::string& what) const;
   std::pair<std::optional<int64_t>, std::optional<int64_t>> heads_of(const Linear& l) const;
   double norm_eps(const Node& norm) const;
@@ -161,6 +182,7 @@ void Recovery::find_blocks() {
   const Node* last = norms[i].first;
   final_norm_ = g_.initializer(last->input(1)) ? last->input(1) : last->input(0);
   head_ = norms[i].second[0];
+  check_name(head_, Role::Head, "the model");
   if (head_.in != d_model_ || head_.out != vocab_)
     refuse("the output projection is [" + std::to_string(head_.in) + " -> " + std::to_string(head_.out) + "], not [d_model " +
            std::to_string(d_model_) + " -> vocab " + std::to_string(vocab_) + "]");
@@ -169,36 +191,86 @@ void Recovery::find_blocks() {
 void Recovery::assign_attention(Layer& layer, const std::vector<Linear>& qkv) {
   // q and k meet in the scores MatMul (q first, k second); v is the second input of the MatMul
   // after the softmax. o is the first linear after that.
+  const std::string block = "block " + std::to_string(layers_.size());
   std::vector<OnnxGraph::Hit> hits;
-  for (const auto& l : qkv) {
+  for (const auto& l : qkv)
     hits.push_back(g_.find_forward(l.node->output(0), [&](const Node& n, int) { return is_dynamic_matmul(n, g_); }));
-    if (!hits.back().node) refuse("projection " + l.weight + " reaches no attention MatMul");
-  }
-  int q = -1, k = -1, v = -1;
+  int q = -1, k = -1;
   for (int a = 0; a < 3; ++a)
     for (int b = 0; b < 3; ++b)
-      if (a != b && hits[a].node == hits[b].node && hits[a].input == 0 && hits[b].input == 1) q = a, k = b;
-  if (q < 0) refuse("no scores MatMul taking q and k in block " + std::to_string(layers_.size()));
-  v = 3 - q - k;
-  if (hits[v].input != 1) refuse("v's projection " + qkv[v].weight + " is not the second input of the attention MatMul");
-  layer.q = qkv[q];
-  layer.k = qkv[k];
-  layer.v = qkv[v];
-  layer.o = next_linear(hits[v].node->output(0), "output projection after the attention of block " + std::to_string(layers_.size()));
+      if (a != b && hits[a].node && hits[a].node == hits[b].node && hits[a].input == 0 && hits[b].input == 1) q = a, k = b;
+  const int v = q < 0 ? -1 : 3 - q - k;
+  if (q >= 0 && hits[v].node && hits[v].input == 1) {
+    layer.q = qkv[q], layer.k = qkv[k], layer.v = qkv[v];
+    layer.o = next_linear(hits[v].node->output(0), "output projection after the attention of " + block);
+  } else {
+    // The attention is not plain MatMuls (a fused or custom op): the scope names may still say.
+    const auto by_name = [&](Role role) -> const Linear* {
+      const Linear* found = nullptr;
+      for (const auto& l : qkv)
+        if (named_role(*l.node) == role) found = found ? nullptr : &l;
+      return found;
+    };
+    const Linear *nq = by_name(Role::Q), *nk = by_name(Role::K), *nv = by_name(Role::V);
+    if (!nq || !nk || !nv)
+      refuse("no attention MatMuls taking q, k and v in " + block + ", and the node names do not say which projection is which");
+    layer.q = *nq, layer.k = *nk, layer.v = *nv;
+    layer.o = next_linear(layer.v.node->output(0), "output projection after the attention of " + block);
+  }
+  check_name(layer.q, Role::Q, block);
+  check_name(layer.k, Role::K, block);
+  check_name(layer.v, Role::V, block);
+  check_name(layer.o, Role::O, block);
 }
 
 void Recovery::assign_ffn(Layer& layer, const std::vector<Linear>& gate_up) {
   // SwiGLU: silu(gate) * up; torch.onnx.export writes silu as x * Sigmoid(x).
+  const std::string block = "block " + std::to_string(layers_.size());
   const auto feeds_sigmoid = [&](const Linear& l) {
     for (const Node* c : g_.consumers(l.node->output(0)))
       if (c->op_type() == "Sigmoid") return true;
     return false;
   };
   const bool first = feeds_sigmoid(gate_up[0]), second = feeds_sigmoid(gate_up[1]);
-  if (first == second) refuse("block " + std::to_string(layers_.size()) + "'s FFN is not SwiGLU (exactly one of its two input projections should feed a Sigmoid)");
-  layer.gate = gate_up[first ? 0 : 1];
-  layer.up = gate_up[first ? 1 : 0];
-  layer.down = next_linear(layer.up.node->output(0), "down projection in block " + std::to_string(layers_.size()));
+  int gate = first != second ? (first ? 0 : 1) : -1;
+  if (gate < 0) {
+    const auto a = named_role(*gate_up[0].node), b = named_role(*gate_up[1].node);
+    if (a == Role::Gate && b == Role::Up) gate = 0;
+    if (a == Role::Up && b == Role::Gate) gate = 1;
+  }
+  if (gate < 0)
+    refuse(block + "'s FFN is not SwiGLU as exported (exactly one of its two input projections should feed a Sigmoid), "
+           "and the node names do not say which is the gate");
+  layer.gate = gate_up[gate];
+  layer.up = gate_up[1 - gate];
+  layer.down = next_linear(layer.up.node->output(0), "down projection in " + block);
+  check_name(layer.gate, Role::Gate, block);
+  check_name(layer.up, Role::Up, block);
+  check_name(layer.down, Role::Down, block);
+}
+
+// What a linear's scope name says it is: the module before the op, "/model/layers.3/self_attn/
+// q_proj/MatMul" (torch.onnx.export), "/layers.3/self_attn/q_proj/Linear" (MNN), "/wq_1/MatMul"
+// (torch 1.13 numbers repeated module names).
+std::optional<Role> Recovery::named_role(const Node& n) const {
+  const std::string& name = n.name();
+  const size_t last = name.rfind('/');
+  if (last == std::string::npos || last == 0) return std::nullopt;
+  const size_t before = name.rfind('/', last - 1);
+  std::string module = name.substr(before == std::string::npos ? 0 : before + 1, last - (before == std::string::npos ? 0 : before + 1));
+  if (const size_t u = module.rfind('_'); u != std::string::npos && u + 1 < module.size() &&
+                                          module.find_first_not_of("0123456789", u + 1) == std::string::npos)
+    module.resize(u);
+  for (const auto& r : kRoleNames)
+    if (module == r.module) return r.role;
+  return std::nullopt;
+}
+
+void Recovery::check_name(const Linear& l, Role role, const std::string& block) const {
+  const auto named = named_role(*l.node);
+  if (named && *named != role)
+    refuse(node_name(*l.node) + " is named as the " + role_name(*named) + " projection, but the data flow makes it " + block +
+           "'s " + role_name(role) + " projection");
 }
 
 // Heads and head_dim from the Reshape that splits a projection's output: [batch, seq, heads, head_dim].

@@ -101,6 +101,44 @@ class OnnxExports(TempDirTest):
         info = sf_json("inspect", src)
         self.assertIn("'tied_embeddings': True", str(info), "the head's transposed copy is the embedding")
 
+    def edited(self, src, tag, edit):
+        import onnx
+        model = onnx.load(src)
+        edit(model.graph)
+        path = self.path(tag, "model.onnx")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        onnx.save(model, path)
+        return path
+
+    def test_scope_names_cross_check_the_data_flow(self):
+        src, _ = self.exported("meta", 14)
+
+        def swap_q_k(g):
+            for n in g.node:
+                if n.name in ("/wq/MatMul", "/wk/MatMul"):
+                    n.name = "/wk/MatMul" if n.name == "/wq/MatMul" else "/wq/MatMul"
+        p = sf("convert", self.edited(src, "swapped", swap_q_k), "-o", self.path("out_swapped"), check=False)
+        error_line(self, p, 1, "named as the k projection", "block 0's q projection")
+
+    def test_scope_names_decide_where_the_data_flow_cannot(self):
+        # The SiLU's Sigmoid renamed to an op the structure rules do not know: the w1 / w3 scope
+        # names still say which projection is the gate; without them the graph is refused.
+        src, want = self.exported("meta", 14)
+
+        def hide_sigmoid(g):
+            for n in g.node:
+                if n.op_type == "Sigmoid":
+                    n.op_type = "CustomSigmoid"
+        got = self.convert_onnx(self.edited(src, "named", hide_sigmoid), "named_out")
+        self.assertLess(float(np.abs(got - want).max()), 1e-4 * max(1.0, float(np.abs(want).max())))
+
+        def hide_sigmoid_and_names(g):
+            hide_sigmoid(g)
+            for i, n in enumerate(g.node):
+                n.name = f"node{i}"
+        p = sf("convert", self.edited(src, "anonymous", hide_sigmoid_and_names), "-o", self.path("out_anon"), check=False)
+        error_line(self, p, 1, "not SwiGLU", "do not say which is the gate")
+
     def test_external_data_one_file_and_one_per_tensor(self):
         src, want = self.exported("meta", 14)
         inline = self.convert_onnx(src, "inline")

@@ -1,7 +1,7 @@
 """ONNX sources: LLaMA fixtures exported with torch.onnx.export (two opsets, weights inline and as
 external data) convert to the logits of the PyTorch reference computed here and of the same weights
-converted from a torch.save checkpoint; the real stories260K.onnx reproduces the reference
-perplexity; hostile ONNX files are refused with one line."""
+converted from a torch.save checkpoint; the real stories260K.onnx gives stories260K.pt's logits
+(its reference perplexity: test_real_model.py); hostile ONNX files are refused with one line."""
 import os
 import struct
 import sys
@@ -10,7 +10,7 @@ import unittest
 
 import numpy as np
 
-from sftest import CORPUS, ROOT, STORIES, TempDirTest, error_line, need_stories, read_bytes, sf, sf_json, write_json
+from sftest import ROOT, STORIES, TempDirTest, error_line, need_stories, read_bytes, sf, sf_json, write_json
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
 
@@ -155,20 +155,23 @@ class OnnxExports(TempDirTest):
 
 
 class StoriesOnnx(TempDirTest):
+    """The real stories260K.onnx (../shared) against stories260K.pt. Its perplexity figure is
+    checked in test_real_model.py, which the sanitized run leaves out (minutes under ASan)."""
+
     @classmethod
     def setUpClass(cls):
         need_stories()
         if not os.path.exists(os.path.join(STORIES, "stories260K.onnx")):
             raise unittest.SkipTest(f"{STORIES}/stories260K.onnx not found, skipping")
 
-    def test_perplexity_matches_the_reference(self):
-        out = self.path("stories_onnx")
-        sf("convert", os.path.join(STORIES, "stories260K.onnx"), "--tokenizer", os.path.join(STORIES, "tok512.model"),
-           "-o", out)
-        r = sf_json("eval", "ppl", out, "--text", os.path.join(CORPUS, "tinystories_valid_head.txt"), "--ctx", 256,
-                    "--chunks", 200)
-        self.assertEqual(r["tokens_scored"], 25600)
-        self.assertLess(abs(r["ppl"] / 3.9174 - 1), 0.001, f"PPL {r['ppl']} vs reference 3.9174")
+    def test_logits_equal_the_torch_checkpoint(self):
+        logits = []
+        for name in ("stories260K.onnx", "stories260K.pt"):
+            out = self.path(name.replace(".", "_"))
+            sf("convert", os.path.join(STORIES, name), "--tokenizer", os.path.join(STORIES, "tok512.model"), "-o", out)
+            logits.append(run_logits(self, out, 512))
+        err = float(np.abs(logits[0] - logits[1]).max())
+        self.assertLess(err, 1e-5, f"max |onnx - pt| logit = {err}")
 
 
 def varint(n):

@@ -47,7 +47,8 @@ std::optional<std::vector<double>> message_elements(const onnx::TensorProto& t) 
 
 OnnxGraph::OnnxGraph(const onnx::GraphProto& g, const std::map<std::string, LazyTensor>& initializers,
                      const std::string& path)
-    : g_(g), initializers_(initializers) {
+    : path_(path), initializers_(initializers) {
+  budget_ = 64 * uint64_t(g.node_size()) + (uint64_t(1) << 20);
   for (const auto& in : g.input())
     if (!initializers_.count(in.name())) inputs_.insert(in.name());
   for (const auto& n : g.node())
@@ -97,6 +98,11 @@ OnnxGraph::OnnxGraph(const onnx::GraphProto& g, const std::map<std::string, Lazy
   }
 }
 
+void OnnxGraph::spend() const {
+  if (budget_ == 0) fail(path_ + ": the graph is too large or tangled to recover its structure within bounds");
+  --budget_;
+}
+
 const LazyTensor* OnnxGraph::initializer(const std::string& value) const {
   std::string v = value;
   for (int hops = 0; hops <= kMaxConstantDepth; ++hops) {
@@ -127,6 +133,7 @@ OnnxGraph::Hit OnnxGraph::find_forward(const std::string& value, const std::func
     frontier.pop_front();
     for (const Node* c : consumers(v)) {
       if (!seen.insert(c).second) continue;
+      spend();
       for (int i = 0; i < c->input_size(); ++i)
         if (c->input(i) == v && stop(*c, i)) return {c, i};
       for (const auto& out : c->output()) frontier.push_back(out);
@@ -145,6 +152,7 @@ std::vector<const OnnxGraph::Node*> OnnxGraph::ancestors(const std::string& valu
     const Node* p = producer(frontier.front());
     frontier.pop_front();
     if (!p || !seen.insert(p).second) continue;
+    spend();
     out.push_back(p);
     if (stop(*p)) continue;
     for (const auto& in : p->input()) frontier.push_back(in);

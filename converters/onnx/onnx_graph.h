@@ -63,7 +63,11 @@ class OnnxGraph {
   std::optional<double> scalar_value(const std::string& value) const;
 
  private:
-  const onnx::GraphProto& g_;
+  std::string path_;
+  // Nodes the searches may still visit, over all of them: structure recovery makes a few bounded
+  // searches per block, and a hostile graph must not multiply them into hours.
+  mutable uint64_t budget_ = 0;
+  void spend() const;
   const std::map<std::string, LazyTensor>& initializers_;
   std::set<std::string> inputs_;
   std::map<std::string, const Node*> producer_;

@@ -30,11 +30,21 @@ int64_t int_attribute(const Node& n, const char* name, int64_t fallback) {
   return fallback;
 }
 
+float float_attribute(const Node& n, const char* name, float fallback) {
+  for (const auto& a : n.attribute())
+    if (a.name() == name) return a.f();
+  return fallback;
+}
+
 std::optional<Linear> as_linear(const Node& n, const OnnxGraph& g) {
   const bool gemm = n.op_type() == "Gemm";
   if ((n.op_type() != "MatMul" && !gemm) || n.input_size() < 2) return std::nullopt;
   const LazyTensor* w = g.initializer(n.input(1));
   if (!w || w->shape.size() != 2 || g.initializer(n.input(0))) return std::nullopt;
+  // A Gemm with a bias, a transposed input or a scale is not a bias-free linear of x.
+  if (gemm && ((n.input_size() > 2 && !n.input(2).empty()) || int_attribute(n, "transA", 0) != 0 ||
+               float_attribute(n, "alpha", 1.0f) != 1.0f))
+    return std::nullopt;
   Linear l;
   l.node = &n;
   l.weight = n.input(1);
@@ -308,6 +318,7 @@ double Recovery::norm_eps(const Node& norm) const {
 
 Recovery::Rope Recovery::rope(const Layer& layer, int64_t head_dim) const {
   const auto scores = g_.find_forward(layer.q.node->output(0), [&](const Node& n, int) { return is_dynamic_matmul(n, g_); });
+  if (!scores.node) refuse("no attention scores MatMul after block 0's q projection, to find its rotary embedding on");
   // Nodes between q's projection and the scores: rotate-half RoPE negates one half (Neg);
   // interleaved pairs do not.
   std::set<const Node*> after_q;
@@ -338,7 +349,8 @@ Recovery::Rope Recovery::rope(const Layer& layer, int64_t head_dim) const {
       }
     }
   }
-  if (cos_table && sin_table) {
+  if (cos_table && sin_table && cos_table->size() == sin_table->size() && cos_table->size() >= 2 * 2 &&
+      cos_table->size() / r.max_positions >= 2) {
     // Column 1 holds frequency theta^(-2/head_dim) at position 1 (column 1 of either layout).
     const int64_t w = int64_t(cos_table->size()) / r.max_positions;
     const double f = std::atan2(double((*sin_table)[w + 1]), double((*cos_table)[w + 1]));

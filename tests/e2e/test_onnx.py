@@ -94,12 +94,14 @@ class OnnxExports(TempDirTest):
         src, _ = self.exported("hf", 14)
         info = sf_json("inspect", src)
         text = str(info)
+        self.assertEqual(info["architecture"], "llama/hf", "a Neg on q's path: rotate-half RoPE, Hugging Face names")
         # Hugging Face layout (rotate-half RoPE), theta 500000 from the cos/sin tables, GQA 4/2.
         for needle in ("500000", "'n_heads': 4", "'n_kv_heads': 2"):
             self.assertIn(needle, text)
         src, _ = self.exported("meta_tied", 14)
         info = sf_json("inspect", src)
         self.assertIn("'tied_embeddings': True", str(info), "the head's transposed copy is the embedding")
+        self.assertEqual(info["architecture"], "llama/meta", "interleaved RoPE pairs: Meta names")
 
     def edited(self, src, tag, edit):
         import onnx
@@ -138,6 +140,14 @@ class OnnxExports(TempDirTest):
                 n.name = f"node{i}"
         p = sf("convert", self.edited(src, "anonymous", hide_sigmoid_and_names), "-o", self.path("out_anon"), check=False)
         error_line(self, p, 1, "not SwiGLU", "do not say which is the gate")
+
+    def test_config_json_beside_the_graph_wins(self):
+        src, _ = self.exported("meta", 14)
+        write_json(os.path.join(os.path.dirname(src), "config.json"),
+                   {"rope_theta": 250000.0, "rms_norm_eps": 1e-6, "max_position_embeddings": 64})
+        text = str(sf_json("inspect", src))
+        for needle in ("'rope_theta': 250000.0", "'norm_eps': 1e-06", "'max_seq': 64"):
+            self.assertIn(needle, text)
 
     def test_external_data_one_file_and_one_per_tensor(self):
         src, want = self.exported("meta", 14)

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "converters/onnx/onnx_reader.h"
 #include "converters/pytorch/pytorch_reader.h"
 #include "converters/safetensors/safetensors_reader.h"
 #include "core/error.h"
@@ -27,6 +28,8 @@ const std::vector<ReaderEntry>& readers() {
   static const std::vector<ReaderEntry> table = {
       {"safetensors", safetensors_probe, safetensors_open},
       {"pytorch", pytorch_probe, pytorch_open},
+      // Last: its probe also takes any file whose first bytes look like a protobuf ModelProto.
+      {"onnx", onnx_probe, onnx_open},
   };
   return table;
 }
@@ -44,10 +47,10 @@ std::unique_ptr<SourceModel> open_source(const std::string& path, const std::str
   // A GGUF is an output of convert (and a model inspect, run and eval read), not a checkpoint.
   if (is_gguf(path))
     fail_file(path, "is a GGUF file, which convert does not read (convert reads checkpoints: a torch.save zip, "
-                    "a .safetensors file, or a directory holding one); inspect, run and eval take the GGUF itself",
+                    "a .safetensors file, an .onnx model, or a directory holding one); inspect, run and eval take the GGUF itself",
               ErrorKind::Unsupported);
-  fail_file(path, "not a recognised model source (expected a torch.save zip checkpoint, a .safetensors file, or a "
-                        "directory holding one)");
+  fail_file(path, "not a recognised model source (expected a torch.save zip checkpoint, a .safetensors file, an "
+                        ".onnx model, or a directory holding one)");
 }
 
 }  // namespace sf

@@ -63,7 +63,7 @@ struct SourceModel {
   std::vector<std::string> files;   // the files the tensors come from (hashed into the manifest)
   std::map<std::string, LazyTensor> tensors;
   json config;                      // hyper-parameters as the source states them
-  std::string config_kind;          // "hf_config" | "params_json" | "model_args" | ""
+  std::string config_kind;          // "hf_config" | "params_json" | "model_args" | "onnx_graph" | ""
   std::string tokenizer_path;       // empty when none was found beside the source
   // Said about the source without refusing it; the CLI prints each as "shardforge: warning: ...".
   std::vector<std::string> warnings;

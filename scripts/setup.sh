@@ -14,8 +14,10 @@ PACKAGES=(
   libhwy-dev             # Highway: the executor's SIMD kernels, one build per x86 level, chosen at run time
   libssl-dev             # OpenSSL's libcrypto: SHA-256 of sources and shards
   libeigen3-dev          # Eigen: dense linear algebra for calibration (GPTQ's Hessian factorisations)
+  libonnx-dev protobuf-compiler libprotobuf-dev  # ONNX sources: onnx.proto, protoc to generate its classes, libprotobuf-lite
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-torch python3-numpy python3-sentencepiece
+  python3-onnx           # ONNX test fixtures: external-data layouts and hostile files written with onnx.save
   libopenblas0-pthread   # a real BLAS under Debian's python3-torch (fixture generation)
   time                   # /usr/bin/time -v for the memory benchmark
   clang                  # the sanitized build and the fuzz targets

@@ -140,6 +140,7 @@ std::string config_origin(const SourceModel& src) {
   if (src.config_kind == "hf_config") return "config.json";
   if (src.config_kind == "params_json") return "params.json";
   if (src.config_kind == "model_args") return "the checkpoint's model_args";
+  if (src.config_kind == "onnx_graph") return "the hyper-parameters recovered from the ONNX graph";
   return "the configuration";
 }
 

@@ -27,6 +27,17 @@ class RealModel(TempDirTest):
            "--tokenizer", os.path.join(STORIES, "tok512.model"), *extra)
         return out
 
+    def test_onnx_export_reproduces_the_reference_perplexity(self):
+        onnx = os.path.join(STORIES, "stories260K.onnx")
+        if not os.path.exists(onnx):
+            self.skipTest(f"{onnx} not found")
+        out = self.path("stories_onnx")
+        sf("convert", onnx, "-o", out, "--tokenizer", os.path.join(STORIES, "tok512.model"))
+        r = sf_json("eval", "ppl", out, "--text", os.path.join(CORPUS, "tinystories_valid_head.txt"), "--ctx", 256,
+                    "--chunks", 200)
+        self.assertEqual(r["tokens_scored"], 25600)
+        self.assertLess(abs(r["ppl"] / 3.9174 - 1), 0.001, f"PPL {r['ppl']} vs reference 3.9174")
+
     def test_f32_reproduces_reference_perplexities(self):
         out = self.convert()
         for text, ctx, chunks, windows, scored, ppl in FIGURES:

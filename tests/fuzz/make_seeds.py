@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import safetensors_writer as st  # noqa: E402
 
 TARGETS = ["fuzz_pickle", "fuzz_torch_zip", "fuzz_shard", "fuzz_artifact", "fuzz_json_config", "fuzz_tokenizer", "fuzz_safetensors",
-           "fuzz_gguf"]
+           "fuzz_gguf", "fuzz_onnx"]
 
 # A LLaMA small enough that its shards and artifacts fuzz quickly, large enough for int4 groups
 # of 32: width 32, 1 block, 4 heads over 2 KV heads, FFN 64, vocabulary 64.
@@ -470,6 +470,51 @@ def gguf_variants(real):
     }
 
 
+# ---------------------------------------------------------------- ONNX
+
+def onnx_dirs(work):
+    """A TINY LLaMA exported by torch.onnx.export, inline and with external data (one shared file,
+    one per tensor), and hand-made graphs: a cycle, an escaping location, a lying length."""
+    import onnx
+    from onnx import TensorProto, helper
+    import onnx_export
+    from llama_ref import Config, MetaLlama
+    os.makedirs(work, exist_ok=True)
+    cfg = Config(vocab_size=TINY["vocab"], dim=TINY["dim"], n_layers=TINY["layers"], n_heads=TINY["heads"],
+                 n_kv_heads=TINY["kv_heads"], ffn_dim=TINY["ffn"], max_seq=16)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx_export.export(MetaLlama(cfg), os.path.join(work, "inline", "model.onnx"), 14, [1, 2, 3, 4])
+    out = {"tiny_inline": read_dir(os.path.join(work, "inline"))}
+    for tag, one_file in (("tiny_external_one", True), ("tiny_external_each", False)):
+        d = os.path.join(work, tag)
+        os.makedirs(d)
+        onnx_export.to_external(os.path.join(work, "inline", "model.onnx"), os.path.join(d, "model.onnx"), one_file)
+        out[tag] = read_dir(d)
+
+    def model(nodes, inits):
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], inits)
+        return helper.make_model(g).SerializeToString()
+
+    def external(location, length):
+        t = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4], data_location=TensorProto.EXTERNAL)
+        for k, v in (("location", location), ("length", str(length))):
+            e = t.external_data.add()
+            e.key, e.value = k, v
+        return t
+    identity = [helper.make_node("Identity", ["x"], ["y"])]
+    out["cycle"] = [("model.onnx", model([helper.make_node("Add", ["x", "b"], ["a"]), helper.make_node("Relu", ["a"], ["b"]),
+                                          helper.make_node("Identity", ["a"], ["y"])], []))]
+    out["escape"] = [("model.onnx", model(identity, [external("../w.bin", 16)])), ("w.bin", bytes(16))]
+    out["lying_length"] = [("model.onnx", model(identity, [external("w.bin", 1 << 31)])), ("w.bin", bytes(16))]
+    out["if_subgraph"] = [("model.onnx", model([helper.make_node(
+        "If", ["x"], ["y"], then_branch=helper.make_graph([], "t", [], [], [external("w.bin", 16)]),
+        else_branch=helper.make_graph([], "e", [], []))], [])), ("w.bin", bytes(16))]
+    return out
+
+
 def pack_dir(files):
     """fuzz_file.h's directory layout: u8 name length, name, u32 data length, data."""
     out = b""
@@ -746,6 +791,8 @@ def main():
     shutil.rmtree(work)
     for name, files in tokenizer_dirs().items():
         seeds.add("fuzz_tokenizer", name, pack_dir(files))
+    for name, files in onnx_dirs(os.path.join(args.out, "work", "onnx")).items():
+        seeds.add("fuzz_onnx", name, pack_dir(files))
 
     print("fuzz seeds written to", args.out + ":", ", ".join(f"{t} {seeds.count.get(t, 0)}" for t in TARGETS))
     if any(seeds.count.get(t, 0) == 0 for t in TARGETS):

@@ -1,0 +1,522 @@
+#include "converters/onnx/onnx_structure.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+
+#include "core/error.h"
+
+namespace sf {
+
+namespace {
+
+using Node = onnx::NodeProto;
+
+// A linear layer: a MatMul (or Gemm) whose weight is a 2-D initializer. torch.onnx.export stores
+// constant-folded weights transposed, [in, out]; Gemm with transB = 1 keeps [out, in].
+struct Linear {
+  const Node* node = nullptr;
+  std::string weight;
+  bool in_out = true;
+  int64_t in = 0, out = 0;
+};
+
+int64_t int_attribute(const Node& n, const char* name, int64_t fallback) {
+  for (const auto& a : n.attribute())
+    if (a.name() == name) return a.i();
+  return fallback;
+}
+
+float float_attribute(const Node& n, const char* name, float fallback) {
+  for (const auto& a : n.attribute())
+    if (a.name() == name) return a.f();
+  return fallback;
+}
+
+std::optional<Linear> as_linear(const Node& n, const OnnxGraph& g) {
+  const bool gemm = n.op_type() == "Gemm";
+  if ((n.op_type() != "MatMul" && !gemm) || n.input_size() < 2) return std::nullopt;
+  const LazyTensor* w = g.initializer(n.input(1));
+  if (!w || w->shape.size() != 2 || g.initializer(n.input(0))) return std::nullopt;
+  // A Gemm with a bias, a transposed input or a scale is not a bias-free linear of x.
+  if (gemm && ((n.input_size() > 2 && !n.input(2).empty()) || int_attribute(n, "transA", 0) != 0 ||
+               float_attribute(n, "alpha", 1.0f) != 1.0f))
+    return std::nullopt;
+  Linear l;
+  l.node = &n;
+  l.weight = n.input(1);
+  l.in_out = !(gemm && int_attribute(n, "transB", 0) == 1);
+  l.in = l.in_out ? w->shape[0] : w->shape[1];
+  l.out = l.in_out ? w->shape[1] : w->shape[0];
+  return l;
+}
+
+// A constant stored as f32 (1e-5 reads back as 9.99999974e-06): the shortest decimal that is the
+// same f32, which is what the exporter was given.
+double f32_decimal(double v) {
+  const float f = float(v);
+  for (int digits = 1; digits <= 9; ++digits) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.*g", digits, double(f));
+    const double d = std::strtod(buf, nullptr);
+    if (float(d) == f) return d;
+  }
+  return v;
+}
+
+bool is_dynamic_matmul(const Node& n, const OnnxGraph& g) {
+  return n.op_type() == "MatMul" && n.input_size() == 2 && !g.initializer(n.input(0)) && !g.initializer(n.input(1));
+}
+
+// RoPE tables are [positions, head_dim / 2] floats: 2^24 is 128k positions of head_dim 256.
+constexpr size_t kMaxRopeTableElements = size_t(1) << 24;
+
+// The roles of linears, and the module names exporters' scope names give them (Hugging Face,
+// Meta / llama2.c). Names are a cross-check on the data flow, and decide where it cannot.
+enum class Role { Q, K, V, O, Gate, Up, Down, Head };
+struct RoleName {
+  const char* module;
+  Role role;
+};
+constexpr RoleName kRoleNames[] = {
+    {"q_proj", Role::Q},       {"wq", Role::Q},    {"k_proj", Role::K},  {"wk", Role::K},
+    {"v_proj", Role::V},       {"wv", Role::V},    {"o_proj", Role::O},  {"wo", Role::O},
+    {"gate_proj", Role::Gate}, {"w1", Role::Gate}, {"up_proj", Role::Up}, {"w3", Role::Up},
+    {"down_proj", Role::Down}, {"w2", Role::Down}, {"lm_head", Role::Head}, {"output", Role::Head},
+};
+const char* role_name(Role r) {
+  constexpr const char* kNames[] = {"q", "k", "v", "output (o)", "gate", "up", "down", "vocabulary output"};
+  return kNames[int(r)];
+}
+
+// What the recovery found, per layer.
+struct Layer {
+  std::string attn_norm, ffn_norm;
+  Linear q, k, v, o, gate, up, down;
+};
+
+class Recovery {
+ public:
+  Recovery(SourceModel& m, const OnnxGraph& g) : m_(m), g_(g) {}
+
+  void run(const json& hf_config);
+
+ private:
+  SourceModel& m_;
+  const OnnxGraph& g_;
+  std::string embed_;
+  int64_t vocab_ = 0, d_model_ = 0;
+  std::vector<Layer> layers_;
+  std::string final_norm_;
+  Linear head_;
+
+  [[noreturn]] void refuse(const std::string& what) const {
+    fail(m_.path + ": not a graph shardforge recognises (a LLaMA-shaped decoder): " + what, ErrorKind::Unsupported);
+  }
+  std::string node_name(const Node& n) const { return "node '" + n.name() + "' (" + n.op_type() + ")"; }
+
+  void find_embedding();
+  void find_blocks();
+  void assign_attention(Layer& layer, const std::vector<Linear>& qkv);
+  void assign_ffn(Layer& layer, const std::vector<Linear>& gate_up);
+  std::optional<Role> named_role(const Node& n) const;
+  // Refuses when the node's scope name says another role than the data flow found.
+  void check_name(const Linear& l, Role role, const std::string& block) const;
+  Linear next_linear(const std::string& from, const std::string& what) const;
+  std::pair<std::optional<int64_t>, std::optional<int64_t>> heads_of(const Linear& l) const;
+  double norm_eps(const Node& norm) const;
+  struct Rope {
+    bool rotate_half = false;
+    std::optional<double> theta;
+    int64_t max_positions = 0;
+  };
+  Rope rope(const Layer& layer, int64_t head_dim) const;
+  bool head_is_embedding() const;
+  void emit(const json& config, bool rotate_half, bool tied);
+};
+
+void Recovery::find_embedding() {
+  // The token embedding is a Gather of a 2-D initializer by a graph input (the token ids).
+  std::vector<const Node*> found;
+  for (const Node* n : g_.order()) {
+    if (n->op_type() != "Gather" || n->input_size() != 2) continue;
+    const LazyTensor* t = g_.initializer(n->input(0));
+    if (t && t->shape.size() == 2 && g_.is_graph_input(n->input(1))) found.push_back(n);
+  }
+  if (found.empty()) refuse("no token embedding (a Gather of a [vocab, d_model] initializer by the input ids)");
+  if (found.size() > 1) refuse("several Gathers of initializers by graph inputs; cannot tell the token embedding");
+  embed_ = found[0]->input(0);
+  vocab_ = g_.initializer(embed_)->shape[0];
+  d_model_ = g_.initializer(embed_)->shape[1];
+}
+
+Linear Recovery::next_linear(const std::string& from, const std::string& what) const {
+  const auto hit = g_.find_forward(from, [&](const Node& n, int input) { return input == 0 && as_linear(n, g_); });
+  if (!hit.node) refuse("no " + what);
+  return *as_linear(*hit.node, g_);
+}
+
+void Recovery::find_blocks() {
+  // A pre-norm block: Mul(normalised x, weight[d_model]) feeding three linears (q, k, v), later
+  // another feeding two (gate, up); the last norm feeds the output projection alone.
+  std::vector<std::pair<const Node*, std::vector<Linear>>> norms;
+  for (const Node* n : g_.order()) {
+    if (n->op_type() != "Mul" || n->input_size() != 2 || n->output_size() != 1) continue;
+    int w = -1;
+    for (int i = 0; i < 2; ++i)
+      if (const LazyTensor* t = g_.initializer(n->input(i)); t && t->shape.size() == 1 && t->shape[0] == d_model_) w = i;
+    if (w < 0) continue;
+    std::vector<Linear> fed;
+    for (const Node* c : g_.consumers(n->output(0)))
+      if (auto l = as_linear(*c, g_); l && c->input(0) == n->output(0)) fed.push_back(*l);
+    if (!fed.empty()) norms.push_back({n, fed});
+  }
+  size_t i = 0;
+  for (; i + 1 < norms.size() && norms[i].second.size() == 3; i += 2) {
+    if (norms[i + 1].second.size() != 2)
+      refuse("after the attention of block " + std::to_string(layers_.size()) + ", no norm feeding a gate and an up projection");
+    Layer layer;
+    const auto weight_of = [&](const Node* n) { return g_.initializer(n->input(1)) ? n->input(1) : n->input(0); };
+    layer.attn_norm = weight_of(norms[i].first);
+    layer.ffn_norm = weight_of(norms[i + 1].first);
+    assign_attention(layer, norms[i].second);
+    assign_ffn(layer, norms[i + 1].second);
+    layers_.push_back(std::move(layer));
+  }
+  if (layers_.empty()) refuse("no attention block (a norm weight [d_model] feeding q, k and v projections)");
+  if (i + 1 != norms.size() || norms[i].second.size() != 1)
+    refuse("after block " + std::to_string(layers_.size() - 1) + ", no final norm feeding the output projection alone");
+  const Node* last = norms[i].first;
+  final_norm_ = g_.initializer(last->input(1)) ? last->input(1) : last->input(0);
+  head_ = norms[i].second[0];
+  check_name(head_, Role::Head, "the model");
+  if (head_.in != d_model_ || head_.out != vocab_)
+    refuse("the output projection is [" + std::to_string(head_.in) + " -> " + std::to_string(head_.out) + "], not [d_model " +
+           std::to_string(d_model_) + " -> vocab " + std::to_string(vocab_) + "]");
+}
+
+void Recovery::assign_attention(Layer& layer, const std::vector<Linear>& qkv) {
+  // q and k meet in the scores MatMul (q first, k second); v is the second input of the MatMul
+  // after the softmax. o is the first linear after that.
+  const std::string block = "block " + std::to_string(layers_.size());
+  std::vector<OnnxGraph::Hit> hits;
+  for (const auto& l : qkv)
+    hits.push_back(g_.find_forward(l.node->output(0), [&](const Node& n, int) { return is_dynamic_matmul(n, g_); }));
+  int q = -1, k = -1;
+  for (int a = 0; a < 3; ++a)
+    for (int b = 0; b < 3; ++b)
+      if (a != b && hits[a].node && hits[a].node == hits[b].node && hits[a].input == 0 && hits[b].input == 1) q = a, k = b;
+  const int v = q < 0 ? -1 : 3 - q - k;
+  if (q >= 0 && hits[v].node && hits[v].input == 1) {
+    layer.q = qkv[q], layer.k = qkv[k], layer.v = qkv[v];
+    layer.o = next_linear(hits[v].node->output(0), "output projection after the attention of " + block);
+  } else {
+    // The attention is not plain MatMuls (a fused or custom op): the scope names may still say.
+    const auto by_name = [&](Role role) -> const Linear* {
+      const Linear* found = nullptr;
+      for (const auto& l : qkv)
+        if (named_role(*l.node) == role) found = found ? nullptr : &l;
+      return found;
+    };
+    const Linear *nq = by_name(Role::Q), *nk = by_name(Role::K), *nv = by_name(Role::V);
+    if (!nq || !nk || !nv)
+      refuse("no attention MatMuls taking q, k and v in " + block + ", and the node names do not say which projection is which");
+    layer.q = *nq, layer.k = *nk, layer.v = *nv;
+    layer.o = next_linear(layer.v.node->output(0), "output projection after the attention of " + block);
+  }
+  check_name(layer.q, Role::Q, block);
+  check_name(layer.k, Role::K, block);
+  check_name(layer.v, Role::V, block);
+  check_name(layer.o, Role::O, block);
+}
+
+void Recovery::assign_ffn(Layer& layer, const std::vector<Linear>& gate_up) {
+  // SwiGLU: silu(gate) * up; torch.onnx.export writes silu as x * Sigmoid(x).
+  const std::string block = "block " + std::to_string(layers_.size());
+  const auto feeds_sigmoid = [&](const Linear& l) {
+    for (const Node* c : g_.consumers(l.node->output(0)))
+      if (c->op_type() == "Sigmoid") return true;
+    return false;
+  };
+  const bool first = feeds_sigmoid(gate_up[0]), second = feeds_sigmoid(gate_up[1]);
+  int gate = first != second ? (first ? 0 : 1) : -1;
+  if (gate < 0) {
+    const auto a = named_role(*gate_up[0].node), b = named_role(*gate_up[1].node);
+    if (a == Role::Gate && b == Role::Up) gate = 0;
+    if (a == Role::Up && b == Role::Gate) gate = 1;
+  }
+  if (gate < 0)
+    refuse(block + "'s FFN is not SwiGLU as exported (exactly one of its two input projections should feed a Sigmoid), "
+           "and the node names do not say which is the gate");
+  layer.gate = gate_up[gate];
+  layer.up = gate_up[1 - gate];
+  layer.down = next_linear(layer.up.node->output(0), "down projection in " + block);
+  check_name(layer.gate, Role::Gate, block);
+  check_name(layer.up, Role::Up, block);
+  check_name(layer.down, Role::Down, block);
+}
+
+// What a linear's scope name says it is: the module before the op, "/model/layers.3/self_attn/
+// q_proj/MatMul" (torch.onnx.export), "/layers.3/self_attn/q_proj/Linear" (MNN), "/wq_1/MatMul"
+// (torch 1.13 numbers repeated module names).
+std::optional<Role> Recovery::named_role(const Node& n) const {
+  const std::string& name = n.name();
+  const size_t last = name.rfind('/');
+  if (last == std::string::npos || last == 0) return std::nullopt;
+  const size_t before = name.rfind('/', last - 1);
+  std::string module = name.substr(before == std::string::npos ? 0 : before + 1, last - (before == std::string::npos ? 0 : before + 1));
+  if (const size_t u = module.rfind('_'); u != std::string::npos && u + 1 < module.size() &&
+                                          module.find_first_not_of("0123456789", u + 1) == std::string::npos)
+    module.resize(u);
+  for (const auto& r : kRoleNames)
+    if (module == r.module) return r.role;
+  return std::nullopt;
+}
+
+void Recovery::check_name(const Linear& l, Role role, const std::string& block) const {
+  const auto named = named_role(*l.node);
+  if (named && *named != role)
+    refuse(node_name(*l.node) + " is named as the " + role_name(*named) + " projection, but the data flow makes it " + block +
+           "'s " + role_name(role) + " projection");
+}
+
+// Heads and head_dim from the Reshape that splits a projection's output: [batch, seq, heads, head_dim].
+std::pair<std::optional<int64_t>, std::optional<int64_t>> Recovery::heads_of(const Linear& l) const {
+  const auto hit = g_.find_forward(l.node->output(0), [](const Node& n, int input) { return n.op_type() == "Reshape" && input == 0; }, 64);
+  if (!hit.node || hit.node->input_size() < 2) return {};
+  const auto shape = g_.int_values(hit.node->input(1));
+  if (!shape || shape->size() < 2) return {};
+  std::optional<int64_t> heads = (*shape)[shape->size() - 2], dim = (*shape)[shape->size() - 1];
+  if (heads && *heads <= 0) heads.reset();
+  if (dim && *dim <= 0) dim.reset();
+  if (!heads && dim && l.out % *dim == 0) heads = l.out / *dim;
+  if (heads && !dim && l.out % *heads == 0) dim = l.out / *heads;
+  return {heads, dim};
+}
+
+// RMSNorm's epsilon: x * 1/sqrt(mean(x^2) + eps). A mean subtracted first is LayerNorm.
+double Recovery::norm_eps(const Node& norm) const {
+  const std::string data = g_.initializer(norm.input(1)) ? norm.input(0) : norm.input(1);
+  for (const Node* n : g_.ancestors(data, [](const Node&) { return false; }, 24)) {
+    if (n->op_type() == "Sub") {
+      for (const auto& in : n->input())
+        if (const Node* p = g_.producer(in); p && p->op_type() == "ReduceMean")
+          refuse("the norms subtract the mean (LayerNorm); LLaMA uses RMSNorm");
+    }
+    if (n->op_type() != "Add" || n->input_size() != 2) continue;
+    for (int i = 0; i < 2; ++i) {
+      const Node* p = g_.producer(n->input(i));
+      if (p && p->op_type() == "ReduceMean")
+        if (auto eps = g_.scalar_value(n->input(1 - i))) return f32_decimal(*eps);
+    }
+  }
+  refuse("no RMSNorm epsilon (an Add of a constant to the mean of squares) before " + node_name(norm));
+}
+
+Recovery::Rope Recovery::rope(const Layer& layer, int64_t head_dim) const {
+  const auto scores = g_.find_forward(layer.q.node->output(0), [&](const Node& n, int) { return is_dynamic_matmul(n, g_); });
+  if (!scores.node) refuse("no attention scores MatMul after block 0's q projection, to find its rotary embedding on");
+  // Nodes between q's projection and the scores: rotate-half RoPE negates one half (Neg);
+  // interleaved pairs do not.
+  std::set<const Node*> after_q;
+  g_.find_forward(layer.q.node->output(0), [&](const Node& n, int) { after_q.insert(&n); return &n == scores.node; }, 512);
+  Rope r;
+  bool rotary = false;
+  const int64_t half = head_dim / 2;
+  std::optional<std::vector<float>> cos_table, sin_table;
+  for (const Node* n : g_.ancestors(scores.node->input(0), [&](const Node& n) { return &n == layer.q.node; }, 512)) {
+    if (after_q.count(n) && n->op_type() == "Neg") r.rotate_half = true;
+    for (const auto& in : n->input()) {
+      if (in == layer.q.weight) continue;
+      const auto t = g_.float_tensor(in, kMaxRopeTableElements);
+      if (!t) continue;
+      // Tables [positions, head_dim/2] (or [positions, head_dim] with both halves alike).
+      if (t->shape.size() == 2 && (t->shape[1] == half || t->shape[1] == head_dim) && t->shape[0] >= 2) {
+        const int64_t w = t->shape[1];
+        bool ones = true, zeros = true;
+        for (int64_t j = 0; j < w; ++j) ones &= t->values[j] == 1.0f, zeros &= t->values[j] == 0.0f;
+        // Row 0 is position 0: cos 1, sin 0 for every frequency.
+        if (ones) cos_table = t->values, r.max_positions = t->shape[0], rotary = true;
+        else if (zeros) sin_table = t->values, rotary = true;
+        continue;
+      }
+      if (t->shape.size() == 1 && t->shape[0] == half) {
+        const auto& f = t->values;
+        if (half >= 2 && f[0] == 1.0f && f[1] > 0 && f[1] < 1) r.theta = std::pow(double(f[1]), -double(head_dim) / 2), rotary = true;
+      }
+    }
+  }
+  if (cos_table && sin_table && cos_table->size() == sin_table->size() && cos_table->size() >= 2 * 2 &&
+      cos_table->size() / r.max_positions >= 2) {
+    // Column 1 holds frequency theta^(-2/head_dim) at position 1 (column 1 of either layout).
+    const int64_t w = int64_t(cos_table->size()) / r.max_positions;
+    const double f = std::atan2(double((*sin_table)[w + 1]), double((*cos_table)[w + 1]));
+    if (f > 0) r.theta = std::pow(f, -double(head_dim) / 2);
+  }
+  if (!rotary) refuse("no rotary embedding on q's path to the attention scores in block 0");
+  if (r.theta) {
+    // Tables are stored in f32: the theta they give is exact to about 1e-6; exporters' are integers.
+    const double rounded = std::round(*r.theta);
+    if (std::abs(*r.theta - rounded) <= 1e-4 * rounded) r.theta = rounded;
+  }
+  return r;
+}
+
+bool Recovery::head_is_embedding() const {
+  // torch.onnx.export gives a tied output projection its own transposed copy: the same bytes.
+  // Compared a block of vocabulary rows at a time (a real vocabulary's f32 copies are gigabytes);
+  // the first block differs for an untied head, so that costs one block.
+  const LazyTensor& e = *g_.initializer(embed_);
+  const LazyTensor& h = *g_.initializer(head_.weight);
+  if (e.dtype != h.dtype) return false;
+  const uint64_t es = dtype_size(e.dtype), d = uint64_t(d_model_), vocab = uint64_t(vocab_);
+  const uint64_t block = std::max<uint64_t>(1, (uint64_t(1) << 22) / (d * es));
+  std::vector<uint8_t> rows, col;
+  for (uint64_t v0 = 0; v0 < vocab; v0 += block) {
+    const uint64_t n = std::min(block, vocab - v0);
+    rows.resize(n * d * es);
+    e.storage->read(v0 * d * es, rows.data(), rows.size());
+    if (!head_.in_out) {  // [vocab, d] as the embedding
+      col.resize(rows.size());
+      h.storage->read(v0 * d * es, col.data(), col.size());
+      if (col != rows) return false;
+      continue;
+    }
+    col.resize(n * es);  // [d, vocab]: row j holds column j of the embedding
+    for (uint64_t j = 0; j < d; ++j) {
+      h.storage->read((j * vocab + v0) * es, col.data(), col.size());
+      for (uint64_t v = 0; v < n; ++v)
+        if (std::memcmp(col.data() + v * es, rows.data() + (v * d + j) * es, es) != 0) return false;
+    }
+  }
+  return true;
+}
+
+// Canonical source names: Meta's (llama2.c) for interleaved RoPE pairs, Hugging Face's for
+// rotate-half, whose q/k rows the llama map reorders on load.
+struct Names {
+  const char *embed, *attn_norm, *q, *k, *v, *o, *ffn_norm, *gate, *up, *down, *norm, *output;
+};
+constexpr Names kMetaNames = {"tok_embeddings.weight", "layers.{i}.attention_norm.weight", "layers.{i}.attention.wq.weight",
+                              "layers.{i}.attention.wk.weight", "layers.{i}.attention.wv.weight", "layers.{i}.attention.wo.weight",
+                              "layers.{i}.ffn_norm.weight", "layers.{i}.feed_forward.w1.weight", "layers.{i}.feed_forward.w3.weight",
+                              "layers.{i}.feed_forward.w2.weight", "norm.weight", "output.weight"};
+constexpr Names kHfNames = {"model.embed_tokens.weight", "model.layers.{i}.input_layernorm.weight",
+                            "model.layers.{i}.self_attn.q_proj.weight", "model.layers.{i}.self_attn.k_proj.weight",
+                            "model.layers.{i}.self_attn.v_proj.weight", "model.layers.{i}.self_attn.o_proj.weight",
+                            "model.layers.{i}.post_attention_layernorm.weight", "model.layers.{i}.mlp.gate_proj.weight",
+                            "model.layers.{i}.mlp.up_proj.weight", "model.layers.{i}.mlp.down_proj.weight", "model.norm.weight",
+                            "lm_head.weight"};
+
+// Hyper-parameters by Meta's params.json key and the config.json key that states the same.
+struct ConfigKey {
+  const char* meta;
+  const char* hf;
+};
+constexpr ConfigKey kConfigKeys[] = {
+    {"dim", "hidden_size"},          {"n_layers", "num_hidden_layers"},
+    {"n_heads", "num_attention_heads"}, {"n_kv_heads", "num_key_value_heads"},
+    {"vocab_size", "vocab_size"},    {"hidden_dim", "intermediate_size"},
+    {"norm_eps", "rms_norm_eps"},    {"rope_theta", "rope_theta"},
+    {"max_seq_len", "max_position_embeddings"},
+};
+
+std::string with_layer(const char* pattern, size_t i) {
+  std::string s = pattern;
+  const auto at = s.find("{i}");
+  return at == std::string::npos ? s : s.replace(at, 3, std::to_string(i));
+}
+
+void Recovery::emit(const json& config, bool rotate_half, bool tied) {
+  const Names& names = rotate_half ? kHfNames : kMetaNames;
+  std::map<std::string, LazyTensor> out;
+  const auto take = [&](const std::string& onnx_name, const std::string& name, const Linear* linear) {
+    LazyTensor t = *g_.initializer(onnx_name);
+    if (linear && linear->in_out) t.shape = {linear->out, linear->in}, t.strides = {1, linear->out};
+    t.name = name;
+    if (!out.emplace(name, t).second) fail(m_.path + ": initializer " + onnx_name + " is claimed twice");
+  };
+  take(embed_, names.embed, nullptr);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& l = layers_[i];
+    take(l.attn_norm, with_layer(names.attn_norm, i), nullptr);
+    take(l.ffn_norm, with_layer(names.ffn_norm, i), nullptr);
+    const std::pair<const char*, const Linear*> linears[] = {{names.q, &l.q}, {names.k, &l.k}, {names.v, &l.v},
+                                                             {names.o, &l.o}, {names.gate, &l.gate}, {names.up, &l.up},
+                                                             {names.down, &l.down}};
+    for (const auto& [pattern, linear] : linears) take(linear->weight, with_layer(pattern, i), linear);
+  }
+  take(final_norm_, names.norm, nullptr);
+  if (!tied) take(head_.weight, names.output, &head_);
+  m_.tensors = std::move(out);
+  if (rotate_half) {
+    json hf = {{"architectures", {"LlamaForCausalLM"}}, {"hidden_act", "silu"}, {"tie_word_embeddings", tied}};
+    for (const auto& k : kConfigKeys)
+      if (config.contains(k.meta)) hf[k.hf] = config[k.meta];
+    m_.config = hf;
+    m_.config_kind = "hf_config";
+  } else {
+    m_.config = config;
+    m_.config_kind = "onnx_graph";
+  }
+}
+
+void Recovery::run(const json& hf_config) {
+  find_embedding();
+  find_blocks();
+  const Layer& first = layers_.front();
+  auto [n_heads, head_dim] = heads_of(first.q);
+  auto [n_kv_heads, kv_head_dim] = heads_of(first.k);
+  json config = {{"dim", d_model_}, {"n_layers", int64_t(layers_.size())}, {"vocab_size", vocab_},
+                 {"hidden_dim", first.gate.out}};
+  // A config.json beside the model states what the graph may not show; its values win.
+  if (hf_config.is_object())
+    for (const auto& k : kConfigKeys)
+      if (hf_config.contains(k.hf)) config[k.meta] = hf_config[k.hf];
+  if (config.contains("n_heads") && config["n_heads"].is_number_integer()) n_heads = config["n_heads"].get<int64_t>();
+  if (!n_heads) refuse("no head count (no Reshape of q's projection to [.., heads, head_dim]) and no config.json stating num_attention_heads");
+  if (*n_heads <= 0 || first.q.out % *n_heads) refuse("q's projection width " + std::to_string(first.q.out) + " is not a multiple of the head count");
+  head_dim = first.q.out / *n_heads;
+  if (!n_kv_heads && kv_head_dim && *kv_head_dim > 0) n_kv_heads = first.k.out / *kv_head_dim;
+  if (!n_kv_heads) n_kv_heads = first.k.out / *head_dim;
+  config["n_heads"] = *n_heads;
+  if (!config.contains("n_kv_heads")) config["n_kv_heads"] = *n_kv_heads;
+  if (!config.contains("norm_eps")) {
+    const Node* norm = g_.producer(first.q.node->input(0));  // find_blocks found q as a consumer of this Mul
+    config["norm_eps"] = norm_eps(*norm);
+  }
+  const Rope r = rope(first, *head_dim);
+  if (!config.contains("rope_theta")) {
+    if (!r.theta) refuse("no RoPE theta (no cos/sin tables or inverse frequencies in the graph) and no config.json stating rope_theta");
+    config["rope_theta"] = *r.theta;
+  }
+  if (!config.contains("max_seq_len") && r.max_positions > 0) config["max_seq_len"] = r.max_positions;
+  // Every block must have the shapes of block 0 (the canonical model has one shape per block).
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& l = layers_[i];
+    const auto expect = [&](const Linear& x, int64_t in, int64_t out, const char* what) {
+      if (x.in != in || x.out != out)
+        refuse("block " + std::to_string(i) + "'s " + what + " is [" + std::to_string(x.in) + " -> " + std::to_string(x.out) +
+               "], expected [" + std::to_string(in) + " -> " + std::to_string(out) + "]");
+    };
+    expect(l.q, d_model_, first.q.out, "q projection");
+    expect(l.k, d_model_, first.k.out, "k projection");
+    expect(l.v, d_model_, first.k.out, "v projection");
+    expect(l.o, first.q.out, d_model_, "output projection");
+    expect(l.gate, d_model_, first.gate.out, "gate projection");
+    expect(l.up, d_model_, first.gate.out, "up projection");
+    expect(l.down, first.gate.out, d_model_, "down projection");
+  }
+  emit(config, r.rotate_half, head_is_embedding());
+}
+
+}  // namespace
+
+void recover_structure(SourceModel& m, const OnnxGraph& graph, const json& hf_config) {
+  Recovery(m, graph).run(hf_config);
+}
+
+}  // namespace sf

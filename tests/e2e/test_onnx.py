@@ -1,0 +1,321 @@
+"""ONNX sources: LLaMA fixtures exported with torch.onnx.export (two opsets, weights inline and as
+external data) convert to the logits of the PyTorch reference computed here and of the same weights
+converted from a torch.save checkpoint; the real stories260K.onnx gives stories260K.pt's logits
+(its reference perplexity: test_real_model.py); hostile ONNX files are refused with one line."""
+import os
+import struct
+import sys
+import time
+import unittest
+
+import numpy as np
+
+from sftest import ROOT, STORIES, TempDirTest, error_line, need_stories, read_bytes, sf, sf_json, write_json
+
+sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
+
+PROMPT = [1, 17, 254, 3, 99, 180, 42, 7, 250, 61, 128, 5]
+
+
+def run_logits(test, artifact, vocab):
+    dump = os.path.join(test.tmp, os.path.basename(artifact) + ".f32")
+    sf("run", artifact, "--ids", ",".join(map(str, PROMPT)), "-n", 1, "--logits", dump)
+    return np.fromfile(dump, dtype="<f4").reshape(-1, vocab)[: len(PROMPT)]
+
+
+class OnnxExports(TempDirTest):
+    """Small LLaMA models in both layouts, exported, converted, and compared with PyTorch."""
+
+    @classmethod
+    def setUpClass(cls):
+        import torch  # Debian's python3-torch
+        import onnx_export
+        from llama_ref import Config, HFLlama, MetaLlama
+        from make_fixtures import init_weights
+        cls.export = staticmethod(onnx_export.export)
+        cls.to_external = staticmethod(onnx_export.to_external)
+        cls.models = {}
+        for name, cls_, cfg, seed in [
+            ("meta", MetaLlama, Config(), 3),
+            ("meta_tied", MetaLlama, Config(tied=True, n_kv_heads=4), 4),
+            ("hf", HFLlama, Config(rope_theta=500000.0), 5),
+        ]:
+            m = cls_(cfg)
+            init_weights(m, seed)
+            cls.models[name] = m
+        # Norm weights all ones: the export keeps one initializer and makes the others Identity nodes of it.
+        m = MetaLlama(Config())
+        init_weights(m, 6)
+        with torch.no_grad():
+            for n, p in m.named_parameters():
+                if n.endswith("norm.weight"):
+                    p.fill_(1.0)
+        cls.models["meta_norms_one"] = m
+
+    def exported(self, name, opset):
+        path = self.path(f"{name}_op{opset}", "model.onnx")
+        want = self.export(self.models[name], path, opset, PROMPT)
+        return path, want
+
+    def convert_onnx(self, src, tag):
+        out = self.path(tag)
+        sf("convert", src, "-o", out)
+        return run_logits(self, out, self.models["meta"].cfg.vocab_size)
+
+    def torch_checkpoint(self, name):
+        """The same weights as a torch.save checkpoint shardforge reads already."""
+        import torch
+        m = self.models[name]
+        d = self.path(name + "_pt")
+        os.makedirs(d, exist_ok=True)
+        if name.startswith("meta"):
+            torch.save(m.state_dict(), os.path.join(d, "consolidated.00.pth"))
+            write_json(os.path.join(d, "params.json"), m.params_json())
+        else:
+            torch.save(m.state_dict(), os.path.join(d, "pytorch_model.bin"))
+            write_json(os.path.join(d, "config.json"), m.hf_config())
+        return d
+
+    def test_logits_match_pytorch_and_the_torch_checkpoint(self):
+        for name in self.models:
+            pt = self.torch_checkpoint(name)
+            out = self.path(name + "_from_pt")
+            sf("convert", pt, "-o", out)
+            from_pt = run_logits(self, out, self.models[name].cfg.vocab_size)
+            for opset in (14, 17):
+                with self.subTest(model=name, opset=opset):
+                    src, want = self.exported(name, opset)
+                    got = self.convert_onnx(src, f"{name}_{opset}")
+                    err = float(np.abs(got - want).max())
+                    self.assertLess(err, 1e-4 * max(1.0, float(np.abs(want).max())), f"max |onnx - torch| = {err}")
+                    self.assertLess(float(np.abs(got - from_pt).max()), 1e-5, "ONNX and torch.save conversions differ")
+
+    def test_hyperparameters_recovered_from_the_graph(self):
+        src, _ = self.exported("hf", 14)
+        info = sf_json("inspect", src)
+        text = str(info)
+        self.assertEqual(info["architecture"], "llama/hf", "a Neg on q's path: rotate-half RoPE, Hugging Face names")
+        # Hugging Face layout (rotate-half RoPE), theta 500000 from the cos/sin tables, GQA 4/2.
+        for needle in ("500000", "'n_heads': 4", "'n_kv_heads': 2"):
+            self.assertIn(needle, text)
+        src, _ = self.exported("meta_tied", 14)
+        info = sf_json("inspect", src)
+        self.assertIn("'tied_embeddings': True", str(info), "the head's transposed copy is the embedding")
+        self.assertEqual(info["architecture"], "llama/meta", "interleaved RoPE pairs: Meta names")
+
+    def edited(self, src, tag, edit):
+        import onnx
+        model = onnx.load(src)
+        edit(model.graph)
+        path = self.path(tag, "model.onnx")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        onnx.save(model, path)
+        return path
+
+    def test_scope_names_cross_check_the_data_flow(self):
+        src, _ = self.exported("meta", 14)
+
+        def swap_q_k(g):
+            for n in g.node:
+                if n.name in ("/wq/MatMul", "/wk/MatMul"):
+                    n.name = "/wk/MatMul" if n.name == "/wq/MatMul" else "/wq/MatMul"
+        p = sf("convert", self.edited(src, "swapped", swap_q_k), "-o", self.path("out_swapped"), check=False)
+        error_line(self, p, 1, "named as the k projection", "block 0's q projection")
+
+    def test_scope_names_decide_where_the_data_flow_cannot(self):
+        # The SiLU's Sigmoid renamed to an op the structure rules do not know: the w1 / w3 scope
+        # names still say which projection is the gate; without them the graph is refused.
+        src, want = self.exported("meta", 14)
+
+        def hide_sigmoid(g):
+            for n in g.node:
+                if n.op_type == "Sigmoid":
+                    n.op_type = "CustomSigmoid"
+        got = self.convert_onnx(self.edited(src, "named", hide_sigmoid), "named_out")
+        self.assertLess(float(np.abs(got - want).max()), 1e-4 * max(1.0, float(np.abs(want).max())))
+
+        def hide_sigmoid_and_names(g):
+            hide_sigmoid(g)
+            for i, n in enumerate(g.node):
+                n.name = f"node{i}"
+        p = sf("convert", self.edited(src, "anonymous", hide_sigmoid_and_names), "-o", self.path("out_anon"), check=False)
+        error_line(self, p, 1, "not SwiGLU", "do not say which is the gate")
+
+    def test_config_json_beside_the_graph_wins(self):
+        src, _ = self.exported("meta", 14)
+        write_json(os.path.join(os.path.dirname(src), "config.json"),
+                   {"rope_theta": 250000.0, "rms_norm_eps": 1e-6, "max_position_embeddings": 64})
+        text = str(sf_json("inspect", src))
+        for needle in ("'rope_theta': 250000.0", "'norm_eps': 1e-06", "'max_seq': 64"):
+            self.assertIn(needle, text)
+
+    def test_external_data_one_file_and_one_per_tensor(self):
+        src, want = self.exported("meta", 14)
+        inline = self.convert_onnx(src, "inline")
+        for one_file in (True, False):
+            with self.subTest(one_file=one_file):
+                dst = self.path("ext_one" if one_file else "ext_many", "model.onnx")
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                self.to_external(src, dst, one_file)
+                files = os.listdir(os.path.dirname(dst))
+                self.assertGreater(len(files), 1 if one_file else 10)
+                self.assertLess(os.path.getsize(dst), 200_000, "weights left inline")
+                got = self.convert_onnx(os.path.dirname(dst), "ext_%d" % one_file)  # the directory form
+                np.testing.assert_array_equal(got, inline)
+
+
+class StoriesOnnx(TempDirTest):
+    """The real stories260K.onnx (../shared) against stories260K.pt. Its perplexity figure is
+    checked in test_real_model.py, which the sanitized run leaves out (minutes under ASan)."""
+
+    @classmethod
+    def setUpClass(cls):
+        need_stories()
+        if not os.path.exists(os.path.join(STORIES, "stories260K.onnx")):
+            raise unittest.SkipTest(f"{STORIES}/stories260K.onnx not found, skipping")
+
+    def test_logits_equal_the_torch_checkpoint(self):
+        logits = []
+        for name in ("stories260K.onnx", "stories260K.pt"):
+            out = self.path(name.replace(".", "_"))
+            sf("convert", os.path.join(STORIES, name), "--tokenizer", os.path.join(STORIES, "tok512.model"), "-o", out)
+            logits.append(run_logits(self, out, 512))
+        err = float(np.abs(logits[0] - logits[1]).max())
+        self.assertLess(err, 1e-5, f"max |onnx - pt| logit = {err}")
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+class HostileOnnx(TempDirTest):
+    """Every file here must be refused: exit 1, one line naming the file and the problem."""
+
+    @classmethod
+    def setUpClass(cls):
+        import onnx  # noqa: F401  (python3-onnx writes the hostile models)
+
+    def model(self, initializers=(), nodes=None, name="model.onnx"):
+        import onnx
+        from onnx import TensorProto, helper
+        nodes = nodes if nodes is not None else [helper.make_node("Identity", ["x"], ["y"])]
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], list(initializers))
+        path = self.path(name)
+        with open(path, "wb") as f:
+            f.write(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]).SerializeToString())
+        return path
+
+    def external(self, location, dims=(4,), offset=None, length=None, data=b"\0" * 16):
+        from onnx import TensorProto
+        if data is not None:
+            with open(self.path("w.bin"), "wb") as f:
+                f.write(data)
+        t = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=list(dims), data_location=TensorProto.EXTERNAL)
+        for k, v in (("location", location), ("offset", offset), ("length", length)):
+            if v is not None:
+                e = t.external_data.add()
+                e.key, e.value = k, str(v)
+        return self.model([t])
+
+    def refused(self, path, *needles):
+        start = time.monotonic()
+        p = sf("convert", path, "-o", self.path("out"), check=False, timeout=60)
+        self.assertLess(time.monotonic() - start, 20, "a refusal must not take long")
+        line = error_line(self, p, 1, path, *needles)
+        self.assertFalse(os.path.exists(self.path("out")))
+        return line
+
+    def test_truncated_protobuf(self):
+        good = self.external("w.bin")
+        data = read_bytes(good)
+        for cut in (len(data) // 2, len(data) - 1):
+            with self.subTest(cut=cut):
+                with open(good, "wb") as f:
+                    f.write(data[:cut])
+                self.refused(good, "not a valid ONNX protobuf")
+
+    def test_external_data_escaping_the_directory(self):
+        outside = os.path.join(self.tmp, "..", os.path.basename(self.tmp) + "-outside.bin")
+        with open(outside, "wb") as f:
+            f.write(b"\0" * 16)
+        try:
+            for location, needle in [("../" + os.path.basename(outside), "inside the model's directory"),
+                                     (outside, "absolute path"), ("sub\\w.bin", "backslash"),
+                                     ("./w.bin", "inside the model's directory"), ("missing.bin", "no such file")]:
+                with self.subTest(location=location):
+                    self.refused(self.external(location), needle)
+            os.symlink(outside, self.path("link.bin"))
+            self.refused(self.external("link.bin"), "symbolic link")
+            os.mkdir(self.path("d"))
+            os.symlink(self.tmp, self.path("d", "up"))
+            self.refused(self.external("d/up/w.bin"), "symbolic link")
+            os.mkfifo(self.path("fifo.bin"))
+            self.refused(self.external("fifo.bin"), "fifo.bin")
+        finally:
+            os.unlink(outside)
+
+    def test_lying_sizes(self):
+        cases = [
+            (dict(location="w.bin", length=12), "disagrees"),
+            (dict(location="w.bin", dims=(8,)), "disagrees"),
+            (dict(location="w.bin", dims=(1 << 29,), length=1 << 31), "leaves"),  # a 2 GiB claim, 16 bytes
+            (dict(location="w.bin", offset=(1 << 64) - 1), "past the end"),
+            (dict(location="w.bin", offset=8, length=(1 << 64) - 4), "leaves"),
+            (dict(location="w.bin", offset="-1"), "not a non-negative integer"),
+            (dict(location="w.bin", dims=(1 << 62, 1 << 62)), "overflows"),
+        ]
+        for kw, needle in cases:
+            with self.subTest(**{k: str(v) for k, v in kw.items()}):
+                self.refused(self.external(**kw), needle)
+        from onnx import TensorProto
+        t = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[1 << 29], raw_data=b"\0" * 16)
+        self.refused(self.model([t]), "holds 16 bytes")
+
+    def test_file_past_protobufs_limit(self):
+        # A sparse file: 2 GiB + 16 bytes of which only the ModelProto's first field is written.
+        path = self.path("huge.onnx")
+        with open(path, "wb") as f:
+            f.write(b"\x08\x07")
+            f.truncate((1 << 31) + 16)
+        self.refused(path, "2 GiB")
+
+    def test_if_branches_are_read(self):
+        # An initializer inside an If's branch is read like the graph's own: here its location escapes.
+        from onnx import TensorProto, helper
+        t = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4], data_location=TensorProto.EXTERNAL)
+        e = t.external_data.add()
+        e.key, e.value = "location", "../w.bin"
+        branch = helper.make_graph([helper.make_node("Identity", ["w"], ["z"])], "then", [],
+                                   [helper.make_tensor_value_info("z", TensorProto.FLOAT, [4])], [t])
+        empty = helper.make_graph([helper.make_node("Identity", ["x"], ["z2"])], "else", [],
+                                  [helper.make_tensor_value_info("z2", TensorProto.FLOAT, [4])])
+        node = helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=empty)
+        c = helper.make_tensor("c", TensorProto.BOOL, [], [True])
+        self.refused(self.model([c], nodes=[node]), "tensor w", "inside the model's directory")
+
+    def test_cyclic_graph(self):
+        from onnx import helper
+        nodes = [helper.make_node("Add", ["x", "b"], ["a"], name="first"),
+                 helper.make_node("Relu", ["a"], ["b"], name="second"), helper.make_node("Identity", ["a"], ["y"])]
+        self.refused(self.model(nodes=nodes), "cycle")
+
+    def test_millions_of_nodes(self):
+        # ModelProto { ir_version 7, graph { node {} x 3 000 000 } }: 6 MB that would be gigabytes parsed.
+        graph = b"\x0a\x00" * 3_000_000
+        path = self.path("many.onnx")
+        with open(path, "wb") as f:
+            f.write(b"\x08\x07" + b"\x3a" + varint(len(graph)) + graph)
+        self.refused(path, "graph nodes")
+
+    def test_unrecognised_graph_names_what_is_missing(self):
+        from onnx import numpy_helper
+        w = numpy_helper.from_array(np.zeros((4, 4), dtype=np.float32), "w")
+        from onnx import helper
+        self.refused(self.model([w], nodes=[helper.make_node("MatMul", ["x", "w"], ["y"])]), "no token embedding")

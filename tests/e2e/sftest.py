@@ -23,6 +23,13 @@ SAMPLE = os.path.join(ROOT, "samples", "jargon-llama")
 HELDOUT = os.path.join(ROOT, "samples", "heldout.txt")
 
 
+# Checks of numbers (perplexity orderings, bytes across thread counts, bit budgets) that run many
+# calibrated conversions: minutes each under the sanitizers, for code paths the other tests of the
+# same suite already take through the sanitized binary. They run in the release build only.
+release_only = unittest.skipIf(os.environ.get("SF_SANITIZED"),
+                               "numeric check, run in the release build only (many conversions: minutes under ASan)")
+
+
 def sf(*args, check=True, **kw):
     """Runs shardforge; returns the CompletedProcess. check=True asserts exit code 0."""
     p = subprocess.run([SF, *map(str, args)], capture_output=True, text=True, **kw)

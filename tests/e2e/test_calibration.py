@@ -8,8 +8,8 @@ import random
 import unittest
 
 from family_refs import EXPECT
-from sftest import (HELDOUT, ROOT, SAMPLE, TempDirTest, error_line, fixture, read_bytes, read_json, sf, sf_json,
-                    write_json)
+from sftest import (HELDOUT, ROOT, SAMPLE, TempDirTest, error_line, fixture, read_bytes, read_json, release_only, sf,
+                    sf_json, write_json)
 
 CALIB = os.path.join(ROOT, "samples", "calib.txt")
 METHODS = ["mse", "awq", "gptq"]
@@ -83,6 +83,7 @@ class Calibration(TempDirTest):
             if f != "manifest.json":
                 self.assertEqual(a[f], b[f], f)
 
+    @release_only
     def test_thread_count_does_not_change_a_byte(self):
         for method in METHODS:
             with self.subTest(method=method):
@@ -106,6 +107,7 @@ class Calibration(TempDirTest):
                     sf("convert", SAMPLE, "-o", outs[-1], "--pipeline", spec, "-t", t)
                 self.assertEqual(artifact_bytes(outs[0]), artifact_bytes(outs[1]))
 
+    @release_only
     def test_calibrated_artifacts_evaluate(self):
         f32 = self.ppl(self.convert("f32"))
         for scheme, method in [("int4:g32", "gptq"), ("q4_0", "awq"), ("int8", "mse")]:
@@ -124,6 +126,7 @@ class Calibration(TempDirTest):
         sf("convert", SAMPLE, "-o", rtn, "--format", "gguf", "--quant", "q4_0")
         self.assertLess(self.ppl(out), self.ppl(rtn) * 1.01)
 
+    @release_only
     def test_perplexity_is_no_worse_than_round_to_nearest(self):
         for scheme in ["int4:g32", "q4_0"]:
             rtn = self.ppl(self.convert("rtn" + scheme.replace(":", "_"), "--quant", scheme))
@@ -270,6 +273,7 @@ class Calibration(TempDirTest):
                     "--chunks", 8, "--bench-tokens", 0, "--calib", CALIB, *SMALL, "--json")
         self.assertEqual([row["scheme"] for row in r["rows"]], ["f32", "int4:g32", "int4:g32+mse"])
 
+    @release_only
     def test_every_family_fixture_converts_calibrated_and_runs(self):
         for name in list(EXPECT) + ["hf_gqa", "hf_tied"]:
             src = fixture(name)

@@ -8,7 +8,8 @@ import math
 import os
 import unittest
 
-from sftest import FIXTURES, HELDOUT, ROOT, SAMPLE, TempDirTest, error_line, read_bytes, read_json, sf, sf_json
+from sftest import (FIXTURES, HELDOUT, ROOT, SAMPLE, TempDirTest, error_line, read_bytes, read_json, release_only, sf,
+                    sf_json)
 from test_gguf import GGML, Gguf
 
 CALIB = os.path.join(ROOT, "samples", "calib.txt")
@@ -88,6 +89,7 @@ class TargetBpw(TempDirTest):
     def manifest(self, art):
         return read_json(os.path.join(art, "manifest.json"))
 
+    @release_only
     def test_achieved_bits_are_at_most_the_target_and_close_to_it(self):
         tensors = source_tensors()
         for target in (4.8, 5.5, 7):
@@ -135,6 +137,7 @@ class TargetBpw(TempDirTest):
             if f.endswith(".shard"):
                 self.assertEqual(read_bytes(os.path.join(art, f)), read_bytes(os.path.join(again, f)), f)
 
+    @release_only
     def test_thread_count_does_not_change_a_byte(self):
         outs = []
         for t in ("1", "2"):
@@ -143,6 +146,7 @@ class TargetBpw(TempDirTest):
             outs.append({f: read_bytes(os.path.join(out, f)) for f in sorted(os.listdir(out))})
         self.assertEqual(outs[0], outs[1])
 
+    @release_only
     def test_more_bits_never_cost_perplexity_and_budgets_sit_between_uniform_schemes(self):
         p = {t: self.ppl(self.budget(t)) for t in (4.8, 5.5, 7)}
         tol = 0.01
@@ -153,6 +157,7 @@ class TargetBpw(TempDirTest):
             self.assertGreaterEqual(p[t], int8 - tol, (t, p[t], int8))
             self.assertLessEqual(p[t], int4 + tol, (t, p[t], int4))
 
+    @release_only
     def test_at_a_uniform_schemes_size_the_budget_loses_less(self):
         g128 = self.uniform("int4:g128")
         size = self.manifest(g128)["summary"]["bits_per_weight"]
@@ -188,6 +193,7 @@ class TargetBpw(TempDirTest):
         self.assertLessEqual(m["summary"]["bits_per_weight"], 5.5)
         self.assertLess(self.ppl(art), self.ppl(self.uniform("int4:g32")))
 
+    @release_only
     def test_gguf_ladder_takes_only_ggml_types(self):
         out = self.path("m.gguf")
         j = sf_json("convert", SAMPLE, "-o", out, "--format", "gguf", "--target-bpw", "5.5", "--calib", CALIB, *SMALL)
@@ -225,6 +231,7 @@ class TargetBpw(TempDirTest):
             self.assertIn("blk.0.attn_qkv.weight", g.tensors)
             self.assertLessEqual(j["summary"]["bits_per_weight"], float(target))
 
+    @release_only
     def test_a_tied_embedding_is_one_tensor_of_the_budget(self):
         src = os.path.join(FIXTURES, "hf_tied")
         ids = self.path("calib.ids")

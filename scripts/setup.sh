@@ -49,8 +49,10 @@ echo "setup: $BUILD_DIR built in $((SECONDS - start)) s"
 SAN_DIR=${2:-}
 if [ -n "$SAN_DIR" ]; then
   start=$SECONDS
-  # RelWithDebInfo: optimised enough for the end-to-end suites, with line numbers in reports.
+  # RelWithDebInfo: optimised enough for the end-to-end suites, with line numbers in reports; line
+  # tables only (not full -g): all a sanitizer report uses, objects half the size, faster links.
   cmake -S . -B "$SAN_DIR" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -gline-tables-only -DNDEBUG" \
         -DSHARDFORGE_SANITIZE=ON -DSHARDFORGE_FUZZ=ON -DSHARDFORGE_BENCH=OFF >/dev/null
   cmake --build "$SAN_DIR" -j "$(nproc)"
   echo "setup: $SAN_DIR built in $((SECONDS - start)) s"

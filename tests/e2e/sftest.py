@@ -23,10 +23,13 @@ SAMPLE = os.path.join(ROOT, "samples", "jargon-llama")
 HELDOUT = os.path.join(ROOT, "samples", "heldout.txt")
 
 
+# The sanitized build (scripts/test.sh's build-san): the same suites, where a conversion is several times slower.
+SANITIZED = bool(os.environ.get("SF_SANITIZED"))
+
 # Checks of numbers (perplexity orderings, bytes across thread counts, bit budgets) that run many
 # calibrated conversions: minutes each under the sanitizers, for code paths the other tests of the
 # same suite already take through the sanitized binary. They run in the release build only.
-release_only = unittest.skipIf(os.environ.get("SF_SANITIZED"),
+release_only = unittest.skipIf(SANITIZED,
                                "numeric check, run in the release build only (many conversions: minutes under ASan)")
 
 

@@ -8,13 +8,16 @@ import random
 import unittest
 
 from family_refs import EXPECT
-from sftest import (HELDOUT, ROOT, SAMPLE, TempDirTest, error_line, fixture, read_bytes, read_json, release_only, sf,
-                    sf_json, write_json)
+from sftest import (HELDOUT, ROOT, SAMPLE, SANITIZED, TempDirTest, error_line, fixture, read_bytes, read_json,
+                    release_only, sf, sf_json, write_json)
 
 CALIB = os.path.join(ROOT, "samples", "calib.txt")
 METHODS = ["mse", "awq", "gptq"]
 # Small and fast: 16 sequences of 128 tokens.
-SMALL = ["--calib-tokens", "2048", "--calib-ctx", "128"]
+# Calibration small enough for seconds per conversion; under the sanitizers, where the numeric checks
+# do not run (release_only), smaller still: the code paths are the same.
+TOKENS, CTX = (512, 64) if SANITIZED else (2048, 128)
+SMALL = ["--calib-tokens", str(TOKENS), "--calib-ctx", str(CTX)]
 
 
 def artifact_bytes(out):
@@ -44,7 +47,7 @@ class Calibration(TempDirTest):
         p = stage["params"]
         self.assertEqual(p["calib"], "calib.txt")  # the base name: manifests hold no paths
         self.assertEqual(p["file_sha256"], hashlib.sha256(read_bytes(CALIB)).hexdigest())
-        self.assertEqual((p["tokens"], p["ctx"]), (2048, 128))
+        self.assertEqual((p["tokens"], p["ctx"]), (TOKENS, CTX))
         for key in ["clip_steps", "min_clip", "awq_grid", "gptq_damp", "gptq_act_order", "gptq_block"]:
             self.assertIn(key, p)
         names = [s["name"] for s in m["pipeline"]["stages"]]
@@ -98,8 +101,8 @@ class Calibration(TempDirTest):
         for params in [{"reference": False, "drift": False}, {"sequential": False}]:
             with self.subTest(params=params):
                 write_json(spec, {"stages": [{"name": "load"},
-                                             {"name": "calib_gptq", "params": {"calib": CALIB, "tokens": 2048,
-                                                                               "ctx": 128, **params}},
+                                             {"name": "calib_gptq", "params": {"calib": CALIB, "tokens": TOKENS,
+                                                                               "ctx": CTX, **params}},
                                              {"name": "quantize", "params": {"scheme": "int4:g32"}}, {"name": "write"}]})
                 outs = []
                 for t in (1, 3):
@@ -219,7 +222,7 @@ class Calibration(TempDirTest):
         self.assertFalse(os.path.exists(out))
         # 1000 itself is allowed.
         write_json(spec, {"stages": [{"name": "load"}, {"name": "calib_mse", "params": {"calib": CALIB, "clip_steps": 1000,
-                                                                                          "tokens": 2048, "ctx": 128}},
+                                                                                          "tokens": TOKENS, "ctx": CTX}},
                                      {"name": "quantize", "params": {"scheme": "q4_0"}}, {"name": "write"}]})
         sf("convert", SAMPLE, "-o", out, "--pipeline", spec)
         self.assertEqual(calib_stage(read_json(os.path.join(out, "manifest.json")))["params"]["clip_steps"], 1000)

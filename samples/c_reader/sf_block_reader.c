@@ -10,8 +10,7 @@ static void die(const char *why) {
   fprintf(stderr, "sf_block_reader: error: %s: %s%s%s\n", g_file, g_tensor, *g_tensor ? ": " : "", why);
   exit(1);
 }
-/* Little-endian loads, byte by byte: the same on any host. */
-static uint32_t le16(const unsigned char *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8; }
+static uint32_t le16(const unsigned char *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8; } /* little-endian, any host */
 static uint32_t le32(const unsigned char *p) { return le16(p) | le16(p + 2) << 16; }
 static float bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 static float f16(const unsigned char *p) {
@@ -32,14 +31,15 @@ static void row_sums(int t, const unsigned char *p, uint64_t cols, uint64_t grou
   uint64_t i, G = group ? (cols + group - 1) / group : 0;
   const unsigned char *codes = p + (t == INT4_SYM ? 2 : 4) * G, *blk;
   for (i = 0; i < cols; i++) {
-    int code = (i & 1) ? codes[i / 2] >> 4 : codes[i / 2] & 15; float v; /* int4: even i low nibble, odd high */
+    int code; float v;
     switch (t) {
     case F32: v = bits_f32(le32(p + 4 * i)); break;
     case F16: v = f16(p + 2 * i); break;
     case BF16: v = bits_f32(le16(p + 2 * i) << 16); break;
     case INT8: v = bits_f32(le32(p)) * (float)s8(p[4 + i]); break;
-    case INT4_SYM: v = f16(p + 2 * (i / group)) * (float)(code - 8); break;
-    case INT4_ASYM: v = f16(p + 2 * (i / group)) * (float)code + f16(p + 2 * (G + i / group)); break;
+    case INT4_SYM: case INT4_ASYM: code = (i & 1) ? codes[i / 2] >> 4 : codes[i / 2] & 15; /* even i: low nibble */
+      v = t == INT4_SYM ? f16(p + 2 * (i / group)) * (float)(code - 8)
+                        : f16(p + 2 * (i / group)) * (float)code + f16(p + 2 * (G + i / group)); break;
     case Q8_0: blk = p + 34 * (i / 32); v = f16(blk) * (float)s8(blk[2 + i % 32]); break;
     default: blk = p + 18 * (i / 32); /* q4_0: j < 16 low nibble of qs[j], else high nibble of qs[j - 16] */
       v = f16(blk) * (float)((i % 32 < 16 ? blk[2 + i % 32] & 15 : blk[2 + i % 32 - 16] >> 4) - 8);

@@ -96,7 +96,9 @@ static void skip(Cur *c, int depth) { /* any JSON value */
 }
 typedef struct { char name[128], file[128]; int type; uint64_t group, rows, cols, offset, nbytes, row_bytes; } Tensor;
 static const char *const kKeys[] = {"name", "tensor", "file", "type", "group", "shape", "offset", "nbytes", "row_bytes"};
-/* A tensor entry, with the keys in `allowed` (bits of kKeys; group only for int4) and no others. */
+/* A tensor entry with the keys in `allowed` (bits of kKeys; group only for int4) and no others: units.embedding
+   has file tensor type group shape row_bytes, a shard header's entries name type group shape offset nbytes. */
+enum { EMB_KEYS = 0x13e, SHARD_KEYS = 0xf9 };
 static void tensor(Cur *c, Tensor *t, unsigned allowed) {
   char key[16], s[16]; int first = 1, f2 = 1, dims = 0, k; unsigned seen = 0; uint64_t d[2] = {0, 0};
   memset(t, 0, sizeof *t);
@@ -123,7 +125,8 @@ static void tensor(Cur *c, Tensor *t, unsigned allowed) {
 static void report(const Tensor *t, const char *label, const unsigned char *p, uint64_t rows) {
   double sum = 0, sq = 0; uint64_t r;
   for (r = 0; r < rows; r++) row_sums(t->type, p + r * t->row_bytes, t->cols, t->group, &sum, &sq);
-  printf("%s %s %llu %llu sum=%.9g sumsq=%.9g\n", label, kTypes[t->type], (unsigned long long)rows, (unsigned long long)t->cols, sum, sq);
+  printf("%s %s %llu %llu sum=%.9g sumsq=%.9g\n", label, kTypes[t->type], (unsigned long long)rows,
+         (unsigned long long)t->cols, sum, sq);
 }
 static FILE *open_file(const char *dir, const char *name, long *size, int from_manifest) {
   static char path[4200]; FILE *f;
@@ -144,11 +147,10 @@ static uint64_t arg(const char *s) {
   if (!*s || strlen(s) > 12 || strspn(s, "0123456789") != strlen(s)) die("BLOCK_INDEX and TOKEN_ID must be integers");
   return strtoull(s, NULL, 10);
 }
-
 int main(int argc, char **argv) {
   uint64_t block, token, nblocks = 0, i, hl, end;
   char key[32], bname[128] = "", s[16], unit[32] = "", want[32], label[160];
-  int f1 = 1, f2, f3, fmt = 0, ver = 0, have_emb = 0, nt = 0; Tensor emb, ts[64];
+  int f1 = 1, f2, f3, fmt = 0, ver = 0, have_emb = 0, nt = 0; Tensor emb, ts[64], *t;
   long size; FILE *f; unsigned char *buf, *row; Cur c;
   if (argc != 4) die("usage: sf_block_reader ARTIFACT_DIR BLOCK_INDEX TOKEN_ID");
   block = arg(argv[2]); token = arg(argv[3]);
@@ -160,7 +162,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(key, "format_version")) ver = num(&c) == 3;
     else if (strcmp(key, "units") || nblocks || have_emb) skip(&c, 0);
     else for (f2 = 1; member(&c, key, sizeof key, &f2);) {
-      if (!strcmp(key, "embedding") && !have_emb) { tensor(&c, &emb, 0x13e /* file tensor type group shape row_bytes */); have_emb = 1; }
+      if (!strcmp(key, "embedding") && !have_emb) { tensor(&c, &emb, EMB_KEYS); have_emb = 1; }
       else if (strcmp(key, "blocks") || nblocks) skip(&c, 1);
       else for (f3 = 1; next(&c, '[', &f3); nblocks++) if (nblocks == block) str(&c, bname, sizeof bname); else skip(&c, 1);
     }
@@ -174,27 +176,25 @@ int main(int argc, char **argv) {
   if (token >= emb.rows) die("TOKEN_ID is past the vocabulary");
   row = read_at(f, token * emb.row_bytes, emb.row_bytes);
   /* the block's .shard, whole (memory: one block): magic, version, header, tensor table, tensors */
-  f = open_file(argv[1], bname, &size, 1);
-  buf = read_at(f, 0, (uint64_t)size);
+  f = open_file(argv[1], bname, &size, 1); buf = read_at(f, 0, (uint64_t)size);
   if (size < 16 || memcmp(buf, "SFSHARD", 8)) die("not a .shard file (bad magic)");
   if (le32(buf + 8) != 1) die("unsupported .shard version");
-  if ((hl = le32(buf + 12)) > (uint64_t)size - 16 || (16 + hl) % 64) die("header past the end of the file or not padded to 64");
+  if ((hl = le32(buf + 12)) > (uint64_t)size - 16 || (16 + hl) % 64) die("header past the end, or not padded to 64");
   c.p = (const char *)buf + 16; c.end = c.p + hl;
   for (f1 = 1; member(&c, key, sizeof key, &f1);)
     if (!strcmp(key, "unit") && !*unit) str(&c, unit, sizeof unit);
     else if (strcmp(key, "tensors") || nt) die("unexpected key in the header");
-    else for (f2 = 1; next(&c, '[', &f2); nt++) { if (nt == 64) die("too many tensors"); tensor(&c, &ts[nt], 0xf9 /* name type group shape offset nbytes */); }
+    else for (f2 = 1; next(&c, '[', &f2); nt++) { if (nt == 64) die("too many tensors"); tensor(&c, &ts[nt], SHARD_KEYS); }
   g_tensor = ""; sprintf(want, "block_%03llu", (unsigned long long)block);
   if (peek(&c) != -1 || strcmp(unit, want)) die("trailing header bytes, or unit is not this block's");
   for (i = 0, end = 16 + hl; i < (uint64_t)nt; end = ts[i].offset + ts[i].nbytes, i++) {
-    g_tensor = ts[i].name;
-    if (ts[i].offset % 64 || ts[i].offset < end) die("offset not 64-aligned, out of order or overlapping");
-    if (ts[i].offset > (uint64_t)size || ts[i].nbytes > (uint64_t)size - ts[i].offset) die("tensor past the end of the file");
-    if (ts[i].nbytes % ts[i].row_bytes || ts[i].nbytes / ts[i].row_bytes != ts[i].rows) die("nbytes disagrees with type and shape");
-    for (; end < ts[i].offset; end++) if (buf[end]) die("nonzero bytes before the tensor");
+    g_tensor = (t = &ts[i])->name;
+    if (t->offset % 64 || t->offset < end) die("offset not 64-aligned, out of order or overlapping");
+    if (t->offset > (uint64_t)size || t->nbytes > (uint64_t)size - t->offset) die("tensor past the end of the file");
+    if (t->nbytes % t->row_bytes || t->nbytes / t->row_bytes != t->rows) die("nbytes disagrees with type and shape");
+    for (; end < t->offset; end++) if (buf[end]) die("nonzero bytes before the tensor");
   }
-  sprintf(label, "%s[%llu]", emb.name, (unsigned long long)token);
-  report(&emb, label, row, 1);
+  sprintf(label, "%s[%llu]", emb.name, (unsigned long long)token); report(&emb, label, row, 1);
   for (i = 0; i < (uint64_t)nt; i++) report(&ts[i], ts[i].name, buf + ts[i].offset, ts[i].rows);
   return 0;
 }

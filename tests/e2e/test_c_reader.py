@@ -292,14 +292,24 @@ class CReader(unittest.TestCase):
             b = bytearray(originals[path])
             hi = h if path == shard else len(b)
             pos = rng.randrange(0, hi)
-            kind = rng.randrange(4)
-            if kind == 0:
+            kind = rng.randrange(5)
+            if kind == 4 and path == shard:  # a well-formed table whose numbers lie
+                table = json.loads(b[16:h])
+                t = table["tensors"][-1] if rng.random() < 0.5 else rng.choice(table["tensors"])  # the last: no successor to overlap
+                key = rng.choice(["offset", "nbytes", "shape", "group"])
+                big = rng.choice([64, 4096, len(b), 2 ** 32, 2 ** 47])
+                t[key] = [rng.randrange(1, big), rng.randrange(1, 300)] if key == "shape" else rng.randrange(0, big, 2)
+                if key == "offset" and rng.random() < 0.7:
+                    t[key] -= t[key] % 64
+                text = json.dumps(table, separators=(",", ":")).encode()
+                b[16:h] = text.ljust(h - 16, b" ")
+            elif kind == 0:
                 b[pos] ^= 1 << rng.randrange(8)
             elif kind == 1:
                 b[pos] = rng.choice(b'{}[]":,0123456789\\ ')
             elif kind == 2:
                 del b[pos:]
-            else:
+            elif kind == 3:
                 b[pos:pos + 1] = b"9" * rng.randrange(1, 25)
             write_bytes(path, bytes(b))
             p = self.run_reader(art, 1, 5, exe=exe, env=env)

@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "formats/gguf/gguf_writer.h"
+#include "formats/onnx/onnx_writer.h"
 #include "formats/shard_format.h"
 
 namespace sf {
@@ -10,6 +11,7 @@ const std::vector<FormatEntry>& formats() {
   static const std::vector<FormatEntry> table = {
       {"shards", "per-unit .shard files + raw embedding rows + manifest.json", make_shard_writer},
       {"gguf", "one GGUF v3 file (-o names the file) that llama.cpp loads", make_gguf_writer},
+      {"onnx", "model.onnx + model.onnx_data (external weights) + manifest.json, for onnxruntime", make_onnx_writer},
   };
   return table;
 }

@@ -101,7 +101,8 @@ std::string why_not_overwritable(const struct stat& st) {
 bool is_artifact_file_name(const std::string& name) {
   // The tokenizer files are those of tokenizers/tokenizer_kinds.cpp (artifact_names).
   static const std::set<std::string> fixed = {kManifestName, "embedding.bin", "positions.shard", "head.shard", "tokenizer.model",
-                                              "vocab.json", "merges.txt", kVocabMapName};
+                                              "vocab.json", "merges.txt", kVocabMapName,
+                                              "model.onnx", "model.onnx_data"};
   if (fixed.count(name)) return true;
   const std::string prefix = "block_", suffix = ".shard";
   return name.size() > prefix.size() + suffix.size() && name.compare(0, prefix.size(), prefix) == 0 &&

@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "core/fs_util.h"
 #include "core/input_file.h"
+#include "formats/manifest.h"
 #include "formats/onnx/onnx_decoder.h"
 #include "formats/onnx/onnx_weights.h"
 #include "shardforge_version.h"
@@ -19,25 +20,37 @@ constexpr const char* kGraphName = "model.onnx";
 constexpr const char* kDataName = "model.onnx_data";
 constexpr uint64_t kAlignment = 4096;  // every initializer starts at a multiple: a runtime may map it
 
-// What convert puts in place must parse, and every external reference must lie inside the data
-// file at an aligned offset.
-void read_back(const std::string& dir) {
-  const std::string path = dir + "/" + kGraphName;
-  const std::string bytes = read_file(path);
+// A decimal offset or length of an external reference; -1 when it is not one.
+int64_t decimal(const std::string& s) {
+  if (s.empty() || s.size() > 18 || s.find_first_not_of("0123456789") != std::string::npos) return -1;
+  return std::stoll(s);
+}
+
+// The graph must parse, and every external reference must name the data file and lie inside it
+// at an aligned offset.
+void check_graph(const std::string& dir, const std::string& name) {
+  const std::string path = dir + "/" + name;
+  const std::string bytes = read_file(path, (uint64_t(1) << 31) - 1);
   onnx::ModelProto m;
-  if (!m.ParseFromString(bytes)) fail_file(path, "the graph written does not parse");
+  if (!m.ParseFromString(bytes)) fail_file(path, "does not parse as an ONNX model");
   const uint64_t data_size = InputFile(dir + "/" + kDataName).size();
   for (const auto& t : m.graph().initializer()) {
     if (t.data_location() != onnx::TensorProto::EXTERNAL) continue;
-    uint64_t off = 0, len = 0;
+    std::string location;
+    int64_t off = -1, len = -1;
     for (const auto& e : t.external_data()) {
-      if (e.key() == "offset") off = std::stoull(e.value());
-      if (e.key() == "length") len = std::stoull(e.value());
+      if (e.key() == "location") location = e.value();
+      if (e.key() == "offset") off = decimal(e.value());
+      if (e.key() == "length") len = decimal(e.value());
     }
-    if (off % kAlignment != 0 || off > data_size || len > data_size - off)
+    if (location != kDataName || off < 0 || len < 0 || uint64_t(off) % kAlignment != 0 || uint64_t(off) > data_size ||
+        uint64_t(len) > data_size - uint64_t(off))
       fail_file(path, "initializer " + t.name() + " does not lie inside " + kDataName + " at an aligned offset");
   }
 }
+
+// What convert puts in place is checked as verify checks it.
+void read_back(const std::string& dir) { check_onnx_output(dir); }
 
 class OnnxWriter : public FormatWriter {
  public:
@@ -121,6 +134,11 @@ class OnnxWriter : public FormatWriter {
 };
 
 }  // namespace
+
+void check_onnx_output(const std::string& dir) {
+  const json m = read_manifest(dir);
+  for (const auto& g : m.at("onnx").at("graphs")) check_graph(dir, g.get<std::string>());  // names checked by read_manifest
+}
 
 std::unique_ptr<FormatWriter> make_onnx_writer(const OutputTarget& target, const ModelDesc& desc) {
   if (const std::string why = unsupported_settings(desc); !why.empty())

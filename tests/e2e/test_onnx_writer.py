@@ -174,6 +174,9 @@ class OnnxWriter(TempDirTest):
             end = off + length
         self.assertLessEqual(end, size)
         self.assertEqual({f["path"] for f in m["files"]}, {"model.onnx", "model.onnx_data"})
+        # verify checks the files' sha256 and the graph's references; run says what the output is.
+        self.assertIn("OK", sf("verify", a).stdout)
+        error_line(self, sf("run", a, "--ids", "1,2", check=False), 1, "ONNX export")
 
     def test_refusals_are_one_line(self):
         p = sf("convert", os.path.join(FIXTURES, "chatglm_6b"), "-o", self.path("glm"), "--format", "onnx",

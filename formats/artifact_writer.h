@@ -23,6 +23,7 @@ struct OutputTarget {
   std::string dir;
   bool force = false;                // replace an existing artifact (never anything else)
   std::vector<std::string> inputs;   // what the conversion reads: OUT may not be or contain any
+  std::string split;                 // --split: how a format that can divides its output (onnx: "blocks")
 };
 
 class ArtifactWriter {

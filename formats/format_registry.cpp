@@ -20,7 +20,10 @@ std::unique_ptr<FormatWriter> make_format_writer(const std::string& name, const 
                                                  const ModelDesc& desc) {
   std::string known;
   for (const auto& f : formats()) {
-    if (name == f.name) return f.make(target, desc);
+    if (name == f.name) {
+      if (!target.split.empty() && name != "onnx") fail_usage("--split: only --format onnx divides its output");
+      return f.make(target, desc);
+    }
     known += std::string(known.empty() ? "" : ", ") + f.name;
   }
   fail_usage("--format: unknown output format '" + name + "' (known: " + known + ")");

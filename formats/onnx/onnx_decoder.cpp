@@ -61,7 +61,8 @@ std::string linear(GraphBuilder& g, const Weights& w, const std::string& prefix,
 
 // Canonical RoPE on t [seq, heads, head_dim]: pairs (2i, 2i+1) of the first rope_dims dims turn by
 // the position's angle; the rest pass.
-std::string rope(GraphBuilder& g, const ModelDesc& d, const Shared& s, const std::string& t) {
+std::string rope(GraphBuilder& g, const ModelDesc& d, const std::string& cos, const std::string& sin,
+                 const std::string& t) {
   const int64_t rd = d.rope_dims, pass = d.head_dim - rd;
   std::string r = t, rest;
   if (pass > 0) {
@@ -70,8 +71,8 @@ std::string rope(GraphBuilder& g, const ModelDesc& d, const Shared& s, const std
   }
   const auto ab = g.op_n("Split", {g.op("Reshape", {r, g.i64s({0, 0, rd / 2, 2})})}, 2,
                          {attr_i("axis", 3), attr_i("num_outputs", 2)});
-  const std::string ra = g.op("Sub", {g.op("Mul", {ab[0], s.cos}), g.op("Mul", {ab[1], s.sin})});
-  const std::string rb = g.op("Add", {g.op("Mul", {ab[0], s.sin}), g.op("Mul", {ab[1], s.cos})});
+  const std::string ra = g.op("Sub", {g.op("Mul", {ab[0], cos}), g.op("Mul", {ab[1], sin})});
+  const std::string rb = g.op("Add", {g.op("Mul", {ab[0], sin}), g.op("Mul", {ab[1], cos})});
   r = g.op("Reshape", {g.op("Concat", {ra, rb}, {attr_i("axis", 3)}), g.i64s({0, 0, rd})});
   return pass > 0 ? g.op("Concat", {r, rest}, {attr_i("axis", 2)}) : r;
 }
@@ -126,11 +127,10 @@ void rope_tables(const ModelDesc& d, int64_t rows, std::vector<float>& cos, std:
 }
 
 Shared shared_values(GraphBuilder& g, const ModelDesc& d, const Weights& w, const std::string& input_ids,
-                     const std::string& past_key0) {
+                     const std::string& past) {
   g.set_scope("/shared");
   Shared s;
   const std::string ids = g.op("Reshape", {input_ids, g.i64s({-1})});
-  const std::string past = g.op("Shape", {past_key0}, {attr_i("start", 2), attr_i("end", 3)});
   const std::string total = g.op("Add", {past, g.op("Shape", {ids})});
   const std::string past0 = g.op("Squeeze", {past}), total0 = g.op("Squeeze", {total});
   s.positions = g.op("Range", {past0, total0, g.i64(1)});
@@ -138,17 +138,13 @@ Shared shared_values(GraphBuilder& g, const ModelDesc& d, const Weights& w, cons
   const std::string keys = g.op("Range", {g.i64(0), total0, g.i64(1)});
   const std::string hidden = g.op("Greater", {keys, g.op("Unsqueeze", {s.positions, g.i64s({1})})});
   s.mask = g.op("Where", {hidden, g.f32(std::numeric_limits<float>::lowest()), g.f32(0.0f)});
-  const int64_t groups = d.n_heads / d.n_kv_heads;
-  if (groups > 1) s.mask = g.op("Tile", {s.mask, g.i64s({groups, 1})});  // rows of each query head of a kv group
   if (rotary(d)) {
     const int64_t rows = rope_rows(d), pairs = d.rope_dims / 2;
     g.external("rope.cos", kFloat, {rows, pairs}, w.rope_cos);
     g.external("rope.sin", kFloat, {rows, pairs}, w.rope_sin);
-    const std::vector<int64_t> shape = {-1, 1, pairs, 1};
-    s.cos = g.op("Reshape", {g.op("Gather", {"rope.cos", s.positions}, {attr_i("axis", 0)}), g.i64s(shape)});
-    s.sin = g.op("Reshape", {g.op("Gather", {"rope.sin", s.positions}, {attr_i("axis", 0)}), g.i64s(shape)});
+    s.cos = g.op("Gather", {"rope.cos", s.positions}, {attr_i("axis", 0)});
+    s.sin = g.op("Gather", {"rope.sin", s.positions}, {attr_i("axis", 0)});
   }
-  (void)input_ids;
   return s;
 }
 
@@ -172,7 +168,11 @@ std::string block(GraphBuilder& g, const ModelDesc& d, const Weights& w, int64_t
   std::string q = g.op("Reshape", {linear(g, w, p + "attn.q", xn), g.i64s({-1, H, hd})});
   std::string k = g.op("Reshape", {linear(g, w, p + "attn.k", xn), g.i64s({-1, KV, hd})});
   const std::string v = g.op("Reshape", {linear(g, w, p + "attn.v", xn), g.i64s({-1, KV, hd})});
-  if (rotary(d)) q = rope(g, d, s, q), k = rope(g, d, s, k);
+  if (rotary(d)) {  // the tables [seq, pairs] as [seq, 1, pairs, 1], against [seq, heads, pairs, 2]
+    const std::string shape = g.i64s({-1, 1, d.rope_dims / 2, 1});
+    const std::string cos = g.op("Reshape", {s.cos, shape}), sin = g.op("Reshape", {s.sin, shape});
+    q = rope(g, d, cos, sin, q), k = rope(g, d, cos, sin, k);
+  }
   // Heads first: q [H, seq, hd]; the cache [1, KV, total, hd] gets this call's k and v appended.
   const std::vector<Attr> heads_first = {attr_ints("perm", {1, 0, 2})};
   q = g.op("Transpose", {q}, heads_first);
@@ -185,7 +185,9 @@ std::string block(GraphBuilder& g, const ModelDesc& d, const Weights& w, int64_t
   // ([KV, groups * seq, hd]) against that group's keys; the mask was tiled to match.
   if (groups > 1) q = g.op("Reshape", {q, g.i64s({KV, -1, hd})});
   std::string sc = g.op("MatMul", {q, g.op("Transpose", {K}, {attr_ints("perm", {0, 2, 1})})});
-  sc = g.op("Add", {g.op("Mul", {sc, g.f32(1.0f / std::sqrt(float(hd)))}), s.mask});
+  // The mask [seq, total] repeated for each query head of a kv group.
+  const std::string mask = groups > 1 ? g.op("Tile", {s.mask, g.i64s({groups, 1})}) : s.mask;
+  sc = g.op("Add", {g.op("Mul", {sc, g.f32(1.0f / std::sqrt(float(hd)))}), mask});
   std::string att = g.op("MatMul", {g.op("Softmax", {sc}, {attr_i("axis", -1)}), V});
   if (groups > 1) att = g.op("Reshape", {att, g.i64s({H, -1, hd})});
   att = g.op("Reshape", {g.op("Transpose", {att}, heads_first), g.i64s({-1, H * hd})});
@@ -215,7 +217,9 @@ void whole_graph(onnx::GraphProto* graph, const ModelDesc& d, const Weights& w) 
   for (int64_t i = 0; i < d.n_layers; ++i)
     for (const char* kv : {"key", "value"})
       g.output("present." + std::to_string(i) + "." + kv, kFloat, cache, {"total_sequence"});
-  const Shared s = shared_values(g, d, w, "input_ids", "past_key_values.0.key");
+  g.set_scope("/shared");
+  const std::string past = g.op("Shape", {"past_key_values.0.key"}, {attr_i("start", 2), attr_i("end", 3)});
+  const Shared s = shared_values(g, d, w, "input_ids", past);
   std::string x = embedding(g, d, w, "input_ids", s);
   for (int64_t i = 0; i < d.n_layers; ++i) {
     const std::string n = std::to_string(i);
@@ -223,6 +227,74 @@ void whole_graph(onnx::GraphProto* graph, const ModelDesc& d, const Weights& w) 
               "present." + n + ".key", "present." + n + ".value");
   }
   head(g, d, w, x, "logits");
+}
+
+namespace {
+
+const std::vector<std::string> kHiddenDims = {"sequence"};
+
+// What the per-unit graphs pass on: hidden states [1, seq, d_model] between units; the values the
+// whole graph computes once, computed by embedding.onnx and taken by every block.
+void shared_io(GraphBuilder& g, const ModelDesc& d, bool in) {
+  auto io = [&](const std::string& n, int32_t t, const std::vector<int64_t>& dims, const std::vector<std::string>& names) {
+    if (in) g.input(n, t, dims, names);
+    else g.output(n, t, dims, names);
+  };
+  io("attention_mask", kFloat, {-1, -1}, {"sequence", "total_sequence"});
+  if (rotary(d)) {
+    io("rope_cos", kFloat, {-1, d.rope_dims / 2}, kHiddenDims);
+    io("rope_sin", kFloat, {-1, d.rope_dims / 2}, kHiddenDims);
+  }
+}
+
+void model_graph_name(onnx::GraphProto* graph, const std::string& name) { graph->set_name("shardforge_" + name); }
+
+}  // namespace
+
+void embedding_graph(onnx::GraphProto* graph, const ModelDesc& d, const Weights& w) {
+  model_graph_name(graph, "embedding");
+  GraphBuilder g(graph);
+  g.input("input_ids", kInt64, {1, -1}, {"sequence"});
+  g.input("past_length", kInt64, {1});
+  g.output("hidden_states", kFloat, {1, -1, d.d_model}, kHiddenDims);
+  shared_io(g, d, false);
+  const Shared s = shared_values(g, d, w, "input_ids", "past_length");
+  const std::string x = embedding(g, d, w, "input_ids", s);
+  g.op_to("Unsqueeze", {x, g.i64s({0})}, {"hidden_states"});
+  g.op_to("Identity", {s.mask}, {"attention_mask"});
+  if (rotary(d)) {
+    g.op_to("Identity", {s.cos}, {"rope_cos"});
+    g.op_to("Identity", {s.sin}, {"rope_sin"});
+  }
+}
+
+void block_graph(onnx::GraphProto* graph, const ModelDesc& d, const Weights& w, int64_t layer) {
+  model_graph_name(graph, unit_name(UnitKind::Block, layer));
+  GraphBuilder g(graph);
+  const std::vector<int64_t> cache = {1, d.n_kv_heads, -1, d.head_dim};
+  const std::string n = std::to_string(layer);
+  g.input("hidden_states", kFloat, {1, -1, d.d_model}, kHiddenDims);
+  shared_io(g, d, true);
+  g.input("past_key_values." + n + ".key", kFloat, cache, {"past_sequence"});
+  g.input("past_key_values." + n + ".value", kFloat, cache, {"past_sequence"});
+  g.output("hidden_states_out", kFloat, {1, -1, d.d_model}, kHiddenDims);
+  g.output("present." + n + ".key", kFloat, cache, {"total_sequence"});
+  g.output("present." + n + ".value", kFloat, cache, {"total_sequence"});
+  Shared s{"", "attention_mask", rotary(d) ? "rope_cos" : "", rotary(d) ? "rope_sin" : ""};
+  g.set_scope("/input");
+  const std::string x = g.op("Reshape", {"hidden_states", g.i64s({-1, d.d_model})});
+  const std::string y = block(g, d, w, layer, x, s, "past_key_values." + n + ".key", "past_key_values." + n + ".value",
+                              "present." + n + ".key", "present." + n + ".value");
+  g.op_to("Unsqueeze", {y, g.i64s({0})}, {"hidden_states_out"});
+}
+
+void head_graph(onnx::GraphProto* graph, const ModelDesc& d, const Weights& w) {
+  model_graph_name(graph, "head");
+  GraphBuilder g(graph);
+  g.input("hidden_states", kFloat, {1, -1, d.d_model}, kHiddenDims);
+  g.output("logits", kFloat, {1, -1, d.vocab_size}, {"sequence"});
+  g.set_scope("/input");
+  head(g, d, w, g.op("Reshape", {"hidden_states", g.i64s({-1, d.d_model})}), "logits");
 }
 
 }  // namespace sf::onnx_out

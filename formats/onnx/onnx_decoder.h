@@ -29,8 +29,8 @@ void rope_tables(const ModelDesc& d, int64_t rows, std::vector<float>& cos, std:
 // The values every block takes, computed once per run from input_ids and the cache length.
 struct Shared {
   std::string positions;  // int64 [seq]: past .. past + seq - 1
-  std::string mask;       // f32 [groups * seq, total]: 0 where a query sees a key, lowest() elsewhere
-  std::string cos, sin;   // f32 [seq, 1, pairs, 1] (RoPE only)
+  std::string mask;       // f32 [seq, total]: 0 where a query sees a key, lowest() elsewhere
+  std::string cos, sin;   // f32 [seq, rope_dims / 2] (RoPE only)
 };
 
 struct Weights {
@@ -38,10 +38,9 @@ struct Weights {
   ExternalRef rope_cos, rope_sin;  // the tables' place in the data file (RoPE only)
 };
 
-// input_ids [1, seq] and the first layer's cache input give the shared values (the only graph
-// inputs they depend on).
+// input_ids [1, seq] and the cache length (int64 [1]) give the shared values.
 Shared shared_values(GraphBuilder& g, const ModelDesc& d, const Weights& w, const std::string& input_ids,
-                     const std::string& past_key0);
+                     const std::string& past);
 // input_ids [1, seq] -> x [seq, d_model].
 std::string embedding(GraphBuilder& g, const ModelDesc& d, const Weights& w, const std::string& input_ids,
                       const Shared& s);
@@ -56,5 +55,13 @@ void head(GraphBuilder& g, const ModelDesc& d, const Weights& w, const std::stri
 // The whole decoder: inputs input_ids, past_key_values.N.key/.value; outputs logits,
 // present.N.key/.value.
 void whole_graph(onnx::GraphProto* graph, const ModelDesc& d, const Weights& w);
+
+// --split blocks: one graph per unit. embedding.onnx: input_ids, past_length (int64 [1]) ->
+// hidden_states [1, seq, d_model], attention_mask [seq, total], rope_cos / rope_sin [seq, pairs].
+// block_NNN.onnx: those (but input_ids) and its layer's past_key_values -> hidden_states_out and
+// present. head.onnx: hidden_states -> logits.
+void embedding_graph(onnx::GraphProto* graph, const ModelDesc& d, const Weights& w);
+void block_graph(onnx::GraphProto* graph, const ModelDesc& d, const Weights& w, int64_t layer);
+void head_graph(onnx::GraphProto* graph, const ModelDesc& d, const Weights& w);
 
 }  // namespace sf::onnx_out

@@ -1,5 +1,6 @@
 #include "formats/onnx/onnx_writer.h"
 
+#include <functional>
 #include <map>
 
 #include "core/error.h"
@@ -54,7 +55,7 @@ void read_back(const std::string& dir) { check_onnx_output(dir); }
 
 class OnnxWriter : public FormatWriter {
  public:
-  OnnxWriter(const OutputTarget& target, const ModelDesc& desc) : desc_(desc), w_(target) {
+  OnnxWriter(const OutputTarget& target, const ModelDesc& desc) : desc_(desc), split_(target.split == "blocks"), w_(target) {
     w_.begin_stream(kDataName);
   }
 
@@ -100,19 +101,32 @@ class OnnxWriter : public FormatWriter {
       w.rope_sin = place(sin.data(), sin.size() * sizeof(float));
     }
     w_.end_stream();
-    onnx::ModelProto m;
-    m.set_ir_version(kIrVersion);
-    m.set_producer_name("shardforge");
-    m.set_producer_version(SHARDFORGE_VERSION);
-    onnx::OperatorSetIdProto* op = m.add_opset_import();
-    op->set_domain("");
-    op->set_version(kOpset);
-    whole_graph(m.mutable_graph(), desc_, w);
-    std::string bytes;
-    if (!m.SerializeToString(&bytes)) fail("--format onnx: the graph could not be serialized");
-    w_.write_file(kGraphName, std::vector<uint8_t>(bytes.begin(), bytes.end()));
-    manifest["onnx"] = {{"graphs", {kGraphName}}, {"data", kDataName}, {"opset", kOpset}, {"ir_version", kIrVersion},
-                        {"alignment", kAlignment}, {"rope_rows", rotary() ? rope_rows(desc_) : 0}};
+    json graphs = json::array();
+    auto write_graph = [&](const std::string& name, const std::function<void(onnx::GraphProto*)>& build) {
+      onnx::ModelProto m;
+      m.set_ir_version(kIrVersion);
+      m.set_producer_name("shardforge");
+      m.set_producer_version(SHARDFORGE_VERSION);
+      onnx::OperatorSetIdProto* op = m.add_opset_import();
+      op->set_domain("");
+      op->set_version(kOpset);
+      build(m.mutable_graph());
+      std::string bytes;
+      if (!m.SerializeToString(&bytes)) fail("--format onnx: the graph of " + name + " could not be serialized");
+      w_.write_file(name, std::vector<uint8_t>(bytes.begin(), bytes.end()));
+      graphs.push_back(name);
+    };
+    if (split_) {
+      write_graph("embedding.onnx", [&](onnx::GraphProto* g) { embedding_graph(g, desc_, w); });
+      for (int64_t i = 0; i < desc_.n_layers; ++i)
+        write_graph(unit_name(UnitKind::Block, i) + ".onnx", [&](onnx::GraphProto* g) { block_graph(g, desc_, w, i); });
+      write_graph("head.onnx", [&](onnx::GraphProto* g) { head_graph(g, desc_, w); });
+    } else {
+      write_graph(kGraphName, [&](onnx::GraphProto* g) { whole_graph(g, desc_, w); });
+    }
+    manifest["onnx"] = {{"graphs", graphs}, {"split", split_ ? "blocks" : "none"}, {"data", kDataName},
+                        {"opset", kOpset}, {"ir_version", kIrVersion}, {"alignment", kAlignment},
+                        {"rope_rows", rotary() ? rope_rows(desc_) : 0}};
     manifest["summary"] = {{"parameters", params_}, {"tensor_bytes", bytes_},
                            {"bits_per_weight", params_ ? 8.0 * double(bytes_) / double(params_) : 0.0}};
     return w_.commit(std::move(manifest), read_back);
@@ -127,6 +141,7 @@ class OnnxWriter : public FormatWriter {
   }
 
   ModelDesc desc_;
+  bool split_;
   ArtifactWriter w_;
   std::map<std::string, WrittenWeight> weights_;
   uint64_t bytes_ = 0;
@@ -141,6 +156,8 @@ void check_onnx_output(const std::string& dir) {
 }
 
 std::unique_ptr<FormatWriter> make_onnx_writer(const OutputTarget& target, const ModelDesc& desc) {
+  if (!target.split.empty() && target.split != "blocks")
+    fail_usage("--split: unknown value '" + target.split + "' (known: blocks)");
   if (const std::string why = unsupported_settings(desc); !why.empty())
     fail("--format onnx: the " + desc.family + " model uses " + why + ", which the ONNX writer does not generate",
          ErrorKind::Unsupported);

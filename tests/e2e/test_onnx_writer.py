@@ -152,6 +152,29 @@ class OnnxWriter(TempDirTest):
                 if quant.startswith("int4"):
                     self.assertGreater(rel(f32_onnx, want), 4 * err)  # onnxruntime ran the int4 weights
 
+    def test_split_blocks_chained_equal_the_whole_graph(self):
+        for fixture, quant in [("hf_gqa", "int4:g32"), ("gpt2_hub", "f32"), ("hf_tied", "f16")]:
+            with self.subTest(fixture=fixture, quant=quant):
+                whole = self.convert(fixture, "onnx", quant)
+                split = self.convert(fixture, "onnx", quant, "_split", "--split", "blocks")
+                layers = json.loads(read_bytes(os.path.join(split, "manifest.json")))["model"]["n_layers"]
+                graphs = ["embedding.onnx"] + [f"block_{i:03d}.onnx" for i in range(layers)] + ["head.onnx"]
+                self.assertEqual(sorted(os.listdir(split)), sorted(graphs + ["manifest.json", "model.onnx_data"]))
+                # The same weights at the same offsets; only the graphs differ.
+                self.assertEqual(read_bytes(os.path.join(whole, "model.onnx_data")),
+                                 read_bytes(os.path.join(split, "model.onnx_data")))
+                want, want_gen, want_steps = onnx_run(os.path.join(whole, "model.onnx"), PROMPT, 8)
+                logits, gen, steps = onnx_run(split, PROMPT, 8)
+                self.assertLess(rel(logits, want), 1e-6)
+                self.assertLess(rel(steps, want_steps), 1e-6)
+                self.assertEqual(gen, want_gen)
+                self.assertIn("OK", sf("verify", split).stdout)
+        p = sf("convert", os.path.join(FIXTURES, "hf_gqa"), "-o", self.path("bad"), "--format", "onnx", "--split",
+               "layers", check=False)
+        error_line(self, p, 2, "--split")
+        p = sf("convert", os.path.join(FIXTURES, "hf_gqa"), "-o", self.path("bad"), "--split", "blocks", check=False)
+        error_line(self, p, 2, "--split", "onnx")
+
     def test_layout_and_determinism(self):
         a = self.convert("hf_gqa", "onnx", "int4:g32", "_t1", "-t", "1")
         b = self.convert("hf_gqa", "onnx", "int4:g32", "_t3", "-t", "3")

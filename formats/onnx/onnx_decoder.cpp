@@ -151,8 +151,10 @@ Shared shared_values(GraphBuilder& g, const ModelDesc& d, const Weights& w, cons
 std::string embedding(GraphBuilder& g, const ModelDesc& d, const Weights& w, const std::string& input_ids,
                       const Shared& s) {
   g.set_scope("/embed");
-  const std::string ids = g.op("Reshape", {input_ids, g.i64s({-1})});
-  std::string x = g.op("Gather", {weight(g, w, "embed.weight"), ids}, {attr_i("axis", 0)});
+  // Gathered by the graph input itself ([1, seq, d_model], then rows): how exporters write it, and
+  // what our reader recognises as the token embedding.
+  std::string x = g.op("Gather", {weight(g, w, "embed.weight"), input_ids}, {attr_i("axis", 0)});
+  x = g.op("Reshape", {x, g.i64s({-1, d.d_model})});
   if (d.positional == PositionalKind::Learned)
     x = g.op("Add", {x, g.op("Gather", {weight(g, w, "embed.pos.weight"), s.positions}, {attr_i("axis", 0)})});
   return x;

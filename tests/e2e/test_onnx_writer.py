@@ -10,9 +10,13 @@ import shutil
 import subprocess
 import unittest
 
+import sys
+
 import numpy as np
 
-from sftest import FIXTURES, HERE, SF, TempDirTest, error_line, read_bytes, sf
+from sftest import FIXTURES, HERE, ROOT, SF, TempDirTest, error_line, read_bytes, sf
+
+sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
 
 ORT_DIR = os.environ.get("SF_ORT_DIR", os.path.join(os.path.dirname(os.path.abspath(SF)), "onnxruntime-node"))
 RUNNER = os.path.join(HERE, "onnx_run.js")
@@ -111,8 +115,10 @@ class OnnxWriter(TempDirTest):
             raise unittest.SkipTest(why)
 
     def convert(self, fixture, fmt, quant, tag="", *extra):
-        out = self.path(f"{fixture}_{fmt}_{quant.replace(':', '_')}{tag}")
-        sf("convert", os.path.join(FIXTURES, fixture), "-o", out, "--format", fmt, "--quant", quant, *extra)
+        """fixture: a name under FIXTURES, or a source directory."""
+        src = fixture if os.path.isabs(fixture) else os.path.join(FIXTURES, fixture)
+        out = self.path(f"{os.path.basename(fixture)}_{fmt}_{quant.replace(':', '_')}{tag}")
+        sf("convert", src, "-o", out, "--format", fmt, "--quant", quant, *extra)
         return out
 
     def ours(self, artifact, steps):
@@ -138,19 +144,37 @@ class OnnxWriter(TempDirTest):
                     self.assertEqual(steps.shape, want_steps.shape)
                     self.assertLess(rel(steps, want_steps), 1e-4)
 
-    def test_quantized_weights_within_the_executors_activation_rounding(self):
+    def quantized_close_to_the_executor(self, source, schemes):
         # The executor multiplies integer weights by activations rounded to 8-bit blocks; onnxruntime
         # (at "basic") dequantizes the same codes and scales to f32. What remains is that rounding
         # (about 2% of the largest logit here), far less than what int4 weights change.
-        f32_onnx, _, _ = onnx_run(os.path.join(self.convert("hf_gqa", "onnx", "f32"), "model.onnx"), PROMPT)
-        for quant in ["int8", "int4:g32", "int4:g32:asym", "int4:g64"]:
-            with self.subTest(quant=quant):
-                logits, _, _ = onnx_run(os.path.join(self.convert("hf_gqa", "onnx", quant), "model.onnx"), PROMPT)
-                want, _, _ = self.ours(self.convert("hf_gqa", "shards", quant), 1)
+        f32_onnx, _, _ = onnx_run(os.path.join(self.convert(source, "onnx", "f32"), "model.onnx"), PROMPT)
+        for quant in schemes:
+            with self.subTest(source=source, quant=quant):
+                logits, _, _ = onnx_run(os.path.join(self.convert(source, "onnx", quant), "model.onnx"), PROMPT)
+                want, _, _ = self.ours(self.convert(source, "shards", quant), 1)
                 err = rel(logits, want)
                 self.assertLess(err, 0.05)
                 if quant.startswith("int4"):
                     self.assertGreater(rel(f32_onnx, want), 4 * err)  # onnxruntime ran the int4 weights
+
+    def test_quantized_weights_within_the_executors_activation_rounding(self):
+        self.quantized_close_to_the_executor("hf_gqa", ["int8", "int4:g32", "int4:g32:asym", "int4:g64"])
+
+    def test_odd_widths_repack_int4_codes_across_rows(self):
+        # ffn_dim 101: the down projection's rows have an odd number of 4-bit codes, which ONNX packs
+        # across row boundaries, and a last group of 5.
+        import torch
+        from llama_ref import Config, HFLlama
+        from make_fixtures import init_weights
+        m = HFLlama(Config(vocab_size=300, ffn_dim=101))
+        init_weights(m, 11)
+        src = self.path("odd_src")
+        os.makedirs(src)
+        torch.save(m.state_dict(), os.path.join(src, "pytorch_model.bin"))
+        with open(os.path.join(src, "config.json"), "w") as f:
+            json.dump(m.hf_config(), f)
+        self.quantized_close_to_the_executor(src, ["int8", "int4:g32", "int4:g32:asym"])
 
     def test_split_blocks_chained_equal_the_whole_graph(self):
         for fixture, quant in [("hf_gqa", "int4:g32"), ("gpt2_hub", "f32"), ("hf_tied", "f16")]:

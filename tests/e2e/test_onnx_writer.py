@@ -118,7 +118,8 @@ class OnnxWriter(TempDirTest):
         """fixture: a name under FIXTURES, or a source directory."""
         src = fixture if os.path.isabs(fixture) else os.path.join(FIXTURES, fixture)
         out = self.path(f"{os.path.basename(fixture)}_{fmt}_{quant.replace(':', '_')}{tag}")
-        sf("convert", src, "-o", out, "--format", fmt, "--quant", quant, *extra)
+        if not os.path.exists(out):  # converted already by this test
+            sf("convert", src, "-o", out, "--format", fmt, "--quant", quant, *extra)
         return out
 
     def ours(self, artifact, steps):
@@ -202,10 +203,12 @@ class OnnxWriter(TempDirTest):
     def test_round_trip_through_our_onnx_reader(self):
         # The written f32 graph, read back by converters/onnx (structure recovered from the data flow),
         # converts to the same model: same description and logits as converting the fixture directly.
-        for fixture in ["hf_gqa", "meta_params", "hf_tied"]:
-            with self.subTest(fixture=fixture):
-                onnx_dir = self.convert(fixture, "onnx", "f32")
-                back = self.path(fixture + "_back")
+        for fixture, split in [("hf_gqa", ()), ("meta_params", ()), ("hf_tied", ()), ("hf_gqa", ("--split", "blocks")),
+                               ("hf_tied", ("--split", "blocks"))]:
+            with self.subTest(fixture=fixture, split=split):
+                # One graph per unit is read as their join: block i's hidden_states are block i-1's output.
+                onnx_dir = self.convert(fixture, "onnx", "f32", "_".join(("",) + split), *split)
+                back = self.path(fixture + "_back" + "_".join(("",) + split))
                 sf("convert", onnx_dir, "-o", back)
                 direct = self.convert(fixture, "shards", "f32")
                 want_model = json.loads(read_bytes(os.path.join(direct, "manifest.json")))["model"]
@@ -218,6 +221,11 @@ class OnnxWriter(TempDirTest):
                 got, _, _ = self.ours(back, 1)
                 want, _, _ = self.ours(direct, 1)
                 self.assertLess(rel(got, want), 1e-6)
+
+    def test_unit_graphs_that_do_not_chain_are_refused(self):
+        split = self.convert("hf_gqa", "onnx", "f32", "_split", "--split", "blocks")
+        os.rename(os.path.join(split, "block_001.onnx"), os.path.join(split, "block_002.onnx"))
+        error_line(self, sf("convert", split, "-o", self.path("back"), check=False), 1, "one graph per unit")
 
     def test_layout_and_determinism(self):
         a = self.convert("hf_gqa", "onnx", "int4:g32", "_t1", "-t", "1")

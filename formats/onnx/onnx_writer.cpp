@@ -113,6 +113,13 @@ class OnnxWriter : public FormatWriter {
       onnx::OperatorSetIdProto* op = m.add_opset_import();
       op->set_domain("");
       op->set_version(kOpset);
+      // The model description travels with each graph too, for a consumer given one file alone.
+      for (const auto& [key, value] : {std::pair<std::string, std::string>{"shardforge.model", desc_.to_json().dump()},
+                                       {"shardforge.graph", name}}) {
+        onnx::StringStringEntryProto* e = m.add_metadata_props();
+        e->set_key(key);
+        e->set_value(value);
+      }
       build(m.mutable_graph());
       std::string bytes;
       if (!m.SerializeToString(&bytes)) fail("--format onnx: the graph of " + name + " could not be serialized");

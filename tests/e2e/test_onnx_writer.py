@@ -249,6 +249,14 @@ class OnnxWriter(TempDirTest):
             end = off + length
         self.assertLessEqual(end, size)
         self.assertEqual({f["path"] for f in m["files"]}, {"model.onnx", "model.onnx_data"})
+        # The graph carries the model description (ModelProto.metadata_props = 14).
+        props = {}
+        for n, _, v in fields(read_bytes(os.path.join(a, "model.onnx"))):
+            if n == 14:
+                kv = {k: x.decode() for k, _, x in fields(v)}
+                props[kv[1]] = kv[2]
+        self.assertEqual(json.loads(props["shardforge.model"]), m["model"])
+        self.assertEqual(props["shardforge.graph"], "model.onnx")
         # verify checks the files' sha256 and the graph's references; run says what the output is.
         self.assertIn("OK", sf("verify", a).stdout)
         error_line(self, sf("run", a, "--ids", "1,2", check=False), 1, "ONNX export")

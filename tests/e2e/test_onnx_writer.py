@@ -177,6 +177,44 @@ class OnnxWriter(TempDirTest):
             json.dump(m.hf_config(), f)
         self.quantized_close_to_the_executor(src, ["int8", "int4:g32", "int4:g32:asym"])
 
+    def test_stored_codes_decode_to_the_weights_within_a_step(self):
+        # Independently of both executors: decode model.onnx_data as ONNX defines the types (int8;
+        # int4 two per byte, low nibble first, signed or not; scales per row or per block) and compare
+        # with the f32 weights: every element within one quantization step of its group.
+        f32 = self.convert("hf_gqa", "onnx", "f32")
+        f32_refs = external_refs(read_bytes(os.path.join(f32, "model.onnx")))
+        f32_data = read_bytes(os.path.join(f32, "model.onnx_data"))
+
+        def raw(data, ref, dtype):
+            _, off, length = ref
+            return np.frombuffer(data[off:off + length], dtype=dtype)
+
+        def nibbles(data, ref, n, signed):
+            b = raw(data, ref, np.uint8)
+            v = np.stack([b & 15, b >> 4], axis=1).reshape(-1)[:n].astype(np.int32)
+            return np.where(v > 7, v - 16, v) if signed else v
+
+        name = "blocks.1.ffn.down.weight"  # [64, 100]: a last group of 4 with g32
+        w = raw(f32_data, f32_refs[name], "<f4").reshape(64, 100).astype(np.float64)
+        for quant, group in [("int8", None), ("int4:g32", 32), ("int4:g32:asym", 32)]:
+            with self.subTest(quant=quant):
+                out = self.convert("hf_gqa", "onnx", quant)
+                refs, data = external_refs(read_bytes(os.path.join(out, "model.onnx"))), read_bytes(os.path.join(out, "model.onnx_data"))
+                if group is None:
+                    q = raw(data, refs[name + ".q"], np.int8).reshape(64, 100)
+                    step = raw(data, refs[name + ".scale"], "<f4").astype(np.float64)[:, None]
+                    deq = q * step
+                else:
+                    scale = raw(data, refs[name + ".scale"], "<f2").astype(np.float64).reshape(64, 4)
+                    step = np.repeat(scale, group, axis=1)[:, :100]
+                    q = nibbles(data, refs[name + ".q"], 64 * 100, signed="asym" not in quant).reshape(64, 100)
+                    deq = q * step
+                    if "asym" in quant:
+                        deq += np.repeat(raw(data, refs[name + ".min"], "<f2").astype(np.float64).reshape(64, 4), group, axis=1)[:, :100]
+                err, step = np.abs(deq - w), np.abs(step)  # a symmetric int4 scale is negative when its extreme is
+                self.assertTrue(np.all(err <= 1.001 * step + 1e-6), float((err / step).max()))
+                self.assertLess(float((err / step).mean()), 0.5)  # rounding, not an arrangement that is merely bounded
+
     def test_split_blocks_chained_equal_the_whole_graph(self):
         for fixture, quant in [("hf_gqa", "int4:g32"), ("gpt2_hub", "f32"), ("hf_tied", "f16")]:
             with self.subTest(fixture=fixture, quant=quant):

@@ -19,7 +19,7 @@ std::vector<std::string> split_graph_files(const std::string& dir, const std::ve
 // ("u3/…"); a graph input named X is bound to the latest earlier output named X or X_out (block
 // i's hidden_states to block i-1's hidden_states_out, its attention_mask to embedding.onnx's), and
 // is an input of the joined graph otherwise (input_ids, past_key_values.N.*). Together the files
-// must stay within one file's limits (size, nodes); subgraphs are refused.
+// must stay within one file's limits (size, nodes, fields); subgraphs are refused.
 std::unique_ptr<onnx::ModelProto> join_split_graphs(const std::vector<std::string>& files);
 
 }  // namespace sf

@@ -145,15 +145,16 @@ class OnnxWriter(TempDirTest):
                     self.assertEqual(steps.shape, want_steps.shape)
                     self.assertLess(rel(steps, want_steps), 1e-4)
 
-    def quantized_close_to_the_executor(self, source, schemes):
+    def quantized_close_to_the_executor(self, source, schemes, *extra):
         # The executor multiplies integer weights by activations rounded to 8-bit blocks; onnxruntime
         # (at "basic") dequantizes the same codes and scales to f32. What remains is that rounding
         # (about 2% of the largest logit here), far less than what int4 weights change.
         f32_onnx, _, _ = onnx_run(os.path.join(self.convert(source, "onnx", "f32"), "model.onnx"), PROMPT)
         for quant in schemes:
             with self.subTest(source=source, quant=quant):
-                logits, _, _ = onnx_run(os.path.join(self.convert(source, "onnx", quant), "model.onnx"), PROMPT)
-                want, _, _ = self.ours(self.convert(source, "shards", quant), 1)
+                tag = "_x" if extra else ""
+                logits, _, _ = onnx_run(os.path.join(self.convert(source, "onnx", quant, tag, *extra), "model.onnx"), PROMPT)
+                want, _, _ = self.ours(self.convert(source, "shards", quant, tag, *extra), 1)
                 err = rel(logits, want)
                 self.assertLess(err, 0.05)
                 if quant.startswith("int4"):
@@ -161,6 +162,8 @@ class OnnxWriter(TempDirTest):
 
     def test_quantized_weights_within_the_executors_activation_rounding(self):
         self.quantized_close_to_the_executor("hf_gqa", ["int8", "int4:g32", "int4:g32:asym", "int4:g64"])
+        # A quantized embedding that is also the tied head: dequantized once, gathered and multiplied.
+        self.quantized_close_to_the_executor("hf_tied", ["int4:g32"], "--tensor-quant", "embed.weight=int4:g32")
 
     def test_odd_widths_repack_int4_codes_across_rows(self):
         # ffn_dim 101: the down projection's rows have an odd number of 4-bit codes, which ONNX packs

@@ -34,6 +34,41 @@ std::vector<uint8_t> packed_codes(const EncodedTensor& t, size_t code_offset, bo
   return out;
 }
 
+// ggml's blocks (q8_0, q4_0): 32 elements, an f16 scale first. The scales of every row, [rows, B].
+constexpr size_t kGgmlBlock = 32;
+std::vector<uint8_t> block_scales(const EncodedTensor& t, size_t block_bytes) {
+  const size_t rows = size_t(t.rows()), B = groups_of(t.cols(), kGgmlBlock), rb = t.row_bytes();
+  std::vector<uint8_t> out(rows * B * 2);
+  for (size_t r = 0; r < rows; ++r)
+    for (size_t b = 0; b < B; ++b) std::memcpy(&out[(r * B + b) * 2], &t.data[r * rb + b * block_bytes], 2);
+  return out;
+}
+
+// q8_0's int8 codes as one [rows, cols] tensor (a short last block's padding left out).
+std::vector<uint8_t> q8_0_codes(const EncodedTensor& t) {
+  const size_t rows = size_t(t.rows()), cols = size_t(t.cols()), rb = t.row_bytes();
+  std::vector<uint8_t> out(rows * cols);
+  for (size_t r = 0; r < rows; ++r)
+    for (size_t i = 0; i < cols; ++i) out[r * cols + i] = t.data[r * rb + (i / 32) * 34 + 2 + i % 32];
+  return out;
+}
+
+// q4_0's codes as one int4 tensor: in ggml's block, element j < 16 is the low nibble of byte j and
+// element j >= 16 the high nibble of byte j - 16; stored as code - 8 (the nibble XOR 8).
+std::vector<uint8_t> q4_0_codes(const EncodedTensor& t) {
+  const size_t rows = size_t(t.rows()), cols = size_t(t.cols()), rb = t.row_bytes();
+  std::vector<uint8_t> out((rows * cols + 1) / 2, 0);
+  for (size_t r = 0; r < rows; ++r)
+    for (size_t i = 0; i < cols; ++i) {
+      const size_t j = i % 32;
+      const uint8_t byte = t.data[r * rb + (i / 32) * 18 + 2 + j % 16];
+      const uint8_t c = uint8_t(((j < 16 ? byte : byte >> 4) & 15) ^ 8);
+      const size_t e = r * cols + i;
+      out[e >> 1] = uint8_t(out[e >> 1] | c << ((e & 1) * 4));
+    }
+  return out;
+}
+
 // `count` little-endian values of `size` bytes at byte `at` of every row, one after another.
 std::vector<uint8_t> row_fields(const EncodedTensor& t, size_t at, size_t count, size_t size) {
   const size_t rows = size_t(t.rows()), rb = t.row_bytes();
@@ -45,7 +80,7 @@ std::vector<uint8_t> row_fields(const EncodedTensor& t, size_t at, size_t count,
 }  // namespace
 
 std::vector<QType> onnx_storable_types() {
-  return {QType::F32, QType::F16, QType::BF16, QType::Int8, QType::Int4Sym, QType::Int4Asym};
+  return {QType::F32, QType::F16, QType::BF16, QType::Int8, QType::Int4Sym, QType::Int4Asym, QType::Q8_0, QType::Q4_0};
 }
 
 std::vector<WeightPart> weight_parts(const EncodedTensor& t) {
@@ -60,6 +95,12 @@ std::vector<WeightPart> weight_parts(const EncodedTensor& t) {
   const size_t cols = size_t(t.cols());
   if (t.type == QType::Int8)  // row: f32 scale, then cols int8 codes
     return {{".q", kInt8, dims, row_fields(t, 4, cols, 1), {}}, {".scale", kFloat, {t.rows()}, row_fields(t, 0, 1, 4), {}}};
+  if (t.type == QType::Q8_0 || t.type == QType::Q4_0) {  // ggml blocks of 32: block-wise like int4_sym
+    const int64_t B = int64_t(groups_of(t.cols(), kGgmlBlock));
+    const bool q8 = t.type == QType::Q8_0;
+    return {{".q", q8 ? kInt8 : kInt4, dims, q8 ? q8_0_codes(t) : q4_0_codes(t), {}},
+            {".scale", kFloat16, {t.rows(), B}, block_scales(t, q8 ? 34 : 18), {}}};
+  }
   const size_t G = groups_of(t.cols(), t.group);
   if (t.type == QType::Int4Sym)  // row: G f16 scales, then codes
     return {{".q", kInt4, dims, packed_codes(t, 2 * G, true), {}},
@@ -68,8 +109,7 @@ std::vector<WeightPart> weight_parts(const EncodedTensor& t) {
     return {{".q", kUint4, dims, packed_codes(t, 4 * G, false), {}},
             {".scale", kFloat16, {t.rows(), int64_t(G)}, row_fields(t, 0, G, 2), {}},
             {".min", kFloat16, {t.rows(), int64_t(G)}, row_fields(t, 2 * G, G, 2), {}}};
-  fail("--format onnx: " + t.name + " has type " + qtype_traits(t.type).name +
-           ", which the ONNX writer does not store (f32, f16, bf16, int8, int4)",
+  fail("--format onnx: " + t.name + " has type " + qtype_traits(t.type).name + ", which the ONNX writer does not store",
        ErrorKind::Unsupported);
 }
 
@@ -85,9 +125,10 @@ std::string f32_value(GraphBuilder& g, const WrittenWeight& w) {
   }
   // Block-wise along each row (opset 21). The f16 scales are cast first, so the products are f32
   // ones, as the executor's.
-  const std::vector<Attr> blocks = {attr_i("axis", 1), attr_i("block_size", int64_t(w.group))};
+  const bool ggml = w.type == QType::Q8_0 || w.type == QType::Q4_0;
+  const std::vector<Attr> blocks = {attr_i("axis", 1), attr_i("block_size", int64_t(ggml ? kGgmlBlock : w.group))};
   const std::string deq = g.op("DequantizeLinear", {w.name + ".q", to_f32(w.name + ".scale")}, blocks);
-  if (w.type == QType::Int4Sym) return deq;
+  if (w.type != QType::Int4Asym) return deq;
   // Asymmetric: d * code + m, m repeated over its group (the last group cut to the row's width).
   const int64_t rows = w.shape[0], cols = w.shape[1], G = int64_t(groups_of(cols, w.group));
   std::string m = g.op("Unsqueeze", {to_f32(w.name + ".min"), g.i64s({2})});

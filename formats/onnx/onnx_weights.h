@@ -1,8 +1,8 @@
 #pragma once
 // How each storage type of a canonical tensor is written as ONNX initializers, and the nodes that
 // turn them back into the f32 values the executor computes with: one row per type (f32 as is;
-// f16/bf16 cast; int8 per-row DequantizeLinear; int4 block-wise DequantizeLinear, with the
-// asymmetric minimum added per block). The bytes are our own codes and scales, rearranged only
+// f16/bf16 cast; int8 per-row DequantizeLinear; int4 and ggml's q8_0 / q4_0 block-wise
+// DequantizeLinear, with the asymmetric minimum added per block). The bytes are our own codes and scales, rearranged only
 // where ONNX packs differently, so the dequantized values are exactly the executor's.
 #include <cstdint>
 #include <string>

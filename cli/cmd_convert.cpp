@@ -121,8 +121,13 @@ void add_convert(CLI::App& app, int& exit_code) {
                            "mixed precision: choose each tensor's scheme so the artifact takes at most X bits per "
                            "weight with the least loss, measured on --calib (--tensor-quant fixes tensors; not with "
                            "--quant/--dtype)");
-  c->add_option("--format", o->c.format, "output format: shards (an artifact directory) or gguf (one file llama.cpp loads)")
+  c->add_option("--format", o->c.format,
+                "output format: shards (an artifact directory), gguf (one file llama.cpp loads) or onnx (a directory "
+                "with model.onnx + model.onnx_data for onnxruntime)")
       ->default_val("shards");
+  c->add_option("--split", o->c.split,
+                "with --format onnx: blocks = one graph per unit (embedding.onnx, block_NNN.onnx, head.onnx) instead "
+                "of model.onnx");
   c->add_option("--arch", o->c.arch, arch_help())->default_val("auto");
   auto* pl = c->add_option("--pipeline", o->c.pipeline_file, "JSON pipeline file replacing the default stages");
   add_threads_option(c, o->c.threads);

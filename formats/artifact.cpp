@@ -9,6 +9,7 @@
 #include "core/json_util.h"
 #include "core/sha256.h"
 #include "formats/manifest.h"
+#include "formats/onnx/onnx_writer.h"
 
 namespace sf {
 
@@ -49,6 +50,10 @@ VocabMap read_vocab_map(const std::string& dir, const json& m, const ModelDesc& 
 Artifact::Artifact(const std::string& dir) : dir_(dir) {
   manifest_ = read_manifest(dir);
   const std::string mpath = dir + "/" + kManifestName;
+  if (manifest_.contains("onnx") && !manifest_.contains("units"))
+    fail_file(dir, "is an ONNX export (--format onnx): run its model.onnx with an ONNX runtime; shardforge runs the "
+                   "artifacts of --format shards and GGUF files",
+              ErrorKind::Unsupported);
   try {
     try {
       desc_ = ModelDesc::from_json(manifest_.at("model"));
@@ -199,7 +204,8 @@ std::vector<std::string> verify_artifact(const std::string& dir) {
       problems.push_back(e.path().string() + ": not listed in the manifest");
   if (problems.empty()) {
     try {
-      Artifact a(dir);
+      if (m.contains("onnx")) check_onnx_output(dir);  // graphs parse, weights inside the data file
+      else Artifact a(dir);
     } catch (const Error& e) {
       problems.push_back(e.message());
     }

@@ -55,6 +55,7 @@ ArtifactWriter::ArtifactWriter(const OutputTarget& target) : out_(target.dir), f
 }
 
 ArtifactWriter::~ArtifactWriter() {
+  if (stream_) std::fclose(stream_);
   if (!created_ || committed_) return;
   for (const auto& name : written_) ::unlink((tmp_ + "/" + name).c_str());
   ::rmdir(tmp_.c_str());  // fails, keeping it, if someone else put a file there
@@ -81,14 +82,56 @@ void ArtifactWriter::copy_file(const std::string& name, const std::string& src_p
   write_file(name, std::vector<uint8_t>(text.begin(), text.end()));
 }
 
-json ArtifactWriter::commit(json manifest) {
+void ArtifactWriter::begin_stream(const std::string& name) {
+  if (stream_) fail_file(tmp_ + "/" + name, "another file is being written (" + stream_name_ + ")");
+  const std::string path = tmp_ + "/" + name;
+  if (std::find(written_.begin(), written_.end(), name) != written_.end()) fail_file(path, "written twice");
+  stream_ = std::fopen(path.c_str(), "wbx");
+  if (!stream_) fail_file(path, "cannot create: " + std::string(std::strerror(errno)));
+  written_.push_back(name);
+  stream_name_ = name;
+  stream_bytes_ = 0;
+  stream_hash_ = std::make_unique<Sha256>();
+}
+
+uint64_t ArtifactWriter::append(const void* data, size_t n) {
+  if (!stream_) fail("artifact writer: append without a file being written");
+  const uint64_t at = stream_bytes_;
+  if (std::fwrite(data, 1, n, stream_) != n) fail_file(tmp_ + "/" + stream_name_, "write failed (disk full?)");
+  stream_hash_->update(data, n);
+  stream_bytes_ += n;
+  return at;
+}
+
+void ArtifactWriter::pad_to(uint64_t alignment) {
+  static const uint8_t zeros[4096] = {};
+  while (stream_bytes_ % alignment != 0)
+    append(zeros, size_t(std::min<uint64_t>(sizeof zeros, alignment - stream_bytes_ % alignment)));
+}
+
+void ArtifactWriter::end_stream() {
+  if (!stream_) fail("artifact writer: no file being written");
+  const bool ok = std::fflush(stream_) == 0 && ::fsync(fileno(stream_)) == 0;
+  std::fclose(stream_);
+  stream_ = nullptr;
+  if (!ok) fail_file(tmp_ + "/" + stream_name_, "write failed (disk full?)");
+  files_.push_back({{"path", stream_name_}, {"bytes", stream_bytes_}, {"sha256", stream_hash_->hex_digest()}});
+  stream_hash_.reset();
+}
+
+json ArtifactWriter::commit(json manifest, const std::function<void(const std::string& dir)>& read_back) {
+  if (stream_) end_stream();
   manifest["files"] = files_;
   manifest = seal_manifest(std::move(manifest));
   const std::string text = manifest.dump(2) + "\n";
   write_all(kManifestName, text.data(), text.size());
   // Read back what was written, so convert never puts in place an artifact verify would refuse.
   try {
-    const Artifact readback(tmp_);
+    if (read_back) {
+      read_back(tmp_);
+    } else {
+      const Artifact readback(tmp_);
+    }
   } catch (const Error& e) {
     fail_file(out_, std::string("the artifact written does not read back, so it was not put in place: ") + e.message());
   }

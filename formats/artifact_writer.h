@@ -6,6 +6,9 @@
 // by exchanging it with an existing artifact (RENAME_EXCHANGE). A run that dies midway leaves no
 // directory with a manifest; nothing the writer did not create is ever deleted.
 #include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -13,12 +16,14 @@
 
 namespace sf {
 
+class Sha256;
 using json = nlohmann::json;
 
 struct OutputTarget {
   std::string dir;
   bool force = false;                // replace an existing artifact (never anything else)
   std::vector<std::string> inputs;   // what the conversion reads: OUT may not be or contain any
+  std::string split;                 // --split: how a format that can divides its output (onnx: "blocks")
 };
 
 class ArtifactWriter {
@@ -31,9 +36,18 @@ class ArtifactWriter {
 
   void write_file(const std::string& name, const std::vector<uint8_t>& bytes);
   void copy_file(const std::string& name, const std::string& src_path);
-  // Adds "files" and manifest_sha256, writes manifest.json, reads the artifact back, renames into
-  // place. Returns the manifest as written.
-  json commit(json manifest);
+  // A file written in pieces as units arrive (a format's one data file), one at a time: hashed as
+  // it is written, listed in "files" when ended. append returns the offset the bytes start at;
+  // pad_to adds zero bytes up to a multiple of `alignment`.
+  void begin_stream(const std::string& name);
+  uint64_t append(const void* data, size_t n);
+  void pad_to(uint64_t alignment);
+  uint64_t stream_size() const { return stream_bytes_; }
+  void end_stream();
+  // Adds "files" and manifest_sha256, writes manifest.json, reads the artifact back (with the
+  // artifact reader, or `read_back` for a format that reader does not open; it gets the temporary
+  // directory), renames into place. Returns the manifest as written.
+  json commit(json manifest, const std::function<void(const std::string& dir)>& read_back = nullptr);
   const std::string& out_dir() const { return out_; }
 
  private:
@@ -43,6 +57,10 @@ class ArtifactWriter {
   bool force_;
   std::vector<std::string> written_;  // names in tmp_: the only files the destructor removes
   json files_ = json::array();
+  std::string stream_name_;
+  FILE* stream_ = nullptr;
+  uint64_t stream_bytes_ = 0;
+  std::unique_ptr<Sha256> stream_hash_;
   bool created_ = false, committed_ = false;
 };
 

@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "formats/gguf/gguf_writer.h"
+#include "formats/onnx/onnx_writer.h"
 #include "formats/shard_format.h"
 
 namespace sf {
@@ -10,6 +11,7 @@ const std::vector<FormatEntry>& formats() {
   static const std::vector<FormatEntry> table = {
       {"shards", "per-unit .shard files + raw embedding rows + manifest.json", make_shard_writer},
       {"gguf", "one GGUF v3 file (-o names the file) that llama.cpp loads", make_gguf_writer},
+      {"onnx", "model.onnx + model.onnx_data (external weights) + manifest.json, for onnxruntime", make_onnx_writer},
   };
   return table;
 }
@@ -18,7 +20,10 @@ std::unique_ptr<FormatWriter> make_format_writer(const std::string& name, const 
                                                  const ModelDesc& desc) {
   std::string known;
   for (const auto& f : formats()) {
-    if (name == f.name) return f.make(target, desc);
+    if (name == f.name) {
+      if (!target.split.empty() && name != "onnx") fail_usage("--split: only --format onnx divides its output");
+      return f.make(target, desc);
+    }
     known += std::string(known.empty() ? "" : ", ") + f.name;
   }
   fail_usage("--format: unknown output format '" + name + "' (known: " + known + ")");

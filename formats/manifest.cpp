@@ -46,6 +46,12 @@ void check_file_names(const json& m, const std::string& path) {
     if (!m["vocab_map"].is_object()) fail_file(path, "vocab_map is not an object");
     check_artifact_file_name(m["vocab_map"].value("file", json()), path, "vocab_map.file");
   }
+  if (m.contains("onnx")) {  // --format onnx: its graphs and data file
+    const json& o = m["onnx"];
+    if (!o.is_object() || !o.contains("graphs") || !o["graphs"].is_array()) fail_file(path, "onnx.graphs is not a list");
+    for (const auto& g : o["graphs"]) check_artifact_file_name(g, path, "onnx.graphs[]");
+    check_artifact_file_name(o.value("data", json()), path, "onnx.data");
+  }
   if (m.contains("files")) {
     if (!m["files"].is_array()) fail_file(path, "files is not a list");
     for (const auto& f : m["files"]) {

@@ -101,12 +101,16 @@ std::string why_not_overwritable(const struct stat& st) {
 bool is_artifact_file_name(const std::string& name) {
   // The tokenizer files are those of tokenizers/tokenizer_kinds.cpp (artifact_names).
   static const std::set<std::string> fixed = {kManifestName, "embedding.bin", "positions.shard", "head.shard", "tokenizer.model",
-                                              "vocab.json", "merges.txt", kVocabMapName};
+                                              "vocab.json", "merges.txt", kVocabMapName,
+                                              "model.onnx", "model.onnx_data", "embedding.onnx", "head.onnx"};
   if (fixed.count(name)) return true;
-  const std::string prefix = "block_", suffix = ".shard";
-  return name.size() > prefix.size() + suffix.size() && name.compare(0, prefix.size(), prefix) == 0 &&
-         name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0 &&
-         all_digits(name.substr(prefix.size(), name.size() - prefix.size() - suffix.size()));
+  const std::string prefix = "block_";
+  for (const std::string suffix : {".shard", ".onnx"})
+    if (name.size() > prefix.size() + suffix.size() && name.compare(0, prefix.size(), prefix) == 0 &&
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0 &&
+        all_digits(name.substr(prefix.size(), name.size() - prefix.size() - suffix.size())))
+      return true;
+  return false;
 }
 
 std::string why_not_replaceable(const std::string& dir) {

@@ -173,7 +173,7 @@ ConvertReport convert(const ConvertOptions& opt) {
   const InterruptGuard interrupt;
   ThreadPool pool(opt.threads);
   SourceHasher hasher(src->files, opt.source_sha256, pool.size() > 1);
-  auto writer = make_format_writer(opt.format, {opt.out, opt.force, inputs}, model.desc);
+  auto writer = make_format_writer(opt.format, {opt.out, opt.force, inputs, opt.split}, model.desc);
   // --target-bpw: the schemes the sensitivity pass chooses become the quantize stage's (exact-name
   // overrides), before its plan is taken. The writer has written nothing yet; it gives the rules.
   BitBudgetResult budget;

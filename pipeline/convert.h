@@ -18,6 +18,7 @@ struct ConvertOptions {
   std::vector<std::string> overrides;    // PATTERN=SCHEME
   std::string tokenizer;                 // overrides the one found beside the source
   std::string format = "shards";
+  std::string split;                     // --split blocks (--format onnx): one graph per unit
   std::string arch = "auto";
   std::string pipeline_file;             // JSON pipeline replacing the default stages
   std::string trim_vocab;                // --trim-vocab SPEC: a trim_vocab stage after load (pipeline/vocab_trim.h)

@@ -37,14 +37,9 @@ Msg child_kind(Msg parent, int field) {
   return Msg::Other;
 }
 
-struct ScanCounts {
-  uint64_t nodes = 0;
-  uint64_t fields = 0;
-};
-
 // Walks one message's wire format with protobuf's own reader, counting fields and nodes; refuses
 // before the counts pass their limits. Returns false when the bytes are not a valid message.
-bool scan(CodedInputStream& in, uint64_t total, Msg kind, int depth, ScanCounts& c, const std::string& path) {
+bool scan(CodedInputStream& in, uint64_t total, Msg kind, int depth, OnnxParseCounts& c, const std::string& path) {
   if (depth > 4 * kMaxOnnxGraphDepth) fail_file(path, "subgraphs nest deeper than " + std::to_string(kMaxOnnxGraphDepth) + " levels");
   while (true) {
     const uint32_t tag = in.ReadTag();
@@ -104,7 +99,7 @@ bool looks_like_onnx(const std::string& path) {
   return head[0] == 0x08 && head[1] > 0 && head[1] < 0x40;
 }
 
-std::unique_ptr<onnx::ModelProto> parse_onnx_file(const std::string& path) {
+std::unique_ptr<onnx::ModelProto> parse_onnx_file(const std::string& path, OnnxParseCounts* counts) {
   const InputFile f(path);
   if (f.size() == 0) fail_file(path, "is empty");
   if (f.size() > kMaxOnnxFileBytes)
@@ -116,8 +111,8 @@ std::unique_ptr<onnx::ModelProto> parse_onnx_file(const std::string& path) {
     google::protobuf::io::CopyingInputStreamAdaptor stream(&raw);
     CodedInputStream in(&stream);
     in.SetRecursionLimit(8 * kMaxOnnxGraphDepth);
-    ScanCounts counts;
-    const bool ok = scan(in, f.size(), Msg::Model, 0, counts, path);
+    OnnxParseCounts own;
+    const bool ok = scan(in, f.size(), Msg::Model, 0, counts ? *counts : own, path);
     if (!raw.error().empty()) fail(raw.error());
     if (!ok) fail_file(path, "is not a valid ONNX protobuf (truncated or damaged)");
   }

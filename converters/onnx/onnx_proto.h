@@ -21,9 +21,16 @@ constexpr uint64_t kMaxOnnxFields = 8'000'000;
 // Subgraphs nest (If branches inside If branches); each level is a few protobuf levels.
 constexpr int kMaxOnnxGraphDepth = 16;
 
+// Graph nodes and fields parsed so far. Files parsed as one model (a directory of unit graphs)
+// share one, so the limits above hold for all of them together.
+struct OnnxParseCounts {
+  uint64_t nodes = 0;
+  uint64_t fields = 0;
+};
+
 // Reads and parses `path`; throws Error naming it when it is not a well-formed ONNX model within
-// the limits above.
-std::unique_ptr<onnx::ModelProto> parse_onnx_file(const std::string& path);
+// the limits above (counting from `counts`, which it updates, when given).
+std::unique_ptr<onnx::ModelProto> parse_onnx_file(const std::string& path, OnnxParseCounts* counts = nullptr);
 
 // True when the first bytes look like an ONNX ModelProto (field 1 ir_version varint, as every
 // exporter writes first); cheap, for the reader's probe.

@@ -4,6 +4,7 @@
 
 #include "converters/onnx/onnx_graph.h"
 #include "converters/onnx/onnx_proto.h"
+#include "converters/onnx/onnx_split.h"
 #include "converters/onnx/onnx_structure.h"
 #include "converters/onnx/onnx_tensors.h"
 #include "converters/source_dir.h"
@@ -55,21 +56,26 @@ bool onnx_probe(const std::string& path) {
 std::unique_ptr<SourceModel> onnx_open(const std::string& path) {
   std::error_code ec;
   std::string file = path;
+  std::vector<std::string> units;  // a directory of unit graphs (onnx_split.h)
   if (fs::is_directory(path, ec)) {
     const auto found = onnx_in(path);
     if (found.empty()) fail_file(path, "directory holds no .onnx model");
-    if (found.size() > 1) fail_file(path, "directory holds several .onnx files; name one");
-    file = found[0];
+    units = split_graph_files(path, found);
+    if (found.size() > 1 && units.empty())
+      fail_file(path, "directory holds several .onnx files that are not one graph per unit (embedding.onnx, "
+                      "block_000.onnx …, head.onnx); name one");
+    file = units.empty() ? found[0] : units[0];
   }
   const std::string dir = parent_dir(file);
-  auto proto = parse_onnx_file(file);
+  auto proto = units.empty() ? parse_onnx_file(file) : join_split_graphs(units);
   auto m = std::make_unique<SourceModel>();
   m->path = path;
   m->format = "onnx";
   ExternalFiles external(file);
   std::map<std::string, LazyTensor> initializers;
   collect_initializers(*proto->mutable_graph(), 0, external, file, initializers);
-  m->files.push_back(file);
+  if (units.empty()) m->files.push_back(file);
+  for (const auto& u : units) m->files.push_back(u);
   for (const auto& p : external.paths()) m->files.push_back(p);
   const OnnxGraph graph(proto->graph(), initializers, file);
   const json hf_config = present(dir + "/config.json") ? read_json_file(dir + "/config.json") : json();

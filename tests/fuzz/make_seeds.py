@@ -358,6 +358,12 @@ def convert_tiny(shardforge, work):
     subprocess.run([shardforge, "convert", src, "-o", trimmed, "--quant", "int8", "--threads", "1",
                     "--trim-vocab", "range:1-5,9-"], check=True, capture_output=True)
     arts["trim"] = trimmed
+    # ONNX outputs (docs/onnx.md): a whole graph and one graph per unit, over one data file.
+    for tag, extra in (("onnx", []), ("onnx_split", ["--split", "blocks"])):
+        out = os.path.join(work, "art_" + tag)
+        subprocess.run([shardforge, "convert", src, "-o", out, "--quant", "int4:g32", "--format", "onnx", "--threads", "1",
+                        *extra], check=True, capture_output=True)
+        arts[tag] = out
     return arts
 
 
@@ -751,6 +757,7 @@ def main():
 
     work = os.path.join(args.out, "work", "convert")
     arts = convert_tiny(args.shardforge, work)
+    onnx_written = {tag: read_dir(arts[tag]) for tag in ("onnx", "onnx_split")}  # work is removed below
     for scheme, art in arts.items():
         tag = scheme.replace(":", "_")
         files = read_dir(art)
@@ -793,6 +800,9 @@ def main():
         seeds.add("fuzz_tokenizer", name, pack_dir(files))
     for name, files in onnx_dirs(os.path.join(args.out, "work", "onnx")).items():
         seeds.add("fuzz_onnx", name, pack_dir(files))
+    # What the ONNX writer writes, as a source: a whole graph, and unit graphs read as their join.
+    for tag in ("onnx", "onnx_split"):
+        seeds.add("fuzz_onnx", "written_" + tag, pack_dir([f for f in onnx_written[tag] if f[0] != "manifest.json"]))
 
     print("fuzz seeds written to", args.out + ":", ", ".join(f"{t} {seeds.count.get(t, 0)}" for t in TARGETS))
     if any(seeds.count.get(t, 0) == 0 for t in TARGETS):

@@ -94,7 +94,7 @@ TEST(ArtifactWriter, DoesNotCommitWhatDoesNotReadBack) {
   namespace fs = std::filesystem;
   const std::string out = temp_path("unreadable-artifact");
   {
-    ArtifactWriter w(OutputTarget{out, false, {}});
+    ArtifactWriter w(OutputTarget{out, false, {}, ""});
     w.write_file("embedding.bin", std::vector<uint8_t>(16, 0));
     json m = manifest_header();  // no model, no units: not an artifact the reader accepts
     try {

@@ -29,6 +29,9 @@ missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# node and npm install onnxruntime-node for the ONNX writer's tests (tests/e2e/test_onnx_writer.py);
+# Debian's, unless a node with npm is already on PATH.
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing packages: ${missing[*]} (run as root to install them)" >&2

@@ -54,40 +54,31 @@ std::string key_of(const std::vector<int64_t>& v) {
 }
 }  // namespace
 
-std::string GraphBuilder::i64s(const std::vector<int64_t>& v) {
-  const std::string key = "i64s:" + key_of(v);
+// One initializer per distinct constant: `key` names the value, the bytes are little-endian.
+std::string GraphBuilder::constant(const std::string& key, const char* prefix, int32_t type,
+                                   const std::vector<int64_t>& dims, const void* bytes, size_t n) {
   if (auto it = consts_.find(key); it != consts_.end()) return it->second;
-  const std::string name = "const_i64_" + std::to_string(consts_.size());
+  const std::string name = std::string(prefix) + std::to_string(consts_.size());
   onnx::TensorProto* t = g_->add_initializer();
   t->set_name(name);
-  t->set_data_type(kInt64);
-  t->add_dims(int64_t(v.size()));
-  t->set_raw_data(std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(int64_t)));
+  t->set_data_type(type);
+  for (int64_t d : dims) t->add_dims(d);
+  t->set_raw_data(std::string(static_cast<const char*>(bytes), n));
   return consts_[key] = name;
 }
 
+std::string GraphBuilder::i64s(const std::vector<int64_t>& v) {
+  return constant("i64s:" + key_of(v), "const_i64_", kInt64, {int64_t(v.size())}, v.data(), v.size() * sizeof(int64_t));
+}
+
 std::string GraphBuilder::i64(int64_t v) {
-  const std::string key = "i64:" + std::to_string(v);
-  if (auto it = consts_.find(key); it != consts_.end()) return it->second;
-  const std::string name = "const_i64_" + std::to_string(consts_.size());
-  onnx::TensorProto* t = g_->add_initializer();
-  t->set_name(name);
-  t->set_data_type(kInt64);
-  t->set_raw_data(std::string(reinterpret_cast<const char*>(&v), sizeof v));
-  return consts_[key] = name;
+  return constant("i64:" + std::to_string(v), "const_i64_", kInt64, {}, &v, sizeof v);
 }
 
 std::string GraphBuilder::f32(float v) {
   uint32_t bits;
   std::memcpy(&bits, &v, 4);
-  const std::string key = "f32:" + std::to_string(bits);
-  if (auto it = consts_.find(key); it != consts_.end()) return it->second;
-  const std::string name = "const_f32_" + std::to_string(consts_.size());
-  onnx::TensorProto* t = g_->add_initializer();
-  t->set_name(name);
-  t->set_data_type(kFloat);
-  t->set_raw_data(std::string(reinterpret_cast<const char*>(&v), sizeof v));
-  return consts_[key] = name;
+  return constant("f32:" + std::to_string(bits), "const_f32_", kFloat, {}, &v, sizeof v);
 }
 
 void GraphBuilder::external(const std::string& name, int32_t type, const std::vector<int64_t>& dims, const ExternalRef& ref) {

@@ -70,6 +70,8 @@ class GraphBuilder {
               const std::vector<std::string>& dim_names = {});
 
  private:
+  std::string constant(const std::string& key, const char* prefix, int32_t type, const std::vector<int64_t>& dims,
+                       const void* bytes, size_t n);
   std::string fresh(const std::string& type);
   void value_info(onnx::ValueInfoProto* v, const std::string& name, int32_t type, const std::vector<int64_t>& dims,
                   const std::vector<std::string>& dim_names);

@@ -54,6 +54,54 @@ std::optional<Linear> as_linear(const Node& n, const OnnxGraph& g) {
   return l;
 }
 
+// A linear layer with a bias: Gemm(x, W, b) (torch.onnx.export's addmm, as GPT-2's Conv1D computes
+// it), or MatMul(x, W) followed by Add(b). `output` is the value after the bias.
+struct BiasedLinear {
+  Linear linear;
+  std::string bias, output;
+};
+
+std::optional<BiasedLinear> as_biased_linear(const Node& n, const OnnxGraph& g) {
+  const bool gemm = n.op_type() == "Gemm";
+  if ((n.op_type() != "MatMul" && !gemm) || n.input_size() < 2) return std::nullopt;
+  const LazyTensor* w = g.initializer(n.input(1));
+  if (!w || w->shape.size() != 2 || g.initializer(n.input(0))) return std::nullopt;
+  if (gemm && (int_attribute(n, "transA", 0) != 0 || float_attribute(n, "alpha", 1.0f) != 1.0f ||
+               float_attribute(n, "beta", 1.0f) != 1.0f))
+    return std::nullopt;
+  BiasedLinear b;
+  Linear& l = b.linear;
+  l.node = &n;
+  l.weight = n.input(1);
+  l.in_out = !(gemm && int_attribute(n, "transB", 0) == 1);
+  l.in = l.in_out ? w->shape[0] : w->shape[1];
+  l.out = l.in_out ? w->shape[1] : w->shape[0];
+  const auto is_bias = [&](const std::string& v) {
+    const LazyTensor* t = g.initializer(v);
+    return t && t->shape.size() == 1 && t->shape[0] == l.out;
+  };
+  if (gemm) {
+    if (n.input_size() < 3 || !is_bias(n.input(2))) return std::nullopt;
+    b.bias = n.input(2);
+    b.output = n.output(0);
+    return b;
+  }
+  const auto& consumers = g.consumers(n.output(0));
+  if (consumers.size() != 1 || consumers[0]->op_type() != "Add" || consumers[0]->input_size() != 2) return std::nullopt;
+  const Node& add = *consumers[0];
+  const std::string& other = add.input(0) == n.output(0) ? add.input(1) : add.input(0);
+  if (!is_bias(other)) return std::nullopt;
+  b.bias = other;
+  b.output = add.output(0);
+  return b;
+}
+
+std::string string_attribute(const Node& n, const char* name, const std::string& fallback) {
+  for (const auto& a : n.attribute())
+    if (a.name() == name) return a.s();
+  return fallback;
+}
+
 // A constant stored as f32 (1e-5 reads back as 9.99999974e-06): the shortest decimal that is the
 // same f32, which is what the exporter was given.
 double f32_decimal(double v) {
@@ -98,6 +146,29 @@ struct Layer {
   Linear q, k, v, o, gate, up, down;
 };
 
+// A LayerNorm with weight and bias: a LayerNormalization op, or torch's decomposition
+// ReduceMean → Sub → Pow → ReduceMean → Add eps → Sqrt → Div → Mul weight → Add bias.
+struct LayerNormAt {
+  const Node* node = nullptr;  // the LayerNormalization, or the Mul by the weight
+  std::string weight, bias, output;
+  double eps = 0;
+};
+
+// What the recovery found per GPT-2 block: c_attn is the fused [d, 3d] QKV projection, split after.
+struct Gpt2Layer {
+  LayerNormAt ln_1, ln_2;
+  BiasedLinear c_attn, attn_proj, c_fc, mlp_proj;
+  std::string q;  // the first third of c_attn's output (Reshaped to [.., heads, head_dim])
+};
+
+// What a graph's data flow shows before any family's rules are applied.
+enum class NormSignature { Rms, Layer };
+enum class PositionSignature { None, Learned };
+const char* describe(NormSignature n) { return n == NormSignature::Rms ? "RMSNorm (no mean subtracted)" : "LayerNorm (mean subtracted)"; }
+const char* describe(PositionSignature p) {
+  return p == PositionSignature::Learned ? "a learned position embedding added to the token embedding" : "no learned position embedding";
+}
+
 class Recovery {
  public:
   Recovery(SourceModel& m, const OnnxGraph& g) : m_(m), g_(g) {}
@@ -107,15 +178,39 @@ class Recovery {
  private:
   SourceModel& m_;
   const OnnxGraph& g_;
-  std::string embed_;
+  const char* shape_ = "a LLaMA- or GPT-2-shaped decoder";  // what the refusal says was looked for
+  std::string embed_, pos_embed_;
+  const Node* token_gather_ = nullptr;
   int64_t vocab_ = 0, d_model_ = 0;
   std::vector<Layer> layers_;
   std::string final_norm_;
   Linear head_;
+  std::vector<Gpt2Layer> gpt2_layers_;
+  LayerNormAt gpt2_final_norm_;
+
+  // Family recoveries, chosen by the graph's signature (kFamilies below).
+  struct Family {
+    const char* name;
+    const char* shape;
+    NormSignature norm;
+    PositionSignature positions;
+    void (Recovery::*recover)(const json& hf_config);
+  };
+  static const Family kFamilies[];
+  void run_llama(const json& hf_config);
+  void run_gpt2(const json& hf_config);
 
   [[noreturn]] void refuse(const std::string& what) const {
-    fail(m_.path + ": not a graph shardforge recognises (a LLaMA-shaped decoder): " + what, ErrorKind::Unsupported);
+    fail(m_.path + ": not a graph shardforge recognises (" + shape_ + "): " + what, ErrorKind::Unsupported);
   }
+  NormSignature norm_signature() const;
+  PositionSignature find_position_embedding();
+  std::optional<LayerNormAt> layer_norm(const Node& n) const;
+  BiasedLinear next_biased_linear(const std::string& from, const std::string& what) const;
+  std::pair<std::optional<int64_t>, std::optional<int64_t>> heads_after(const std::string& value, int64_t width) const;
+  void gpt2_attention(Gpt2Layer& layer, const std::string& block);
+  void gpt2_ffn(Gpt2Layer& layer, const std::string& block);
+  void emit_gpt2(const json& config, bool tied);
   std::string node_name(const Node& n) const { return "node '" + n.name() + "' (" + n.op_type() + ")"; }
 
   void find_embedding();
@@ -147,7 +242,22 @@ void Recovery::find_embedding() {
     if (t && t->shape.size() == 2 && g_.is_graph_input(n->input(1))) found.push_back(n);
   }
   if (found.empty()) refuse("no token embedding (a Gather of a [vocab, d_model] initializer by the input ids)");
+  if (found.size() == 2) {
+    // Positions given as an input (position_ids): two Gathers whose outputs are added. The token
+    // table is the one with as many rows as the output projection (the last linear) has outputs.
+    int64_t logits = 0;
+    for (const Node* n : g_.order())
+      if (const auto l = as_linear(*n, g_)) logits = l->out;
+    bool summed = false;
+    for (const Node* c : g_.consumers(found[0]->output(0)))
+      for (const auto& in : c->input()) summed |= c->op_type() == "Add" && in == found[1]->output(0);
+    std::vector<const Node*> tokens;
+    for (const Node* n : found)
+      if (g_.initializer(n->input(0))->shape[0] == logits) tokens.push_back(n);
+    if (summed && tokens.size() == 1) found = tokens;
+  }
   if (found.size() > 1) refuse("several Gathers of initializers by graph inputs; cannot tell the token embedding");
+  token_gather_ = found[0];
   embed_ = found[0]->input(0);
   vocab_ = g_.initializer(embed_)->shape[0];
   d_model_ = g_.initializer(embed_)->shape[1];
@@ -285,15 +395,20 @@ void Recovery::check_name(const Linear& l, Role role, const std::string& block) 
 
 // Heads and head_dim from the Reshape that splits a projection's output: [batch, seq, heads, head_dim].
 std::pair<std::optional<int64_t>, std::optional<int64_t>> Recovery::heads_of(const Linear& l) const {
-  const auto hit = g_.find_forward(l.node->output(0), [](const Node& n, int input) { return n.op_type() == "Reshape" && input == 0; }, 64);
+  return heads_after(l.node->output(0), l.out);
+}
+
+// The same from a value `width` wide (GPT-2's q, a third of the fused QKV projection's output).
+std::pair<std::optional<int64_t>, std::optional<int64_t>> Recovery::heads_after(const std::string& value, int64_t width) const {
+  const auto hit = g_.find_forward(value, [](const Node& n, int input) { return n.op_type() == "Reshape" && input == 0; }, 64);
   if (!hit.node || hit.node->input_size() < 2) return {};
   const auto shape = g_.int_values(hit.node->input(1));
   if (!shape || shape->size() < 2) return {};
   std::optional<int64_t> heads = (*shape)[shape->size() - 2], dim = (*shape)[shape->size() - 1];
   if (heads && *heads <= 0) heads.reset();
   if (dim && *dim <= 0) dim.reset();
-  if (!heads && dim && l.out % *dim == 0) heads = l.out / *dim;
-  if (heads && !dim && l.out % *heads == 0) dim = l.out / *heads;
+  if (!heads && dim && width % *dim == 0) heads = width / *dim;
+  if (heads && !dim && width % *heads == 0) dim = width / *heads;
   return {heads, dim};
 }
 
@@ -464,8 +579,7 @@ void Recovery::emit(const json& config, bool rotate_half, bool tied) {
   }
 }
 
-void Recovery::run(const json& hf_config) {
-  find_embedding();
+void Recovery::run_llama(const json& hf_config) {
   find_blocks();
   const Layer& first = layers_.front();
   auto [n_heads, head_dim] = heads_of(first.q);
@@ -511,6 +625,265 @@ void Recovery::run(const json& hf_config) {
     expect(l.down, first.gate.out, d_model_, "down projection");
   }
   emit(config, r.rotate_half, head_is_embedding());
+}
+
+// ---- Family by signature ----
+
+// RMSNorm or LayerNorm: a LayerNormalization op, or a mean subtracted (Sub of a ReduceMean), makes
+// the graph's norms LayerNorm.
+NormSignature Recovery::norm_signature() const {
+  for (const Node* n : g_.order()) {
+    if (n->op_type() == "LayerNormalization") return NormSignature::Layer;
+    if (n->op_type() != "Sub") continue;
+    for (const auto& in : n->input())
+      if (const Node* p = g_.producer(in); p && p->op_type() == "ReduceMean") return NormSignature::Layer;
+  }
+  return NormSignature::Rms;
+}
+
+// A learned position embedding: the token embedding's output added to a Gather of another
+// [positions, d_model] initializer (by an arange of the sequence length, or by a position input).
+PositionSignature Recovery::find_position_embedding() {
+  const Node* tokens = token_gather_;
+  for (const Node* add : g_.consumers(tokens->output(0))) {
+    if (add->op_type() != "Add" || add->input_size() != 2) continue;
+    const std::string& other = add->input(0) == tokens->output(0) ? add->input(1) : add->input(0);
+    const Node* p = g_.producer(other);
+    if (!p || p->op_type() != "Gather" || p->input_size() != 2) continue;
+    const LazyTensor* t = g_.initializer(p->input(0));
+    if (t && t != g_.initializer(embed_) && t->shape.size() == 2 && t->shape[1] == d_model_ && t->shape[0] >= 1) {
+      pos_embed_ = p->input(0);
+      return PositionSignature::Learned;
+    }
+  }
+  return PositionSignature::None;
+}
+
+const Recovery::Family Recovery::kFamilies[] = {
+    {"LLaMA", "a LLaMA-shaped decoder", NormSignature::Rms, PositionSignature::None, &Recovery::run_llama},
+    {"GPT-2", "a GPT-2-shaped decoder", NormSignature::Layer, PositionSignature::Learned, &Recovery::run_gpt2},
+};
+
+void Recovery::run(const json& hf_config) {
+  find_embedding();
+  const PositionSignature positions = find_position_embedding();
+  const NormSignature norm = norm_signature();
+  std::string known;
+  for (const Family& f : kFamilies) {
+    if (f.norm == norm && f.positions == positions) {
+      shape_ = f.shape;
+      (this->*f.recover)(hf_config);
+      return;
+    }
+    known += std::string(known.empty() ? "" : "; ") + f.name + ": " + describe(f.norm) + ", " + describe(f.positions);
+  }
+  refuse(std::string("the data flow shows ") + describe(norm) + " and " + describe(positions) + ", which no family read has (" +
+         known + ")");
+}
+
+// ---- GPT-2 ----
+
+std::optional<LayerNormAt> Recovery::layer_norm(const Node& n) const {
+  const auto is_vector = [&](const std::string& v) {
+    const LazyTensor* t = g_.initializer(v);
+    return t && t->shape.size() == 1 && t->shape[0] == d_model_;
+  };
+  LayerNormAt ln;
+  ln.node = &n;
+  if (n.op_type() == "LayerNormalization") {
+    if (n.input_size() < 3 || !is_vector(n.input(1)) || !is_vector(n.input(2)) || int_attribute(n, "axis", -1) != -1)
+      return std::nullopt;
+    ln.weight = n.input(1), ln.bias = n.input(2), ln.output = n.output(0);
+    ln.eps = f32_decimal(float_attribute(n, "epsilon", 1e-5f));
+    return ln;
+  }
+  if (n.op_type() != "Mul" || n.input_size() != 2) return std::nullopt;
+  const int w = is_vector(n.input(1)) ? 1 : is_vector(n.input(0)) ? 0 : -1;
+  if (w < 0) return std::nullopt;
+  const auto& after = g_.consumers(n.output(0));
+  if (after.size() != 1 || after[0]->op_type() != "Add" || after[0]->input_size() != 2) return std::nullopt;
+  const std::string& bias = after[0]->input(0) == n.output(0) ? after[0]->input(1) : after[0]->input(0);
+  if (!is_vector(bias)) return std::nullopt;
+  // (x - mean) / sqrt(mean((x - mean)^2) + eps): walked back from the Mul, not past the Sub or the
+  // ReduceMean (beyond them is the previous block).
+  bool centred = false;
+  std::optional<double> eps;
+  const auto stop = [](const Node& p) { return p.op_type() == "Sub" || p.op_type() == "ReduceMean"; };
+  for (const Node* p : g_.ancestors(n.input(1 - w), stop, 24)) {
+    if (p->op_type() == "Sub")
+      for (const auto& in : p->input())
+        if (const Node* q = g_.producer(in); q && q->op_type() == "ReduceMean") centred = true;
+    if (p->op_type() != "Add" || p->input_size() != 2 || eps) continue;
+    for (int i = 0; i < 2 && !eps; ++i)
+      if (const Node* q = g_.producer(p->input(i)); q && q->op_type() == "ReduceMean") eps = g_.scalar_value(p->input(1 - i));
+  }
+  if (!centred || !eps) return std::nullopt;
+  ln.weight = n.input(w), ln.bias = bias, ln.output = after[0]->output(0), ln.eps = f32_decimal(*eps);
+  return ln;
+}
+
+BiasedLinear Recovery::next_biased_linear(const std::string& from, const std::string& what) const {
+  const auto hit = g_.find_forward(from, [&](const Node& n, int input) { return input == 0 && as_biased_linear(n, g_); });
+  if (!hit.node) refuse("no " + what);
+  return *as_biased_linear(*hit.node, g_);
+}
+
+void Recovery::gpt2_attention(Gpt2Layer& layer, const std::string& block) {
+  const std::string d = std::to_string(d_model_);
+  layer.c_attn = next_biased_linear(layer.ln_1.output, "fused QKV projection (a linear with bias) after " + block + "'s ln_1");
+  const Linear& qkv = layer.c_attn.linear;
+  if (qkv.in != d_model_ || qkv.out != 3 * d_model_)
+    refuse(block + "'s first linear after ln_1 is [" + std::to_string(qkv.in) + " -> " + std::to_string(qkv.out) +
+           "], not the fused QKV projection [" + d + " -> 3 × " + d + "]");
+  // The Split into thirds; which third is q, k and v is read from where each goes: q and k meet in
+  // the scores MatMul (q first), v is the second input of the MatMul after the softmax.
+  const auto split = g_.find_forward(layer.c_attn.output, [](const Node& n, int input) { return n.op_type() == "Split" && input == 0; }, 64);
+  if (!split.node || split.node->output_size() != 3)
+    refuse("no Split of " + block + "'s fused QKV projection into three parts (q, k, v)");
+  std::vector<OnnxGraph::Hit> hits;
+  for (int i = 0; i < 3; ++i)
+    hits.push_back(g_.find_forward(split.node->output(i), [&](const Node& n, int) { return is_dynamic_matmul(n, g_); }));
+  if (!hits[0].node || hits[0].node != hits[1].node || hits[0].input != 0 || hits[1].input != 1 || !hits[2].node ||
+      hits[2].node == hits[0].node || hits[2].input != 1)
+    refuse(block + "'s fused QKV projection is not split as q | k | v (the first part into the scores MatMul's first input, "
+                   "the second into its second, the third into the MatMul after the softmax)");
+  if (const auto sizes = split.node->input_size() > 1 ? g_.int_values(split.node->input(1)) : std::nullopt; sizes) {
+    for (const auto& size : *sizes)
+      if (!size || *size != d_model_) refuse(block + "'s Split of the fused QKV projection is not into three parts of " + d);
+  }
+  layer.q = split.node->output(0);
+  layer.attn_proj = next_biased_linear(hits[2].node->output(0), "output projection (c_proj) after the attention of " + block);
+  if (layer.attn_proj.linear.in != d_model_ || layer.attn_proj.linear.out != d_model_)
+    refuse(block + "'s attention output projection is not [" + d + " -> " + d + "]");
+}
+
+void Recovery::gpt2_ffn(Gpt2Layer& layer, const std::string& block) {
+  layer.c_fc = next_biased_linear(layer.ln_2.output, "FFN input projection (c_fc) after " + block + "'s ln_2");
+  // GELU's tanh approximation: a Tanh (torch writes gelu_new as its formula), or a Gelu op with
+  // approximate = "tanh". Erf is the exact GELU, which GPT-2 does not use.
+  const auto act = g_.find_forward(layer.c_fc.output, [&](const Node& n, int input) {
+    static const char* const kActivations[] = {"Tanh", "Gelu", "Erf", "Sigmoid", "Relu"};
+    for (const char* a : kActivations)
+      if (n.op_type() == a) return true;
+    return input == 0 && as_biased_linear(n, g_).has_value();
+  });
+  const bool tanh_gelu = act.node && (act.node->op_type() == "Tanh" ||
+                                      (act.node->op_type() == "Gelu" && string_attribute(*act.node, "approximate", "none") == "tanh"));
+  if (!tanh_gelu)
+    refuse(block + "'s FFN activation is " + (act.node ? node_name(*act.node) : std::string("not found")) +
+           ", not GELU's tanh approximation (a Tanh, or Gelu with approximate = tanh)");
+  layer.mlp_proj = next_biased_linear(layer.c_fc.output, "FFN output projection (c_proj) in " + block);
+  if (layer.mlp_proj.linear.in != layer.c_fc.linear.out || layer.mlp_proj.linear.out != d_model_)
+    refuse(block + "'s FFN output projection is [" + std::to_string(layer.mlp_proj.linear.in) + " -> " +
+           std::to_string(layer.mlp_proj.linear.out) + "], not [" + std::to_string(layer.c_fc.linear.out) + " -> " +
+           std::to_string(d_model_) + "]");
+}
+
+// GPT-2 config.json keys a config.json beside the graph may state (its values win). The activation
+// and the tied head are what the graph shows.
+constexpr const char* kGpt2ConfigKeys[] = {"n_embd", "n_layer", "n_head", "vocab_size", "n_positions", "n_inner",
+                                          "layer_norm_epsilon"};
+
+void Recovery::run_gpt2(const json& hf_config) {
+  // Pre-LayerNorm blocks: ln_1 → fused QKV → attention → c_proj, ln_2 → c_fc → GELU → c_proj; the
+  // last LayerNorm (ln_f) feeds the output projection.
+  std::vector<LayerNormAt> norms;
+  for (const Node* n : g_.order())
+    if (auto ln = layer_norm(*n)) norms.push_back(*ln);
+  if (norms.size() < 3 || norms.size() % 2 == 0)
+    refuse(std::to_string(norms.size()) + " LayerNorms with a [d_model " + std::to_string(d_model_) +
+           "] weight and bias; a GPT-2 of n blocks has 2n + 1 (ln_1, ln_2 per block, ln_f)");
+  for (size_t i = 0; i + 1 < norms.size(); i += 2) {
+    const std::string block = "block " + std::to_string(gpt2_layers_.size());
+    Gpt2Layer layer;
+    layer.ln_1 = norms[i];
+    layer.ln_2 = norms[i + 1];
+    gpt2_attention(layer, block);
+    gpt2_ffn(layer, block);
+    gpt2_layers_.push_back(std::move(layer));
+  }
+  gpt2_final_norm_ = norms.back();
+  head_ = next_linear(gpt2_final_norm_.output, "output projection after the final LayerNorm");
+  if (head_.in != d_model_ || head_.out != vocab_)
+    refuse("the output projection is [" + std::to_string(head_.in) + " -> " + std::to_string(head_.out) + "], not [d_model " +
+           std::to_string(d_model_) + " -> vocab " + std::to_string(vocab_) + "]");
+  const Gpt2Layer& first = gpt2_layers_.front();
+  for (size_t i = 0; i < gpt2_layers_.size(); ++i) {
+    const Gpt2Layer& l = gpt2_layers_[i];
+    if (l.c_fc.linear.out != first.c_fc.linear.out)
+      refuse("block " + std::to_string(i) + "'s FFN is " + std::to_string(l.c_fc.linear.out) + " wide, block 0's " +
+             std::to_string(first.c_fc.linear.out));
+    for (const LayerNormAt* ln : {&l.ln_1, &l.ln_2})
+      if (ln->eps != first.ln_1.eps) refuse("the LayerNorms' epsilons differ (block " + std::to_string(i) + ")");
+  }
+  if (gpt2_final_norm_.eps != first.ln_1.eps) refuse("the final LayerNorm's epsilon differs from the blocks'");
+  json config = {{"architectures", {"GPT2LMHeadModel"}},
+                 {"model_type", "gpt2"},
+                 {"n_embd", d_model_},
+                 {"n_layer", int64_t(gpt2_layers_.size())},
+                 {"vocab_size", vocab_},
+                 {"n_positions", g_.initializer(pos_embed_)->shape[0]},
+                 {"n_inner", first.c_fc.linear.out},
+                 {"layer_norm_epsilon", first.ln_1.eps},
+                 {"activation_function", "gelu_new"}};
+  if (const auto [heads, head_dim] = heads_after(first.q, d_model_); heads) config["n_head"] = *heads;
+  if (hf_config.is_object())
+    for (const char* k : kGpt2ConfigKeys)
+      if (hf_config.contains(k)) config[k] = hf_config[k];
+  if (!config.contains("n_head"))
+    refuse("no head count (no Reshape of q to [.., heads, head_dim]) and no config.json stating n_head");
+  const bool tied = head_is_embedding();
+  config["tie_word_embeddings"] = tied;
+  emit_gpt2(config, tied);
+}
+
+// Hugging Face's GPT-2 names (the hub's, GPT2Model's state dict); Conv1D weights are [in, out],
+// the layout MatMul and Gemm (transB = 0) keep them in.
+struct Gpt2Names {
+  const char *ln_1, *ln_1_bias, *c_attn, *c_attn_bias, *attn_proj, *attn_proj_bias, *ln_2, *ln_2_bias, *c_fc, *c_fc_bias,
+      *mlp_proj, *mlp_proj_bias;
+};
+constexpr Gpt2Names kGpt2Names = {"h.{i}.ln_1.weight",        "h.{i}.ln_1.bias",        "h.{i}.attn.c_attn.weight",
+                                  "h.{i}.attn.c_attn.bias",   "h.{i}.attn.c_proj.weight", "h.{i}.attn.c_proj.bias",
+                                  "h.{i}.ln_2.weight",        "h.{i}.ln_2.bias",        "h.{i}.mlp.c_fc.weight",
+                                  "h.{i}.mlp.c_fc.bias",      "h.{i}.mlp.c_proj.weight", "h.{i}.mlp.c_proj.bias"};
+
+void Recovery::emit_gpt2(const json& config, bool tied) {
+  std::map<std::string, LazyTensor> out;
+  enum class Layout { AsStored, InOut, OutIn };  // the target layout of a linear's weight
+  const auto take = [&](const std::string& onnx_name, const std::string& name, const Linear* linear, Layout layout) {
+    LazyTensor t = *g_.initializer(onnx_name);
+    if (linear && layout == Layout::InOut && !linear->in_out) t.shape = {linear->in, linear->out}, t.strides = {1, linear->in};
+    if (linear && layout == Layout::OutIn && linear->in_out) t.shape = {linear->out, linear->in}, t.strides = {1, linear->out};
+    t.name = name;
+    if (!out.emplace(name, t).second) fail(m_.path + ": initializer " + onnx_name + " is claimed twice");
+  };
+  take(embed_, "wte.weight", nullptr, Layout::AsStored);
+  take(pos_embed_, "wpe.weight", nullptr, Layout::AsStored);
+  for (size_t i = 0; i < gpt2_layers_.size(); ++i) {
+    const Gpt2Layer& l = gpt2_layers_[i];
+    const auto norm = [&](const LayerNormAt& ln, const char* w, const char* b) {
+      take(ln.weight, with_layer(w, i), nullptr, Layout::AsStored);
+      take(ln.bias, with_layer(b, i), nullptr, Layout::AsStored);
+    };
+    const auto conv = [&](const BiasedLinear& x, const char* w, const char* b) {
+      take(x.linear.weight, with_layer(w, i), &x.linear, Layout::InOut);
+      take(x.bias, with_layer(b, i), nullptr, Layout::AsStored);
+    };
+    const Gpt2Names& n = kGpt2Names;
+    norm(l.ln_1, n.ln_1, n.ln_1_bias);
+    conv(l.c_attn, n.c_attn, n.c_attn_bias);
+    conv(l.attn_proj, n.attn_proj, n.attn_proj_bias);
+    norm(l.ln_2, n.ln_2, n.ln_2_bias);
+    conv(l.c_fc, n.c_fc, n.c_fc_bias);
+    conv(l.mlp_proj, n.mlp_proj, n.mlp_proj_bias);
+  }
+  take(gpt2_final_norm_.weight, "ln_f.weight", nullptr, Layout::AsStored);
+  take(gpt2_final_norm_.bias, "ln_f.bias", nullptr, Layout::AsStored);
+  if (!tied) take(head_.weight, "lm_head.weight", &head_, Layout::OutIn);  // nn.Linear's [vocab, d_model]
+  m_.tensors = std::move(out);
+  m_.config = config;
+  m_.config_kind = "hf_config";
 }
 
 }  // namespace

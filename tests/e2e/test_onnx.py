@@ -1,6 +1,6 @@
-"""ONNX sources: LLaMA fixtures exported with torch.onnx.export (two opsets, weights inline and as
-external data) convert to the logits of the PyTorch reference computed here and of the same weights
-converted from a torch.save checkpoint; the real stories260K.onnx gives stories260K.pt's logits
+"""ONNX sources: LLaMA and GPT-2 fixtures exported with torch.onnx.export (two opsets, weights inline
+and as external data) convert to the logits of the PyTorch reference computed here and of the same
+weights converted from a torch.save checkpoint; the real stories260K.onnx gives stories260K.pt's logits
 (its reference perplexity: test_real_model.py); hostile ONNX files are refused with one line."""
 import os
 import struct
@@ -162,6 +162,113 @@ class OnnxExports(TempDirTest):
                 self.assertLess(os.path.getsize(dst), 200_000, "weights left inline")
                 got = self.convert_onnx(os.path.dirname(dst), "ext_%d" % one_file)  # the directory form
                 np.testing.assert_array_equal(got, inline)
+
+
+class OnnxGpt2Exports(TempDirTest):
+    """gpt2_ref models exported with Hugging Face's module names: opset 14 decomposes LayerNorm into
+    ReduceMean / Sub / Pow / Sqrt / Div, opset 17 writes LayerNormalization; Conv1D becomes a Gemm
+    with bias, the fused QKV a Split, GELU's tanh approximation its formula. Hyper-parameters other
+    than gpt2_ref's defaults, so that a recovered value cannot be a default."""
+
+    CFG = dict(n_head=8, layer_norm_epsilon=1e-6, n_positions=96, n_inner=160)
+
+    @classmethod
+    def setUpClass(cls):
+        import torch
+        import torch.nn as nn
+        import gpt2_ref
+        import onnx_export
+        from make_fixtures import init_family_weights
+        cls.export = staticmethod(onnx_export.export)
+        cls.to_external = staticmethod(onnx_export.to_external)
+        cls.models = {}
+        for name, seed in (("tied", 31), ("untied", 32)):
+            m = gpt2_ref.GPT2(gpt2_ref.GPT2Config(**cls.CFG))
+            # make_fixtures.py's GPT-2 scales: small embeddings, so a tied head does not echo its input.
+            init_family_weights(m, seed, emb_std=0.02, bias_std=0.01, gain=1.0)
+            if name == "untied":
+                g = torch.Generator().manual_seed(seed + 100)
+                m.lm_head.weight = nn.Parameter(0.1 * torch.randn(m.lm_head.weight.shape, generator=g))
+            cls.models[name] = m.eval()
+
+    def exported(self, name, opset, position_ids=False):
+        path = self.path(f"gpt2_{name}_op{opset}_{int(position_ids)}", "model.onnx")
+        return path, self.export(self.models[name], path, opset, PROMPT, position_ids=position_ids)
+
+    def logits(self, src, tag):
+        out = self.path(tag)
+        sf("convert", src, "-o", out)
+        return run_logits(self, out, self.models["tied"].cfg.vocab_size)
+
+    def torch_checkpoint(self, name):
+        """The same weights as the hub's GPT-2 files (GPT2Model's state dict, config.json), read already."""
+        import torch
+        m = self.models[name]
+        d = self.path(f"gpt2_{name}_pt")
+        os.makedirs(d)
+        sd = dict(m.transformer.state_dict())
+        config = m.hf_config(hub=False)
+        if name == "untied":
+            sd["lm_head.weight"] = m.lm_head.weight.detach().clone()
+            config["tie_word_embeddings"] = False
+        torch.save(sd, os.path.join(d, "pytorch_model.bin"))
+        write_json(os.path.join(d, "config.json"), config)
+        return d
+
+    def assert_close(self, got, want):
+        err = float(np.abs(got - want).max())
+        self.assertLess(err, 1e-4 * max(1.0, float(np.abs(want).max())), f"max |onnx - torch| = {err}")
+        return err
+
+    def test_logits_match_pytorch_and_the_torch_checkpoint(self):
+        # Positions from an arange in the graph, or (untied, opset 14) given as a position_ids input.
+        for name, exports in (("tied", ((14, False), (17, False))), ("untied", ((17, False), (14, True)))):
+            from_pt = self.logits(self.torch_checkpoint(name), f"{name}_from_pt")
+            for opset, position_ids in exports:
+                with self.subTest(model=name, opset=opset, position_ids=position_ids):
+                    src, want = self.exported(name, opset, position_ids)
+                    got = self.logits(src, f"{name}_{opset}_{int(position_ids)}")
+                    self.assert_close(got, want)
+                    self.assertLess(float(np.abs(got - from_pt).max()), 1e-5, "ONNX and torch.save conversions differ")
+
+    def test_hyperparameters_recovered_from_the_graph(self):
+        for name, opset in (("tied", 14), ("untied", 17)):
+            with self.subTest(model=name, opset=opset):
+                src, _ = self.exported(name, opset)
+                info = sf_json("inspect", src)
+                self.assertEqual(info["architecture"].split("/")[0], "gpt2")
+                model = info["model"]
+                cfg = self.models[name].cfg
+                self.assertEqual(model["n_heads"], cfg.n_head, "from the Reshape of q")
+                self.assertEqual(model["norm_eps"], cfg.layer_norm_epsilon, "from the LayerNorm's constant or attribute")
+                self.assertEqual(model["max_seq"], cfg.n_positions, "from the position table's rows")
+                self.assertEqual(model["ffn_dim"], cfg.n_inner)
+                self.assertEqual(model["n_layers"], cfg.n_layer)
+                self.assertEqual(model["tied_embeddings"], name == "tied", "the head's transposed copy is wte")
+
+    def test_external_data(self):
+        src, want = self.exported("tied", 17)
+        inline = self.logits(src, "inline")
+        for one_file in (True, False):
+            with self.subTest(one_file=one_file):
+                dst = self.path("gpt2_ext_%d" % one_file, "model.onnx")
+                self.to_external(src, dst, one_file)
+                self.assertLess(os.path.getsize(dst), 200_000, "weights left inline")
+                got = self.logits(os.path.dirname(dst), "gpt2_ext_out_%d" % one_file)
+                np.testing.assert_array_equal(got, inline)
+
+    def test_an_activation_other_than_gelu_tanh_is_refused(self):
+        import onnx
+        src, _ = self.exported("tied", 14)
+        model = onnx.load(src)
+        for n in model.graph.node:
+            if n.op_type == "Tanh":
+                n.op_type = "Erf"
+        path = self.path("erf", "model.onnx")
+        os.makedirs(os.path.dirname(path))
+        onnx.save(model, path)
+        p = sf("convert", path, "-o", self.path("erf_out"), check=False)
+        error_line(self, p, 1, "GPT-2-shaped", "block 0's FFN activation", "Erf", "tanh approximation")
 
 
 class StoriesOnnx(TempDirTest):

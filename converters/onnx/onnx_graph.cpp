@@ -1,5 +1,7 @@
 #include "converters/onnx/onnx_graph.h"
 
+#include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <deque>
 
@@ -189,7 +191,14 @@ std::optional<std::vector<std::optional<int64_t>>> OnnxGraph::int_values(const s
   if (depth > kMaxConstantDepth) return std::nullopt;
   if (auto c = constant_elements(value)) {
     Values out;
-    for (double d : *c) out.push_back(int64_t(d));
+    // Held as doubles: an end "to the end" (INT64_MAX) rounds to 2^63, which int64_t cannot hold;
+    // out-of-range values saturate (converting them is undefined), NaN is unknown.
+    constexpr double kTwo63 = 9223372036854775808.0;
+    for (double d : *c)
+      out.push_back(std::isnan(d) ? std::nullopt
+                    : d >= kTwo63 ? std::optional<int64_t>(INT64_MAX)
+                    : d < -kTwo63 ? std::optional<int64_t>(INT64_MIN)
+                                  : std::optional<int64_t>(int64_t(d)));
     return out;
   }
   const Node* p = producer(value);

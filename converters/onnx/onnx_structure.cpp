@@ -208,6 +208,7 @@ class Recovery {
   std::optional<LayerNormAt> layer_norm(const Node& n) const;
   BiasedLinear next_biased_linear(const std::string& from, const std::string& what) const;
   std::pair<std::optional<int64_t>, std::optional<int64_t>> heads_after(const std::string& value, int64_t width) const;
+  std::vector<std::string> qkv_parts(const std::string& qkv, const std::string& block) const;
   void gpt2_attention(Gpt2Layer& layer, const std::string& block);
   void gpt2_ffn(Gpt2Layer& layer, const std::string& block);
   void emit_gpt2(const json& config, bool tied);
@@ -728,6 +729,42 @@ BiasedLinear Recovery::next_biased_linear(const std::string& from, const std::st
   return *as_biased_linear(*hit.node, g_);
 }
 
+// The three parts of the fused QKV projection's output, in column order: a Split (its sizes, when
+// stated, d_model each), or three Slices of the feature axis (of the output or of a Reshape of it)
+// starting at 0, d_model and 2 × d_model.
+std::vector<std::string> Recovery::qkv_parts(const std::string& qkv, const std::string& block) const {
+  const std::string what = block + "'s fused QKV projection";
+  const auto split = g_.find_forward(qkv, [](const Node& n, int input) { return n.op_type() == "Split" && input == 0; }, 64);
+  if (split.node) {
+    if (split.node->output_size() != 3) refuse(what + " is split into " + std::to_string(split.node->output_size()) + " parts, not q, k, v");
+    if (const auto sizes = split.node->input_size() > 1 ? g_.int_values(split.node->input(1)) : std::nullopt; sizes)
+      for (const auto& size : *sizes)
+        if (!size || *size != d_model_) refuse(what + "'s Split is not into three parts of " + std::to_string(d_model_));
+    return {split.node->output(0), split.node->output(1), split.node->output(2)};
+  }
+  std::vector<std::string> sources{qkv};
+  for (const Node* c : g_.consumers(qkv))
+    if (c->op_type() == "Reshape" && c->input(0) == qkv) sources.push_back(c->output(0));
+  std::map<int64_t, std::string> by_start;
+  for (const auto& src : sources)
+    for (const Node* c : g_.consumers(src)) {
+      if (c->op_type() != "Slice" || c->input(0) != src || c->input_size() < 4) continue;
+      const auto starts = g_.int_values(c->input(1)), ends = g_.int_values(c->input(2)), axes = g_.int_values(c->input(3));
+      if (!starts || !ends || !axes || starts->size() != 1 || ends->size() != 1 || axes->size() != 1 || !(*starts)[0] ||
+          !(*ends)[0] || !(*axes)[0] || *(*axes)[0] == 0)
+        refuse(what + " is sliced by " + node_name(*c) + ", not one constant range of the feature axis");
+      // The last part's end is often "to the end" (INT64_MAX).
+      const int64_t start = *(*starts)[0], end = std::min(*(*ends)[0], 3 * d_model_);
+      if (start < 0 || start % d_model_ != 0 || end - start != d_model_ || !by_start.emplace(start, c->output(0)).second)
+        refuse(what + " is sliced by " + node_name(*c) + " into [" + std::to_string(start) + ", " + std::to_string(end) +
+               "), not a third of " + std::to_string(3 * d_model_));
+    }
+  if (by_start.size() != 3) refuse("no Split (or three Slices) of " + what + " into q, k and v");
+  std::vector<std::string> parts;
+  for (const auto& [start, value] : by_start) parts.push_back(value);
+  return parts;
+}
+
 void Recovery::gpt2_attention(Gpt2Layer& layer, const std::string& block) {
   const std::string d = std::to_string(d_model_);
   layer.c_attn = next_biased_linear(layer.ln_1.output, "fused QKV projection (a linear with bias) after " + block + "'s ln_1");
@@ -735,23 +772,18 @@ void Recovery::gpt2_attention(Gpt2Layer& layer, const std::string& block) {
   if (qkv.in != d_model_ || qkv.out != 3 * d_model_)
     refuse(block + "'s first linear after ln_1 is [" + std::to_string(qkv.in) + " -> " + std::to_string(qkv.out) +
            "], not the fused QKV projection [" + d + " -> 3 × " + d + "]");
-  // The Split into thirds; which third is q, k and v is read from where each goes: q and k meet in
-  // the scores MatMul (q first), v is the second input of the MatMul after the softmax.
-  const auto split = g_.find_forward(layer.c_attn.output, [](const Node& n, int input) { return n.op_type() == "Split" && input == 0; }, 64);
-  if (!split.node || split.node->output_size() != 3)
-    refuse("no Split of " + block + "'s fused QKV projection into three parts (q, k, v)");
+  // The Split (or three Slices) into thirds; which third is q, k and v is read from where each
+  // goes: q and k meet in the scores MatMul (q first), v is the second input of the MatMul after
+  // the softmax.
+  const std::vector<std::string> parts = qkv_parts(layer.c_attn.output, block);
   std::vector<OnnxGraph::Hit> hits;
   for (int i = 0; i < 3; ++i)
-    hits.push_back(g_.find_forward(split.node->output(i), [&](const Node& n, int) { return is_dynamic_matmul(n, g_); }));
+    hits.push_back(g_.find_forward(parts[i], [&](const Node& n, int) { return is_dynamic_matmul(n, g_); }));
   if (!hits[0].node || hits[0].node != hits[1].node || hits[0].input != 0 || hits[1].input != 1 || !hits[2].node ||
       hits[2].node == hits[0].node || hits[2].input != 1)
     refuse(block + "'s fused QKV projection is not split as q | k | v (the first part into the scores MatMul's first input, "
                    "the second into its second, the third into the MatMul after the softmax)");
-  if (const auto sizes = split.node->input_size() > 1 ? g_.int_values(split.node->input(1)) : std::nullopt; sizes) {
-    for (const auto& size : *sizes)
-      if (!size || *size != d_model_) refuse(block + "'s Split of the fused QKV projection is not into three parts of " + d);
-  }
-  layer.q = split.node->output(0);
+  layer.q = parts[0];
   layer.attn_proj = next_biased_linear(hits[2].node->output(0), "output projection (c_proj) after the attention of " + block);
   if (layer.attn_proj.linear.in != d_model_ || layer.attn_proj.linear.out != d_model_)
     refuse(block + "'s attention output projection is not [" + d + " -> " + d + "]");

@@ -257,18 +257,66 @@ class OnnxGpt2Exports(TempDirTest):
                 got = self.logits(os.path.dirname(dst), "gpt2_ext_out_%d" % one_file)
                 np.testing.assert_array_equal(got, inline)
 
-    def test_an_activation_other_than_gelu_tanh_is_refused(self):
+    def edited(self, src, tag, edit):
         import onnx
-        src, _ = self.exported("tied", 14)
         model = onnx.load(src)
-        for n in model.graph.node:
-            if n.op_type == "Tanh":
-                n.op_type = "Erf"
-        path = self.path("erf", "model.onnx")
+        edit(model.graph)
+        path = self.path(tag, "model.onnx")
         os.makedirs(os.path.dirname(path))
         onnx.save(model, path)
-        p = sf("convert", path, "-o", self.path("erf_out"), check=False)
-        error_line(self, p, 1, "GPT-2-shaped", "block 0's FFN activation", "Erf", "tanh approximation")
+        return path
+
+    def refused(self, path, *needles):
+        p = sf("convert", path, "-o", self.path(os.path.basename(os.path.dirname(path)) + "_out"), check=False)
+        error_line(self, p, 1, *needles)
+
+    def test_fused_qkv_sliced_instead_of_split(self):
+        # Indexing the fused projection (x[..., :d], x[..., d:2d], x[..., 2d:]) exports as Slices, the
+        # last one to the end. Which part is q, k or v is checked against where each goes.
+        from onnx import helper, numpy_helper
+        src, want = self.exported("tied", 14)
+        d = self.models["tied"].cfg.n_embd
+
+        def split_to_slices(order):
+            def edit(g):
+                nodes = []
+                for n in g.node:
+                    if n.op_type != "Split":
+                        nodes.append(n)
+                        continue
+                    for i, out in zip(order, n.output):
+                        consts = {"starts": i * d, "ends": (i + 1) * d if i < 2 else 2 ** 63 - 1, "axes": -1}
+                        for k, v in consts.items():
+                            g.initializer.append(numpy_helper.from_array(np.array([v], dtype=np.int64), f"{out}_{k}"))
+                        nodes.append(helper.make_node("Slice", [n.input[0]] + [f"{out}_{k}" for k in consts], [out],
+                                                      name=f"{n.name}_{i}"))
+                del g.node[:]
+                g.node.extend(nodes)
+            return edit
+        got = self.logits(self.edited(src, "sliced", split_to_slices((0, 1, 2))), "sliced_out")
+        self.assert_close(got, want)
+        # q's columns sliced into k's place: the columns no longer go where q | k | v would.
+        self.refused(self.edited(src, "swapped", split_to_slices((1, 0, 2))), "GPT-2-shaped", "not split as q | k | v")
+
+    def test_an_activation_other_than_gelu_tanh_is_refused(self):
+        src, _ = self.exported("tied", 14)
+
+        def erf(g):
+            for n in g.node:
+                if n.op_type == "Tanh":
+                    n.op_type = "Erf"
+        self.refused(self.edited(src, "erf", erf), "GPT-2-shaped", "block 0's FFN activation", "Erf", "tanh approximation")
+
+    def test_a_signature_no_family_has_is_refused(self):
+        # Positions subtracted rather than added: LayerNorm without a learned position embedding.
+        src, _ = self.exported("tied", 17)
+
+        def subtract_positions(g):
+            for n in g.node:
+                if n.name == "/transformer/Add":
+                    n.op_type = "Sub"
+        self.refused(self.edited(src, "sub", subtract_positions), "LayerNorm (mean subtracted) and no learned position",
+                     "GPT-2: LayerNorm")
 
 
 class StoriesOnnx(TempDirTest):

@@ -124,7 +124,7 @@ constexpr size_t kMaxRopeTableElements = size_t(1) << 24;
 
 // The roles of linears, and the module names exporters' scope names give them (Hugging Face,
 // Meta / llama2.c). Names are a cross-check on the data flow, and decide where it cannot.
-enum class Role { Q, K, V, O, Gate, Up, Down, Head };
+enum class Role { Q, K, V, O, Gate, Up, Down, Head, Qkv };
 struct RoleName {
   const char* module;
   Role role;
@@ -136,9 +136,15 @@ constexpr RoleName kRoleNames[] = {
     {"down_proj", Role::Down}, {"w2", Role::Down}, {"lm_head", Role::Head}, {"output", Role::Head},
 };
 const char* role_name(Role r) {
-  constexpr const char* kNames[] = {"q", "k", "v", "output (o)", "gate", "up", "down", "vocabulary output"};
+  constexpr const char* kNames[] = {"q", "k", "v", "output (o)", "gate", "up", "down", "vocabulary output", "fused QKV"};
   return kNames[int(r)];
 }
+
+// GPT-2's module paths (Hugging Face's GPT2LMHeadModel: /transformer/h.3/attn/c_attn/Gemm), by
+// their last two modules: c_proj is the attention's or the MLP's.
+constexpr RoleName kGpt2RoleNames[] = {
+    {"attn/c_attn", Role::Qkv}, {"attn/c_proj", Role::O}, {"mlp/c_fc", Role::Up}, {"mlp/c_proj", Role::Down}, {"lm_head", Role::Head},
+};
 
 // What the recovery found, per layer.
 struct Layer {
@@ -209,6 +215,8 @@ class Recovery {
   BiasedLinear next_biased_linear(const std::string& from, const std::string& what) const;
   std::pair<std::optional<int64_t>, std::optional<int64_t>> heads_after(const std::string& value, int64_t width) const;
   std::vector<std::string> qkv_parts(const std::string& qkv, const std::string& block) const;
+  // Refuses when a GPT-2 linear's module path says another role than the data flow found.
+  void check_gpt2_name(const Linear& l, Role role, const std::string& block) const;
   void gpt2_attention(Gpt2Layer& layer, const std::string& block);
   void gpt2_ffn(Gpt2Layer& layer, const std::string& block);
   void emit_gpt2(const json& config, bool tied);
@@ -765,6 +773,25 @@ std::vector<std::string> Recovery::qkv_parts(const std::string& qkv, const std::
   return parts;
 }
 
+void Recovery::check_gpt2_name(const Linear& l, Role role, const std::string& block) const {
+  const std::string& name = l.node->name();
+  const size_t last = name.rfind('/');
+  if (last == std::string::npos || last == 0) return;
+  std::string path = name.substr(0, last);
+  // torch 1.13 numbered repeated module names (c_proj_1).
+  if (const size_t u = path.rfind('_'); u != std::string::npos && u + 1 < path.size() && path.find('/', u) == std::string::npos &&
+                                        path.find_first_not_of("0123456789", u + 1) == std::string::npos)
+    path.resize(u);
+  for (const auto& r : kGpt2RoleNames) {
+    const std::string module = std::string("/") + r.module;
+    if (path.size() < module.size() || path.compare(path.size() - module.size(), module.size(), module) != 0) continue;
+    if (r.role != role)
+      refuse(node_name(*l.node) + " is named as the " + role_name(r.role) + " projection, but the data flow makes it " + block +
+             "'s " + role_name(role) + " projection");
+    return;
+  }
+}
+
 void Recovery::gpt2_attention(Gpt2Layer& layer, const std::string& block) {
   const std::string d = std::to_string(d_model_);
   layer.c_attn = next_biased_linear(layer.ln_1.output, "fused QKV projection (a linear with bias) after " + block + "'s ln_1");
@@ -785,6 +812,8 @@ void Recovery::gpt2_attention(Gpt2Layer& layer, const std::string& block) {
                    "the second into its second, the third into the MatMul after the softmax)");
   layer.q = parts[0];
   layer.attn_proj = next_biased_linear(hits[2].node->output(0), "output projection (c_proj) after the attention of " + block);
+  check_gpt2_name(layer.c_attn.linear, Role::Qkv, block);
+  check_gpt2_name(layer.attn_proj.linear, Role::O, block);
   if (layer.attn_proj.linear.in != d_model_ || layer.attn_proj.linear.out != d_model_)
     refuse(block + "'s attention output projection is not [" + d + " -> " + d + "]");
 }
@@ -805,6 +834,8 @@ void Recovery::gpt2_ffn(Gpt2Layer& layer, const std::string& block) {
     refuse(block + "'s FFN activation is " + (act.node ? node_name(*act.node) : std::string("not found")) +
            ", not GELU's tanh approximation (a Tanh, or Gelu with approximate = tanh)");
   layer.mlp_proj = next_biased_linear(layer.c_fc.output, "FFN output projection (c_proj) in " + block);
+  check_gpt2_name(layer.c_fc.linear, Role::Up, block);
+  check_gpt2_name(layer.mlp_proj.linear, Role::Down, block);
   if (layer.mlp_proj.linear.in != layer.c_fc.linear.out || layer.mlp_proj.linear.out != d_model_)
     refuse(block + "'s FFN output projection is [" + std::to_string(layer.mlp_proj.linear.in) + " -> " +
            std::to_string(layer.mlp_proj.linear.out) + "], not [" + std::to_string(layer.c_fc.linear.out) + " -> " +
@@ -836,6 +867,7 @@ void Recovery::run_gpt2(const json& hf_config) {
   }
   gpt2_final_norm_ = norms.back();
   head_ = next_linear(gpt2_final_norm_.output, "output projection after the final LayerNorm");
+  check_gpt2_name(head_, Role::Head, "the model");
   if (head_.in != d_model_ || head_.out != vocab_)
     refuse("the output projection is [" + std::to_string(head_.in) + " -> " + std::to_string(head_.out) + "], not [d_model " +
            std::to_string(d_model_) + " -> vocab " + std::to_string(vocab_) + "]");

@@ -307,6 +307,19 @@ class OnnxGpt2Exports(TempDirTest):
                     n.op_type = "Erf"
         self.refused(self.edited(src, "erf", erf), "GPT-2-shaped", "block 0's FFN activation", "Erf", "tanh approximation")
 
+    def test_module_paths_cross_check_the_data_flow(self):
+        src, _ = self.exported("tied", 17)
+
+        def swap(a, b):
+            def edit(g):
+                for n in g.node:
+                    if n.name in (a, b):
+                        n.name = b if n.name == a else a
+            return edit
+        attn, fc = "/transformer/h.1/attn/c_proj/Gemm", "/transformer/h.1/mlp/c_fc/Gemm"
+        self.refused(self.edited(src, "swapped_names", swap(attn, fc)), "named as the up projection",
+                     "block 1's output (o) projection")
+
     def test_a_signature_no_family_has_is_refused(self):
         # Positions subtracted rather than added: LayerNorm without a learned position embedding.
         src, _ = self.exported("tied", 17)

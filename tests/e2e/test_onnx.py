@@ -246,6 +246,17 @@ class OnnxGpt2Exports(TempDirTest):
                 self.assertEqual(model["n_layers"], cfg.n_layer)
                 self.assertEqual(model["tied_embeddings"], name == "tied", "the head's transposed copy is wte")
 
+    def test_config_json_beside_the_graph_wins(self):
+        src, _ = self.exported("tied", 17)
+        config = os.path.join(os.path.dirname(src), "config.json")
+        write_json(config, {"layer_norm_epsilon": 1e-3, "n_head": 4})
+        model = sf_json("inspect", src)["model"]
+        self.assertEqual((model["norm_eps"], model["n_heads"]), (1e-3, 4))
+        self.assertEqual(model["max_seq"], self.models["tied"].cfg.n_positions, "a value it does not state stays recovered")
+        # A context the position table does not have is refused, not believed.
+        write_json(config, {"n_positions": 64})
+        self.refused(src, "wpe.weight", "[96, 64]")
+
     def test_external_data(self):
         src, want = self.exported("tied", 17)
         inline = self.logits(src, "inline")

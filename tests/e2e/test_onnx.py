@@ -309,6 +309,30 @@ class OnnxGpt2Exports(TempDirTest):
         # q's columns sliced into k's place: the columns no longer go where q | k | v would.
         self.refused(self.edited(src, "swapped", split_to_slices((1, 0, 2))), "GPT-2-shaped", "not split as q | k | v")
 
+    def test_a_fused_gelu_op(self):
+        # GELU as one Gelu node (opset 20's form) in place of the tanh formula torch writes.
+        from onnx import helper
+        src, want = self.exported("tied", 17)
+
+        def fuse_gelu(approximate):
+            def edit(g):
+                nodes = []
+                for n in g.node:
+                    scope, _, op = n.name.rpartition("/")
+                    if scope.endswith("/mlp") and n.op_type != "Constant":
+                        if op == "Mul_3":  # the formula's last node: 0.5 x * (1 + tanh(..))
+                            x = next(m for m in g.node if m.name == scope + "/Pow").input[0]
+                            nodes.append(helper.make_node("Gelu", [x], list(n.output), name=scope + "/Gelu",
+                                                          approximate=approximate))
+                        continue
+                    nodes.append(n)
+                del g.node[:]
+                g.node.extend(nodes)
+            return edit
+        got = self.logits(self.edited(src, "gelu_op", fuse_gelu("tanh")), "gelu_op_out")
+        self.assert_close(got, want)
+        self.refused(self.edited(src, "gelu_erf", fuse_gelu("none")), "block 0's FFN activation", "(Gelu)")
+
     def test_an_activation_other_than_gelu_tanh_is_refused(self):
         src, _ = self.exported("tied", 14)
 

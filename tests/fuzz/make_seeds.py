@@ -480,7 +480,7 @@ def gguf_variants(real):
 
 def onnx_dirs(work):
     """A TINY LLaMA exported by torch.onnx.export, inline and with external data (one shared file,
-    one per tensor), and hand-made graphs: a cycle, an escaping location, a lying length."""
+    one per tensor), a TINY GPT-2 inline, and hand-made graphs: a cycle, an escaping location, a lying length."""
     import onnx
     from onnx import TensorProto, helper
     import onnx_export
@@ -493,6 +493,17 @@ def onnx_dirs(work):
         warnings.simplefilter("ignore")
         onnx_export.export(MetaLlama(cfg), os.path.join(work, "inline", "model.onnx"), 14, [1, 2, 3, 4])
     out = {"tiny_inline": read_dir(os.path.join(work, "inline"))}
+    # GPT-2's recovery (LayerNorm as torch decomposes it at opset 14, fused QKV Gemm and Split).
+    import gpt2_ref
+    gpt2 = gpt2_ref.GPT2(gpt2_ref.GPT2Config(vocab_size=TINY["vocab"], n_embd=TINY["dim"], n_head=TINY["heads"],
+                                             n_layer=TINY["layers"], n_positions=16, n_inner=TINY["ffn"]))
+    with torch.no_grad():
+        for p in gpt2.parameters():  # Conv1D's weights start as torch.empty
+            p.normal_(0.0, 0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx_export.export(gpt2, os.path.join(work, "gpt2", "model.onnx"), 14, [1, 2, 3, 4])
+    out["tiny_gpt2_inline"] = read_dir(os.path.join(work, "gpt2"))
     for tag, one_file in (("tiny_external_one", True), ("tiny_external_each", False)):
         d = os.path.join(work, tag)
         os.makedirs(d)

@@ -309,6 +309,36 @@ class OnnxGpt2Exports(TempDirTest):
         # q's columns sliced into k's place: the columns no longer go where q | k | v would.
         self.refused(self.edited(src, "swapped", split_to_slices((1, 0, 2))), "GPT-2-shaped", "not split as q | k | v")
 
+    def test_other_forms_of_the_biased_linears(self):
+        # Conv1D exports as Gemm(x, W[in, out], b). The same linears as MatMul then Add of the bias (how
+        # nn.Linear exports), and as Gemm with transB = 1 over W stored [out, in] (read as a transposed view).
+        from onnx import helper, numpy_helper
+        src, want = self.exported("tied", 14)
+
+        def matmul_add(g):
+            nodes = []
+            for n in g.node:
+                if n.op_type == "Gemm" and len(n.input) == 3:
+                    mm = n.output[0] + "_mm"
+                    nodes.append(helper.make_node("MatMul", list(n.input[:2]), [mm], name=n.name + "_MatMul"))
+                    nodes.append(helper.make_node("Add", [n.input[2], mm], list(n.output), name=n.name + "_Add"))
+                else:
+                    nodes.append(n)
+            del g.node[:]
+            g.node.extend(nodes)
+
+        def trans_b(g):
+            weights = {n.input[1] for n in g.node if n.op_type == "Gemm" and len(n.input) == 3}
+            for t in g.initializer:
+                if t.name in weights:
+                    t.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(numpy_helper.to_array(t).T), t.name))
+            for n in g.node:
+                if n.op_type == "Gemm" and len(n.input) == 3:
+                    n.attribute.append(helper.make_attribute("transB", 1))
+        for tag, edit in (("matmul_add", matmul_add), ("trans_b", trans_b)):
+            with self.subTest(form=tag):
+                self.assert_close(self.logits(self.edited(src, tag, edit), tag + "_out"), want)
+
     def test_a_fused_gelu_op(self):
         # GELU as one Gelu node (opset 20's form) in place of the tanh formula torch writes.
         from onnx import helper

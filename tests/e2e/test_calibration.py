@@ -13,9 +13,8 @@ from sftest import (HELDOUT, ROOT, SAMPLE, SANITIZED, TempDirTest, error_line, f
 
 CALIB = os.path.join(ROOT, "samples", "calib.txt")
 METHODS = ["mse", "awq", "gptq"]
-# Small and fast: 16 sequences of 128 tokens.
-# Calibration small enough for seconds per conversion; under the sanitizers, where the numeric checks
-# do not run (release_only), smaller still: the code paths are the same.
+# Small and fast: 16 sequences of 128 tokens; under the sanitizers, where the numeric checks do not run
+# (release_only), 8 of 64: the code paths are the same.
 TOKENS, CTX = (512, 64) if SANITIZED else (2048, 128)
 SMALL = ["--calib-tokens", str(TOKENS), "--calib-ctx", str(CTX)]
 
@@ -52,7 +51,7 @@ class Calibration(TempDirTest):
             self.assertIn(key, p)
         names = [s["name"] for s in m["pipeline"]["stages"]]
         self.assertEqual(names, ["load", "calib_awq", "quantize", "write"])
-        self.assertEqual(m["calibration"]["sequences"], 16)
+        self.assertEqual(m["calibration"]["sequences"], TOKENS // CTX)
         # The block check tried every searched scaling and kept or declined each: at most three a
         # block here (q k v, gate up, down; the sample's grouped-query v -> o cannot fold).
         folds = m["calibration"]["awq_folds"]

@@ -12,7 +12,7 @@
 #include "executor/matmul_simd.h"
 #include "executor/session.h"
 #include "formats/artifact.h"
-#include "formats/gguf/gguf_model.h"
+#include "formats/artifact_readers.h"
 #include "shardforge_version.h"
 #include "validators/speed.h"
 

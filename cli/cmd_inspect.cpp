@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/messages.h"
 #include "formats/artifact.h"
+#include "formats/artifact_readers.h"
 #include "formats/gguf/gguf_file.h"
 #include "formats/gguf/gguf_model.h"
 #include "formats/manifest.h"
@@ -38,7 +39,7 @@ json vocab_trim_info(const Artifact& a) {
 }
 
 json inspect_artifact(const std::string& dir) {
-  Artifact a(dir);
+  const Artifact a = open_model(dir);
   json tensors = json::array();
   for (const auto& spec : all_tensors(a.desc())) {
     const TensorView& t = a.tensor(spec.name);
@@ -160,7 +161,7 @@ int run(const Opts& o) {
     else print_gguf(info);
     return 0;
   }
-  const bool artifact = file_exists(o.path + "/" + kManifestName);
+  const bool artifact = is_artifact(o.path);
   const json info = artifact ? inspect_artifact(o.path) : inspect_source(o.path);
   if (o.json_out) {
     print_json(info);

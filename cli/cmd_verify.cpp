@@ -4,8 +4,7 @@
 
 #include "cli/common.h"
 #include "core/error.h"
-#include "formats/artifact.h"
-#include "formats/manifest.h"
+#include "formats/artifact_readers.h"
 #include "validators/artifact_tokenizer.h"
 
 namespace sf::cli {
@@ -18,14 +17,15 @@ struct Opts {
 
 int run(const Opts& o) {
   set_current_input(o.dir);
-  auto problems = verify_artifact(o.dir);
-  // Its files are intact; they must also be a tokenizer of their kind that fits the model (an ONNX
-  // export's graphs were checked by verify_artifact; shardforge does not run it).
-  if (problems.empty() && !read_manifest(o.dir).contains("onnx")) {
+  const ArtifactReader& reader = reader_for(o.dir);
+  auto problems = reader.verify(o.dir);
+  // Its files are intact; they must also be a tokenizer of their kind that fits the model. An ONNX
+  // export, whose graphs verify checked, is not opened for running (Unsupported): no tokenizer check.
+  if (problems.empty()) {
     try {
-      open_artifact_tokenizer(Artifact(o.dir));
+      open_artifact_tokenizer(reader.open(o.dir));
     } catch (const Error& e) {
-      problems.push_back(e.message());
+      if (e.kind() != ErrorKind::Unsupported) problems.push_back(e.message());
     }
   }
   if (o.json_out) {
@@ -42,7 +42,7 @@ int run(const Opts& o) {
 void add_verify(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<Opts>();
   auto* c = app.add_subcommand("verify", "Check an artifact's files against its manifest (sizes, sha256, structure) and open its tokenizer");
-  c->add_option("artifact", o->dir, "artifact directory")->required();
+  c->add_option("artifact", o->dir, "artifact: a directory or a file (docs/cli.md)")->required();
   c->add_flag("--json", o->json_out, "print one JSON object");
   c->callback([o, &exit_code] { exit_code = run(*o); });
 }

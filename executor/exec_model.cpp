@@ -1,7 +1,7 @@
 #include "executor/exec_model.h"
 
 #include "core/error.h"
-#include "formats/gguf/gguf_model.h"
+#include "formats/artifact_readers.h"
 
 namespace sf {
 

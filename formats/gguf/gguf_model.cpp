@@ -214,8 +214,8 @@ ModelDesc gguf_model_desc(const GgufFile& f) {
   return d;
 }
 
-Artifact open_model(const std::string& path) {
-  if (!is_gguf_file(path)) return Artifact(path);
+Artifact open_gguf_model(const std::string& path) {
+  if (!is_gguf_file(path)) fail_file(path, "is not a GGUF file (bad magic)");
   auto keep = std::make_shared<Extracted>();
   keep->file = std::make_shared<const GgufFile>(path);
   const GgufFile& f = *keep->file;

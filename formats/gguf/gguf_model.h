@@ -16,7 +16,7 @@ bool is_gguf_file(const std::string& path);
 // The description llama.cpp's metadata gives for the file (docs/gguf.md has the table per family).
 ModelDesc gguf_model_desc(const GgufFile& file);
 
-// The artifact at `path`: a GGUF file or an artifact directory.
-Artifact open_model(const std::string& path);
+// The GGUF file at `path` as an artifact (formats/artifact_readers.h opens any artifact).
+Artifact open_gguf_model(const std::string& path);
 
 }  // namespace sf

@@ -2,7 +2,7 @@
 // beside the output (OUT.partial-PID.data) at its aligned offset, so memory stays one unit. At
 // finish() the header (metadata, tensor infos) is written to OUT.partial-PID, the data appended
 // with copy_file_range, the file read back with the GGUF reader, and renamed into place with the
-// artifact writer's rules (never over anything without --force, and with it only over a GGUF file).
+// rules of formats/output_file.h (never over anything without --force, and with it only over a GGUF file).
 #include "formats/gguf/gguf_writer.h"
 
 #include <fcntl.h>
@@ -25,7 +25,8 @@
 #include "formats/gguf/gguf_file.h"
 #include "formats/gguf/gguf_types.h"
 #include "formats/gguf/gguf_vocab.h"
-#include "formats/output_dir.h"
+#include "formats/gguf/gguf_model.h"
+#include "formats/output_file.h"
 
 namespace sf {
 
@@ -34,6 +35,8 @@ using namespace gguf;
 
 namespace {
 
+constexpr OutputFileKind kGgufOutput = {"GGUF", "gguf", is_gguf_file};
+
 struct TensorInfo {
   std::string name;
   std::vector<uint64_t> ne;  // ggml order: ne[0] = columns
@@ -41,137 +44,20 @@ struct TensorInfo {
   uint64_t offset, bytes;    // in the data section
 };
 
-std::string errno_text() { return std::strerror(errno); }
-
-// Empty when `path` (which exists) may be replaced by --force: a regular file, not a symbolic
-// link, with no other hard links, that starts with GGUF's magic. Otherwise why not.
-std::string why_not_replaceable_gguf(const std::string& path) {
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0) return "cannot be examined: " + errno_text();
-  if (S_ISLNK(st.st_mode)) return "is a symbolic link; --force replaces only a GGUF file";
-  if (!S_ISREG(st.st_mode)) return "is not a regular file; --force replaces only a GGUF file";
-  if (st.st_nlink > 1) return "has other hard links; not replacing it";
-  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-  char magic[4] = {};
-  const bool ok = fd >= 0 && ::pread(fd, magic, 4, 0) == 4 && std::memcmp(magic, kMagic, 4) == 0;
-  if (fd >= 0) ::close(fd);
-  return ok ? "" : "is not a GGUF file; --force replaces only a GGUF file";
-}
-
-// Whether process `pid` runs shardforge: a live PID alone may have been reused by any program
-// since the conversion that left the file stopped. Its command name (/proc/PID/comm) is the
-// executable's file name; unreadable (no /proc) counts as shardforge, the careful answer.
-bool is_shardforge(pid_t pid) {
-  const int fd = ::open(("/proc/" + std::to_string(pid) + "/comm").c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return errno != ENOENT;
-  char buf[32] = {};
-  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
-  ::close(fd);
-  if (n <= 0) return true;
-  std::string comm(buf, size_t(n));
-  if (!comm.empty() && comm.back() == '\n') comm.pop_back();
-  return comm.rfind("shardforge", 0) == 0;
-}
-
-// OUT.partial-PID and OUT.partial-PID.data siblings: another conversion's while PID lives (refused,
-// as for artifact directories), a killed one's otherwise (reported and left: a regular file of that
-// name could be anyone's).
-void check_partial_siblings(const std::string& out) {
-  const fs::path p(out);
-  const std::string dir = p.parent_path().empty() ? "." : p.parent_path().string();
-  const std::string base = p.filename().string() + ".partial-";
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    std::string name = e.path().filename().string();
-    if (name.compare(0, base.size(), base) != 0) continue;
-    std::string pid = name.substr(base.size());
-    if (pid.size() > 5 && pid.compare(pid.size() - 5, 5, ".data") == 0) pid.resize(pid.size() - 5);
-    if (pid.empty() || pid.size() > 9 || pid.find_first_not_of("0123456789") != std::string::npos) continue;
-    const pid_t id = pid_t(std::stol(pid));
-    if (id == ::getpid()) continue;
-    if ((::kill(id, 0) == 0 || errno == EPERM) && is_shardforge(id))
-      fail_file(e.path().string(), "process " + pid + " is writing " + out + " (another conversion?); not starting a "
-                                   "second one (if no conversion is running, remove this file)");
-    warn(e.path().string() + " was left by a conversion that stopped (process " + pid +
-         " is gone or is not shardforge); left in place");
-  }
-}
-
-// The rename is durable once the directory holding OUT is synced.
-void sync_parent(const std::string& out) {
-  const std::string dir = fs::path(out).parent_path().empty() ? "." : fs::path(out).parent_path().string();
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return;
-  ::fsync(fd);
-  ::close(fd);
-}
-
-void write_at(int fd, const uint8_t* p, size_t n, uint64_t off, const std::string& path) {
-  while (n > 0) {
-    const ssize_t w = ::pwrite(fd, p, n, off_t(off));
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) fail_file(path, "write failed: " + errno_text() + " (disk full?)");
-    p += w, n -= size_t(w), off += uint64_t(w);
-  }
-}
-
-// Copies n bytes from in at in_off to out at out_off (copy_file_range; read/write where the file
-// system cannot).
-void copy_range(int in, uint64_t in_off, int out, uint64_t out_off, uint64_t n, const std::string& path) {
-  while (n > 0) {
-    loff_t a = loff_t(in_off), b = loff_t(out_off);
-    const ssize_t c = ::copy_file_range(in, &a, out, &b, size_t(std::min<uint64_t>(n, 1u << 30)), 0);
-    if (c < 0 && errno == EINTR) continue;
-    if (c > 0) {
-      in_off += uint64_t(c), out_off += uint64_t(c), n -= uint64_t(c);
-      continue;
-    }
-    if (c == 0) fail_file(path, "the temporary data file ended early");
-    if (errno != EXDEV && errno != ENOSYS && errno != EINVAL && errno != EOPNOTSUPP)
-      fail_file(path, "write failed: " + errno_text() + " (disk full?)");
-    std::vector<uint8_t> buf(size_t(std::min<uint64_t>(n, 1u << 20)));
-    while (n > 0) {
-      const size_t k = size_t(std::min<uint64_t>(n, buf.size()));
-      const ssize_t r = ::pread(in, buf.data(), k, off_t(in_off));
-      if (r <= 0) fail_file(path, "cannot read back the temporary data file: " + errno_text());
-      write_at(out, buf.data(), size_t(r), out_off, path);
-      in_off += uint64_t(r), out_off += uint64_t(r), n -= uint64_t(r);
-    }
-  }
-}
-
 class GgufWriter : public FormatWriter {
  public:
   GgufWriter(const OutputTarget& target, const ModelDesc& desc)
-      : out_(target.dir), force_(target.force), desc_(desc), arch_(arch_for_family(desc.family)) {
+      : file_(target, kGgufOutput), desc_(desc), arch_(arch_for_family(desc.family)) {
     if (std::string why = arch_.cannot_run(desc); !why.empty())
       fail("--format gguf: this " + desc.family + " model has " + why, ErrorKind::Unsupported);
-    refuse_output_holding_inputs(out_, target.inputs);
-    // -o dir/ (or an existing directory) would only fail after converting: refused before anything
-    // is created.
-    struct stat st {};
-    const std::string leaf = fs::path(out_).filename().string();
-    if (leaf.empty() || leaf == "." || leaf == ".." || (::stat(out_.c_str(), &st) == 0 && S_ISDIR(st.st_mode)))
-      fail_usage(out_ + ": -o names a directory; with --format gguf give the .gguf file name");
-    if (::lstat(out_.c_str(), &st) == 0) {
-      if (!force_) fail_file(out_, "already exists (use --force to replace a GGUF file)");
-      if (std::string why = why_not_replaceable_gguf(out_); !why.empty()) fail_file(out_, why);
-    }
-    const std::string parent = fs::path(out_).parent_path().string();
-    std::error_code ec;
-    if (!parent.empty()) fs::create_directories(parent, ec);
-    if (ec) fail_file(parent, "cannot create directory: " + ec.message());
-    check_partial_siblings(out_);
-    tmp_ = out_ + ".partial-" + std::to_string(::getpid());
-    data_path_ = tmp_ + ".data";
+    data_path_ = file_.side_path(".data");
     data_fd_ = ::open(data_path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (data_fd_ < 0) fail_file(data_path_, "cannot create: " + errno_text());
+    if (data_fd_ < 0) fail_file(data_path_, "cannot create: " + std::string(std::strerror(errno)));
   }
 
   ~GgufWriter() override {
-    if (data_fd_ >= 0) ::close(data_fd_), ::unlink(data_path_.c_str());
+    if (data_fd_ >= 0) ::close(data_fd_);
     if (out_fd_ >= 0) ::close(out_fd_);
-    if (made_tmp_ && !committed_) ::unlink(tmp_.c_str());
   }
 
   std::vector<QType> storable_types() const override {
@@ -231,28 +117,22 @@ class GgufWriter : public FormatWriter {
   json finish(json manifest) override {
     const std::vector<uint8_t> header = build_header(manifest);
     const uint64_t data_start = align_up(header.size(), kAlignment);
-    out_fd_ = ::open(tmp_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (out_fd_ < 0) fail_file(tmp_, "cannot create: " + errno_text());
-    made_tmp_ = true;
-    write_at(out_fd_, header.data(), header.size(), 0, tmp_);
+    const std::string& tmp = file_.temp_path();
+    out_fd_ = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (out_fd_ < 0) fail_file(tmp, "cannot create: " + std::string(std::strerror(errno)));
+    write_at(out_fd_, header.data(), header.size(), 0, tmp);
     const std::vector<uint8_t> pad(size_t(data_start - header.size()), 0);
-    write_at(out_fd_, pad.data(), pad.size(), header.size(), tmp_);
-    copy_range(data_fd_, 0, out_fd_, data_start, data_end_, tmp_);
-    if (::fsync(out_fd_) != 0) fail_file(tmp_, "write failed: " + errno_text() + " (disk full?)");
+    write_at(out_fd_, pad.data(), pad.size(), header.size(), tmp);
+    copy_range(data_fd_, 0, out_fd_, data_start, data_end_, tmp);
     ::close(out_fd_), out_fd_ = -1;
     ::close(data_fd_), data_fd_ = -1, ::unlink(data_path_.c_str());
-    // Read back what was written, so convert never puts in place a file its own reader refuses.
-    try {
-      const GgufFile back(tmp_);
-      if (back.tensors().size() != infos_.size()) fail_file(tmp_, "tensor count differs after writing");
-    } catch (const Error& e) {
-      fail_file(out_, std::string("the GGUF written does not read back, so it was not put in place: ") + e.message());
-    }
-    put_in_place();
-    sync_parent(out_);
+    file_.commit([&](const std::string& written) {
+      const GgufFile back(written);
+      if (back.tensors().size() != infos_.size()) fail_file(written, "tensor count differs after writing");
+    });
     const uint64_t total = data_start + data_end_;
     manifest["format"] = "gguf";
-    manifest["files"] = json::array({{{"path", fs::path(out_).filename().string()}, {"bytes", total}}});
+    manifest["files"] = json::array({{{"path", fs::path(file_.path()).filename().string()}, {"bytes", total}}});
     manifest["summary"] = {{"parameters", params_}, {"tensor_bytes", tensor_bytes_},
                            {"bits_per_weight", params_ ? 8.0 * double(tensor_bytes_) / double(params_) : 0.0}};
     return manifest;
@@ -317,7 +197,7 @@ class GgufWriter : public FormatWriter {
     Encoder kv;
     const std::string a = arch_.arch;
     kv.kv_str("general.architecture", a);
-    kv.kv_str("general.name", fs::path(out_).stem().string());
+    kv.kv_str("general.name", fs::path(file_.path()).stem().string());
     kv.kv_u32("general.alignment", kAlignment);
     kv.kv_u32("general.file_type", file_type());
     kv.kv_u32("general.quantization_version", 2);
@@ -418,29 +298,11 @@ class GgufWriter : public FormatWriter {
     }
   }
 
-  void put_in_place() {
-    int err = rename_no_replace(tmp_, out_);
-    if (err == 0) {
-      committed_ = true;
-      return;
-    }
-    if (err != EEXIST) fail_file(out_, "cannot rename the new GGUF into place: " + std::string(std::strerror(err)));
-    if (!force_) fail_file(out_, "appeared while converting (another conversion?); left untouched, the new file is discarded");
-    if (std::string why = why_not_replaceable_gguf(out_); !why.empty()) fail_file(out_, why);
-    err = rename_exchange(tmp_, out_);
-    if (err != 0) fail_file(out_, "cannot exchange the new GGUF with the old one: " + std::string(std::strerror(err)));
-    committed_ = true;
-    // The old file is now at tmp_: delete it only if it still is a GGUF file.
-    if (why_not_replaceable_gguf(tmp_).empty()) ::unlink(tmp_.c_str());
-    else warn(tmp_ + ": the replaced file changed meanwhile; left in place");
-  }
-
-  std::string out_, tmp_, data_path_;
-  bool force_;
+  OutputFile file_;
+  std::string data_path_;
   ModelDesc desc_;
   const ArchEntry& arch_;
   int data_fd_ = -1, out_fd_ = -1;
-  bool made_tmp_ = false, committed_ = false;
   uint64_t data_end_ = 0, tensor_bytes_ = 0;
   int64_t params_ = 0;
   std::vector<TensorInfo> infos_;

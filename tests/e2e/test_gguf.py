@@ -3,6 +3,7 @@ GGUF v3 specification, q8_0 / q4_0 tensor bytes against numpy implementations of
 quantizers (quantize_row_q8_0_ref / quantize_row_q4_0_ref), the executor on a GGUF against the shard
 artifact of the same scheme (bit-identical logits), refusals, output safety and hostile files."""
 import glob
+import json
 import os
 import shutil
 import struct
@@ -441,7 +442,7 @@ class GgufRefusals(TempDirTest):
 
     def test_o_naming_a_directory_is_refused_before_anything_is_created(self):
         newdir = self.path("newdir")
-        self.refused([fixture("hf_gqa"), "--format", "gguf", "-o", newdir + "/"], 2, "names a directory", ".gguf file name")
+        self.refused([fixture("hf_gqa"), "--format", "gguf", "-o", newdir + "/"], 2, "names a directory", "give the file's name")
         self.assertFalse(os.path.exists(newdir))
         os.mkdir(newdir)
         self.refused([fixture("hf_gqa"), "--format", "gguf", "-o", newdir, "--force"], 2, "names a directory")
@@ -480,6 +481,17 @@ class HostileGguf(TempDirTest):
             self.assertIn(path, p.stderr)
             for n in needles:
                 self.assertIn(n, p.stderr)
+
+    def test_verify_accepts_the_good_file_and_names_what_is_wrong_with_a_damaged_one(self):
+        p = sf("verify", self.good, "--json")
+        self.assertTrue(json.loads(p.stdout)["ok"], p.stdout)
+        path = self.path("cut.gguf")
+        write_bytes(path, read_bytes(self.good)[:-1])
+        p = sf("verify", path, check=False)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertEqual(p.stderr.count("\n"), 1, p.stderr)
+        self.assertIn(path, p.stderr)
+        self.assertIn("truncated", p.stderr)
 
     def test_truncations(self):
         data = read_bytes(self.good)

@@ -13,10 +13,12 @@ PACKAGES=(
   libicu-dev             # Unicode character properties for GPT-2's pre-tokenizer
   libhwy-dev             # Highway: the executor's SIMD kernels, one build per x86 level, chosen at run time
   libssl-dev             # OpenSSL's libcrypto: SHA-256 of sources and shards
+  libhdf5-dev            # HDF5: --format hdf5 and its reader
   libeigen3-dev          # Eigen: dense linear algebra for calibration (GPTQ's Hessian factorisations)
   libonnx-dev protobuf-compiler libprotobuf-dev  # ONNX sources: onnx.proto, protoc to generate its classes, libprotobuf-lite
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-torch python3-numpy python3-sentencepiece
+  python3-h5py           # the HDF5 writer's test reads the .h5 with h5py
   python3-onnx           # ONNX test fixtures: external-data layouts and hostile files written with onnx.save
   libopenblas0-pthread   # a real BLAS under Debian's python3-torch (fixture generation)
   time                   # /usr/bin/time -v for the memory benchmark

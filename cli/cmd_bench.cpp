@@ -25,7 +25,7 @@ constexpr int64_t kMaxReps = 1000;
 
 struct Opts {
   std::string dir;
-  std::vector<std::string> prompts{"128"}, generated{"64"}, threads{"0"}, batches{"1"};
+  std::vector<std::string> prompts{"128"}, generated{"64"}, threads{"0"}, batches{"1"}, resident;
   int64_t reps = 3;
   std::string output = "md";
   bool json_out = false, allow_long = false;
@@ -124,25 +124,32 @@ std::string csv_cell(const std::string& raw) {
   return out + "\"";
 }
 
-void print_md(const std::string& name, const BenchReport& r) {
-  std::cout << "| model | size | params | threads | batch | test | t/s |\n"
-            << "| --- | ---: | ---: | ---: | ---: | --- | ---: |\n";
-  for (const BenchRow& row : r.rows)
+// With --resident-blocks, each row also says how many blocks were kept and the peak RSS so far.
+std::string resident_name(int64_t n) { return n == 0 ? std::string("all") : std::to_string(n); }
+
+void print_md(const std::string& name, const BenchReport& r, bool residency) {
+  std::cout << "| model | size | params | threads | batch |" << (residency ? " resident | peak RSS |" : "")
+            << " test | t/s |\n"
+            << "| --- | ---: | ---: | ---: | ---: |" << (residency ? " ---: | ---: |" : "") << " --- | ---: |\n";
+  for (const BenchRow& row : r.rows) {
     std::cout << "| " << md_cell(name) << " | " << human_bytes(r.weight_bytes) << " | " << count(r.params) << " | "
-              << row.threads << " | " << row.test.batch << " | " << row.test.name() << " | "
-              << fmt("%.2f", row.mean) << " ± " << fmt("%.2f", row.sd) << " |\n";
+              << row.threads << " | " << row.test.batch << " | ";
+    if (residency)
+      std::cout << resident_name(row.test.resident) << " | " << human_bytes(uint64_t(row.peak_rss_bytes)) << " | ";
+    std::cout << row.test.name() << " | " << fmt("%.2f", row.mean) << " ± " << fmt("%.2f", row.sd) << " |\n";
+  }
   std::cout << "\nload " << fmt("%.3f", r.load_seconds) << " s, peak RSS "
             << human_bytes(uint64_t(r.peak_rss_bytes)) << ", kernels for "
             << kernels::simd::target_name(kernels::simd::active_target()) << "\n";
 }
 
 void print_csv(const std::string& name, const BenchReport& r, int64_t reps) {
-  std::cout << "model,size,params,threads,batch,test,n_prompt,n_gen,reps,ts_mean,ts_sd,ts_median\n";
+  std::cout << "model,size,params,threads,batch,resident,peak_rss,test,n_prompt,n_gen,reps,ts_mean,ts_sd,ts_median\n";
   for (const BenchRow& row : r.rows)
     std::cout << csv_cell(name) << "," << r.weight_bytes << "," << r.params << "," << row.threads << ","
-              << row.test.batch << "," << row.test.name() << "," << row.test.prompt_tokens() << ","
-              << row.test.generated_tokens() << "," << reps << "," << fmt("%.3f", row.mean) << ","
-              << fmt("%.3f", row.sd) << "," << fmt("%.3f", row.median) << "\n";
+              << row.test.batch << "," << row.test.resident << "," << row.peak_rss_bytes << "," << row.test.name()
+              << "," << row.test.prompt_tokens() << "," << row.test.generated_tokens() << "," << reps << ","
+              << fmt("%.3f", row.mean) << "," << fmt("%.3f", row.sd) << "," << fmt("%.3f", row.median) << "\n";
 }
 
 void print_bench_json(const Opts& o, const std::string& name, const BenchReport& r) {
@@ -154,6 +161,8 @@ void print_bench_json(const Opts& o, const std::string& name, const BenchReport&
                     {"n_gen", row.test.generated_tokens()},
                     {"batch", row.test.batch},
                     {"threads", row.threads},
+                    {"resident_blocks", row.test.resident},
+                    {"peak_rss_bytes", row.peak_rss_bytes},
                     {"tokens_per_s",
                      {{"mean", row.mean}, {"sd", row.sd}, {"median", row.median}, {"min", row.min}, {"max", row.max}}},
                     {"samples", row.samples}});
@@ -182,6 +191,7 @@ int run(Opts o) {
   plan.generated = parse_list("-n", o.generated, 1, kMaxGenerate);
   plan.batches = parse_list("--batch", o.batches, 1, kMaxBatch);
   plan.threads = parse_threads(o.threads);
+  if (!o.resident.empty()) plan.resident = parse_list("--resident-blocks", o.resident, 0, 1000000000);
   plan.reps = o.reps;
   set_current_input(o.dir);
   {
@@ -203,7 +213,7 @@ int run(Opts o) {
   else if (o.output == "csv")
     print_csv(name, r, o.reps);
   else
-    print_md(name, r);
+    print_md(name, r, !o.resident.empty());
   return 0;
 }
 
@@ -212,7 +222,7 @@ int run(Opts o) {
 void add_bench(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<Opts>();
   auto* c = app.add_subcommand("bench", "Tables of prefill and decode tokens/s (like llama-bench), load time, peak memory");
-  c->add_option("artifact", o->dir, "artifact directory")->required();
+  c->add_option("artifact", o->dir, "artifact (a directory or a file)")->required();
   // Each occurrence takes one value (a comma list), so `-p 64 ARTIFACT` leaves ARTIFACT alone.
   c->add_option("-p", o->prompts, "prompt lengths, e.g. 64,512 (pp rows; default 128)")->allow_extra_args(false);
   c->add_option("-n", o->generated, "generated tokens per sequence, e.g. 32 (tg rows; default 64)")
@@ -222,6 +232,10 @@ void add_bench(CLI::App& app, int& exit_code) {
                     " here)")
       ->allow_extra_args(false);
   c->add_option("--batch", o->batches, "sequences decoding together, e.g. 1,8 (default 1)")->allow_extra_args(false);
+  c->add_option("--resident-blocks", o->resident,
+                "blocks kept in memory, the others streamed from the files each pass, e.g. 1,4,0 (0 = all, the "
+                "default); adds each setting's peak RSS to the table")
+      ->allow_extra_args(false);
   c->add_option("-r,--repetitions", o->reps, "repetitions of each test")
       ->default_val(3)
       ->check(within(1, double(kMaxReps)));

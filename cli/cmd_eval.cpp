@@ -22,6 +22,7 @@ struct PplOpts {
   std::string untrimmed;  // eval ppl --untrimmed: the artifact a trimmed one was cut from
   int64_t ctx = 0, chunks = -1;  // ctx 0: not given, see window_length
   size_t threads = 0;
+  int64_t resident = 0;  // --resident-blocks, for every model the command opens
   bool json_out = false, allow_long = false;
 };
 
@@ -104,10 +105,10 @@ void check_windows(const std::vector<int>& tokens, int64_t ctx, const PplOpts& o
 
 int run_ppl(const PplOpts& o) {
   set_current_input(o.dir);
-  ExecModel model(o.dir);
+  ExecModel model(o.dir, o.resident);
   std::unique_ptr<ExecModel> untrimmed;
   if (!o.untrimmed.empty()) {
-    untrimmed = std::make_unique<ExecModel>(o.untrimmed);
+    untrimmed = std::make_unique<ExecModel>(o.untrimmed, o.resident);
     check_untrimmed(model, o, *untrimmed);
   }
   std::vector<std::pair<const ExecModel*, std::string>> models = {{&model, o.dir}};
@@ -154,7 +155,7 @@ struct KldOpts : PplOpts {
 
 int run_kld(const KldOpts& o) {
   set_current_input(o.dir);
-  ExecModel model(o.dir), reference(o.ref);
+  ExecModel model(o.dir, o.resident), reference(o.ref, o.resident);
   const int64_t ctx = window_length(o, {{&model, o.dir}, {&reference, o.ref}});
   const auto tok = require_text_tokenizer(reference.artifact());
   require_same_reading(model, o.dir, reference, "the reference " + o.ref, true);
@@ -179,13 +180,14 @@ int run_kld(const KldOpts& o) {
 
 template <typename Opts>
 void add_window_options(CLI::App* c, Opts& o) {
-  c->add_option("artifact", o.dir, "artifact directory")->required();
+  c->add_option("artifact", o.dir, "artifact (a directory or a file)")->required();
   c->add_option("--text", o.text, "UTF-8 text file")->required();
   c->add_option("--ctx", o.ctx, "window length in tokens (default 256, or the model's context length if shorter)")
       ->check(within(2, double(kMaxContext)));
   c->add_option("--chunks", o.chunks, "use only the first K windows")->check(within(1, double(kMaxChunks)));
   add_threads_option(c, o.threads);
   add_allow_long_context(c, o.allow_long);
+  add_resident_blocks(c, o.resident);
   c->add_flag("--json", o.json_out, "print one JSON object");
 }
 

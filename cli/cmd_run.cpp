@@ -31,6 +31,7 @@ struct Opts {
   double temp = 0.0;
   uint64_t seed = 0;
   size_t threads = 0;
+  int64_t resident = 0;
   bool ignore_eos = false, json_out = false, allow_long = false;
 };
 
@@ -91,7 +92,7 @@ int run(const Opts& o) {
   set_current_input(o.dir);
   // Before loading: the artifact's files are mapped, so writing over one would crash the run (SIGBUS).
   check_report_path(o.logits_file, {o.dir});
-  ExecModel model(o.dir);
+  ExecModel model(o.dir, o.resident);
   const int64_t vocab = model.desc().vocab_size;
   // Text goes through the artifact's vocabulary map (a trimmed artifact numbers its rows anew).
   const std::unique_ptr<ModelTokenizer> tok = open_text_tokenizer(model.artifact());
@@ -163,7 +164,7 @@ int run(const Opts& o) {
 void add_run(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<Opts>();
   auto* c = app.add_subcommand("run", "Generate text from a prompt with the reference executor");
-  c->add_option("artifact", o->dir, "artifact directory")->required();
+  c->add_option("artifact", o->dir, "artifact (a directory or a file)")->required();
   auto* p = c->add_option("-p,--prompt", o->prompt, "prompt text (BOS is prepended for SentencePiece tokenizers)");
   auto* ids = c->add_option("--ids", o->ids_text, "prompt as the model's token ids 1,2,3 (a trimmed artifact's own ids), used as given (no BOS added)")->excludes(p);
   p->excludes(ids);
@@ -173,6 +174,7 @@ void add_run(CLI::App& app, int& exit_code) {
   c->add_option("--seed", o->seed, "random seed for sampling")->default_val(0);
   add_threads_option(c, o->threads);
   add_allow_long_context(c, o->allow_long);
+  add_resident_blocks(c, o->resident);
   c->add_flag("--ignore-eos", o->ignore_eos, "keep generating past the end-of-sequence token");
   c->add_flag("--json", o->json_out, "print prompt ids, generated ids and text as JSON");
   c->callback([o, p, ids, &exit_code] {

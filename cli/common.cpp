@@ -74,6 +74,13 @@ CLI::Option* add_allow_long_context(CLI::App* c, bool& allow) {
                      "not meaningful");
 }
 
+CLI::Option* add_resident_blocks(CLI::App* c, int64_t& n) {
+  return c->add_option("--resident-blocks", n,
+                       "keep at most N blocks' weights in memory and read the others from the artifact's files as "
+                       "each forward pass reaches them (0 = all resident; the output is the same)")
+      ->check(within(0, 1e9));
+}
+
 namespace {
 std::string& input_slot() {
   static std::string path;

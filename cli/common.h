@@ -61,6 +61,8 @@ void check_context(const ModelDesc& m, const std::string& artifact, int64_t posi
                    bool allow_long);
 // Registers --allow-long-context on a subcommand.
 CLI::Option* add_allow_long_context(CLI::App* c, bool& allow);
+// --resident-blocks N: keep at most N blocks in memory, stream the others (executor/unit_stream.h).
+CLI::Option* add_resident_blocks(CLI::App* c, int64_t& n);
 
 // ---- the file being processed ----
 // Each command records its main input, so that main() can name it when memory runs out.

@@ -1,6 +1,7 @@
 #include "executor/exec_model.h"
 
 #include "core/error.h"
+#include "executor/unit_stream.h"
 #include "formats/artifact_readers.h"
 
 namespace sf {
@@ -32,7 +33,7 @@ LayerSlot layer_slot(std::string_view name_in_block) {
   return nullptr;
 }
 
-ExecModel::ExecModel(const std::string& dir) : artifact_(open_model(dir)) {
+ExecModel::ExecModel(const std::string& dir, int64_t resident_blocks) : artifact_(open_model(dir)) {
   const ModelDesc& m = artifact_.desc();
   for (const auto& kind : {UnitKind::Embedding, UnitKind::Head})
     for (const auto& spec : unit_tensors(m, kind, 0)) {
@@ -57,6 +58,16 @@ ExecModel::ExecModel(const std::string& dir) : artifact_(open_model(dir)) {
     }
     layers_.push_back(w);
   }
+  if (resident_blocks < 0) fail_usage("--resident-blocks must be 0 (all) or more");
+  if (resident_blocks > 0 && resident_blocks < m.n_layers) {
+    if (!artifact_.views_are_mapped())
+      fail_file(dir, "its reader holds the tensors in memory it filled itself, so --resident-blocks cannot stream "
+                     "them; convert to --format shards, zip or gguf to run it in low memory",
+                ErrorKind::Unsupported);
+    stream_ = std::make_unique<UnitStream>(*this, resident_blocks);
+  }
 }
+
+ExecModel::~ExecModel() = default;
 
 }  // namespace sf

@@ -25,10 +25,15 @@ struct LayerWeights {
 using LayerSlot = const TensorView* LayerWeights::*;
 LayerSlot layer_slot(std::string_view name_in_block);
 
+class UnitStream;
+
 class ExecModel {
  public:
-  // An artifact directory or a GGUF file (formats/gguf/gguf_model.h): the same views either way.
-  explicit ExecModel(const std::string& artifact_dir_or_gguf);
+  // Any artifact the readers open (formats/artifact_readers.h): the same views either way.
+  // resident_blocks > 0 and below the layer count keeps at most that many blocks in memory and
+  // streams the rest (executor/unit_stream.h); 0 keeps everything.
+  explicit ExecModel(const std::string& artifact, int64_t resident_blocks = 0);
+  ~ExecModel();
   const ModelDesc& desc() const { return artifact_.desc(); }
   const Artifact& artifact() const { return artifact_; }
   const TensorView& embed() const { return *embed_; }
@@ -37,12 +42,15 @@ class ExecModel {
   const TensorView* head_norm_bias() const { return head_norm_b_; }
   const TensorView& output() const { return *output_; }  // the embedding when tied
   const LayerWeights& layer(int64_t i) const { return layers_[size_t(i)]; }
+  // Null when every block stays resident.
+  UnitStream* stream() const { return stream_.get(); }
 
  private:
   Artifact artifact_;
   const TensorView *embed_ = nullptr, *pos_embed_ = nullptr, *head_norm_ = nullptr, *head_norm_b_ = nullptr,
                    *output_ = nullptr;
   std::vector<LayerWeights> layers_;
+  std::unique_ptr<UnitStream> stream_;
 };
 
 }  // namespace sf

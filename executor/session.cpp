@@ -8,6 +8,7 @@
 #include <functional>
 #include <string>
 
+#include "executor/unit_stream.h"
 #include "core/checked.h"
 #include "core/dtype.h"
 #include "core/error.h"
@@ -167,19 +168,24 @@ const float* Session::run(const int32_t* tokens, size_t n, size_t first_logits) 
     }
   }
   const size_t kvd = size_t(d.n_kv_heads) * size_t(d.head_dim), layer_floats = size_t(max_ctx_) * kvd;
+  UnitStream* stream = m_.stream();  // low-memory execution: blocks released after use
   for (int64_t l = 0; l < d.n_layers; ++l) {
     const size_t at = size_t(l) * layer_floats;  // slot s, layer l: (s * n_layers + l) * max_ctx * kvd
     const BlockRows rows{n, row_slot_.data(), row_index_.data(), pos_a_.data(), pos_b_.data(), row_last_.data(),
                          &k_cache_[at], &v_cache_[at], size_t(d.n_layers) * layer_floats};
+    if (stream) stream->enter(l);
     exec_.run(m_.layer(l), x_.data(), rows, nullptr);
+    if (stream) stream->leave(l);
   }
   for (size_t t = 0; t < n; ++t) ++slots_[row_slot_[t]].pos;
   if (first_logits >= n) return nullptr;
+  if (stream) stream->enter(d.n_layers);
   const size_t rows = n - first_logits;
   grow(logits_, rows * size_t(d.vocab_size));  // reserved for a decode step's rows already
   float* xn = exec_.norm_scratch();
   kernels::norm(d.norm, &x_[first_logits * D], rows, D, m_.head_norm(), m_.head_norm_bias(), d.norm_eps, xn);
   kernels::matmul(m_.output(), nullptr, xn, rows, logits_.data(), pool_);
+  if (stream) stream->leave(d.n_layers);
   return logits_.data();
 }
 

@@ -28,8 +28,10 @@ class Artifact {
   // A model another reader mapped and validated (a GGUF file: formats/gguf/gguf_model.h), under
   // `path`: its manifest-like description, and views into memory `keep` owns. Every canonical
   // tensor must be there with its shape, as for a directory.
+  // `mapped`: the views point into read-only file maps (which low-memory execution may release
+  // and re-read, executor/unit_stream.h), not into memory the reader filled.
   Artifact(std::string path, json manifest, ModelDesc desc, std::map<std::string, TensorView> views,
-           std::shared_ptr<const void> keep, ArtifactTokenizer tokenizer = {});
+           std::shared_ptr<const void> keep, ArtifactTokenizer tokenizer = {}, bool mapped = false);
 
   const std::string& dir() const { return dir_; }
   const json& manifest() const { return manifest_; }
@@ -41,6 +43,7 @@ class Artifact {
   // tokenizer's.
   const VocabMap* vocab_map() const { return vocab_map_.get(); }
   uint64_t file_bytes() const;         // all files listed in the manifest
+  bool views_are_mapped() const { return mapped_; }
 
  private:
   void read_tokenizer_entry(const std::string& mpath);
@@ -53,6 +56,7 @@ class Artifact {
   std::map<std::string, TensorView> views_;
   std::shared_ptr<const VocabMap> vocab_map_;
   std::shared_ptr<const void> keep_;
+  bool mapped_ = true;
   void check_tensors() const;
 };
 

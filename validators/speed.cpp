@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <thread>
@@ -50,10 +51,22 @@ std::vector<int32_t> bench_prompt(const ModelDesc& d, int64_t n) {
   return prompt;
 }
 
+// VmHWM, which reset_peak_rss moves down; getrusage's figure where /proc is not there.
 int64_t peak_rss_bytes() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::atoll(line.c_str() + 6) * 1024;
   struct rusage ru {};
   ::getrusage(RUSAGE_SELF, &ru);
   return int64_t(ru.ru_maxrss) * 1024;
+}
+
+bool reset_peak_rss() {
+  std::ofstream out("/proc/self/clear_refs");
+  out << "5";
+  out.flush();
+  return bool(out);
 }
 
 SpeedResult measure_speed(const std::string& dir, int64_t prefill, int64_t decode, int64_t threads, int64_t reps,
@@ -114,11 +127,12 @@ int64_t BenchTest::positions() const { return prompt_tokens() + generated_tokens
 
 std::vector<BenchTest> bench_tests(const BenchPlan& plan) {
   std::vector<BenchTest> tests;
-  for (int64_t t : plan.threads) {
-    for (int64_t p : plan.prompts) tests.push_back({BenchKind::Prefill, p, 1, t});
-    for (int64_t n : plan.generated)
-      for (int64_t b : plan.batches) tests.push_back({BenchKind::Decode, n, b, t});
-  }
+  for (int64_t r : plan.resident)
+    for (int64_t t : plan.threads) {
+      for (int64_t p : plan.prompts) tests.push_back({BenchKind::Prefill, p, 1, t, r});
+      for (int64_t n : plan.generated)
+        for (int64_t b : plan.batches) tests.push_back({BenchKind::Decode, n, b, t, r});
+    }
   return tests;
 }
 
@@ -205,11 +219,13 @@ BenchReport run_bench(const std::string& dir, const BenchPlan& plan, const std::
   if (plan.reps < 1) fail("bench needs at least one repetition");
   const std::vector<BenchTest> tests = bench_tests(plan);
   BenchReport report;
+  reset_peak_rss();
   const auto t0 = Clock::now();
-  ExecModel model(dir);
+  auto model = std::make_unique<ExecModel>(dir, tests.front().resident);
   report.load_seconds = seconds(t0, Clock::now());
-  for (const TensorSpec& spec : all_tensors(model.desc())) {
-    const TensorView& t = model.artifact().tensor(spec.name);
+  int64_t model_resident = tests.front().resident;
+  for (const TensorSpec& spec : all_tensors(model->desc())) {
+    const TensorView& t = model->artifact().tensor(spec.name);
     report.weight_bytes += t.nbytes;
     uint64_t numel = 1;
     for (int64_t d : t.shape) numel *= uint64_t(d);
@@ -222,26 +238,36 @@ BenchReport run_bench(const std::string& dir, const BenchPlan& plan, const std::
   int64_t pool_threads = -1;
   for (const BenchTest& test : tests) {
     check_interrupt();
+    if (test.resident != model_resident) {  // a residency's rows are adjacent: one model each
+      pool.reset();
+      model.reset();
+      reset_peak_rss();
+      model = std::make_unique<ExecModel>(dir, test.resident);
+      model_resident = test.resident;
+      pool_threads = -1;
+    }
     if (test.threads != pool_threads) {
       pool.reset();
       pool = std::make_unique<ThreadPool>(size_t(test.threads));
       // Untimed warm-up of every new pool: the first also takes the mapped weights' page faults,
       // each starts its workers before a test's timer does.
-      Session(model, 1, pool.get()).forward(bench_prompt(model.desc(), 1)[0]);
+      Session(*model, 1, pool.get()).forward(bench_prompt(model->desc(), 1)[0]);
       pool_threads = test.threads;
     }
     BenchRow row;
     row.test = test;
     row.threads = int64_t(pool->size());
-    BenchRunner runner(model, test, *pool, bar);
+    BenchRunner runner(*model, test, *pool, bar);
     for (int64_t rep = 0; rep < plan.reps; ++rep) {
       check_interrupt();
       row.samples.push_back(runner.rep());
     }
     summarize(row);
+    row.peak_rss_bytes = peak_rss_bytes();
     report.rows.push_back(std::move(row));
   }
-  report.peak_rss_bytes = peak_rss_bytes();
+  // The highest of the residencies' peaks (each measured from its own model's opening).
+  for (const BenchRow& row : report.rows) report.peak_rss_bytes = std::max(report.peak_rss_bytes, row.peak_rss_bytes);
   return report;
 }
 

@@ -32,6 +32,9 @@ struct SpeedResult {
 SpeedResult measure_speed(const std::string& artifact_dir, int64_t prefill, int64_t decode, int64_t threads,
                           int64_t reps = 1, const std::string& label = "bench");
 int64_t peak_rss_bytes();
+// Starts a new peak: the process's high-water resident set is set to what it holds now (Linux
+// /proc/self/clear_refs). False where the system cannot; then peak_rss_bytes stays the process's.
+bool reset_peak_rss();
 // The prompt bench times: a fixed pseudo-random sequence of n ids that avoids the model's special
 // ids. For a causal model any ids do the same work, but a prefix-bidirectional one (ChatGLM-6B)
 // reads <sop> as the end of a bidirectional prefix and [gMASK] / [MASK] as the position it
@@ -55,6 +58,7 @@ struct BenchTest {
   int64_t tokens = 0;
   int64_t batch = 1;
   int64_t threads = 0;  // as asked: 0 = all cores
+  int64_t resident = 0;  // --resident-blocks: blocks kept in memory, 0 = all
   std::string name() const;                   // "pp64", "tg32"
   int64_t positions() const;                  // KV positions each sequence needs
   int64_t prompt_tokens() const;              // pp: tokens; tg: kDecodePromptTokens
@@ -63,17 +67,22 @@ struct BenchTest {
 
 struct BenchPlan {
   std::vector<int64_t> prompts, generated, threads, batches;
+  std::vector<int64_t> resident{0};
   int64_t reps = 1;
 };
 
-// The tests in table order: for each thread count, a pp row per prompt length, then a tg row per
-// generated length and batch size. |threads| x (|prompts| + |generated| x |batches|) rows.
+// The tests in table order: for each residency, for each thread count, a pp row per prompt
+// length, then a tg row per generated length and batch size.
+// |resident| x |threads| x (|prompts| + |generated| x |batches|) rows.
 std::vector<BenchTest> bench_tests(const BenchPlan& plan);
 
 struct BenchRow {
   BenchTest test;
   int64_t threads = 0;          // the pool's size (0 resolved to the cores)
   std::vector<double> samples;  // tokens/s of each repetition
+  // The process's peak resident memory since the model was opened with this row's residency, up
+  // to the end of this row (the process's whole peak where it cannot be reset).
+  int64_t peak_rss_bytes = 0;
   double mean = 0, sd = 0, median = 0, min = 0, max = 0;  // sd: sample standard deviation (0 for one)
 };
 
@@ -85,7 +94,8 @@ struct BenchReport {
   std::vector<BenchRow> rows;
 };
 
-// Loads the artifact once, passes one token through every block on each thread count's new pool
+// Loads the artifact once per residency (its peak RSS measured from there), passes one token
+// through every block on each thread count's new pool
 // (so the first test does not pay the mapped weights' page faults nor a pool's start), then runs
 // each test `reps` times on one session per test, its scratch allocated before the first timer.
 // A progress bar labelled `label` counts the tokens on a terminal, stepped outside the timers.

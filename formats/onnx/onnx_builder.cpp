@@ -82,6 +82,8 @@ std::string GraphBuilder::f32(float v) {
 }
 
 void GraphBuilder::external(const std::string& name, int32_t type, const std::vector<int64_t>& dims, const ExternalRef& ref) {
+  if (externals_[name]) return;
+  externals_[name] = true;
   onnx::TensorProto* t = g_->add_initializer();
   t->set_name(name);
   t->set_data_type(type);

@@ -60,7 +60,8 @@ class GraphBuilder {
   std::string i64(int64_t v);                         // int64 scalar
   std::string f32(float v);                           // float scalar
 
-  // An initializer whose bytes are in the external data file.
+  // An initializer whose bytes are in the external data file (added once: a second call with the
+  // same name, a weight read both whole and by rows, adds nothing).
   void external(const std::string& name, int32_t type, const std::vector<int64_t>& dims, const ExternalRef& ref);
 
   // Graph inputs and outputs; a dimension < 0 is symbolic, named by dim_names.
@@ -78,6 +79,7 @@ class GraphBuilder {
   onnx::GraphProto* g_;
   std::string scope_;
   std::map<std::string, int> used_;        // node names already taken in a scope
+  std::map<std::string, bool> externals_;  // initializers added
   std::map<std::string, std::string> consts_;  // constant key -> initializer name
 };
 

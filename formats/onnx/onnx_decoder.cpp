@@ -151,9 +151,13 @@ Shared shared_values(GraphBuilder& g, const ModelDesc& d, const Weights& w, cons
 std::string embedding(GraphBuilder& g, const ModelDesc& d, const Weights& w, const std::string& input_ids,
                       const Shared& s) {
   g.set_scope("/embed");
-  // Gathered by the graph input itself ([1, seq, d_model], then rows): how exporters write it, and
-  // what our reader recognises as the token embedding.
-  std::string x = g.op("Gather", {weight(g, w, "embed.weight"), input_ids}, {attr_i("axis", 0)});
+  // An f32 table is gathered by the graph input itself ([1, seq, d_model], then rows): how
+  // exporters write it, and what our reader recognises as the token embedding. A stored type's
+  // initializers are gathered first, so only the rows read are converted.
+  const WrittenWeight& table = w.tensors->at("embed.weight");
+  const bool whole = table.type == QType::F32 || !rows_gatherable(table);
+  std::string x = whole ? g.op("Gather", {weight(g, w, "embed.weight"), input_ids}, {attr_i("axis", 0)})
+                        : f32_rows(g, table, input_ids);
   x = g.op("Reshape", {x, g.i64s({-1, d.d_model})});
   if (d.positional == PositionalKind::Learned)
     x = g.op("Add", {x, g.op("Gather", {weight(g, w, "embed.pos.weight"), s.positions}, {attr_i("axis", 0)})});

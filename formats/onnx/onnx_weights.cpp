@@ -1,6 +1,7 @@
 #include "formats/onnx/onnx_weights.h"
 
 #include <cstring>
+#include <functional>
 
 #include "core/error.h"
 
@@ -113,29 +114,59 @@ std::vector<WeightPart> weight_parts(const EncodedTensor& t) {
        ErrorKind::Unsupported);
 }
 
-std::string f32_value(GraphBuilder& g, const WrittenWeight& w) {
-  for (const auto& p : w.parts) g.external(w.name + p.suffix, p.type, p.dims, p.ref);
+namespace {
+
+// The nodes giving w's f32 values from its initializers, each named by part(suffix): the whole
+// tensor's, or rows gathered from them. rows: the row count, or 1 where it is only known at run
+// time (Expand broadcasts it).
+std::string dequantized(GraphBuilder& g, const WrittenWeight& w,
+                        const std::function<std::string(const std::string& suffix)>& part, int64_t rows) {
   const auto to_f32 = [&](const std::string& v) { return g.op("Cast", {v}, {attr_i("to", kFloat)}); };
   switch (w.type) {
-    case QType::F32: return w.name;
+    case QType::F32: return part("");
     case QType::F16:
-    case QType::BF16: return to_f32(w.name);
-    case QType::Int8: return g.op("DequantizeLinear", {w.name + ".q", w.name + ".scale"}, {attr_i("axis", 0)});
+    case QType::BF16: return to_f32(part(""));
+    case QType::Int8: return g.op("DequantizeLinear", {part(".q"), part(".scale")}, {attr_i("axis", 0)});
     default: break;
   }
   // Block-wise along each row (opset 21). The f16 scales are cast first, so the products are f32
   // ones, as the executor's.
   const bool ggml = w.type == QType::Q8_0 || w.type == QType::Q4_0;
   const std::vector<Attr> blocks = {attr_i("axis", 1), attr_i("block_size", int64_t(ggml ? kGgmlBlock : w.group))};
-  const std::string deq = g.op("DequantizeLinear", {w.name + ".q", to_f32(w.name + ".scale")}, blocks);
+  const std::string deq = g.op("DequantizeLinear", {part(".q"), to_f32(part(".scale"))}, blocks);
   if (w.type != QType::Int4Asym) return deq;
   // Asymmetric: d * code + m, m repeated over its group (the last group cut to the row's width).
-  const int64_t rows = w.shape[0], cols = w.shape[1], G = int64_t(groups_of(cols, w.group));
-  std::string m = g.op("Unsqueeze", {to_f32(w.name + ".min"), g.i64s({2})});
+  const int64_t cols = w.shape[1], G = int64_t(groups_of(cols, w.group));
+  std::string m = g.op("Unsqueeze", {to_f32(part(".min")), g.i64s({2})});
   m = g.op("Expand", {m, g.i64s({rows, G, int64_t(w.group)})});
-  m = g.op("Reshape", {m, g.i64s({rows, G * int64_t(w.group)})});
+  m = g.op("Reshape", {m, g.i64s({-1, G * int64_t(w.group)})});
   if (G * int64_t(w.group) != cols) m = g.op("Slice", {m, g.i64s({0}), g.i64s({cols}), g.i64s({1})});
   return g.op("Add", {deq, m});
+}
+
+void add_parts(GraphBuilder& g, const WrittenWeight& w) {
+  for (const auto& p : w.parts) g.external(w.name + p.suffix, p.type, p.dims, p.ref);
+}
+
+}  // namespace
+
+bool rows_gatherable(const WrittenWeight& w) {
+  for (const auto& p : w.parts)
+    if (p.type == kInt4 || p.type == kUint4) return false;
+  return true;
+}
+
+std::string f32_value(GraphBuilder& g, const WrittenWeight& w) {
+  add_parts(g, w);
+  return dequantized(g, w, [&](const std::string& suffix) { return w.name + suffix; }, w.shape[0]);
+}
+
+std::string f32_rows(GraphBuilder& g, const WrittenWeight& w, const std::string& ids) {
+  add_parts(g, w);
+  const std::string flat = g.op("Reshape", {ids, g.i64s({-1})});
+  if (!rows_gatherable(w)) return g.op("Gather", {f32_value(g, w), flat}, {attr_i("axis", 0)});
+  return dequantized(
+      g, w, [&](const std::string& suffix) { return g.op("Gather", {w.name + suffix, flat}, {attr_i("axis", 0)}); }, 1);
 }
 
 }  // namespace sf::onnx_out

@@ -41,5 +41,12 @@ std::vector<WeightPart> weight_parts(const EncodedTensor& t);
 // Adds w's initializers (external, at their refs) and the nodes that give its f32 value, with the
 // tensor's own shape; returns that value's name.
 std::string f32_value(GraphBuilder& g, const WrittenWeight& w);
+// w's f32 rows at `ids` (int64 of any shape, read flattened): [n, cols], bit for bit the rows of
+// f32_value. Where the stored codes can be gathered (f32, f16, bf16, int8, q8_0), each initializer
+// is gathered first and only the rows read are converted, so a quantized embedding is not
+// dequantized whole on every call; ONNX's Gather takes no 4-bit tensor, so 4-bit types dequantize
+// the whole table and gather from that.
+std::string f32_rows(GraphBuilder& g, const WrittenWeight& w, const std::string& ids);
+bool rows_gatherable(const WrittenWeight& w);  // no 4-bit initializer
 
 }  // namespace sf::onnx_out

@@ -164,6 +164,26 @@ class OnnxWriter(TempDirTest):
         self.quantized_close_to_the_executor("hf_gqa", ["int8", "int4:g32", "int4:g32:asym", "int4:g64", "q8_0", "q4_0"])
         # A quantized embedding that is also the tied head: dequantized once, gathered and multiplied.
         self.quantized_close_to_the_executor("hf_tied", ["int4:g32"], "--tensor-quant", "embed.weight=int4:g32")
+        # An 8-bit one: its rows gathered before dequantizing for the lookup, the whole table for the head.
+        self.quantized_close_to_the_executor("hf_tied", ["int8"], "--tensor-quant", "embed.weight=int8")
+
+    def test_an_8_bit_embedding_is_dequantized_only_at_the_rows_read(self):
+        import onnx
+
+        def consumers(art, name):
+            graph = onnx.load(os.path.join(art, "model.onnx"), load_external_data=False).graph
+            return sorted(n.op_type for n in graph.node if name in n.input)
+
+        for quant in ("int8", "q8_0"):
+            with self.subTest(quant=quant):
+                art = self.convert("hf_gqa", "onnx", quant, "_emb8", "--tensor-quant", "embed.weight=" + quant)
+                self.assertEqual(consumers(art, "embed.weight.q"), ["Gather"])
+                self.assertEqual(consumers(art, "embed.weight.scale"), ["Gather"])
+        tied = self.convert("hf_tied", "onnx", "int8", "_emb8", "--tensor-quant", "embed.weight=int8")
+        self.assertEqual(consumers(tied, "embed.weight.q"), ["DequantizeLinear", "Gather"])
+        # 4-bit codes cannot be gathered (ONNX's Gather takes no int4): the table is dequantized whole.
+        art4 = self.convert("hf_gqa", "onnx", "q4_0", "_emb4", "--tensor-quant", "embed.weight=q4_0")
+        self.assertEqual(consumers(art4, "embed.weight.q"), ["DequantizeLinear"])
 
     def test_odd_widths_repack_int4_codes_across_rows(self):
         # ffn_dim 101: the down projection's rows have an odd number of 4-bit codes, which ONNX packs

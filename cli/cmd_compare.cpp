@@ -163,6 +163,8 @@ void add_compare(CLI::App& app, int& exit_code) {
   c->add_option("--calib-ctx", o->c.calib_ctx, "tokens per calibration sequence (as convert --calib-ctx)")
       ->check(CLI::Range(int64_t(2), kMaxCalibCtx));
   c->add_option("--keep", o->c.keep_dir, "keep the artifacts in this directory (one per scheme)");
+  c->add_option("--format", o->c.format, "what each scheme is converted to and run from: shards (the default) or "
+                                         "another format the executor runs (as convert --format)");
   c->add_option("--bench-tokens", o->c.bench_tokens, "prompt and generated tokens for the speed column (0: skip; 2N must fit the context length)")
       ->default_val(32)->check(within(0, double(kMaxGenerate)));
   c->add_option("--bench-reps", o->c.bench_reps, "runs of the speed measurement; the table shows the median and range")

@@ -1,7 +1,9 @@
 #include "formats/format_registry.h"
 
 #include "core/error.h"
+#include "formats/gguf/gguf_types.h"
 #include "formats/gguf/gguf_writer.h"
+#include "formats/onnx/onnx_weights.h"
 #include "formats/onnx/onnx_writer.h"
 #include "formats/shard_format.h"
 
@@ -9,24 +11,29 @@ namespace sf {
 
 const std::vector<FormatEntry>& formats() {
   static const std::vector<FormatEntry> table = {
-      {"shards", "per-unit .shard files + raw embedding rows + manifest.json", make_shard_writer},
-      {"gguf", "one GGUF v3 file (-o names the file) that llama.cpp loads", make_gguf_writer},
-      {"onnx", "model.onnx + model.onnx_data (external weights) + manifest.json, for onnxruntime", make_onnx_writer},
+      {"shards", "per-unit .shard files + raw embedding rows + manifest.json", make_shard_writer, nullptr, true, nullptr},
+      {"gguf", "one GGUF v3 file (-o names the file) that llama.cpp loads", make_gguf_writer, ".gguf", true,
+       gguf::gguf_storable_types},
+      {"onnx", "model.onnx + model.onnx_data (external weights) + manifest.json, for onnxruntime", make_onnx_writer,
+       nullptr, false, onnx_out::onnx_storable_types},
   };
   return table;
 }
 
-std::unique_ptr<FormatWriter> make_format_writer(const std::string& name, const OutputTarget& target,
-                                                 const ModelDesc& desc) {
+const FormatEntry& format_entry(const std::string& name) {
   std::string known;
   for (const auto& f : formats()) {
-    if (name == f.name) {
-      if (!target.split.empty() && name != "onnx") fail_usage("--split: only --format onnx divides its output");
-      return f.make(target, desc);
-    }
+    if (name == f.name) return f;
     known += std::string(known.empty() ? "" : ", ") + f.name;
   }
   fail_usage("--format: unknown output format '" + name + "' (known: " + known + ")");
+}
+
+std::unique_ptr<FormatWriter> make_format_writer(const std::string& name, const OutputTarget& target,
+                                                 const ModelDesc& desc) {
+  const FormatEntry& f = format_entry(name);
+  if (!target.split.empty() && name != "onnx") fail_usage("--split: only --format onnx divides its output");
+  return f.make(target, desc);
 }
 
 }  // namespace sf

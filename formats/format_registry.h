@@ -38,7 +38,15 @@ struct FormatEntry {
   const char* name;
   const char* description;
   std::unique_ptr<FormatWriter> (*make)(const OutputTarget& target, const ModelDesc& desc);
+  // What -o names: a directory (nullptr) or a file, with the extension compare gives it (".gguf").
+  const char* file_extension;
+  // The artifact readers open what it writes for running (run, eval, bench, compare).
+  bool runnable;
+  // The types it stores, as its writer's storable_types(), for checks made before any writer
+  // exists (compare's schemes); null: every type.
+  std::vector<QType> (*storable)();
 };
+const FormatEntry& format_entry(const std::string& name);  // usage error naming the known ones
 
 const std::vector<FormatEntry>& formats();
 std::unique_ptr<FormatWriter> make_format_writer(const std::string& name, const OutputTarget& target,

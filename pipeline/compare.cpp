@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -15,6 +16,7 @@
 #include "core/interrupt.h"
 #include "core/messages.h"
 #include "executor/exec_model.h"
+#include "formats/format_registry.h"
 #include "formats/output_dir.h"
 #include "pipeline/convert.h"
 #include "quantizers/scheme.h"
@@ -50,19 +52,42 @@ struct ScratchDir {
   ScratchDir& operator=(const ScratchDir&) = delete;
 };
 
-// One scheme's artifact: deleted once measured unless it is to be kept.
+// One scheme's artifact: deleted once measured unless it is to be kept (a directory only when it
+// holds nothing but artifact files; a file only when it is a regular file).
 struct SchemeArtifact {
   std::string path;
-  bool keep;
+  bool keep, is_file;
   ~SchemeArtifact() {
-    if (!keep) remove_flat_dir(path, is_artifact_file_name);
+    if (keep) return;
+    struct stat st {};
+    if (!is_file) remove_flat_dir(path, is_artifact_file_name);
+    else if (::lstat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) ::unlink(path.c_str());
   }
 };
 
-std::string dir_name(std::string scheme) {
+// The artifact's name under the scratch or --keep directory: the scheme with ':' and '+' as '_',
+// and a single-file format's extension.
+std::string artifact_name(std::string scheme, const FormatEntry& format) {
   for (char& c : scheme)
     if (c == ':' || c == '+') c = '_';
-  return scheme;
+  return scheme + (format.file_extension ? format.file_extension : "");
+}
+
+// --format: one the executor runs, storing every scheme asked for; checked before converting.
+const FormatEntry& compare_format(const CompareOptions& opt) {
+  const FormatEntry& f = format_entry(opt.format);
+  if (!f.runnable)
+    fail_usage("--format " + opt.format + ": compare runs every conversion, and shardforge does not run " + opt.format +
+               " output (its graphs are for an ONNX runtime)");
+  if (f.storable) {
+    const std::vector<QType> types = f.storable();
+    for (const auto& label : opt.schemes) {
+      const QType t = parse_scheme(parse_compare_scheme(label).scheme).type;
+      if (std::find(types.begin(), types.end(), t) == types.end())
+        fail_usage("--schemes: " + label + ": --format " + opt.format + " cannot store " + qtype_traits(t).name);
+    }
+  }
+  return f;
 }
 
 struct Inputs {
@@ -151,10 +176,10 @@ Inputs check_inputs(CompareOptions& opt) {
   return in;
 }
 
-void check_keep_targets(const CompareOptions& opt) {
+void check_keep_targets(const CompareOptions& opt, const FormatEntry& format) {
   if (opt.keep_dir.empty()) return;
   for (const auto& scheme : opt.schemes) {
-    const std::string target = opt.keep_dir + "/" + dir_name(scheme);
+    const std::string target = opt.keep_dir + "/" + artifact_name(scheme, format);
     struct stat st {};
     if (::lstat(target.c_str(), &st) == 0)
       fail_file(target, "already exists; compare --keep never replaces anything (remove it or choose another "
@@ -203,9 +228,10 @@ std::vector<CompareRow> compare_schemes(CompareOptions& opt) {
   if (!calibrated && (!opt.calib.empty() || opt.calib_tokens > 0 || opt.calib_ctx > 0))
     fail_usage("--calib, --calib-tokens and --calib-ctx are for calibrated schemes (SCHEME+METHOD, e.g. int4:g128+" +
                std::string(calib_methods().front().name) + "), and --schemes has none");
+  const FormatEntry& format = compare_format(opt);
   const InterruptGuard interrupt;  // for the whole run: converting, evaluating, timing
   const Inputs in = check_inputs(opt);
-  check_keep_targets(opt);
+  check_keep_targets(opt, format);
   const ScratchDir scratch;
   const std::string root = opt.keep_dir.empty() ? scratch.path : opt.keep_dir;
 
@@ -220,7 +246,8 @@ std::vector<CompareRow> compare_schemes(CompareOptions& opt) {
     const std::string& scheme = opt.schemes[i];
     ConvertOptions c;
     c.source = opt.source;
-    c.out = root + "/" + dir_name(scheme);
+    c.out = root + "/" + artifact_name(scheme, format);
+    c.format = opt.format;
     const CompareScheme cs = parse_compare_scheme(scheme);
     c.scheme = cs.scheme;
     if (!cs.method.empty()) {
@@ -235,7 +262,7 @@ std::vector<CompareRow> compare_schemes(CompareOptions& opt) {
     c.force = false;
     c.progress = true;  // drawn only on a terminal
     c.source_sha256 = source_sha256;
-    const SchemeArtifact artifact{c.out, !opt.keep_dir.empty()};
+    const SchemeArtifact artifact{c.out, !opt.keep_dir.empty(), format.file_extension != nullptr};
     source_sha256 = convert(c).source_sha256;
 
     CompareRow r;

@@ -11,6 +11,7 @@ namespace sf {
 
 struct CompareOptions {
   std::string source, text, tokenizer, keep_dir;  // keep_dir empty: artifacts go to a temporary directory
+  std::string format = "shards";                  // --format: what each scheme is converted to (a runnable one)
   // --out, --plot: each checked (check_report_path) against the inputs and each other before
   // converting; the caller writes them, checking again against report_inputs.
   std::vector<std::string> reports;

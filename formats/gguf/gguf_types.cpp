@@ -69,6 +69,12 @@ std::string gguf_scheme_names() {
   return s;
 }
 
+std::vector<QType> gguf_storable_types() {
+  std::vector<QType> out;
+  for (const auto& r : kTypes) out.push_back(r.ours);
+  return out;
+}
+
 size_t block_elements(QType t) {
   const TypeRow* r = row_of(t);
   return r ? r->block : 1;

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/quant_types.h"
 
@@ -32,6 +33,7 @@ std::optional<QType> qtype_of_ggml(uint32_t ggml_type);
 const char* ggml_type_name(uint32_t ggml_type);  // "q4_0", or "type N" for others
 // What --format gguf takes, for messages: "f32, f16, bf16, q8_0, q4_0".
 std::string gguf_scheme_names();
+std::vector<QType> gguf_storable_types();
 // ggml's block size along a row (32 for q4_0 / q8_0, 1 for floats): rows must be whole blocks.
 size_t block_elements(QType t);
 

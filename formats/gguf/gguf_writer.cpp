@@ -60,9 +60,7 @@ class GgufWriter : public FormatWriter {
     if (out_fd_ >= 0) ::close(out_fd_);
   }
 
-  std::vector<QType> storable_types() const override {
-    return {QType::F32, QType::F16, QType::BF16, QType::Q8_0, QType::Q4_0};
-  }
+  std::vector<QType> storable_types() const override { return gguf_storable_types(); }
   bool whole_blocks_only() const override { return true; }
   const char* format_name() const override { return "gguf"; }
 

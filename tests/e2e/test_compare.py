@@ -65,6 +65,27 @@ class Compare(TempDirTest):
         self.assertEqual(len(lines), 2 + 3)
         self.assertTrue(lines[3].startswith("| int8 |"))
 
+    def test_format_converts_every_scheme_to_it_and_runs_it_from_there(self):
+        keep = self.path("keep")
+        args = ["--schemes", "f32,q4_0", "--text", HELDOUT, "--ctx", 64, "--chunks", 8, "--bench-tokens", 0]
+        g = sf_json("compare", SAMPLE, *args, "--format", "gguf", "--keep", keep)
+        self.assertEqual(sorted(os.listdir(keep)), ["f32.gguf", "q4_0.gguf"])
+        shards = sf_json("compare", SAMPLE, *args)
+        # The same weights in another container: the same perplexities; the size is the whole file's.
+        for a, b in zip(g["rows"], shards["rows"]):
+            self.assertEqual(a["ppl"], b["ppl"])
+            self.assertEqual(a["kld"], b["kld"])
+        self.assertEqual(g["rows"][1]["weight_bytes"], os.path.getsize(os.path.join(keep, "q4_0.gguf")))
+        # What cannot run, or cannot be stored in the format, is refused before converting anything.
+        for fmt, schemes, needle in (("onnx", "f32,q4_0", "does not run onnx"),
+                                     ("gguf", "f32,int8", "cannot store int8"),
+                                     ("gguf5", "f32", "unknown output format")):
+            p = sf("compare", SAMPLE, "--schemes", schemes, "--text", HELDOUT, "--format", fmt,
+                   "--keep", self.path("k_" + fmt), check=False)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn(needle, p.stderr)
+            self.assertEqual(os.listdir(self.path("k_" + fmt)) if os.path.exists(self.path("k_" + fmt)) else [], [])
+
     def test_bad_scheme_fails_cleanly(self):
         p = sf("compare", SAMPLE, "--schemes", "f32,int5", "--text", HELDOUT, check=False)
         self.assertEqual(p.returncode, 2)  # a bad scheme is a usage error

@@ -832,7 +832,7 @@ std::vector<Recovery::Part> Recovery::parts_of(const std::string& value, size_t 
         std::optional<int64_t> width;
         if (!sizes && total % int64_t(n) == 0) width = total / int64_t(n);  // no sizes: equal parts
         if (sizes && sizes->size() == n) width = (*sizes)[i];
-        if (!width || *width <= 0) refuse(what + "'s Split has no constant positive sizes");
+        if (!width || *width <= 0 || *width > total) refuse(what + "'s Split has no constant sizes within its width");
         sum += *width;
         parts.push_back({c->output(int(i)), width});
       }
@@ -1219,8 +1219,12 @@ void Recovery::run_chatglm2(const json& hf_config) {
     if (!config.contains(k) || !config[k].is_number_integer() || config[k].get<int64_t>() <= 0)
       refuse(std::string("no ") + k + " (no Reshape of q and k to [.., heads, kv_channels]) and no config.json stating it");
   const int64_t hd = config["kv_channels"].get<int64_t>();
-  if (config["num_attention_heads"].get<int64_t>() * hd != first.q_width ||
-      config["multi_query_group_num"].get<int64_t>() * hd != first.kv_width)
+  // Compared by division: stated or hostile counts may be too large to multiply.
+  const auto spans = [&](const char* count, int64_t width) {
+    const int64_t c = config[count].get<int64_t>();
+    return width % c == 0 && width / c == hd;
+  };
+  if (!spans("num_attention_heads", first.q_width) || !spans("multi_query_group_num", first.kv_width))
     refuse("heads x kv_channels do not give q's width " + std::to_string(first.q_width) + " and k's " +
            std::to_string(first.kv_width));
   if (hd % 4 != 0) refuse("kv_channels " + std::to_string(hd) + " is not a multiple of 4 (RoPE rotates pairs of its first half)");

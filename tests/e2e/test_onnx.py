@@ -491,6 +491,9 @@ class OnnxChatGLM2Exports(TempDirTest):
         model = sf_json("inspect", src)["model"]
         self.assertEqual((model["rope_theta"], model["max_seq"]), (40000.0, 64))
         self.assertEqual(model["n_kv_heads"], 2, "a value it does not state stays recovered")
+        # A head count the q part's width does not hold is refused, not believed.
+        write_json(os.path.join(os.path.dirname(src), "config.json"), {"num_attention_heads": 3})
+        self.refused(src, "heads x kv_channels do not give q's width 64")
 
     def edited(self, src, tag, edit):
         import onnx

@@ -124,7 +124,7 @@ constexpr size_t kMaxRopeTableElements = size_t(1) << 24;
 
 // The roles of linears, and the module names exporters' scope names give them (Hugging Face,
 // Meta / llama2.c). Names are a cross-check on the data flow, and decide where it cannot.
-enum class Role { Q, K, V, O, Gate, Up, Down, Head, Qkv };
+enum class Role { Q, K, V, O, Gate, Up, Down, Head, Qkv, GateUp };
 struct RoleName {
   const char* module;
   Role role;
@@ -136,7 +136,8 @@ constexpr RoleName kRoleNames[] = {
     {"down_proj", Role::Down}, {"w2", Role::Down}, {"lm_head", Role::Head}, {"output", Role::Head},
 };
 const char* role_name(Role r) {
-  constexpr const char* kNames[] = {"q", "k", "v", "output (o)", "gate", "up", "down", "vocabulary output", "fused QKV"};
+  constexpr const char* kNames[] = {"q",    "k",    "v",     "output (o)", "gate", "up", "down", "vocabulary output",
+                                    "fused QKV", "fused gate and up"};
   return kNames[int(r)];
 }
 
@@ -144,6 +145,14 @@ const char* role_name(Role r) {
 // their last two modules: c_proj is the attention's or the MLP's.
 constexpr RoleName kGpt2RoleNames[] = {
     {"attn/c_attn", Role::Qkv}, {"attn/c_proj", Role::O}, {"mlp/c_fc", Role::Up}, {"mlp/c_proj", Role::Down}, {"lm_head", Role::Head},
+};
+
+// ChatGLM2/3's module paths (THUDM's modeling_chatglm.py: /transformer/encoder/layers.3/
+// self_attention/query_key_value/MatMul), by their last two modules.
+constexpr RoleName kGlm2RoleNames[] = {
+    {"self_attention/query_key_value", Role::Qkv}, {"self_attention/dense", Role::O},
+    {"mlp/dense_h_to_4h", Role::GateUp},           {"mlp/dense_4h_to_h", Role::Down},
+    {"transformer/output_layer", Role::Head},
 };
 
 // What the recovery found, per layer.
@@ -167,12 +176,27 @@ struct Gpt2Layer {
   std::string q;  // the first third of c_attn's output (Reshaped to [.., heads, head_dim])
 };
 
+// What the recovery found per ChatGLM2 block: query_key_value is the fused [q heads | k groups |
+// v groups] projection, dense_h_to_4h the fused [gate | up] one.
+struct Glm2Layer {
+  std::string attn_norm, ffn_norm;
+  Linear qkv, dense, h_to_4h, down;
+  std::string qkv_bias;  // empty: the projection has none (add_qkv_bias false)
+  std::string q, k;      // q's and k's parts of query_key_value's output
+  int64_t q_width = 0, kv_width = 0;
+};
+
 // What a graph's data flow shows before any family's rules are applied.
 enum class NormSignature { Rms, Layer };
 enum class PositionSignature { None, Learned };
+// The first norm's output feeds q, k and v as separate linears, or one fused projection split after.
+enum class ProjectionSignature { Separate, Fused };
 const char* describe(NormSignature n) { return n == NormSignature::Rms ? "RMSNorm (no mean subtracted)" : "LayerNorm (mean subtracted)"; }
 const char* describe(PositionSignature p) {
   return p == PositionSignature::Learned ? "a learned position embedding added to the token embedding" : "no learned position embedding";
+}
+const char* describe(ProjectionSignature p) {
+  return p == ProjectionSignature::Fused ? "one fused attention input projection" : "separate q, k and v projections";
 }
 
 class Recovery {
@@ -184,7 +208,7 @@ class Recovery {
  private:
   SourceModel& m_;
   const OnnxGraph& g_;
-  const char* shape_ = "a LLaMA- or GPT-2-shaped decoder";  // what the refusal says was looked for
+  const char* shape_ = "a LLaMA-, GPT-2- or ChatGLM2-shaped decoder";  // what the refusal says was looked for
   std::string embed_, pos_embed_;
   const Node* token_gather_ = nullptr;
   int64_t vocab_ = 0, d_model_ = 0;
@@ -193,6 +217,7 @@ class Recovery {
   Linear head_;
   std::vector<Gpt2Layer> gpt2_layers_;
   LayerNormAt gpt2_final_norm_;
+  std::vector<Glm2Layer> glm2_layers_;
 
   // Family recoveries, chosen by the graph's signature (kFamilies below).
   struct Family {
@@ -200,23 +225,41 @@ class Recovery {
     const char* shape;
     NormSignature norm;
     PositionSignature positions;
+    ProjectionSignature projections;
     void (Recovery::*recover)(const json& hf_config);
   };
   static const Family kFamilies[];
   void run_llama(const json& hf_config);
   void run_gpt2(const json& hf_config);
+  void run_chatglm2(const json& hf_config);
 
   [[noreturn]] void refuse(const std::string& what) const {
     fail(m_.path + ": not a graph shardforge recognises (" + shape_ + "): " + what, ErrorKind::Unsupported);
   }
   NormSignature norm_signature() const;
+  ProjectionSignature projection_signature() const;
   PositionSignature find_position_embedding();
   std::optional<LayerNormAt> layer_norm(const Node& n) const;
   BiasedLinear next_biased_linear(const std::string& from, const std::string& what) const;
   std::pair<std::optional<int64_t>, std::optional<int64_t>> heads_after(const std::string& value, int64_t width) const;
+  // A value cut along its feature axis into `n` consecutive parts (a Split, or Slices of it or of a
+  // Reshape of it); a part's width is unknown when its bounds are computed from shapes at run time.
+  struct Part {
+    std::string value;
+    std::optional<int64_t> width;
+  };
+  std::vector<Part> parts_of(const std::string& value, size_t n, int64_t total, const std::string& what) const;
   std::vector<std::string> qkv_parts(const std::string& qkv, const std::string& block) const;
-  // Refuses when a GPT-2 linear's module path says another role than the data flow found.
-  void check_gpt2_name(const Linear& l, Role role, const std::string& block) const;
+  // Refuses when a linear's module path (its last two modules, from `names`) says another role than
+  // the data flow found.
+  template <size_t N>
+  void check_module_path(const RoleName (&names)[N], const Linear& l, Role role, const std::string& block) const;
+  void check_gpt2_name(const Linear& l, Role role, const std::string& block) const { check_module_path(kGpt2RoleNames, l, role, block); }
+  void check_glm2_name(const Linear& l, Role role, const std::string& block) const { check_module_path(kGlm2RoleNames, l, role, block); }
+  void glm2_attention(Glm2Layer& layer, const Linear& qkv, const std::string& block);
+  void glm2_ffn(Glm2Layer& layer, const Linear& h_to_4h, const std::string& block);
+  void refuse_bias(const Linear& l, const std::string& what) const;
+  void emit_glm2(const json& config);
   void gpt2_attention(Gpt2Layer& layer, const std::string& block);
   void gpt2_ffn(Gpt2Layer& layer, const std::string& block);
   void emit_gpt2(const json& config, bool tied);
@@ -237,7 +280,11 @@ class Recovery {
     std::optional<double> theta;
     int64_t max_positions = 0;
   };
-  Rope rope(const Layer& layer, int64_t head_dim) const;
+  // The rotary embedding on `q` (the value out of `projection`) before the scores MatMul, over
+  // `rotary_dims` dims of each head: cos/sin tables [positions, rotary_dims / 2] (or [positions,
+  // rotary_dims] with both halves alike when `doubled_tables`), one [positions, rotary_dims / 2, 2]
+  // table of (cos, sin) pairs, or the inverse frequencies.
+  Rope rope(const Node& projection, const std::string& q, int64_t rotary_dims, bool doubled_tables) const;
   bool head_is_embedding() const;
   void emit(const json& config, bool rotate_half, bool tied);
 };
@@ -440,25 +487,36 @@ double Recovery::norm_eps(const Node& norm) const {
   refuse("no RMSNorm epsilon (an Add of a constant to the mean of squares) before " + node_name(norm));
 }
 
-Recovery::Rope Recovery::rope(const Layer& layer, int64_t head_dim) const {
-  const auto scores = g_.find_forward(layer.q.node->output(0), [&](const Node& n, int) { return is_dynamic_matmul(n, g_); });
+Recovery::Rope Recovery::rope(const Node& projection, const std::string& q, int64_t rotary_dims, bool doubled_tables) const {
+  const auto scores = g_.find_forward(q, [&](const Node& n, int) { return is_dynamic_matmul(n, g_); });
   if (!scores.node) refuse("no attention scores MatMul after block 0's q projection, to find its rotary embedding on");
   // Nodes between q's projection and the scores: rotate-half RoPE negates one half (Neg);
   // interleaved pairs do not.
   std::set<const Node*> after_q;
-  g_.find_forward(layer.q.node->output(0), [&](const Node& n, int) { after_q.insert(&n); return &n == scores.node; }, 512);
+  g_.find_forward(q, [&](const Node& n, int) { after_q.insert(&n); return &n == scores.node; }, 512);
   Rope r;
   bool rotary = false;
-  const int64_t half = head_dim / 2;
+  const int64_t half = rotary_dims / 2;
   std::optional<std::vector<float>> cos_table, sin_table;
-  for (const Node* n : g_.ancestors(scores.node->input(0), [&](const Node& n) { return &n == layer.q.node; }, 512)) {
+  for (const Node* n : g_.ancestors(scores.node->input(0), [&](const Node& n) { return &n == &projection; }, 512)) {
     if (after_q.count(n) && n->op_type() == "Neg") r.rotate_half = true;
     for (const auto& in : n->input()) {
-      if (in == layer.q.weight) continue;
+      if (projection.input_size() > 1 && in == projection.input(1)) continue;
       const auto t = g_.float_tensor(in, kMaxRopeTableElements);
       if (!t) continue;
-      // Tables [positions, head_dim/2] (or [positions, head_dim] with both halves alike).
-      if (t->shape.size() == 2 && (t->shape[1] == half || t->shape[1] == head_dim) && t->shape[0] >= 2) {
+      // One table of (cos, sin) pairs (ChatGLM's rope cache): row 0 is (1, 0) for every frequency.
+      if (t->shape.size() == 3 && t->shape[1] == half && t->shape[2] == 2 && t->shape[0] >= 2) {
+        bool first_row = true;
+        for (int64_t j = 0; j < half; ++j) first_row &= t->values[2 * j] == 1.0f && t->values[2 * j + 1] == 0.0f;
+        if (!first_row) continue;
+        cos_table.emplace(), sin_table.emplace();
+        for (size_t i = 0; i + 1 < t->values.size(); i += 2)
+          cos_table->push_back(t->values[i]), sin_table->push_back(t->values[i + 1]);
+        r.max_positions = t->shape[0], rotary = true;
+        continue;
+      }
+      // Tables [positions, rotary_dims/2] (or [positions, rotary_dims] with both halves alike).
+      if (t->shape.size() == 2 && (t->shape[1] == half || (doubled_tables && t->shape[1] == rotary_dims)) && t->shape[0] >= 2) {
         const int64_t w = t->shape[1];
         bool ones = true, zeros = true;
         for (int64_t j = 0; j < w; ++j) ones &= t->values[j] == 1.0f, zeros &= t->values[j] == 0.0f;
@@ -469,18 +527,19 @@ Recovery::Rope Recovery::rope(const Layer& layer, int64_t head_dim) const {
       }
       if (t->shape.size() == 1 && t->shape[0] == half) {
         const auto& f = t->values;
-        if (half >= 2 && f[0] == 1.0f && f[1] > 0 && f[1] < 1) r.theta = std::pow(double(f[1]), -double(head_dim) / 2), rotary = true;
+        if (half >= 2 && f[0] == 1.0f && f[1] > 0 && f[1] < 1) r.theta = std::pow(double(f[1]), -double(rotary_dims) / 2), rotary = true;
       }
     }
   }
   if (cos_table && sin_table && cos_table->size() == sin_table->size() && cos_table->size() >= 2 * 2 &&
       cos_table->size() / r.max_positions >= 2) {
-    // Column 1 holds frequency theta^(-2/head_dim) at position 1 (column 1 of either layout).
+    // Column 1 holds frequency theta^(-2/rotary_dims) at position 1 (column 1 of either layout).
     const int64_t w = int64_t(cos_table->size()) / r.max_positions;
     const double f = std::atan2(double((*sin_table)[w + 1]), double((*cos_table)[w + 1]));
-    if (f > 0) r.theta = std::pow(f, -double(head_dim) / 2);
+    if (f > 0) r.theta = std::pow(f, -double(rotary_dims) / 2);
   }
-  if (!rotary) refuse("no rotary embedding on q's path to the attention scores in block 0");
+  if (!rotary)
+    refuse("no rotary embedding over " + std::to_string(rotary_dims) + " dims of each head on q's path to the attention scores in block 0");
   if (r.theta) {
     // Tables are stored in f32: the theta they give is exact to about 1e-6; exporters' are integers.
     const double rounded = std::round(*r.theta);
@@ -611,7 +670,7 @@ void Recovery::run_llama(const json& hf_config) {
     const Node* norm = g_.producer(first.q.node->input(0));  // find_blocks found q as a consumer of this Mul
     config["norm_eps"] = norm_eps(*norm);
   }
-  const Rope r = rope(first, *head_dim);
+  const Rope r = rope(*first.q.node, first.q.node->output(0), *head_dim, true);
   if (!config.contains("rope_theta")) {
     if (!r.theta) refuse("no RoPE theta (no cos/sin tables or inverse frequencies in the graph) and no config.json stating rope_theta");
     config["rope_theta"] = *r.theta;
@@ -668,26 +727,43 @@ PositionSignature Recovery::find_position_embedding() {
   return PositionSignature::None;
 }
 
+// The first linear after the token embedding: whether the value it reads feeds other linears too.
+ProjectionSignature Recovery::projection_signature() const {
+  const auto is_linear = [&](const Node& n) { return as_linear(n, g_).has_value() || as_biased_linear(n, g_).has_value(); };
+  const auto hit = g_.find_forward(token_gather_->output(0), [&](const Node& n, int input) { return input == 0 && is_linear(n); });
+  if (!hit.node) refuse("no linear layer (a MatMul or Gemm by a 2-D initializer) after the token embedding");
+  size_t fed = 0;
+  for (const Node* c : g_.consumers(hit.node->input(0)))
+    if (c->input_size() > 0 && c->input(0) == hit.node->input(0) && is_linear(*c)) ++fed;
+  return fed == 1 ? ProjectionSignature::Fused : ProjectionSignature::Separate;
+}
+
 const Recovery::Family Recovery::kFamilies[] = {
-    {"LLaMA", "a LLaMA-shaped decoder", NormSignature::Rms, PositionSignature::None, &Recovery::run_llama},
-    {"GPT-2", "a GPT-2-shaped decoder", NormSignature::Layer, PositionSignature::Learned, &Recovery::run_gpt2},
+    {"LLaMA", "a LLaMA-shaped decoder", NormSignature::Rms, PositionSignature::None, ProjectionSignature::Separate,
+     &Recovery::run_llama},
+    {"GPT-2", "a GPT-2-shaped decoder", NormSignature::Layer, PositionSignature::Learned, ProjectionSignature::Fused,
+     &Recovery::run_gpt2},
+    {"ChatGLM2/3", "a ChatGLM2-shaped decoder", NormSignature::Rms, PositionSignature::None, ProjectionSignature::Fused,
+     &Recovery::run_chatglm2},
 };
 
 void Recovery::run(const json& hf_config) {
   find_embedding();
   const PositionSignature positions = find_position_embedding();
   const NormSignature norm = norm_signature();
+  const ProjectionSignature projections = projection_signature();
   std::string known;
   for (const Family& f : kFamilies) {
-    if (f.norm == norm && f.positions == positions) {
+    if (f.norm == norm && f.positions == positions && f.projections == projections) {
       shape_ = f.shape;
       (this->*f.recover)(hf_config);
       return;
     }
-    known += std::string(known.empty() ? "" : "; ") + f.name + ": " + describe(f.norm) + ", " + describe(f.positions);
+    known += std::string(known.empty() ? "" : "; ") + f.name + ": " + describe(f.norm) + ", " + describe(f.positions) + ", " +
+             describe(f.projections);
   }
-  refuse(std::string("the data flow shows ") + describe(norm) + " and " + describe(positions) + ", which no family read has (" +
-         known + ")");
+  refuse(std::string("the data flow shows ") + describe(norm) + ", " + describe(positions) + " and " + describe(projections) +
+         ", which no family read has (" + known + ")");
 }
 
 // ---- GPT-2 ----
@@ -737,43 +813,97 @@ BiasedLinear Recovery::next_biased_linear(const std::string& from, const std::st
   return *as_biased_linear(*hit.node, g_);
 }
 
-// The three parts of the fused QKV projection's output, in column order: a Split (its sizes, when
-// stated, d_model each), or three Slices of the feature axis (of the output or of a Reshape of it)
-// starting at 0, d_model and 2 × d_model.
-std::vector<std::string> Recovery::qkv_parts(const std::string& qkv, const std::string& block) const {
-  const std::string what = block + "'s fused QKV projection";
-  const auto split = g_.find_forward(qkv, [](const Node& n, int input) { return n.op_type() == "Split" && input == 0; }, 64);
-  if (split.node) {
-    if (split.node->output_size() != 3) refuse(what + " is split into " + std::to_string(split.node->output_size()) + " parts, not q, k, v");
-    if (const auto sizes = split.node->input_size() > 1 ? g_.int_values(split.node->input(1)) : std::nullopt; sizes)
-      for (const auto& size : *sizes)
-        if (!size || *size != d_model_) refuse(what + "'s Split is not into three parts of " + std::to_string(d_model_));
-    return {split.node->output(0), split.node->output(1), split.node->output(2)};
-  }
-  std::vector<std::string> sources{qkv};
-  for (const Node* c : g_.consumers(qkv))
-    if (c->op_type() == "Reshape" && c->input(0) == qkv) sources.push_back(c->output(0));
-  std::map<int64_t, std::string> by_start;
+// The parts in column order. A Split states its sizes (or cuts equal parts); Slices are chained: the
+// first starts at 0 and each next one where the previous ends, by constant or by the same value
+// (torch.chunk exports bounds computed from the shape, one Slice's end being the next's start).
+std::vector<Recovery::Part> Recovery::parts_of(const std::string& value, size_t n, int64_t total, const std::string& what) const {
+  std::vector<std::string> sources{value};
+  for (const Node* c : g_.consumers(value))
+    if (c->op_type() == "Reshape" && c->input(0) == value) sources.push_back(c->output(0));
   for (const auto& src : sources)
     for (const Node* c : g_.consumers(src)) {
-      if (c->op_type() != "Slice" || c->input(0) != src || c->input_size() < 4) continue;
-      const auto starts = g_.int_values(c->input(1)), ends = g_.int_values(c->input(2)), axes = g_.int_values(c->input(3));
-      if (!starts || !ends || !axes || starts->size() != 1 || ends->size() != 1 || axes->size() != 1 || !(*starts)[0] ||
-          !(*ends)[0] || !(*axes)[0] || *(*axes)[0] == 0)
-        refuse(what + " is sliced by " + node_name(*c) + ", not one constant range of the feature axis");
-      // The last part's end is often "to the end" (INT64_MAX).
-      const int64_t start = *(*starts)[0], end = std::min(*(*ends)[0], 3 * d_model_);
-      if (start < 0 || start % d_model_ != 0 || end - start != d_model_ || !by_start.emplace(start, c->output(0)).second)
-        refuse(what + " is sliced by " + node_name(*c) + " into [" + std::to_string(start) + ", " + std::to_string(end) +
-               "), not a third of " + std::to_string(3 * d_model_));
+      if (c->op_type() != "Split" || c->input(0) != src) continue;
+      if (size_t(c->output_size()) != n)
+        refuse(what + " is split into " + std::to_string(c->output_size()) + " parts, not " + std::to_string(n));
+      std::vector<Part> parts;
+      const auto sizes = c->input_size() > 1 && !c->input(1).empty() ? g_.int_values(c->input(1)) : std::nullopt;
+      int64_t sum = 0;
+      for (size_t i = 0; i < n; ++i) {
+        std::optional<int64_t> width;
+        if (!sizes && total % int64_t(n) == 0) width = total / int64_t(n);  // no sizes: equal parts
+        if (sizes && sizes->size() == n) width = (*sizes)[i];
+        if (!width || *width <= 0 || *width > total) refuse(what + "'s Split has no constant sizes within its width");
+        sum += *width;
+        parts.push_back({c->output(int(i)), width});
+      }
+      if (sum != total) refuse(what + "'s Split sizes add up to " + std::to_string(sum) + ", not its width " + std::to_string(total));
+      return parts;
     }
-  if (by_start.size() != 3) refuse("no Split (or three Slices) of " + what + " into q, k and v");
-  std::vector<std::string> parts;
-  for (const auto& [start, value] : by_start) parts.push_back(value);
+  struct Bound {
+    std::optional<int64_t> at;  // the constant, when it is one
+    std::string value;          // the value holding it
+  };
+  struct Cut {
+    const Node* node;
+    Bound start, end;
+  };
+  const auto bound = [&](const Node& s, int input) {
+    Bound b{std::nullopt, s.input(input)};
+    const auto v = g_.int_values(s.input(input));
+    if (v && v->size() != 1) refuse(what + " is sliced by " + node_name(s) + " along several axes");
+    if (v) b.at = (*v)[0];
+    return b;
+  };
+  std::vector<Cut> cuts;
+  for (const auto& src : sources)
+    for (const Node* c : g_.consumers(src)) {
+      if (c->op_type() != "Slice" || c->input(0) != src) continue;
+      const auto axes = c->input_size() >= 4 ? g_.int_values(c->input(3)) : std::nullopt;
+      if (!axes || axes->size() != 1 || !(*axes)[0] || *(*axes)[0] == 0 ||
+          (c->input_size() >= 5 && !c->input(4).empty() && g_.int_values(c->input(4)) != std::vector<std::optional<int64_t>>{1}))
+        refuse(what + " is sliced by " + node_name(*c) + ", not one range of the feature axis");
+      cuts.push_back({c, bound(*c, 1), bound(*c, 2)});
+    }
+  std::vector<Part> parts;
+  std::optional<int64_t> at = 0;  // where the next part starts
+  std::string at_value;
+  int64_t covered = 0;
+  while (parts.size() < cuts.size()) {
+    const Cut* next = nullptr;
+    for (const Cut& c : cuts)
+      if ((c.start.at && at && *c.start.at == *at) || (!at && c.start.value == at_value)) next = next ? nullptr : &c;
+    if (!next) break;
+    std::optional<int64_t> width;
+    if (next->end.at && at) {
+      const int64_t end = std::min(*next->end.at, total);  // the last part's end is often "to the end" (INT64_MAX)
+      if (end <= *at) refuse(what + " is sliced by " + node_name(*next->node) + " into an empty range");
+      width = end - *at;
+      covered = end;
+    }
+    parts.push_back({next->node->output(0), width});
+    at = next->end.at && at ? std::optional<int64_t>(std::min(*next->end.at, total)) : std::nullopt;
+    at_value = next->end.value;
+  }
+  if (parts.size() != n || parts.size() != cuts.size())
+    refuse("no Split (or " + std::to_string(n) + " Slices, each starting where the previous ends) of " + what);
+  if (at && covered != total)
+    refuse(what + "'s parts cover " + std::to_string(covered) + " of its " + std::to_string(total) + " columns");
   return parts;
 }
 
-void Recovery::check_gpt2_name(const Linear& l, Role role, const std::string& block) const {
+// q, k and v of GPT-2's fused projection: three parts of d_model each.
+std::vector<std::string> Recovery::qkv_parts(const std::string& qkv, const std::string& block) const {
+  const std::string what = block + "'s fused QKV projection";
+  std::vector<std::string> out;
+  for (const Part& p : parts_of(qkv, 3, 3 * d_model_, what)) {
+    if (p.width != d_model_) refuse(what + " is not cut into three parts of " + std::to_string(d_model_));
+    out.push_back(p.value);
+  }
+  return out;
+}
+
+template <size_t N>
+void Recovery::check_module_path(const RoleName (&names)[N], const Linear& l, Role role, const std::string& block) const {
   const std::string& name = l.node->name();
   const size_t last = name.rfind('/');
   if (last == std::string::npos || last == 0) return;
@@ -782,7 +912,7 @@ void Recovery::check_gpt2_name(const Linear& l, Role role, const std::string& bl
   if (const size_t u = path.rfind('_'); u != std::string::npos && u + 1 < path.size() && path.find('/', u) == std::string::npos &&
                                         path.find_first_not_of("0123456789", u + 1) == std::string::npos)
     path.resize(u);
-  for (const auto& r : kGpt2RoleNames) {
+  for (const auto& r : names) {
     const std::string module = std::string("/") + r.module;
     if (path.size() < module.size() || path.compare(path.size() - module.size(), module.size(), module) != 0) continue;
     if (r.role != role)
@@ -945,6 +1075,206 @@ void Recovery::emit_gpt2(const json& config, bool tied) {
   take(gpt2_final_norm_.weight, "ln_f.weight", nullptr, Layout::AsStored);
   take(gpt2_final_norm_.bias, "ln_f.bias", nullptr, Layout::AsStored);
   if (!tied) take(head_.weight, "lm_head.weight", &head_, Layout::OutIn);  // nn.Linear's [vocab, d_model]
+  m_.tensors = std::move(out);
+  m_.config = config;
+  m_.config_kind = "hf_config";
+}
+
+// ---- ChatGLM2/3 ----
+
+// A bias after a linear the released ChatGLM2/3 (add_bias_linear false) has none on: refused, as a
+// bias left unread would change the logits without a word.
+void Recovery::refuse_bias(const Linear& l, const std::string& what) const {
+  if (as_biased_linear(*l.node, g_))
+    refuse(what + " " + node_name(*l.node) + " is followed by a bias (add_bias_linear), which the ONNX reader does not read");
+}
+
+void Recovery::glm2_attention(Glm2Layer& layer, const Linear& qkv, const std::string& block) {
+  // query_key_value → Split into q heads | k groups | v groups; which part is which is read from
+  // where each goes, as for GPT-2's c_attn; the widths give the groups.
+  layer.qkv = qkv;
+  std::string out = qkv.node->output(0);
+  if (const auto biased = as_biased_linear(*qkv.node, g_)) layer.qkv_bias = biased->bias, out = biased->output;
+  const std::string what = block + "'s fused QKV projection";
+  const std::vector<Part> parts = parts_of(out, 3, qkv.out, what);
+  std::vector<OnnxGraph::Hit> hits;
+  for (const Part& p : parts) hits.push_back(g_.find_forward(p.value, [&](const Node& n, int) { return is_dynamic_matmul(n, g_); }));
+  if (!hits[0].node || hits[0].node != hits[1].node || hits[0].input != 0 || hits[1].input != 1 || !hits[2].node ||
+      hits[2].node == hits[0].node || hits[2].input != 1)
+    refuse(what + " is not split as q | k | v (the first part into the scores MatMul's first input, the second into its "
+                  "second, the third into the MatMul after the softmax)");
+  if (!parts[0].width || !parts[1].width || parts[1].width != parts[2].width)
+    refuse(what + " is not cut into q and two equal k and v parts of constant widths");
+  layer.q = parts[0].value, layer.k = parts[1].value;
+  layer.q_width = *parts[0].width, layer.kv_width = *parts[1].width;
+  layer.dense = next_linear(hits[2].node->output(0), "output projection (dense) after the attention of " + block);
+  check_glm2_name(layer.qkv, Role::Qkv, block);
+  check_glm2_name(layer.dense, Role::O, block);
+  refuse_bias(layer.dense, block + "'s output projection");
+  if (layer.dense.in != layer.q_width || layer.dense.out != d_model_)
+    refuse(block + "'s attention output projection is [" + std::to_string(layer.dense.in) + " -> " +
+           std::to_string(layer.dense.out) + "], not [" + std::to_string(layer.q_width) + " -> " + std::to_string(d_model_) + "]");
+}
+
+void Recovery::glm2_ffn(Glm2Layer& layer, const Linear& h_to_4h, const std::string& block) {
+  // dense_h_to_4h → chunk(2): silu(first half) * second half → dense_4h_to_h. torch.onnx.export
+  // writes silu as x * Sigmoid(x).
+  layer.h_to_4h = h_to_4h;
+  check_glm2_name(layer.h_to_4h, Role::GateUp, block);
+  refuse_bias(layer.h_to_4h, block + "'s FFN input projection");
+  const std::string what = block + "'s fused gate and up projection";
+  if (h_to_4h.out % 2 != 0) refuse(what + " is " + std::to_string(h_to_4h.out) + " wide, not two equal halves");
+  const std::vector<Part> parts = parts_of(h_to_4h.node->output(0), 2, h_to_4h.out, what);
+  for (const Part& p : parts)
+    if (p.width && *p.width != h_to_4h.out / 2) refuse(what + " is not cut into two halves");
+  const auto feeds_sigmoid = [&](const std::string& v) {
+    for (const Node* c : g_.consumers(v))
+      if (c->op_type() == "Sigmoid") return true;
+    return false;
+  };
+  if (!feeds_sigmoid(parts[0].value) || feeds_sigmoid(parts[1].value))
+    refuse(what + " is not SwiGLU over [gate | up] (the first half, and only it, should feed a Sigmoid)");
+  layer.down = next_linear(parts[0].value, "down projection (dense_4h_to_h) in " + block);
+  if (next_linear(parts[1].value, "down projection after the up half in " + block).node != layer.down.node)
+    refuse(block + "'s gate and up halves do not meet before the same down projection");
+  check_glm2_name(layer.down, Role::Down, block);
+  refuse_bias(layer.down, block + "'s FFN output projection");
+  if (layer.down.in != h_to_4h.out / 2 || layer.down.out != d_model_)
+    refuse(block + "'s FFN output projection is [" + std::to_string(layer.down.in) + " -> " + std::to_string(layer.down.out) +
+           "], not [" + std::to_string(h_to_4h.out / 2) + " -> " + std::to_string(d_model_) + "]");
+}
+
+// ChatGLM2/3 config.json keys a config.json beside the graph may state (its values win).
+constexpr const char* kGlm2ConfigKeys[] = {"hidden_size",     "num_layers",        "num_attention_heads", "multi_query_group_num",
+                                          "kv_channels",     "ffn_hidden_size",   "padded_vocab_size",   "layernorm_epsilon",
+                                          "seq_length",      "rope_ratio"};
+// ChatGLM's rotary base before ChatGLM3's rope_ratio multiplies it (converters/architectures/chatglm.cpp).
+constexpr double kGlm2RopeBase = 10000;
+
+void Recovery::run_chatglm2(const json& hf_config) {
+  // Pre-RMSNorm blocks, each norm's Mul by its weight feeding one linear: input_layernorm →
+  // query_key_value, post_attention_layernorm → dense_h_to_4h, and final_layernorm → output_layer.
+  std::vector<std::pair<const Node*, Linear>> norms;
+  for (const Node* n : g_.order()) {
+    if (n->op_type() != "Mul" || n->input_size() != 2 || n->output_size() != 1) continue;
+    bool weighted = false;
+    for (int i = 0; i < 2; ++i)
+      if (const LazyTensor* t = g_.initializer(n->input(i)); t && t->shape.size() == 1 && t->shape[0] == d_model_) weighted = true;
+    if (!weighted) continue;
+    std::vector<Linear> fed;
+    for (const Node* c : g_.consumers(n->output(0)))
+      if (auto l = as_linear(*c, g_); l && c->input(0) == n->output(0)) fed.push_back(*l);
+    if (fed.size() > 1) refuse(node_name(*n) + " (a norm) feeds " + std::to_string(fed.size()) + " linears; ChatGLM2's feed one");
+    if (fed.size() == 1) norms.push_back({n, fed[0]});
+  }
+  if (norms.size() < 3 || norms.size() % 2 == 0)
+    refuse(std::to_string(norms.size()) + " RMSNorms feeding a linear; a ChatGLM2 of n blocks has 2n + 1 (input_layernorm, "
+           "post_attention_layernorm per block, final_layernorm)");
+  const auto weight_of = [&](const Node* n) { return g_.initializer(n->input(1)) ? n->input(1) : n->input(0); };
+  for (size_t i = 0; i + 1 < norms.size(); i += 2) {
+    const std::string block = "block " + std::to_string(glm2_layers_.size());
+    Glm2Layer layer;
+    layer.attn_norm = weight_of(norms[i].first);
+    layer.ffn_norm = weight_of(norms[i + 1].first);
+    glm2_attention(layer, norms[i].second, block);
+    glm2_ffn(layer, norms[i + 1].second, block);
+    glm2_layers_.push_back(std::move(layer));
+  }
+  final_norm_ = weight_of(norms.back().first);
+  head_ = norms.back().second;
+  check_glm2_name(head_, Role::Head, "the model");
+  if (head_.in != d_model_ || head_.out != vocab_)
+    refuse("the output projection is [" + std::to_string(head_.in) + " -> " + std::to_string(head_.out) + "], not [d_model " +
+           std::to_string(d_model_) + " -> vocab " + std::to_string(vocab_) + "]");
+  const Glm2Layer& first = glm2_layers_.front();
+  for (size_t i = 0; i < glm2_layers_.size(); ++i) {
+    const Glm2Layer& l = glm2_layers_[i];
+    if (l.q_width != first.q_width || l.kv_width != first.kv_width || l.h_to_4h.out != first.h_to_4h.out ||
+        l.qkv_bias.empty() != first.qkv_bias.empty())
+      refuse("block " + std::to_string(i) + "'s projections differ from block 0's in width or bias");
+  }
+  json config = {{"architectures", {"ChatGLMModel"}},
+                 {"model_type", "chatglm"},
+                 {"hidden_size", d_model_},
+                 {"num_layers", int64_t(glm2_layers_.size())},
+                 {"padded_vocab_size", vocab_},
+                 {"ffn_hidden_size", first.h_to_4h.out / 2},
+                 {"add_qkv_bias", !first.qkv_bias.empty()},
+                 {"add_bias_linear", false},
+                 {"multi_query_attention", true},
+                 {"rmsnorm", true},
+                 {"post_layer_norm", true},
+                 {"apply_residual_connection_post_layernorm", false},
+                 {"tie_word_embeddings", false}};
+  // Heads and groups from the Reshapes of q and k to [.., heads, kv_channels].
+  const auto [heads, head_dim] = heads_after(first.q, first.q_width);
+  const auto [groups, kv_dim] = heads_after(first.k, first.kv_width);
+  if (heads) config["num_attention_heads"] = *heads;
+  if (head_dim) config["kv_channels"] = *head_dim;
+  if (groups) config["multi_query_group_num"] = *groups;
+  if (hf_config.is_object())
+    for (const char* k : kGlm2ConfigKeys)
+      if (hf_config.contains(k)) config[k] = hf_config[k];
+  for (const char* k : {"num_attention_heads", "kv_channels", "multi_query_group_num"})
+    if (!config.contains(k) || !config[k].is_number_integer() || config[k].get<int64_t>() <= 0)
+      refuse(std::string("no ") + k + " (no Reshape of q and k to [.., heads, kv_channels]) and no config.json stating it");
+  const int64_t hd = config["kv_channels"].get<int64_t>();
+  // Compared by division: stated or hostile counts may be too large to multiply.
+  const auto spans = [&](const char* count, int64_t width) {
+    const int64_t c = config[count].get<int64_t>();
+    return width % c == 0 && width / c == hd;
+  };
+  if (!spans("num_attention_heads", first.q_width) || !spans("multi_query_group_num", first.kv_width))
+    refuse("heads x kv_channels do not give q's width " + std::to_string(first.q_width) + " and k's " +
+           std::to_string(first.kv_width));
+  if (hd % 4 != 0) refuse("kv_channels " + std::to_string(hd) + " is not a multiple of 4 (RoPE rotates pairs of its first half)");
+  if (!config.contains("layernorm_epsilon")) config["layernorm_epsilon"] = norm_eps(*norms.front().first);
+  // RoPE on the first half of each head as interleaved pairs (no Neg: not rotate-half).
+  const Rope r = rope(*first.qkv.node, first.q, hd / 2, false);
+  if (r.rotate_half) refuse("the rotary embedding on q negates a half (rotate-half); ChatGLM2 rotates interleaved pairs");
+  if (!config.contains("rope_ratio")) {
+    if (!r.theta) refuse("no RoPE base (no rotary cache or inverse frequencies in the graph) and no config.json stating rope_ratio");
+    if (*r.theta != kGlm2RopeBase) config["rope_ratio"] = *r.theta / kGlm2RopeBase;
+  }
+  if (!config.contains("seq_length") && r.max_positions > 0) config["seq_length"] = r.max_positions;
+  emit_glm2(config);
+}
+
+// THUDM's ChatGLM2/3 names (the chatglm2 architecture map reads them); nn.Linear weights [out, in].
+struct Glm2Names {
+  const char *attn_norm, *qkv, *qkv_bias, *dense, *ffn_norm, *h_to_4h, *down;
+};
+constexpr Glm2Names kGlm2Names = {"transformer.encoder.layers.{i}.input_layernorm.weight",
+                                  "transformer.encoder.layers.{i}.self_attention.query_key_value.weight",
+                                  "transformer.encoder.layers.{i}.self_attention.query_key_value.bias",
+                                  "transformer.encoder.layers.{i}.self_attention.dense.weight",
+                                  "transformer.encoder.layers.{i}.post_attention_layernorm.weight",
+                                  "transformer.encoder.layers.{i}.mlp.dense_h_to_4h.weight",
+                                  "transformer.encoder.layers.{i}.mlp.dense_4h_to_h.weight"};
+
+void Recovery::emit_glm2(const json& config) {
+  std::map<std::string, LazyTensor> out;
+  const auto take = [&](const std::string& onnx_name, const std::string& name, const Linear* linear) {
+    LazyTensor t = *g_.initializer(onnx_name);
+    if (linear && linear->in_out) t.shape = {linear->out, linear->in}, t.strides = {1, linear->out};
+    t.name = name;
+    if (!out.emplace(name, t).second) fail(m_.path + ": initializer " + onnx_name + " is claimed twice");
+  };
+  take(embed_, "transformer.embedding.word_embeddings.weight", nullptr);
+  for (size_t i = 0; i < glm2_layers_.size(); ++i) {
+    const Glm2Layer& l = glm2_layers_[i];
+    const Glm2Names& n = kGlm2Names;
+    take(l.attn_norm, with_layer(n.attn_norm, i), nullptr);
+    take(l.qkv.weight, with_layer(n.qkv, i), &l.qkv);
+    if (!l.qkv_bias.empty()) take(l.qkv_bias, with_layer(n.qkv_bias, i), nullptr);
+    take(l.dense.weight, with_layer(n.dense, i), &l.dense);
+    take(l.ffn_norm, with_layer(n.ffn_norm, i), nullptr);
+    take(l.h_to_4h.weight, with_layer(n.h_to_4h, i), &l.h_to_4h);
+    take(l.down.weight, with_layer(n.down, i), &l.down);
+  }
+  take(final_norm_, "transformer.encoder.final_layernorm.weight", nullptr);
+  // ChatGLM2 never ties: a head that is the embedding's copy is still read as output_layer.
+  take(head_.weight, "transformer.output_layer.weight", &head_);
   m_.tensors = std::move(out);
   m_.config = config;
   m_.config_kind = "hf_config";

@@ -1,7 +1,8 @@
 #pragma once
-// Structure recovery: which initializer of an ONNX graph is which weight of a LLaMA-shaped
-// transformer, and its hyper-parameters, read from the data flow rather than from names (exporters
-// name constant-folded weights `onnx::MatMul_NNN`, and names differ between exporters).
+// Structure recovery: which initializer of an ONNX graph is which weight of a LLaMA-, GPT-2- or
+// ChatGLM2/3-shaped transformer, and its hyper-parameters, read from the data flow rather than from
+// names (exporters name constant-folded weights `onnx::MatMul_NNN`, and names differ between
+// exporters).
 #include <string>
 
 #include "onnx/onnx.pb.h"

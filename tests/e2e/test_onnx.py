@@ -1,6 +1,6 @@
-"""ONNX sources: LLaMA and GPT-2 fixtures exported with torch.onnx.export (two opsets, weights inline
-and as external data) convert to the logits of the PyTorch reference computed here and of the same
-weights converted from a torch.save checkpoint; the real stories260K.onnx gives stories260K.pt's logits
+"""ONNX sources: LLaMA, GPT-2 and ChatGLM2/3 fixtures exported with torch.onnx.export (two opsets,
+weights inline and as external data) convert to the logits of the PyTorch reference computed here and
+of the same weights converted from a torch.save checkpoint; the real stories260K.onnx gives stories260K.pt's logits
 (its reference perplexity: test_real_model.py); hostile ONNX files are refused with one line."""
 import os
 import struct
@@ -393,8 +393,161 @@ class OnnxGpt2Exports(TempDirTest):
             for n in g.node:
                 if n.name == "/transformer/Add":
                     n.op_type = "Sub"
-        self.refused(self.edited(src, "sub", subtract_positions), "LayerNorm (mean subtracted) and no learned position",
+        self.refused(self.edited(src, "sub", subtract_positions), "LayerNorm (mean subtracted), no learned position",
                      "GPT-2: LayerNorm")
+
+
+class OnnxChatGLM2Exports(TempDirTest):
+    """chatglm2_ref models exported as THUDM's modeling_chatglm.py runs under torch 1.x (onnx_export.
+    OnnxChatGLM2): the fused query_key_value Split into q heads | k groups | v groups, the rotary
+    cache of (cos, sin) pairs on the first half of each head, dense_h_to_4h chunked into gate and up
+    (Slices whose bounds are computed from the shape). Two variants: ChatGLM2's layout (qkv bias, two
+    groups) and a ChatGLM3-like one with rope_ratio, one group (multi-query), no qkv bias and
+    kv_channels * heads != hidden_size, so that no recovered value can be a default."""
+
+    VARIANTS = {
+        "glm2": (dict(seq_length=96), 51, False),
+        "glm3": (dict(kv_channels=24, multi_query_group_num=1, add_qkv_bias=False, rope_ratio=2.5,
+                      layernorm_epsilon=1e-6, ffn_hidden_size=72, seq_length=80), 52, True),
+    }
+
+    @classmethod
+    def setUpClass(cls):
+        import chatglm2_ref
+        import onnx_export
+        from make_fixtures import init_family_weights
+        cls.export = staticmethod(onnx_export.export)
+        cls.to_external = staticmethod(onnx_export.to_external)
+        cls.models = {}
+        for name, (cfg, seed, _) in cls.VARIANTS.items():
+            m = chatglm2_ref.ChatGLM2(chatglm2_ref.GLM2Config(**cfg))
+            init_family_weights(m, seed)
+            cls.models[name] = m.eval()
+
+    def exported(self, name, opset):
+        path = self.path(f"{name}_op{opset}", "model.onnx")
+        return path, self.export(self.models[name], path, opset, PROMPT)  # chatglm2_ref's logits
+
+    def logits(self, src, tag):
+        out = self.path(tag)
+        sf("convert", src, "-o", out)
+        return run_logits(self, out, self.models["glm2"].cfg.padded_vocab_size)
+
+    def torch_checkpoint(self, name):
+        """The same weights as the hub's files (pytorch_model.bin, config.json), read already."""
+        import torch
+        m = self.models[name]
+        d = self.path(f"{name}_pt")
+        os.makedirs(d)
+        torch.save(m.state_dict(), os.path.join(d, "pytorch_model.bin"))
+        write_json(os.path.join(d, "config.json"), m.hf_config(chatglm3=self.VARIANTS[name][2]))
+        return d
+
+    def assert_close(self, got, want):
+        err = float(np.abs(got - want).max())
+        self.assertLess(err, 1e-5 * float(np.abs(want).max()), f"max |onnx - torch| = {err}")
+
+    def test_logits_match_pytorch_and_the_torch_checkpoint(self):
+        for name in self.models:
+            from_pt = self.logits(self.torch_checkpoint(name), f"{name}_from_pt")
+            for opset in (14, 17):
+                with self.subTest(model=name, opset=opset):
+                    src, want = self.exported(name, opset)
+                    got = self.logits(src, f"{name}_{opset}")
+                    self.assert_close(got, want)
+                    self.assertLess(float(np.abs(got - from_pt).max()), 1e-5, "ONNX and torch.save conversions differ")
+
+    def test_hyperparameters_recovered_from_the_graph(self):
+        for name, opset in (("glm2", 14), ("glm3", 17)):
+            with self.subTest(model=name, opset=opset):
+                src, _ = self.exported(name, opset)
+                info = sf_json("inspect", src)
+                self.assertEqual(info["architecture"], "chatglm2/hf")
+                model, cfg = info["model"], self.models[name].cfg
+                self.assertEqual(model["n_heads"], cfg.num_attention_heads, "from the Reshape of q")
+                self.assertEqual(model["n_kv_heads"], cfg.multi_query_group_num, "from the Reshape of k")
+                self.assertEqual(model["head_dim"], cfg.kv_channels)
+                self.assertEqual(model["rope_dims"], cfg.kv_channels // 2, "the cache covers half of each head")
+                self.assertEqual(model["rope_theta"], 10000.0 * (cfg.rope_ratio or 1.0), "from the rotary cache")
+                self.assertEqual(model["max_seq"], cfg.seq_length, "the rotary cache's rows")
+                self.assertEqual(model["norm_eps"], cfg.layernorm_epsilon)
+                self.assertEqual(model["ffn_dim"], cfg.ffn_hidden_size)
+                self.assertEqual(model["biases"]["qkv"], cfg.add_qkv_bias)
+
+    def test_external_data(self):
+        src, _ = self.exported("glm3", 17)
+        inline = self.logits(src, "inline")
+        for one_file in (True, False):
+            with self.subTest(one_file=one_file):
+                dst = self.path("glm_ext_%d" % one_file, "model.onnx")
+                self.to_external(src, dst, one_file)
+                self.assertLess(os.path.getsize(dst), 200_000, "weights left inline")
+                got = self.logits(os.path.dirname(dst), "glm_ext_out_%d" % one_file)
+                np.testing.assert_array_equal(got, inline)
+
+    def test_config_json_beside_the_graph_wins(self):
+        src, _ = self.exported("glm2", 17)
+        write_json(os.path.join(os.path.dirname(src), "config.json"), {"rope_ratio": 4, "seq_length": 64})
+        model = sf_json("inspect", src)["model"]
+        self.assertEqual((model["rope_theta"], model["max_seq"]), (40000.0, 64))
+        self.assertEqual(model["n_kv_heads"], 2, "a value it does not state stays recovered")
+        # A head count the q part's width does not hold is refused, not believed.
+        write_json(os.path.join(os.path.dirname(src), "config.json"), {"num_attention_heads": 3})
+        self.refused(src, "heads x kv_channels do not give q's width 64")
+
+    def edited(self, src, tag, edit):
+        import onnx
+        model = onnx.load(src)
+        edit(model.graph)
+        path = self.path(tag, "model.onnx")
+        os.makedirs(os.path.dirname(path))
+        onnx.save(model, path)
+        return path
+
+    def refused(self, path, *needles):
+        p = sf("convert", path, "-o", self.path(os.path.basename(os.path.dirname(path)) + "_out"), check=False)
+        error_line(self, p, 1, *needles)
+        self.assertFalse(os.path.exists(self.path(os.path.basename(os.path.dirname(path)) + "_out")))
+
+    def test_gate_in_the_second_half_is_refused(self):
+        # silu applied to the second half: the map reads dense_h_to_4h as [gate | up], so this is refused.
+        src, _ = self.exported("glm2", 14)
+
+        def swap_halves(g):
+            for n in g.node:
+                if n.name == "/transformer/encoder/layers.1/mlp/Sigmoid":
+                    gate = n.input[0]
+                    up = next(m.output[0] for m in g.node if m.name == "/transformer/encoder/layers.1/mlp/Slice_1")
+                    for m in g.node:
+                        if m.name.startswith("/transformer/encoder/layers.1/mlp/"):
+                            m.input[:] = [up if i == gate else gate if i == up else i for i in m.input]
+        self.refused(self.edited(src, "swapped_halves", swap_halves), "ChatGLM2-shaped", "block 1's fused gate and up",
+                     "[gate | up]")
+
+    def test_module_paths_cross_check_the_data_flow(self):
+        src, _ = self.exported("glm2", 17)
+        dense, down = ("/transformer/encoder/layers.0/self_attention/dense/MatMul",
+                       "/transformer/encoder/layers.0/mlp/dense_4h_to_h/MatMul")
+
+        def swap(g):
+            for n in g.node:
+                if n.name in (dense, down):
+                    n.name = down if n.name == dense else dense
+        self.refused(self.edited(src, "swapped_names", swap), "named as the down projection", "block 0's output (o) projection")
+
+    def test_without_a_rotary_cache_it_names_what_is_missing(self):
+        # The cache's first row is no longer (cos 1, sin 0): nothing on q's path is a rotary table.
+        from onnx import numpy_helper
+        src, _ = self.exported("glm2", 14)
+
+        def spoil_cache(g):
+            for n in g.node:
+                for a in n.attribute:
+                    if n.op_type == "Constant" and a.name == "value" and len(a.t.dims) == 3 and a.t.dims[2] == 2:
+                        t = numpy_helper.to_array(a.t).copy()
+                        t[0] = 0.5
+                        a.t.CopyFrom(numpy_helper.from_array(t, a.t.name))
+        self.refused(self.edited(src, "no_cache", spoil_cache), "ChatGLM2-shaped", "no rotary embedding over 8 dims")
 
 
 class StoriesOnnx(TempDirTest):

@@ -480,7 +480,7 @@ def gguf_variants(real):
 
 def onnx_dirs(work):
     """A TINY LLaMA exported by torch.onnx.export, inline and with external data (one shared file,
-    one per tensor), a TINY GPT-2 inline, and hand-made graphs: a cycle, an escaping location, a lying length."""
+    one per tensor), a TINY GPT-2 and a TINY ChatGLM2 inline, and hand-made graphs: a cycle, an escaping location, a lying length."""
     import onnx
     from onnx import TensorProto, helper
     import onnx_export
@@ -504,6 +504,16 @@ def onnx_dirs(work):
         warnings.simplefilter("ignore")
         onnx_export.export(gpt2, os.path.join(work, "gpt2", "model.onnx"), 14, [1, 2, 3, 4])
     out["tiny_gpt2_inline"] = read_dir(os.path.join(work, "gpt2"))
+    # ChatGLM2's recovery (fused query_key_value with bias, k/v groups, the rotary cache, chunked gate/up).
+    import chatglm2_ref
+    glm = chatglm2_ref.ChatGLM2(chatglm2_ref.GLM2Config(
+        padded_vocab_size=TINY["vocab"], hidden_size=TINY["dim"], num_attention_heads=TINY["heads"],
+        num_layers=TINY["layers"], kv_channels=TINY["dim"] // TINY["heads"], multi_query_group_num=TINY["kv_heads"],
+        ffn_hidden_size=TINY["ffn"], seq_length=16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx_export.export(glm, os.path.join(work, "chatglm2", "model.onnx"), 14, [1, 2, 3, 4])
+    out["tiny_chatglm2_inline"] = read_dir(os.path.join(work, "chatglm2"))
     for tag, one_file in (("tiny_external_one", True), ("tiny_external_each", False)):
         d = os.path.join(work, tag)
         os.makedirs(d)

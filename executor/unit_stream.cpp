@@ -89,7 +89,9 @@ int64_t UnitStream::next_streamed(int64_t unit) const {
 
 void UnitStream::enter(int64_t unit) {
   std::unique_lock<std::mutex> lock(mu_);
-  if (want_ == unit) cv_.wait(lock, [&] { return done_ == unit; });
+  // Wait for this unit's prefetch, unless another caller has asked the prefetch thread for
+  // something else meanwhile (sessions of one model on several threads): then just compute.
+  if (want_ == unit) cv_.wait(lock, [&] { return done_ == unit || want_ != unit; });
   want_ = next_streamed(unit);
   lock.unlock();
   cv_.notify_all();

@@ -10,6 +10,9 @@
 // the kernel's page cache may keep them, reclaimably), prefetching is MADV_WILLNEED plus a read of
 // one byte per page on the prefetch thread, so the page faults are taken there rather than by the
 // compute. The bytes read are the file's either way: outputs are identical to full residency.
+// Several sessions of one model may call it from several threads (each unit is then released by
+// whichever leaves it, and read in again by the next that needs it): always correct, but the
+// memory bound holds for one thread, so evaluators run a streamed model's windows one at a time.
 // Only mapped artifacts can be streamed (Artifact::views_are_mapped): memory a reader filled
 // itself would be zeroed by MADV_DONTNEED.
 #include <condition_variable>

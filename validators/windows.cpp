@@ -43,9 +43,10 @@ void run_windows(const std::vector<const ExecModel*>& models, const std::vector<
                                          " (the tokenizer does not belong to this model)");
   }
   Progress bar(label, size_t(plan.windows));
-  pool.parallel_for(size_t(plan.windows), [&](size_t b, size_t e) {
+  // Windows [b, e) on this thread, each model's session given `session_pool` for its products.
+  auto run_range = [&](size_t b, size_t e, ThreadPool* session_pool) {
     std::vector<std::unique_ptr<Session>> sessions;
-    for (const ExecModel* m : models) sessions.push_back(std::make_unique<Session>(*m, ctx, nullptr));
+    for (const ExecModel* m : models) sessions.push_back(std::make_unique<Session>(*m, ctx, session_pool));
     std::vector<const float*> rows(models.size()), logits(models.size());
     std::vector<int32_t> window(static_cast<size_t>(ctx));
     for (size_t w = b; w < e; ++w) {
@@ -65,7 +66,14 @@ void run_windows(const std::vector<const ExecModel*>& models, const std::vector<
       }
       bar.step();
     }
-  });
+  };
+  // Windows run side by side, one per thread. A model that streams its blocks (--resident-blocks)
+  // would then have as many blocks in memory as threads: its windows run one after another, every
+  // thread on the same block's products. The kernels' results do not depend on how work is split,
+  // so the scores are the same bits either way.
+  const bool streamed = std::any_of(models.begin(), models.end(), [](const ExecModel* m) { return m->stream(); });
+  if (streamed) run_range(0, size_t(plan.windows), &pool);
+  else pool.parallel_for(size_t(plan.windows), [&](size_t b, size_t e) { run_range(b, e, nullptr); });
 }
 
 void log_softmax(const float* logits, size_t n, std::vector<double>& out) {

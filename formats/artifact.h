@@ -29,7 +29,8 @@ class Artifact {
   // `path`: its manifest-like description, and views into memory `keep` owns. Every canonical
   // tensor must be there with its shape, as for a directory.
   Artifact(std::string path, json manifest, ModelDesc desc, std::map<std::string, TensorView> views,
-           std::shared_ptr<const void> keep, ArtifactTokenizer tokenizer = {});
+           std::shared_ptr<const void> keep, ArtifactTokenizer tokenizer = {},
+           std::shared_ptr<const VocabMap> vocab_map = nullptr);
 
   const std::string& dir() const { return dir_; }
   const json& manifest() const { return manifest_; }

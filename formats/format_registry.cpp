@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "formats/gguf/gguf_writer.h"
+#include "formats/hdf5/hdf5_writer.h"
 #include "formats/onnx/onnx_writer.h"
 #include "formats/shard_format.h"
 
@@ -11,6 +12,7 @@ const std::vector<FormatEntry>& formats() {
   static const std::vector<FormatEntry> table = {
       {"shards", "per-unit .shard files + raw embedding rows + manifest.json", make_shard_writer},
       {"gguf", "one GGUF v3 file (-o names the file) that llama.cpp loads", make_gguf_writer},
+      {"hdf5", "one HDF5 file (-o names the file): a group per unit, a dataset per tensor part, for h5py", make_hdf5_writer},
       {"onnx", "model.onnx + model.onnx_data (external weights) + manifest.json, for onnxruntime", make_onnx_writer},
   };
   return table;

@@ -61,7 +61,10 @@ class Reader {
     h5::silence_library();
     if (!is_hdf5_file(path)) fail_file(path, "is not an HDF5 file (bad signature)");
     size_ = InputFile(path).size();
-    file_ = h5::check(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose, path, "cannot open the HDF5 file");
+    // Read-only needs no lock, and a file system without flock (some network mounts) must not stop it.
+    Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+    H5Pset_file_locking(fapl, false, true);
+    file_ = h5::check(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl), H5Fclose, path, "cannot open the HDF5 file");
     root_ = h5::check(H5Gopen2(file_, "/", H5P_DEFAULT), H5Gclose, path, "has no root group");
   }
 
@@ -139,7 +142,7 @@ class Reader {
     H5L_info_t info{};
     h5::check(H5Lget_info(parent, name.c_str(), &info, H5P_DEFAULT), path_, "cannot examine the link " + where);
     if (info.type != H5L_TYPE_HARD)
-      fail_file(path_, where + " is a " + (info.type == H5L_TYPE_SOFT ? "soft" : info.type == H5L_TYPE_EXTERNAL ? "external" : "user-defined") +
+      fail_file(path_, where + " is " + (info.type == H5L_TYPE_SOFT ? "a soft" : info.type == H5L_TYPE_EXTERNAL ? "an external" : "a user-defined") +
                            " link; shardforge follows no links");
   }
 

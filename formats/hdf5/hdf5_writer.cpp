@@ -95,6 +95,9 @@ class Hdf5Writer : public FormatWriter {
     blocks_.close();
     if (!file_.close()) h5::fail_h5(path_, "cannot finish writing the HDF5 file (disk full?)");
     out_.commit([](const std::string& written) { check_hdf5_file(written); });
+    // As convert reports it (like GGUF's): the one file written. The stored manifest lists /files.
+    manifest["files"] = json::array({{{"path", std::filesystem::path(out_.path()).filename().string()},
+                                      {"bytes", std::filesystem::file_size(out_.path())}}});
     return manifest;
   }
 

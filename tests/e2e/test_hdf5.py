@@ -299,6 +299,28 @@ class HostileHdf5(TempDirTest):
                    dict(shape=shape, dtype=np.float32)]:
             self.refused(self.edited(lambda f: self.replace(f, name, **kw)), "blocks.1.attn.q.weight")
 
+    def test_a_resealed_manifest_claiming_a_huge_vocabulary_is_refused_before_allocating(self):
+        rows = 1 << 34  # 16 Gi rows of q4_0 codes: far past the file and the test's memory
+
+        def huge(f):
+            m = json.loads(f.attrs["manifest"].decode())
+            m["model"]["vocab_size"] = rows
+            m.pop("manifest_sha256")
+            m["manifest_sha256"] = hashlib.sha256(json.dumps(m, sort_keys=True, separators=(",", ":"),
+                                                             ensure_ascii=False).encode()).hexdigest()
+            f.attrs["manifest"] = np.bytes_(json.dumps(m))
+            for name in [n for n in f["embedding"] if n.startswith("embed.weight")]:
+                ds = f["embedding"][name]
+                attrs, cols, dtype = dict(ds.attrs), ds.shape[1], ds.dtype
+                del f["embedding"][name]
+                d = f["embedding"].create_dataset(name, shape=(rows, cols), dtype=dtype, chunks=(1, cols))
+                for k, v in attrs.items():
+                    d.attrs[k] = v
+                if name == "embed.weight":
+                    d.attrs["shape"] = np.array([rows, 64], dtype=np.int64)
+
+        self.refused(self.edited(huge), "embed.weight", "more bytes than the file holds")
+
     def test_filters_and_external_storage(self):
         name = "blocks/000/blocks.0.ffn.up.weight.scales"
         with h5py.File(self.good, "r") as f:

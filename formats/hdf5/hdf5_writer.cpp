@@ -40,6 +40,8 @@ class Hdf5Writer : public FormatWriter {
     Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
     // The 1.8 object format: attributes over 64 KiB (a long manifest) go to dense storage.
     H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18);
+    // Closing the file closes anything still open in it, so the close that writes the metadata is final.
+    H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
     file_ = h5::check(H5Fcreate(path_.c_str(), H5F_ACC_EXCL, fcpl, fapl), H5Fclose, path_, "cannot create the HDF5 file");
   }
 

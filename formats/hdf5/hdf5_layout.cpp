@@ -62,9 +62,13 @@ std::string unit_group_name(UnitKind kind, int64_t index) {
   return std::string(n.size() < 3 ? 3 - n.size() : 0, '0') + n;
 }
 
+// HDF5 stores every chunk whole, the last one too: the rows are spread evenly over as few chunks of
+// at most 1 MiB as hold them, so padding is under one row per chunk instead of up to a chunk.
 hsize_t chunk_rows(hsize_t rows, size_t row_bytes) {
-  const hsize_t fit = hsize_t((size_t(1) << 20) / std::max<size_t>(1, row_bytes));
-  return std::max<hsize_t>(1, std::min(rows, fit));
+  const hsize_t fit = std::max<hsize_t>(1, hsize_t((size_t(1) << 20) / std::max<size_t>(1, row_bytes)));
+  if (rows == 0) return 1;
+  const hsize_t chunks = (rows + fit - 1) / fit;
+  return (rows + chunks - 1) / chunks;
 }
 
 }  // namespace sf::h5

@@ -45,7 +45,8 @@ inline constexpr const char* kBlocksGroup = "blocks";
 inline constexpr const char* kFilesGroup = "files";  // tokenizer files and vocab_map.bin, byte for byte
 // "embedding", "head", or the block's name inside kBlocksGroup: "000", "001", ...
 std::string unit_group_name(UnitKind kind, int64_t index);
-// The chunk rows of a dataset with rows of `row_bytes` bytes: about 1 MiB per chunk.
+// The chunk rows of a dataset with rows of `row_bytes` bytes: at most 1 MiB per chunk (or one row),
+// the rows spread evenly over the chunks.
 hsize_t chunk_rows(hsize_t rows, size_t row_bytes);
 
 }  // namespace sf::h5

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <set>
 
 #include "core/checked.h"
@@ -57,7 +58,9 @@ struct Held {
 
 class Reader {
  public:
-  Reader(const std::string& path, bool hash) : path_(path), hash_(hash) {
+  // hash: check every sha256 attribute; keep: hold the tensors for an Artifact (else each tensor is
+  // freed once checked, so checking a file takes one tensor's memory).
+  Reader(const std::string& path, bool hash, bool keep) : path_(path), hash_(hash), keep_(keep) {
     h5::silence_library();
     if (!is_hdf5_file(path)) fail_file(path, "is not an HDF5 file (bad signature)");
     size_ = InputFile(path).size();
@@ -68,7 +71,7 @@ class Reader {
     root_ = h5::check(H5Gopen2(file_, "/", H5P_DEFAULT), H5Gclose, path, "has no root group");
   }
 
-  Artifact read() {
+  std::optional<Artifact> read() {
     read_manifest_attribute();
     auto held = std::make_shared<Held>();
     std::map<std::string, TensorView> views;
@@ -105,6 +108,7 @@ class Reader {
     json m = manifest_;
     m["container"] = "hdf5";
     m["files"] = json::array({{{"path", fs::path(path_).filename().string()}, {"bytes", size_}}});
+    if (!keep_) return std::nullopt;
     return Artifact(path_, std::move(m), desc_, std::move(views), held, std::move(tokenizer), map);
   }
 
@@ -234,9 +238,11 @@ class Reader {
     }
     if (hash_ && (!tensor_sha || *tensor_sha != sha256_hex(bytes.data(), bytes.size())))
       fail_file(path_, what + ": the reassembled tensor's sha256 differs from its tensor_sha256 attribute");
-    held.tensors.push_back(std::move(bytes));
-    const auto& b = held.tensors.back();
-    views[spec.name] = make_view(path_, spec.name, *type, g_size, spec.shape, b.data(), b.size());
+    const TensorView view = make_view(path_, spec.name, *type, g_size, spec.shape, bytes.data(), bytes.size());
+    if (keep_) {
+      held.tensors.push_back(std::move(bytes));  // the buffer moves with the vector: the view stays valid
+      views[spec.name] = view;
+    }
     return parts.size();
   }
 
@@ -309,7 +315,7 @@ class Reader {
   }
 
   std::string path_;
-  bool hash_;
+  bool hash_, keep_;
   uint64_t size_ = 0, read_bytes_ = 0;
   Id file_, root_;
   json manifest_;
@@ -318,9 +324,9 @@ class Reader {
 
 }  // namespace
 
-Artifact open_hdf5_model(const std::string& path) { return Reader(path, false).read(); }
+Artifact open_hdf5_model(const std::string& path) { return std::move(*Reader(path, false, true).read()); }
 
-void check_hdf5_file(const std::string& path) { Reader(path, true).read(); }
+void check_hdf5_file(const std::string& path) { Reader(path, true, false).read(); }
 
 std::vector<std::string> verify_hdf5(const std::string& path) {
   try {

@@ -356,6 +356,34 @@ class HostileHdf5(TempDirTest):
         self.refused(self.edited(cycle), "/blocks/000")
         self.refused(self.edited(deep), "/head")
 
+    def test_a_damaged_tokenizer_is_named_by_its_dataset(self):
+        h5 = self.path("tok.h5")
+        sf("convert", SAMPLE, "--quant", "q8_0", "--format", "hdf5", "-o", h5)
+        junk = np.frombuffer(b"not a sentencepiece model" * 4, dtype=np.uint8)
+        digest = hashlib.sha256(junk.tobytes()).hexdigest()
+
+        def damage(f):
+            del f["files/tokenizer.model"]
+            f["files"].create_dataset("tokenizer.model", data=junk, chunks=True)
+            f["files/tokenizer.model"].attrs["sha256"] = np.bytes_(digest)
+            m = json.loads(f.attrs["manifest"].decode())
+            for e in m["files"]:
+                if e["path"] == "tokenizer.model":
+                    e["bytes"], e["sha256"] = len(junk), digest
+            m["tokenizer"]["files"][0]["sha256"] = digest
+            m.pop("manifest_sha256")
+            m["manifest_sha256"] = hashlib.sha256(json.dumps(m, sort_keys=True, separators=(",", ":"),
+                                                             ensure_ascii=False).encode()).hexdigest()
+            f.attrs["manifest"] = np.bytes_(json.dumps(m))
+
+        with h5py.File(h5, "r+") as f:
+            damage(f)
+        p = sf("run", h5, "-p", "The", "-n", "1", check=False)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertEqual(p.stderr.count("\n"), 1, p.stderr)
+        self.assertIn(h5 + ": /files/tokenizer.model", p.stderr)
+        self.assertNotIn("shardforge-h5-", p.stderr)  # not the private temporary copy
+
     def test_edited_manifest_and_missing_objects(self):
         def edit_manifest(f):
             m = json.loads(f.attrs["manifest"].decode())

@@ -112,9 +112,10 @@ Artifact::Artifact(const std::string& dir) : dir_(dir) {
 }
 
 Artifact::Artifact(std::string path, json manifest, ModelDesc desc, std::map<std::string, TensorView> views,
-                   std::shared_ptr<const void> keep, ArtifactTokenizer tokenizer, bool mapped)
+                   std::shared_ptr<const void> keep, ArtifactTokenizer tokenizer,
+                   std::shared_ptr<const VocabMap> vocab_map, bool mapped)
     : dir_(std::move(path)), manifest_(std::move(manifest)), desc_(std::move(desc)), tokenizer_(std::move(tokenizer)),
-      views_(std::move(views)), keep_(std::move(keep)), mapped_(mapped) {
+      views_(std::move(views)), vocab_map_(std::move(vocab_map)), keep_(std::move(keep)), mapped_(mapped) {
   check_tensors();
 }
 

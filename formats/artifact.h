@@ -31,7 +31,8 @@ class Artifact {
   // `mapped`: the views point into read-only file maps (which low-memory execution may release
   // and re-read, executor/unit_stream.h), not into memory the reader filled.
   Artifact(std::string path, json manifest, ModelDesc desc, std::map<std::string, TensorView> views,
-           std::shared_ptr<const void> keep, ArtifactTokenizer tokenizer = {}, bool mapped = false);
+           std::shared_ptr<const void> keep, ArtifactTokenizer tokenizer = {},
+           std::shared_ptr<const VocabMap> vocab_map = nullptr, bool mapped = false);
 
   const std::string& dir() const { return dir_; }
   const json& manifest() const { return manifest_; }

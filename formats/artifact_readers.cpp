@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "core/fs_util.h"
 #include "formats/gguf/gguf_model.h"
+#include "formats/hdf5/hdf5_model.h"
 #include "formats/manifest.h"
 
 namespace sf {
@@ -28,6 +29,7 @@ std::vector<std::string> verify_gguf(const std::string& path) {
 const std::vector<ArtifactReader>& artifact_readers() {
   static const std::vector<ArtifactReader> table = {
       {"gguf", "a GGUF v3 file (shardforge's or llama.cpp's)", is_gguf_file, open_gguf_model, verify_gguf},
+      {"hdf5", "an HDF5 file from convert --format hdf5", is_hdf5_file, open_hdf5_model, verify_hdf5},
       // An ONNX export directory is refused by open (shardforge does not run it) and its graphs are
       // checked by verify.
       {"shards", "an artifact directory: manifest.json, .shard files, embedding rows", has_manifest, open_directory,

@@ -4,6 +4,7 @@
 #include "formats/gguf/gguf_types.h"
 #include "formats/gguf/gguf_writer.h"
 #include "formats/onnx/onnx_weights.h"
+#include "formats/hdf5/hdf5_writer.h"
 #include "formats/onnx/onnx_writer.h"
 #include "formats/shard_format.h"
 
@@ -14,6 +15,8 @@ const std::vector<FormatEntry>& formats() {
       {"shards", "per-unit .shard files + raw embedding rows + manifest.json", make_shard_writer, nullptr, true, nullptr},
       {"gguf", "one GGUF v3 file (-o names the file) that llama.cpp loads", make_gguf_writer, ".gguf", true,
        gguf::gguf_storable_types},
+      {"hdf5", "one HDF5 file (-o names the file): a group per unit, a dataset per tensor part, for h5py",
+       make_hdf5_writer, ".h5", true, nullptr},
       {"onnx", "model.onnx + model.onnx_data (external weights) + manifest.json, for onnxruntime", make_onnx_writer,
        nullptr, false, onnx_out::onnx_storable_types},
   };

@@ -65,6 +65,15 @@ class ResidentBlocks(unittest.TestCase):
         self.assertEqual(header, ["model", "size", "params", "threads", "batch", "resident", "peak RSS", "test", "t/s"])
         self.assertIn("| 2 |", md.splitlines()[2])
 
+    def test_a_reader_that_fills_memory_itself_is_refused(self):
+        # An .h5 is read into memory the reader allocated: releasing its pages would zero them.
+        h5 = os.path.join(self.dir, "m.h5")
+        if not os.path.exists(h5):
+            sf("convert", SAMPLE, "-o", h5, "--quant", "int8", "--format", "hdf5")
+        error_line(self, sf("run", h5, "--ids", "1,2", "-n", 1, "--resident-blocks", 1, check=False), 1,
+                   h5, "--resident-blocks")
+        self.assertEqual(sf("run", h5, "--ids", "1,2", "-n", 1, "--resident-blocks", 0).returncode, 0)
+
     def test_a_negative_count_is_a_usage_error(self):
         error_line(self, sf("run", self.shards, "--ids", "1", "-n", 1, "--resident-blocks", -1, check=False), 2,
                    "--resident-blocks")

@@ -11,9 +11,9 @@ const std::vector<FormatEntry>& formats() {
   static const std::vector<FormatEntry> table = {
       {"shards", "per-unit .shard files + raw embedding rows + manifest.json", make_shard_writer},
       {"gguf", "one GGUF v3 file (-o names the file) that llama.cpp loads", make_gguf_writer},
+      {"onnx", "model.onnx + model.onnx_data (external weights) + manifest.json, for onnxruntime", make_onnx_writer},
       {"zip", "the shards artifact as one zip (-o names the file), stored and 4 KiB-aligned to run in place",
        make_zip_bundle_writer},
-      {"onnx", "model.onnx + model.onnx_data (external weights) + manifest.json, for onnxruntime", make_onnx_writer},
   };
   return table;
 }

@@ -7,12 +7,14 @@ namespace sf {
 
 namespace {
 
-// A GGUF's tokenizer files are extracted to a private temporary directory (gguf_model.cpp) that is
-// gone by the time an error is shown: its messages name the GGUF and the key holding each file.
-std::string gguf_labels(std::string message, const Artifact& artifact) {
+// The tokenizer files of a GGUF or a zip bundle are extracted to a private temporary directory
+// (formats/temp_files.h) that is gone by the time an error is shown: messages name the container
+// and where the file is in it (the GGUF's key, the bundle's entry).
+std::string container_labels(std::string message, const Artifact& artifact, bool gguf) {
   const ArtifactTokenizer& t = artifact.tokenizer();
   for (const auto& path : t.paths) {
-    const std::string label = artifact.dir() + ": shardforge.tokenizer.file." + path.substr(path.rfind('/') + 1);
+    const std::string name = path.substr(path.rfind('/') + 1);
+    const std::string label = gguf ? artifact.dir() + ": shardforge.tokenizer.file." + name : artifact.dir() + ":" + name;
     for (size_t at = message.find(path); at != std::string::npos; at = message.find(path, at + label.size()))
       message.replace(at, path.size(), label);
   }
@@ -25,13 +27,16 @@ std::unique_ptr<Tokenizer> open_artifact_tokenizer(const Artifact& artifact) {
   const ArtifactTokenizer& t = artifact.tokenizer();
   if (t.kind.empty()) return nullptr;
   const bool gguf = artifact.manifest().value("format", "") == "gguf";
+  // A bundle's files are not beside its path: it is a file, not a directory.
+  const bool in_file = gguf || (!t.paths.empty() && t.paths[0].rfind(artifact.dir() + "/", 0) != 0);
   std::unique_ptr<Tokenizer> tok;
   try {
     tok = open_tokenizer(t.kind, t.paths,
-                         gguf ? artifact.dir() + ": shardforge.tokenizer.kind" : artifact.dir() + "/" + kManifestName);
+                         gguf ? artifact.dir() + ": shardforge.tokenizer.kind"
+                              : artifact.dir() + (in_file ? ":" : "/") + kManifestName);
   } catch (const Error& e) {
-    if (!gguf) throw;
-    throw Error(gguf_labels(e.message(), artifact), e.kind());
+    if (!in_file) throw;
+    throw Error(container_labels(e.message(), artifact, gguf), e.kind());
   }
   const VocabMap* map = artifact.vocab_map();
   const int64_t vocab = map ? map->old_size() : artifact.desc().vocab_size;

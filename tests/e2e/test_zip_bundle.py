@@ -222,6 +222,31 @@ class ZipBundle(TempDirTest):
     def test_unaligned_entries(self):
         self.refused(build_zip(self.good(), align=0), "multiple of 4096")
 
+    def test_tokenizer_files_are_extracted_privately_removed_and_named_by_entry(self):
+        tmp = self.path("tmpdir")
+        os.makedirs(tmp)
+        env = dict(os.environ, TMPDIR=tmp)
+        sf("run", self.zip, "-p", "The jargon", "-n", "2", env=env)
+        self.assertEqual(os.listdir(tmp), [], "the extracted tokenizer was left behind")
+        # A bundle whose tokenizer is not a SentencePiece model (its checksums made to agree).
+        e = self.good()
+        bad = b"\xff" * 64
+        m = json.loads(e[0]["data"])
+        for f in m["files"]:
+            if f["path"] == "tokenizer.model":
+                f["bytes"], f["sha256"] = len(bad), hashlib.sha256(bad).hexdigest()
+        for f in m["tokenizer"]["files"]:
+            f["sha256"] = hashlib.sha256(bad).hexdigest()
+        e[0] = {"name": "manifest.json", "data": seal(m)}
+        for x in e:
+            if x["name"] == "tokenizer.model":
+                x["data"] = bad
+        path = self.path("badtok.zip")
+        write_bytes(path, build_zip(e))
+        line = error_line(self, sf("run", path, "-p", "hi", "-n", "1", check=False, env=env), 1, path + ":tokenizer.model")
+        self.assertNotIn("shardforge-zip", line)
+        self.assertEqual(os.listdir(tmp), [])
+
     def test_changed_bytes_are_found_by_verify(self):
         e = self.good()
         h = next(x for x in e if x["name"] == "head.shard")

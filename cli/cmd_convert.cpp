@@ -95,7 +95,7 @@ void add_convert(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<Opts>();
   auto* c = app.add_subcommand("convert", "Convert a checkpoint into a quantized per-block artifact");
   c->add_option("source", o->c.source, "checkpoint file, directory, or sharded index")->required();
-  c->add_option("-o,--out", o->c.out, "output artifact directory (with --format gguf / hdf5: the .gguf / .h5 file)")->required();
+  c->add_option("-o,--out", o->c.out, "output artifact directory (with --format gguf, hdf5 or zip: the file)")->required();
   auto* dt = c->add_option("--dtype", o->dtype, "float type for all matrices: f32, f16, bf16")
                  ->check(CLI::IsMember({"f32", "f16", "bf16"}));
   auto* q = c->add_option("--quant", o->quant, "scheme: f32, f16, bf16, int8, int4[:g32|:g64|:g128][:sym|:asym], q8_0, q4_0")
@@ -123,7 +123,8 @@ void add_convert(CLI::App& app, int& exit_code) {
                            "--quant/--dtype)");
   c->add_option("--format", o->c.format,
                 "output format: shards (an artifact directory), gguf (one file llama.cpp loads), hdf5 (one HDF5 file "
-                "h5py reads) or onnx (a directory with model.onnx + model.onnx_data for onnxruntime)")
+                "h5py reads), onnx (a directory with model.onnx + model.onnx_data for onnxruntime) or zip (the shards "
+                "artifact as one zip, run in place)")
       ->default_val("shards");
   c->add_option("--split", o->c.split,
                 "with --format onnx: blocks = one graph per unit (embedding.onnx, block_NNN.onnx, head.onnx) instead "
@@ -131,7 +132,7 @@ void add_convert(CLI::App& app, int& exit_code) {
   c->add_option("--arch", o->c.arch, arch_help())->default_val("auto");
   auto* pl = c->add_option("--pipeline", o->c.pipeline_file, "JSON pipeline file replacing the default stages");
   add_threads_option(c, o->c.threads);
-  c->add_flag("--force", o->c.force, "replace OUT only if it is an existing artifact (with --format gguf: an existing GGUF file)");
+  c->add_flag("--force", o->c.force, "replace OUT only if it is an existing artifact (with --format gguf / zip: an existing GGUF file / zip bundle)");
   c->add_flag("--json", o->json_out, "print a JSON report");
   c->callback([o, dt, q, tq, nf, pl, tv, cal, cm, ct, cc, tb, &exit_code] {
     if (pl->count() > 0) refuse_beside_pipeline({q, dt, tq, nf, tv, cal, cm, ct, cc, tb});

@@ -31,6 +31,8 @@ void add_run(CLI::App& app, int& exit_code);
 void add_eval(CLI::App& app, int& exit_code);
 void add_bench(CLI::App& app, int& exit_code);
 void add_compare(CLI::App& app, int& exit_code);
+void add_pack(CLI::App& app, int& exit_code);    // cli/cmd_pack.cpp
+void add_unpack(CLI::App& app, int& exit_code);
 
 // ---- thread counts ----
 // The most worker threads a command starts: 4 x the hardware concurrency, and never more than 256.

@@ -15,7 +15,7 @@ namespace {
 constexpr sf::cli::Command kCommands[] = {
     {"inspect", sf::cli::add_inspect}, {"convert", sf::cli::add_convert}, {"verify", sf::cli::add_verify},
     {"run", sf::cli::add_run},         {"eval", sf::cli::add_eval},       {"bench", sf::cli::add_bench},
-    {"compare", sf::cli::add_compare},
+    {"compare", sf::cli::add_compare}, {"pack", sf::cli::add_pack},       {"unpack", sf::cli::add_unpack},
 };
 
 void print_error(const std::string& message) {

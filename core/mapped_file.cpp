@@ -11,8 +11,10 @@
 
 namespace sf {
 
-MappedFile::MappedFile(const std::string& path) : path_(path) {
-  const InputFile f(path);  // regular files only; never blocks
+MappedFile::MappedFile(const std::string& path) : MappedFile(InputFile(path)) {}  // regular files only; never blocks
+
+MappedFile::MappedFile(const InputFile& f) : path_(f.path()) {
+  const std::string& path = path_;
   size_ = size_t(f.size());
   if (size_ > 0) {
     void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, f.fd(), 0);

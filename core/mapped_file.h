@@ -8,9 +8,13 @@
 
 namespace sf {
 
+class InputFile;
+
 class MappedFile {
  public:
   explicit MappedFile(const std::string& path);
+  // Maps a file already open (the one a reader has checked, not whatever its path names by now).
+  explicit MappedFile(const InputFile& file);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;

@@ -20,8 +20,8 @@ namespace {
 // The manifest's vocab_map entry and its file (docs/format.md): the map must keep exactly the
 // model's rows, and the bytes parsed must have the sha256 the manifest gives (the one `files`
 // lists): a map that is not the one written would send tokens to other rows without a word.
-VocabMap read_vocab_map(const std::string& dir, const json& m, const ModelDesc& desc) {
-  const std::string mpath = dir + "/" + kManifestName;
+VocabMap read_vocab_map(const ArtifactFiles& files, const json& m, const ModelDesc& desc) {
+  const std::string mpath = files.path_of(kManifestName);
   const json& e = m["vocab_map"];  // an object with a plain file name: checked by read_manifest
   const std::string name = e.at("file").get<std::string>();
   const int64_t old_size = json_int(e, "old_vocab_size", mpath + ": vocab_map", 1, kMaxMappedVocab);
@@ -34,12 +34,13 @@ VocabMap read_vocab_map(const std::string& dir, const json& m, const ModelDesc& 
     if (f.is_object() && f.value("path", json()) == json(name))
       listed = f.value("sha256", json()) == e.value("sha256", json());
   if (!listed) fail_file(mpath, "vocab_map's file and sha256 are not the ones listed in files");
-  const std::string path = dir + "/" + name;
+  const std::string path = files.path_of(name);
   // The size is checked before the file is read, so a lying manifest allocates nothing.
-  if (InputFile(path).size() != uint64_t(old_size) * 4)
+  if (files.size(name) != uint64_t(old_size) * 4)
     fail_file(path, "is not " + std::to_string(uint64_t(old_size) * 4) + " bytes (" + std::to_string(old_size) +
                         " ids, as the manifest says)");
-  const std::string bytes = read_file(path, uint64_t(old_size) * 4);
+  const FileBytes b = files.map(name);
+  const std::string bytes(reinterpret_cast<const char*>(b.data), b.size);
   if (sha256_hex(bytes.data(), bytes.size()) != e.value("sha256", json()))
     fail_file(path, "sha256 differs from the manifest (the artifact's vocabulary map was changed)");
   return VocabMap::parse(bytes, old_size, kept, path);
@@ -47,9 +48,13 @@ VocabMap read_vocab_map(const std::string& dir, const json& m, const ModelDesc& 
 
 }  // namespace
 
-Artifact::Artifact(const std::string& dir) : dir_(dir) {
-  manifest_ = read_manifest(dir);
-  const std::string mpath = dir + "/" + kManifestName;
+Artifact::Artifact(const std::string& dir) : Artifact(std::make_shared<const DirectoryFiles>(dir)) {}
+
+Artifact::Artifact(std::shared_ptr<const ArtifactFiles> files) : dir_(files->where()), files_(files) {
+  const ArtifactFiles& fs = *files_;
+  const std::string& dir = dir_;
+  const std::string mpath = fs.path_of(kManifestName);
+  manifest_ = fs.manifest();
   if (manifest_.contains("onnx") && !manifest_.contains("units"))
     fail_file(dir, "is an ONNX export (--format onnx): run its model.onnx with an ONNX runtime; shardforge runs the "
                    "artifacts of --format shards and GGUF files",
@@ -62,13 +67,13 @@ Artifact::Artifact(const std::string& dir) : dir_(dir) {
     }
     const json& units = manifest_.at("units");
     const json& emb = units.at("embedding");
-    const std::string efile = dir + "/" + emb.at("file").get<std::string>();
-    embedding_ = std::make_shared<MappedFile>(efile);
+    const std::string efile = fs.path_of(emb.at("file").get<std::string>());
+    embedding_ = fs.map(emb.at("file").get<std::string>());
     const auto type = qtype_from_name(emb.at("type").get<std::string>());
     if (!type) fail_file(mpath, "embedding has unknown type");
     const size_t group = emb.contains("group") ? size_t(json_int(emb, "group", mpath, 0, 1 << 30)) : 0;
     views_["embed.weight"] = make_view(efile, "embed.weight", *type, group, json_int_list(emb, "shape", mpath),
-                                       embedding_->data(), embedding_->size());
+                                       embedding_.data, embedding_.size);
     // Loaders that seek to one token's row use this number: it must be the one the type implies.
     if (json_int(emb, "row_bytes", mpath, 0) != int64_t(views_["embed.weight"].row_bytes))
       fail_file(mpath, "units.embedding.row_bytes disagrees with the embedding's type and width");
@@ -92,19 +97,20 @@ Artifact::Artifact(const std::string& dir) : dir_(dir) {
       files.emplace_back(units.at("positions").get<std::string>(), pos);
     }
     for (const auto& [f, specs] : files) {
-      shards_.push_back(std::make_unique<ShardFile>(dir + "/" + f));
+      const FileBytes b = fs.map(f);
+      shards_.push_back(std::make_unique<ShardFile>(fs.path_of(f), b.data, b.size, b.keep));
       std::set<std::string> expected;
       for (const auto& t : specs) expected.insert(t.name);
       for (const auto& t : shards_.back()->tensors()) {
         if (!expected.count(t.name))
-          fail_file(dir + "/" + f, "holds tensor " + t.name + ", which this unit of the model the manifest " +
+          fail_file(fs.path_of(f), "holds tensor " + t.name + ", which this unit of the model the manifest " +
                                        "describes does not have (settings and tensors disagree)");
         views_[t.name] = t;
       }
     }
     read_tokenizer_entry(mpath);
     if (manifest_.contains("vocab_map"))
-      vocab_map_ = std::make_shared<const VocabMap>(read_vocab_map(dir, manifest_, desc_));
+      vocab_map_ = std::make_shared<const VocabMap>(read_vocab_map(fs, manifest_, desc_));
   } catch (const json::exception& e) {
     fail_file(mpath, std::string("malformed manifest: ") + e.what());
   }
@@ -149,7 +155,7 @@ void Artifact::read_tokenizer_entry(const std::string& mpath) {
     const auto it = listed.find(name);
     if (!sha.is_string() || it == listed.end() || it->second != sha)
       fail_file(mpath, "tokenizer file " + name + " is not listed in files with the same sha256");
-    tokenizer_.paths.push_back(dir_ + "/" + name);
+    tokenizer_.paths.push_back(files_->local_path(name));
     tokenizer_.sha256.push_back(sha.get<std::string>());
   }
   tokenizer_.kind = t["kind"].get<std::string>();

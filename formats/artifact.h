@@ -1,5 +1,5 @@
 #pragma once
-// Reading an artifact directory: the manifest, and every tensor as a view into mapped files.
+// Reading an artifact (a directory, or a zip bundle of the same files): the manifest, and every tensor as a view into mapped files.
 #include <map>
 #include <memory>
 #include <string>
@@ -9,6 +9,7 @@
 
 #include "core/mapped_file.h"
 #include "core/model_desc.h"
+#include "formats/artifact_files.h"
 #include "formats/shard_file.h"
 #include "formats/vocab_map.h"
 
@@ -25,6 +26,8 @@ struct ArtifactTokenizer {
 class Artifact {
  public:
   explicit Artifact(const std::string& dir);  // maps files and checks structure; no hashing
+  // The same over any container of the artifact's files (a zip bundle: formats/zip_bundle.h).
+  explicit Artifact(std::shared_ptr<const ArtifactFiles> files);
   // A model another reader mapped and validated (a GGUF file: formats/gguf/gguf_model.h), under
   // `path`: its manifest-like description, and views into memory `keep` owns. Every canonical
   // tensor must be there with its shape, as for a directory.
@@ -52,7 +55,8 @@ class Artifact {
   json manifest_;
   ModelDesc desc_;
   ArtifactTokenizer tokenizer_;
-  std::shared_ptr<MappedFile> embedding_;
+  std::shared_ptr<const ArtifactFiles> files_;
+  FileBytes embedding_;
   std::vector<std::unique_ptr<ShardFile>> shards_;
   std::map<std::string, TensorView> views_;
   std::shared_ptr<const VocabMap> vocab_map_;

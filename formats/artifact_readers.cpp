@@ -5,6 +5,7 @@
 #include "formats/gguf/gguf_model.h"
 #include "formats/hdf5/hdf5_model.h"
 #include "formats/manifest.h"
+#include "formats/zip_bundle.h"
 
 namespace sf {
 
@@ -30,6 +31,8 @@ const std::vector<ArtifactReader>& artifact_readers() {
   static const std::vector<ArtifactReader> table = {
       {"gguf", "a GGUF v3 file (shardforge's or llama.cpp's)", is_gguf_file, open_gguf_model, verify_gguf},
       {"hdf5", "an HDF5 file from convert --format hdf5", is_hdf5_file, open_hdf5_model, verify_hdf5},
+      {"zip", "a zip bundle of an artifact (--format zip, shardforge pack)", is_zip_bundle, open_zip_bundle,
+       verify_zip_bundle},
       // An ONNX export directory is refused by open (shardforge does not run it) and its graphs are
       // checked by verify.
       {"shards", "an artifact directory: manifest.json, .shard files, embedding rows", has_manifest, open_directory,

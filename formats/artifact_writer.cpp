@@ -72,9 +72,9 @@ void ArtifactWriter::write_all(const std::string& name, const void* data, size_t
   if (!ok) fail_file(path, "write failed (disk full?)");
 }
 
-void ArtifactWriter::write_file(const std::string& name, const std::vector<uint8_t>& bytes) {
-  write_all(name, bytes.data(), bytes.size());
-  files_.push_back({{"path", name}, {"bytes", bytes.size()}, {"sha256", sha256_hex(bytes.data(), bytes.size())}});
+void ArtifactWriter::write_bytes(const std::string& name, const void* data, size_t n) {
+  write_all(name, data, n);
+  files_.push_back({{"path", name}, {"bytes", n}, {"sha256", sha256_hex(data, n)}});
 }
 
 void ArtifactWriter::copy_file(const std::string& name, const std::string& src_path) {
@@ -101,12 +101,6 @@ uint64_t ArtifactWriter::append(const void* data, size_t n) {
   stream_hash_->update(data, n);
   stream_bytes_ += n;
   return at;
-}
-
-void ArtifactWriter::pad_to(uint64_t alignment) {
-  static const uint8_t zeros[4096] = {};
-  while (stream_bytes_ % alignment != 0)
-    append(zeros, size_t(std::min<uint64_t>(sizeof zeros, alignment - stream_bytes_ % alignment)));
 }
 
 void ArtifactWriter::end_stream() {

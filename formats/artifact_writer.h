@@ -14,10 +14,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "formats/artifact_sink.h"
+
 namespace sf {
 
 class Sha256;
-using json = nlohmann::json;
 
 struct OutputTarget {
   std::string dir;
@@ -26,7 +27,7 @@ struct OutputTarget {
   std::string split;                 // --split: how a format that can divides its output (onnx: "blocks")
 };
 
-class ArtifactWriter {
+class ArtifactWriter : public ArtifactSink {
  public:
   // Checks the target (docs/cli.md "convert"), handles stale OUT.partial-PID siblings, creates ours.
   explicit ArtifactWriter(const OutputTarget& target);
@@ -34,20 +35,15 @@ class ArtifactWriter {
   ArtifactWriter(const ArtifactWriter&) = delete;
   ArtifactWriter& operator=(const ArtifactWriter&) = delete;
 
-  void write_file(const std::string& name, const std::vector<uint8_t>& bytes);
-  void copy_file(const std::string& name, const std::string& src_path);
-  // A file written in pieces as units arrive (a format's one data file), one at a time: hashed as
-  // it is written, listed in "files" when ended. append returns the offset the bytes start at;
-  // pad_to adds zero bytes up to a multiple of `alignment`.
-  void begin_stream(const std::string& name);
-  uint64_t append(const void* data, size_t n);
-  void pad_to(uint64_t alignment);
-  uint64_t stream_size() const { return stream_bytes_; }
-  void end_stream();
-  // Adds "files" and manifest_sha256, writes manifest.json, reads the artifact back (with the
-  // artifact reader, or `read_back` for a format that reader does not open; it gets the temporary
-  // directory), renames into place. Returns the manifest as written.
-  json commit(json manifest, const std::function<void(const std::string& dir)>& read_back = nullptr);
+  // ArtifactSink (formats/artifact_sink.h).
+  void write_bytes(const std::string& name, const void* data, size_t n) override;
+  void copy_file(const std::string& name, const std::string& src_path) override;
+  void begin_stream(const std::string& name) override;
+  uint64_t append(const void* data, size_t n) override;
+  uint64_t stream_size() const override { return stream_bytes_; }
+  void end_stream() override;
+  // The read-back without `read_back` opens the directory with the artifact reader.
+  json commit(json manifest, const std::function<void(const std::string& dir)>& read_back = nullptr) override;
   const std::string& out_dir() const { return out_; }
 
  private:

@@ -19,6 +19,8 @@ const std::vector<FormatEntry>& formats() {
        make_hdf5_writer, ".h5", true, nullptr},
       {"onnx", "model.onnx + model.onnx_data (external weights) + manifest.json, for onnxruntime", make_onnx_writer,
        nullptr, false, onnx_out::onnx_storable_types},
+      {"zip", "the shards artifact as one zip (-o names the file), stored and 4 KiB-aligned to run in place",
+       make_zip_bundle_writer, ".zip", true, nullptr},
   };
   return table;
 }

@@ -90,7 +90,11 @@ std::string check_artifact_file_name(const json& name, const std::string& where,
 json read_manifest(const std::string& dir) {
   const std::string path = dir + "/" + kManifestName;
   if (!file_exists(path)) fail_file(dir, "not an artifact: manifest.json is missing");
-  const json m = read_json_file(path);
+  return parse_manifest(read_file(path, kMaxManifestBytes), path);
+}
+
+json parse_manifest(const std::string& text, const std::string& path) {
+  const json m = parse_json(text, path);
   if (!m.is_object() || m.value("format", json()) != json(kArtifactFormat)) fail_file(path, "not a shardforge manifest");
   if (m.value("format_version", json(0)) != json(kArtifactVersion))
     fail_file(path, "artifact format version " + m.value("format_version", json(0)).dump() +

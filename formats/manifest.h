@@ -23,6 +23,9 @@ json seal_manifest(json manifest);
 // integrity (manifest_sha256), and that every file it names is a plain name inside the artifact
 // directory (check_artifact_file_name). Throws Error naming the file.
 json read_manifest(const std::string& dir);
+// The same checks on a manifest's text read from elsewhere (a zip bundle's entry), named `path`.
+json parse_manifest(const std::string& text, const std::string& path);
+inline constexpr uint64_t kMaxManifestBytes = uint64_t(64) << 20;
 
 // The one rule for file names in a manifest: a non-empty plain name (no '/', no NUL, not "." or
 // "..") other than manifest.json. Throws Error naming `where` otherwise; returns the name.

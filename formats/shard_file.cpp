@@ -66,9 +66,13 @@ std::vector<uint8_t> encode_shard(const std::string& unit, const std::vector<Enc
   return out;
 }
 
-ShardFile::ShardFile(const std::string& path) : map_(std::make_shared<MappedFile>(path)) {
-  const uint8_t* d = map_->data();
-  const size_t n = map_->size();
+ShardFile::ShardFile(const std::string& path) : ShardFile(path, std::make_shared<MappedFile>(path)) {}
+
+ShardFile::ShardFile(const std::string& path, std::shared_ptr<MappedFile> map)
+    : ShardFile(path, map->data(), map->size(), map) {}
+
+ShardFile::ShardFile(const std::string& path, const uint8_t* d, size_t n, std::shared_ptr<const void> keep)
+    : keep_(std::move(keep)) {
   if (n < 16 || std::memcmp(d, kShardMagic, 8) != 0) fail_file(path, "not a shardforge .shard file (bad magic)");
   if (get_u32(d + 8) != kShardVersion)
     fail_file(path, "shard format version " + std::to_string(get_u32(d + 8)) + " is not supported");

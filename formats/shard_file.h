@@ -40,12 +40,16 @@ TensorView make_view(const std::string& where, const std::string& name, QType ty
 class ShardFile {
  public:
   explicit ShardFile(const std::string& path);  // maps and validates; throws Error naming the file
+  // The same over bytes mapped elsewhere (an entry of a zip bundle), named `where` in messages;
+  // `keep` owns them.
+  ShardFile(const std::string& where, const uint8_t* data, size_t size, std::shared_ptr<const void> keep);
   const std::string& unit() const { return unit_; }
   const std::vector<TensorView>& tensors() const { return tensors_; }
   const TensorView* find(const std::string& name) const;
 
  private:
-  std::shared_ptr<MappedFile> map_;
+  ShardFile(const std::string& path, std::shared_ptr<MappedFile> map);
+  std::shared_ptr<const void> keep_;
   std::string unit_;
   std::vector<TensorView> tensors_;
 };

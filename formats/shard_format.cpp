@@ -3,14 +3,16 @@
 #include "core/error.h"
 #include "formats/artifact_writer.h"
 #include "formats/shard_file.h"
+#include "formats/zip_sink.h"
 
 namespace sf {
 
 namespace {
 
+// The layout, written to a sink: a directory (--format shards) or a zip bundle (--format zip).
 class ShardWriter : public FormatWriter {
  public:
-  explicit ShardWriter(const OutputTarget& target) : w_(target) {}
+  ShardWriter(std::unique_ptr<ArtifactSink> sink, const char* name) : sink_(std::move(sink)), w_(*sink_), name_(name) {}
 
   void write_unit(const EncodedUnit& u) override {
     const std::string name = unit_name(u.kind, u.index);
@@ -45,7 +47,7 @@ class ShardWriter : public FormatWriter {
     }
   }
 
-  const char* format_name() const override { return "shards"; }
+  const char* format_name() const override { return name_; }
   void add_file(const std::string& name, const std::string& src_path) override { w_.copy_file(name, src_path); }
   void add_bytes(const std::string& name, const std::string& bytes) override {
     w_.write_file(name, std::vector<uint8_t>(bytes.begin(), bytes.end()));
@@ -59,7 +61,9 @@ class ShardWriter : public FormatWriter {
   }
 
  private:
-  ArtifactWriter w_;
+  std::unique_ptr<ArtifactSink> sink_;
+  ArtifactSink& w_;
+  const char* name_;
   json units_ = {{"blocks", json::array()}};
   uint64_t bytes_ = 0;
   int64_t params_ = 0;
@@ -68,7 +72,11 @@ class ShardWriter : public FormatWriter {
 }  // namespace
 
 std::unique_ptr<FormatWriter> make_shard_writer(const OutputTarget& target, const ModelDesc&) {
-  return std::make_unique<ShardWriter>(target);
+  return std::make_unique<ShardWriter>(std::make_unique<ArtifactWriter>(target), "shards");
+}
+
+std::unique_ptr<FormatWriter> make_zip_bundle_writer(const OutputTarget& target, const ModelDesc&) {
+  return std::make_unique<ShardWriter>(std::make_unique<ZipSink>(target), "zip");
 }
 
 }  // namespace sf

@@ -6,7 +6,7 @@
 #include <string>
 
 #include "converters/pytorch/pickle_vm.h"
-#include "converters/pytorch/zip_archive.h"
+#include "core/zip_archive.h"
 #include "converters/source_model.h"
 
 namespace sf {

@@ -13,6 +13,7 @@
 #include "core/messages.h"
 #include "core/sha256.h"
 #include "formats/output_dir.h"
+#include "formats/temp_files.h"
 #include "formats/gguf/gguf_arch.h"
 #include "formats/gguf/gguf_file.h"
 
@@ -92,12 +93,7 @@ TensorView view_of(const GgufFile& f, const GgufTensor& t, const std::string& ca
 // temporary directory for the tokenizer readers, which read files; removed with the Artifact.
 struct Extracted {
   std::shared_ptr<const GgufFile> file;
-  std::string dir;
-  std::vector<std::string> paths;
-  ~Extracted() {
-    for (const auto& p : paths) ::unlink(p.c_str());
-    if (!dir.empty()) ::rmdir(dir.c_str());
-  }
+  PrivateTempFiles files{"gguf"};
 };
 
 constexpr uint64_t kMaxTokenizerFileBytes = uint64_t(64) << 20;  // the tokenizers' own limit
@@ -118,22 +114,11 @@ ArtifactTokenizer extract_tokenizer(const GgufFile& f, Extracted& x) {
       fail_file(f.path(), "tokenizer file " + printable(n) + " is larger than 64 MiB");
     bytes.push_back(f.array_bytes("shardforge.tokenizer.file." + n));
   }
-  const char* tmp = std::getenv("TMPDIR");
-  std::string pattern = std::string(tmp && *tmp ? tmp : "/tmp") + "/shardforge-gguf-XXXXXX";
-  if (!::mkdtemp(pattern.data())) fail_file(pattern, "cannot create a temporary directory for the GGUF's tokenizer");
-  x.dir = pattern;
   ArtifactTokenizer t;
   t.kind = *kind;
   for (size_t i = 0; i < names.size(); ++i) {
-    const std::string path = x.dir + "/" + names[i];
-    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) fail_file(path, "cannot create (the same file named twice?)");
-    x.paths.push_back(path);
     const std::string& b = bytes[i];
-    const bool ok = ::write(fd, b.data(), b.size()) == ssize_t(b.size());
-    ::close(fd);
-    if (!ok) fail_file(path, "cannot write the GGUF's tokenizer file (disk full?)");
-    t.paths.push_back(path);
+    t.paths.push_back(x.files.add(names[i], b.data(), b.size()));
     t.sha256.push_back(sha256_hex(b.data(), b.size()));
   }
   return t;

@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import safetensors_writer as st  # noqa: E402
 
 TARGETS = ["fuzz_pickle", "fuzz_torch_zip", "fuzz_shard", "fuzz_artifact", "fuzz_json_config", "fuzz_tokenizer", "fuzz_safetensors",
-           "fuzz_gguf", "fuzz_onnx"]
+           "fuzz_gguf", "fuzz_onnx", "fuzz_zip_bundle"]
 
 # A LLaMA small enough that its shards and artifacts fuzz quickly, large enough for int4 groups
 # of 32: width 32, 1 block, 4 heads over 2 KV heads, FFN 64, vocabulary 64.
@@ -812,6 +812,17 @@ def main():
                       gguf_with_keys(data, gguf_tokenizer_keys("bogus", [("tokenizer.model", b"\x0a\x00")])))
             seeds.add("fuzz_gguf", "tokenizer_named_twice",
                       gguf_with_keys(data, gguf_tokenizer_keys("gpt2_bpe", [("vocab.json", b"{}"), ("vocab.json", b"{}")])))
+
+    # Zip bundles (--format zip): the tiny model, and the same cut short and with its central
+    # directory's first local-header offset pointing elsewhere.
+    bundle = os.path.join(work, "tiny.zip")
+    subprocess.run([args.shardforge, "convert", os.path.join(work, "tiny_hf"), "-o", bundle, "--quant", "q4_0",
+                    "--format", "zip", "--threads", "1"], check=True, capture_output=True)
+    data = open(bundle, "rb").read()
+    seeds.add("fuzz_zip_bundle", "tiny_q4_0", data)
+    seeds.add("fuzz_zip_bundle", "truncated", data[:len(data) // 2])
+    cd = struct.unpack_from("<I", data, len(data) - 6)[0]
+    seeds.add("fuzz_zip_bundle", "lho_moved", data[:cd + 42] + struct.pack("<I", 4096) + data[cd + 46:])
 
     manifest = json.loads(dict(files)["manifest.json"])
     for name, text in json_configs(args.fixtures, manifest).items():

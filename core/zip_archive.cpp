@@ -1,4 +1,4 @@
-#include "converters/pytorch/zip_archive.h"
+#include "core/zip_archive.h"
 
 #include <unistd.h>
 #include <zip.h>
@@ -34,6 +34,7 @@ std::string open_problem(int code) {
     case ZIP_ER_MEMORY: return "out of memory while opening the zip archive";
     case ZIP_ER_READ:
     case ZIP_ER_SEEK: return "read error while opening the zip archive";
+    case ZIP_ER_EXISTS: return "two entries have the same name";
     case ZIP_ER_MULTIDISK: return "multi-part zip archives are not supported";
     case ZIP_ER_COMPNOTSUPP: return "zip archive uses an unsupported compression method";
     case ZIP_ER_ENCRNOTSUPP:
@@ -161,6 +162,9 @@ void ZipArchive::walk_central_directory() {
     en.comp_size = csize;
     en.method = method;
     en.stored = method == 0 && !(flags & 1);
+    en.header_offset = lho;
+    en.made_by_os = c[5];
+    en.external_attributes = u32(c + 38);
 
     // libzip must see the same entry.
     zip_stat_t st;
@@ -169,7 +173,12 @@ void ZipArchive::walk_central_directory() {
     const bool same = (st.valid & ZIP_STAT_NAME) && st.name && en.name == st.name && (st.valid & ZIP_STAT_SIZE) &&
                       st.size == usize && (st.valid & ZIP_STAT_COMP_SIZE) && st.comp_size == csize &&
                       (st.valid & ZIP_STAT_COMP_METHOD) && st.comp_method == method;
-    if (!same) bad("entry " + std::to_string(i) + " differs between the central directory and the archive as a whole");
+    zip_uint8_t os = 0;
+    zip_uint32_t attributes = 0;
+    const bool same_attributes = zip_file_get_external_attributes(za_.get(), i, 0, &os, &attributes) == 0 &&
+                                 os == en.made_by_os && attributes == en.external_attributes;
+    if (!same || !same_attributes)
+      bad("entry " + std::to_string(i) + " differs between the central directory and the archive as a whole");
     if (flags & 1) bad("entry " + en.name + " is encrypted");
     if (method == 0 && usize != csize) bad("stored entry " + en.name + " states two different sizes");
     if (method == 8 && usize > checked_mul(csize, kMaxDeflateRatio, path_) + 64)

@@ -1,5 +1,5 @@
 #pragma once
-// A read-only zip archive (torch.save's container), read without any memory map: every byte comes
+// A read-only zip archive (torch.save's container, and the artifact bundle of --format zip), read without any memory map: every byte comes
 // through pread (core/input_file.h), so a file truncated while it is read is an error, not SIGBUS.
 //
 // Two readers look at the archive and must agree. libzip (opened on the same descriptor) checks
@@ -28,6 +28,9 @@ struct ZipEntry {
   uint16_t method = 0;          // 0 stored, 8 deflated (others are refused when read)
   bool stored = false;          // no compression: readable in place
   uint64_t data_offset = 0;     // file offset of the (compressed) bytes
+  uint64_t header_offset = 0;   // file offset of its local header
+  uint8_t made_by_os = 0;       // high byte of "version made by" (3: Unix)
+  uint32_t external_attributes = 0;  // on Unix, st_mode << 16 (a symbolic link: S_IFLNK)
 };
 
 class ZipArchive {

@@ -278,6 +278,10 @@ std::vector<CompareRow> compare_schemes(CompareOptions& opt) {
         for (const auto& f : tokenizer["files"]) tokenizer_files.insert(f["name"].get<std::string>());
       for (const auto& f : model.artifact().manifest()["files"])
         if (!tokenizer_files.count(f["path"].get<std::string>())) r.weight_bytes += f["bytes"].get<uint64_t>();
+      // A single-file format ships as the file: its size is the column (headers, padding and an
+      // embedded tokenizer included).
+      struct stat st {};
+      if (format.file_extension && ::stat(c.out.c_str(), &st) == 0) r.weight_bytes = uint64_t(st.st_size);
       r.bits_per_weight = model.artifact().manifest()["summary"]["bits_per_weight"].get<double>();
       if (i == 0) {  // the reference: its logits are stored once for every other scheme
         reference = std::make_unique<ReferenceLogits>(scratch.path, size_t(in.plan.positions()),

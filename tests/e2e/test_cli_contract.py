@@ -224,7 +224,7 @@ class OptionsThatWouldDoNothing(TempDirTest):
     def test_unknown_architecture_or_format_is_a_usage_error(self):
         error_line(self, self.convert("--arch", "bogus"), 2, "--arch", "bogus")
         # gguf, hdf5 and onnx are formats now (test_gguf.py, test_hdf5.py, test_onnx_writer.py).
-        error_line(self, self.convert("--format", "parquet"), 2, "--format", "parquet", "shards, gguf, hdf5, onnx")
+        error_line(self, self.convert("--format", "parquet"), 2, "--format", "parquet", "shards, gguf, hdf5, onnx, zip")
 
     def test_bad_schemes_are_usage_errors(self):
         for scheme, needle in [("int4:sym:asym", "sym or asym once"), ("int4:asym:asym", "sym or asym once"),

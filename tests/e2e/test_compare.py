@@ -76,6 +76,9 @@ class Compare(TempDirTest):
             self.assertEqual(a["ppl"], b["ppl"])
             self.assertEqual(a["kld"], b["kld"])
         self.assertEqual(g["rows"][1]["weight_bytes"], os.path.getsize(os.path.join(keep, "q4_0.gguf")))
+        z = sf_json("compare", SAMPLE, *args, "--format", "zip", "--keep", self.path("keepz"))
+        self.assertEqual([r["ppl"] for r in z["rows"]], [r["ppl"] for r in shards["rows"]])
+        self.assertEqual(z["rows"][1]["weight_bytes"], os.path.getsize(self.path("keepz", "q4_0.zip")))
         # What cannot run, or cannot be stored in the format, is refused before converting anything.
         for fmt, schemes, needle in (("onnx", "f32,q4_0", "does not run onnx"),
                                      ("gguf", "f32,int8", "cannot store int8"),

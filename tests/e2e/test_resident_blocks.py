@@ -19,6 +19,8 @@ class ResidentBlocks(unittest.TestCase):
         cls.shards = os.path.join(cls.dir, "int8")
         cls.gguf = os.path.join(cls.dir, "q8.gguf")
         cls.tied = os.path.join(cls.dir, "gpt2")
+        cls.bundle = os.path.join(cls.dir, "int8.zip")
+        sf("convert", SAMPLE, "-o", cls.bundle, "--quant", "int8", "--format", "zip")
         sf("convert", SAMPLE, "-o", cls.shards, "--quant", "int8")
         sf("convert", SAMPLE, "-o", cls.gguf, "--quant", "q8_0", "--format", "gguf")
         sf("convert", fixture("gpt2_hub"), "-o", cls.tied, "--quant", "f16")
@@ -38,7 +40,7 @@ class ResidentBlocks(unittest.TestCase):
         return json.loads(sf("inspect", artifact, "--json").stdout)["model"]["n_layers"]
 
     def test_run_gives_the_same_logits_whatever_the_residency(self):
-        for artifact in (self.shards, self.gguf, self.tied):
+        for artifact in (self.shards, self.gguf, self.tied, self.bundle):
             with self.subTest(artifact=os.path.basename(artifact)):
                 full = self.logits(artifact, 0)
                 self.assertGreater(len(full), 0)

@@ -180,6 +180,7 @@ class TargetBpw(TempDirTest):
         self.assertLessEqual(counted, 5.5)
         self.assertAlmostEqual(m["summary"]["bits_per_weight"], counted, places=9)
 
+    @release_only  # under the sanitizers: e2e.calibration and e2e.gguf take these writers and methods
     def test_with_a_calibration_method_each_tensor_is_encoded_in_its_scheme(self):
         art = self.path("gptq")
         sf("convert", SAMPLE, "-o", art, "--target-bpw", "5.5", "--calib", CALIB, *SMALL, "--calib-method", "gptq")
@@ -215,6 +216,7 @@ class TargetBpw(TempDirTest):
         self.assertAlmostEqual(j["bit_budget"]["report"]["achieved_bpw"], 8.0 * bytes_ / weights, places=9)
         self.assertTrue(all(s in ("f32", "q4_0", "q8_0", "f16") for s in j["bit_budget"]["assignment"]["tensors"].values()))
 
+    @release_only  # under the sanitizers: e2e.calibration and e2e.gguf take these writers and methods
     def test_gguf_fused_tensors_share_one_scheme(self):
         # GPT-2's GGUF stores q, k and v as one attn_qkv: one type for the three, whatever the budget.
         src = os.path.join(FIXTURES, "gpt2_hub")

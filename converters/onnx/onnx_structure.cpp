@@ -236,6 +236,12 @@ class Recovery {
   [[noreturn]] void refuse(const std::string& what) const {
     fail(m_.path + ": not a graph shardforge recognises (" + shape_ + "): " + what, ErrorKind::Unsupported);
   }
+  // Every family's output projection maps d_model to the vocabulary.
+  void check_head_shape() const {
+    if (head_.in != d_model_ || head_.out != vocab_)
+      refuse("the output projection is [" + std::to_string(head_.in) + " -> " + std::to_string(head_.out) +
+             "], not [d_model " + std::to_string(d_model_) + " -> vocab " + std::to_string(vocab_) + "]");
+  }
   NormSignature norm_signature() const;
   ProjectionSignature projection_signature() const;
   PositionSignature find_position_embedding();
@@ -359,9 +365,7 @@ void Recovery::find_blocks() {
   final_norm_ = g_.initializer(last->input(1)) ? last->input(1) : last->input(0);
   head_ = norms[i].second[0];
   check_name(head_, Role::Head, "the model");
-  if (head_.in != d_model_ || head_.out != vocab_)
-    refuse("the output projection is [" + std::to_string(head_.in) + " -> " + std::to_string(head_.out) + "], not [d_model " +
-           std::to_string(d_model_) + " -> vocab " + std::to_string(vocab_) + "]");
+  check_head_shape();
 }
 
 void Recovery::assign_attention(Layer& layer, const std::vector<Linear>& qkv) {
@@ -998,9 +1002,7 @@ void Recovery::run_gpt2(const json& hf_config) {
   gpt2_final_norm_ = norms.back();
   head_ = next_linear(gpt2_final_norm_.output, "output projection after the final LayerNorm");
   check_gpt2_name(head_, Role::Head, "the model");
-  if (head_.in != d_model_ || head_.out != vocab_)
-    refuse("the output projection is [" + std::to_string(head_.in) + " -> " + std::to_string(head_.out) + "], not [d_model " +
-           std::to_string(d_model_) + " -> vocab " + std::to_string(vocab_) + "]");
+  check_head_shape();
   const Gpt2Layer& first = gpt2_layers_.front();
   for (size_t i = 0; i < gpt2_layers_.size(); ++i) {
     const Gpt2Layer& l = gpt2_layers_[i];
@@ -1183,9 +1185,7 @@ void Recovery::run_chatglm2(const json& hf_config) {
   final_norm_ = weight_of(norms.back().first);
   head_ = norms.back().second;
   check_glm2_name(head_, Role::Head, "the model");
-  if (head_.in != d_model_ || head_.out != vocab_)
-    refuse("the output projection is [" + std::to_string(head_.in) + " -> " + std::to_string(head_.out) + "], not [d_model " +
-           std::to_string(d_model_) + " -> vocab " + std::to_string(vocab_) + "]");
+  check_head_shape();
   const Glm2Layer& first = glm2_layers_.front();
   for (size_t i = 0; i < glm2_layers_.size(); ++i) {
     const Glm2Layer& l = glm2_layers_[i];

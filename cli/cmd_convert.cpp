@@ -7,6 +7,7 @@
 #include "cli/common.h"
 #include "converters/architectures/architecture.h"
 #include "core/error.h"
+#include "pipeline/bit_budget_plan.h"
 #include "pipeline/calib_data.h"
 #include "pipeline/calibrate_stage.h"
 #include "pipeline/convert.h"
@@ -121,6 +122,12 @@ void add_convert(CLI::App& app, int& exit_code) {
                            "mixed precision: choose each tensor's scheme so the artifact takes at most X bits per "
                            "weight with the least loss, measured on --calib (--tensor-quant fixes tensors; not with "
                            "--quant/--dtype)");
+  std::string measures;
+  for (const auto& m : budget_measures())
+    measures += (measures.empty() ? "" : "; ") + std::string(m.name) + ": " + m.description;
+  auto* bm = c->add_option("--bpw-measure", o->c.bpw_measure,
+                           "with --target-bpw, how each block linear's loss is measured: " + measures +
+                               " (default block)");
   c->add_option("--format", o->c.format,
                 "output format: shards (an artifact directory), gguf (one file llama.cpp loads), hdf5 (one HDF5 file "
                 "h5py reads), onnx (a directory with model.onnx + model.onnx_data for onnxruntime) or zip (the shards "
@@ -134,8 +141,13 @@ void add_convert(CLI::App& app, int& exit_code) {
   add_threads_option(c, o->c.threads);
   c->add_flag("--force", o->c.force, "replace OUT only if it is an existing artifact (with --format gguf / zip: an existing GGUF file / zip bundle)");
   c->add_flag("--json", o->json_out, "print a JSON report");
-  c->callback([o, dt, q, tq, nf, pl, tv, cal, cm, ct, cc, tb, &exit_code] {
-    if (pl->count() > 0) refuse_beside_pipeline({q, dt, tq, nf, tv, cal, cm, ct, cc, tb});
+  c->callback([o, dt, q, tq, nf, pl, tv, cal, cm, ct, cc, tb, bm, &exit_code] {
+    if (pl->count() > 0) refuse_beside_pipeline({q, dt, tq, nf, tv, cal, cm, ct, cc, tb, bm});
+    if (bm->count() > 0) {
+      if (tb->count() == 0) fail_usage("--bpw-measure applies to --target-bpw only");
+      if (!budget_measure_from_name(o->c.bpw_measure))
+        fail_usage("--bpw-measure must be block or layer, not '" + o->c.bpw_measure + "'");
+    }
     if (tb->count() > 0) {
       if (!(o->c.target_bpw > 0 && o->c.target_bpw <= 64))
         fail_usage("--target-bpw must be a number of bits per weight above 0 (and at most 64), not " +

@@ -100,7 +100,7 @@ class SensitivityPass {
     r.manifest["sequences"] = data_.n_seq;
     r.manifest["ctx"] = data_.ctx;
     r.manifest["tokens_used"] = data_.n_seq * data_.ctx;
-    r.manifest["measure"] = gram_ ? "gram" : "diagonal";
+    r.manifest["measure"] = req_.measure == BudgetMeasure::Block ? "block" : gram_ ? "gram" : "diagonal";
     r.report = {{"seconds", seconds},
                 {"peak_rss_bytes", peak_rss_bytes()},
                 {"sequences", data_.n_seq},
@@ -245,6 +245,10 @@ class SensitivityPass {
     }
     StatsTap tap(d_, gram_, pool_);
     const double stream_in = stream_energy();
+    // The block measure reruns the block on the first sequences' input, one tensor encoded at a time.
+    const size_t D = size_t(d_.d_model), probe_seq = probe_sequences();
+    std::vector<float> probe_in;
+    if ((req_.measure == BudgetMeasure::Block)) probe_in.assign(x_.begin(), x_.begin() + ptrdiff_t(probe_seq * data_.ctx * D));
     run_block_on_sequences(d_, w, data_.tokens.data(), x_.data(), data_.n_seq, data_.ctx, &pool_, &tap);
     tap.finish();
     auto written = [&](LinearInput writer) {
@@ -269,10 +273,58 @@ class SensitivityPass {
             energy = LinearInput(g) == LinearInput::AttnIn || LinearInput(g) == LinearInput::AttnOut ? attn : ffn;
           }
       if (!stats || t.spec.role != TensorRole::LinearWeight) no_measure(t);
-      tensors_.push_back(scaled(
-          measure_linear(t.spec.name, t.values.data(), rows_of(t.spec), cols_of(t.spec), ladder(t), *stats, &pool_),
-          energy));
+      BudgetTensor b =
+          measure_linear(t.spec.name, t.values.data(), rows_of(t.spec), cols_of(t.spec), ladder(t), *stats, &pool_);
+      if ((req_.measure == BudgetMeasure::Block)) {
+        const size_t slot = size_t(&t - u.tensors.data());
+        for (BudgetOption& o : b.options) o.error = block_error(u, views, w, slot, o.scheme, probe_in, probe_seq);
+        tensors_.push_back(std::move(b));
+      } else {
+        tensors_.push_back(scaled(std::move(b), energy));
+      }
     }
+  }
+
+  // Whole sequences from the start of the calibration data that the block measure reruns: a
+  // quarter of them, at most kBlockMeasureTokens tokens, at least one sequence.
+  size_t probe_sequences() const {
+    return std::max<size_t>(1, std::min(data_.n_seq / 4, kBlockMeasureTokens / data_.ctx));
+  }
+
+  // The block measure of tensor `slot` of u in `scheme`: the block rerun on its f32 input with that
+  // one tensor encoded by round-to-nearest, and the squared change of its output relative to the
+  // output's energy, E|Δy|² / E|y|² (y: the stream after the block, x_ now). A relative error of the
+  // stream, like the embedding's, with everything the block does to the tensor's error on the way
+  // (SiLU and the product with up for the gate, softmax for q and k) included.
+  double block_error(const Unit& u, std::vector<TensorView>& views, LayerWeights& w, size_t slot, const Scheme& scheme,
+                     const std::vector<float>& probe_in, size_t probe_seq) {
+    const UnitTensor& t = u.tensors[slot];
+    UnitTensor enc;
+    enc.spec = t.spec;
+    EncodedTensor& e = enc.encoded;
+    e.name = t.spec.name;
+    e.type = scheme.type;
+    e.group = scheme.group;
+    e.shape = t.spec.shape;
+    const size_t rows = size_t(e.rows()), cols = size_t(e.cols()), rb = e.row_bytes();
+    e.data.assign(rows * rb, 0);
+    const auto& tr = qtype_traits(scheme.type);
+    pool_.parallel_for(rows, [&](size_t b, size_t end) {
+      for (size_t r = b; r < end; ++r) tr.quantize_row(&t.values[r * cols], cols, scheme.group, &e.data[r * rb]);
+    });
+    enc.has_encoded = true;
+    const TensorView saved = views[slot];
+    views[slot] = encoded_view(enc);
+    std::vector<float> y(probe_in);
+    run_block_on_sequences(d_, w, data_.tokens.data(), y.data(), probe_seq, data_.ctx, &pool_, nullptr);
+    views[slot] = saved;
+    double err = 0, energy = 0;
+    for (size_t i = 0; i < y.size(); ++i) {
+      const double ref = x_[i];
+      err += (double(y[i]) - ref) * (double(y[i]) - ref);
+      energy += ref * ref;
+    }
+    return energy > 0 ? err / energy : 0.0;
   }
 
   // E|x|² per token of the activations x_ (summed in row order: the same bits at any -t).
@@ -371,6 +423,22 @@ class SensitivityPass {
 };
 
 }  // namespace
+
+const std::vector<BudgetMeasureInfo>& budget_measures() {
+  static const std::vector<BudgetMeasureInfo> m = {
+      {BudgetMeasure::Block, "block",
+       "the change of each block's output with the tensor encoded (a block run per tensor and scheme)"},
+      {BudgetMeasure::Layer, "layer",
+       "the change of each layer's own output, scaled to its share of the residual stream (no extra runs)"},
+  };
+  return m;
+}
+
+std::optional<BudgetMeasure> budget_measure_from_name(const std::string& name) {
+  for (const auto& m : budget_measures())
+    if (name == m.name) return m.measure;
+  return std::nullopt;
+}
 
 BitBudgetResult plan_bit_budget(const BitBudgetRequest& req, const CanonicalModel& model, const Tokenizer* tokenizer,
                                 const FormatRules& format, const std::map<std::string, Scheme>& fixed,

@@ -7,6 +7,7 @@
 // every later stage, a calibration stage included, takes its schemes from.
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,19 @@
 
 namespace sf {
 
+// How a block linear's loss in a scheme is measured (one row each in budget_measures()).
+enum class BudgetMeasure : uint8_t {
+  Block,  // the change of the block's output with the tensor encoded (the block rerun per scheme)
+  Layer,  // the change of the layer's own output, scaled to what its sublayer writes to the stream
+};
+struct BudgetMeasureInfo {
+  BudgetMeasure measure;
+  const char* name;         // --bpw-measure
+  const char* description;  // one line, for --help
+};
+const std::vector<BudgetMeasureInfo>& budget_measures();
+std::optional<BudgetMeasure> budget_measure_from_name(const std::string& name);
+
 struct BitBudgetRequest {
   double target_bpw = 0;
   CalibSpec calib;
@@ -30,7 +44,12 @@ struct BitBudgetRequest {
   // weights and errors added). A group with a fixed member is left alone (the writer then checks
   // that the fixed and chosen types agree).
   std::vector<std::vector<std::string>> same_scheme;
+  BudgetMeasure measure = BudgetMeasure::Block;
 };
+
+// At most this many calibration tokens (the first quarter of the sequences, whole, at least one)
+// are what the block measure reruns each block on.
+inline constexpr size_t kBlockMeasureTokens = 8192;
 
 struct BitBudgetResult {
   BudgetAssignment assignment;

@@ -180,6 +180,11 @@ ConvertReport convert(const ConvertOptions& opt) {
   if (opt.target_bpw > 0) {
     if (!opt.pipeline_file.empty()) fail_usage("--target-bpw cannot be combined with --pipeline");
     BitBudgetRequest req{opt.target_bpw, parse_calib_spec(opt.calib), opt.calib_tokens, opt.calib_ctx, {}};
+    if (!opt.bpw_measure.empty()) {
+      const auto m = budget_measure_from_name(opt.bpw_measure);
+      if (!m) fail_usage("--bpw-measure must be block or layer, not '" + opt.bpw_measure + "'");
+      req.measure = *m;
+    }
     // GGUF stores some of a block's tensors as one (llama.cpp's fused attn_qkv, ChatGLM's ffn_up):
     // they must share a scheme. (The writer accepted the model, so the family has an entry.)
     if (std::string(writer->format_name()) == "gguf")

@@ -30,6 +30,7 @@ struct ConvertOptions {
   // sensitivity pass on the calibration data chooses (pipeline/bit_budget_plan.h), so the artifact
   // takes at most X bits per weight. calib_tokens / calib_ctx apply to the pass too.
   double target_bpw = 0;
+  std::string bpw_measure;               // --bpw-measure NAME (budget_measures()); empty: the default, block
   size_t threads = 0;                    // 0 = all cores
   bool force = false;
   bool progress = true;

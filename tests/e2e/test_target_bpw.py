@@ -139,6 +139,14 @@ class TargetBpw(TempDirTest):
             if f.endswith(".shard"):
                 self.assertEqual(read_bytes(os.path.join(art, f)), read_bytes(os.path.join(again, f)), f)
 
+    def test_the_measure_is_recorded_and_chosen(self):
+        # Block linears are measured by their block's output by default; --bpw-measure layer takes the
+        # layer's own output (with its Gram matrix on this small model) and is recorded as such.
+        self.assertEqual(self.manifest(self.budget(5.5))["bit_budget"]["measure"], "block")
+        layer = self.budget(5.5, "--bpw-measure", "layer")
+        self.assertEqual(self.manifest(layer)["bit_budget"]["measure"], "gram")
+        self.assertLessEqual(self.manifest(layer)["summary"]["bits_per_weight"], 5.5)
+
     @release_only
     def test_thread_count_does_not_change_a_byte(self):
         outs = []
@@ -268,6 +276,11 @@ class TargetBpw(TempDirTest):
                       ["--pipeline", CALIB], ["--allow-non-finite"]):
             error_line(self, sf("convert", SAMPLE, "-o", out, "--target-bpw", "5", "--calib", CALIB, *extra,
                                 check=False), 2)
+        # --bpw-measure: one of the measures, and only beside --target-bpw.
+        error_line(self, sf("convert", SAMPLE, "-o", out, "--target-bpw", "5", "--calib", CALIB, "--bpw-measure", "kl",
+                            check=False), 2, "--bpw-measure", "block or layer")
+        error_line(self, sf("convert", SAMPLE, "-o", out, "--quant", "int8", "--bpw-measure", "layer", check=False), 2,
+                   "--bpw-measure", "--target-bpw")
         for bad in ("0", "-1", "nan", "100"):
             error_line(self, sf("convert", SAMPLE, "-o", out, "--target-bpw", bad, "--calib", CALIB, check=False), 2,
                        "--target-bpw")

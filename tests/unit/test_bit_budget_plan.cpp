@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "converters/reader_registry.h"
 #include "core/error.h"
 #include "pipeline/awq_fold.h"
@@ -221,6 +223,69 @@ TEST(BitBudgetPlan, GgufLadderHasOnlyGgmlTypes) {
                 c.scheme.type == QType::Q4_0)
         << c.name << " " << c.scheme.name();
   std::filesystem::remove(f->ids);
+}
+
+// hf_st (a safetensors copy of hf_gqa) with block 0's query projection all zeros: every attention
+// score is then 0 and the weights uniform whatever the keys, so block 0's output does not depend on
+// its key projection. Returns the copy's directory.
+std::string blind_query_copy() {
+  const char* dir = std::getenv("SF_FIXTURES");
+  if (!dir || !std::filesystem::is_directory(std::string(dir) + "/hf_st")) return "";
+  const auto out = std::filesystem::temp_directory_path() / ("sf-unit-blind-query-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(out);
+  std::filesystem::copy(std::string(dir) + "/hf_st", out);
+  const std::string file = (out / "model.safetensors").string();
+  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+  uint64_t header_len = 0;
+  f.read(reinterpret_cast<char*>(&header_len), 8);  // little-endian, as this machine
+  std::string header(header_len, '\0');
+  f.read(header.data(), std::streamsize(header_len));
+  const auto h = nlohmann::json::parse(header);
+  const auto& q = h.at("model.layers.0.self_attn.q_proj.weight");
+  EXPECT_EQ(q.at("dtype"), "F32");
+  const uint64_t begin = q.at("data_offsets")[0], end = q.at("data_offsets")[1];
+  f.seekp(std::streamoff(8 + header_len + begin));
+  const std::string zeros(end - begin, '\0');
+  f.write(zeros.data(), std::streamsize(zeros.size()));
+  return out.string();
+}
+
+TEST(BitBudgetPlan, BlockMeasureSeesWhatTheBlockIgnores) {
+  const std::string dir = blind_query_copy();
+  if (dir.empty()) GTEST_SKIP() << "SF_FIXTURES not set";
+  auto f = std::make_unique<Fixture>();
+  f->src = open_source(dir);
+  f->model = map_architecture(*f->src);
+  f->ids = dir + "/calib.ids";
+  {
+    std::ofstream out(f->ids);
+    for (int i = 0; i < 1024; ++i) out << (i * 37) % f->model.desc.vocab_size << ' ';
+  }
+  ThreadPool pool(2);
+  const auto fixed = norms_and_biases(f->model.desc);
+  auto choice = [](const BitBudgetResult& r, const std::string& name) {
+    for (const auto& c : r.assignment.tensors)
+      if (c.name == name) return c;
+    ADD_FAILURE() << name << " not assigned";
+    return BudgetChoice{};
+  };
+  BitBudgetRequest req = request(*f, 6.0);
+  req.measure = BudgetMeasure::Block;
+  const BitBudgetResult block = plan_bit_budget(req, f->model, nullptr, FormatRules{"shards", {}, false}, fixed, "src", pool);
+  req.measure = BudgetMeasure::Layer;
+  const BitBudgetResult layer = plan_bit_budget(req, f->model, nullptr, FormatRules{"shards", {}, false}, fixed, "src", pool);
+  EXPECT_EQ(block.manifest["measure"], "block");
+  EXPECT_EQ(layer.manifest["measure"], "gram");
+  // Block 0's key projection changes its own output in every scheme, but not the block's: the
+  // block measure finds it costs nothing and gives it the cheapest rung; the layer measure does not.
+  const BudgetChoice k_block = choice(block, "blocks.0.attn.k.weight"), k_layer = choice(layer, "blocks.0.attn.k.weight");
+  EXPECT_EQ(k_block.error, 0.0);
+  EXPECT_EQ(k_block.scheme.name(), "int4:g128:sym");
+  EXPECT_GT(k_layer.error, 0.0);
+  // Tensors the block's output depends on lose something in the block measure too.
+  for (const char* name : {"blocks.0.attn.v.weight", "blocks.0.ffn.up.weight", "blocks.1.attn.k.weight"})
+    EXPECT_GT(choice(block, name).error, 0.0) << name;
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

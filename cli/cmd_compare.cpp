@@ -17,7 +17,7 @@
 namespace sf::cli {
 
 namespace {
-struct Opts {
+struct CompareOpts {
   CompareOptions c;
   std::string out_md, plot, format = "table";
   bool json_out = false;
@@ -94,7 +94,7 @@ std::string csv(const std::vector<CompareRow>& rows) {
 
 json throughput_json(const Throughput& t) { return {{"median", t.median}, {"min", t.min}, {"max", t.max}}; }
 
-json report_json(const Opts& o, const std::vector<CompareRow>& rows) {
+json report_json(const CompareOpts& o, const std::vector<CompareRow>& rows) {
   json a = json::array();
   for (const auto& r : rows)
     a.push_back({{"scheme", r.scheme}, {"bits_per_weight", r.bits_per_weight}, {"weight_bytes", r.weight_bytes},
@@ -121,7 +121,7 @@ void write_report(const std::string& path, const std::string& text, const std::v
   }
 }
 
-int run(Opts& o) {
+int run_compare(CompareOpts& o) {
   set_current_input(o.c.source);
   if (o.json_out) {
     if (o.format != "table" && o.format != "json") fail_usage("--json is -o json; it cannot go with -o " + o.format);
@@ -144,7 +144,7 @@ int run(Opts& o) {
 }  // namespace
 
 void add_compare(CLI::App& app, int& exit_code) {
-  auto o = std::make_shared<Opts>();
+  auto o = std::make_shared<CompareOpts>();
   auto* c = app.add_subcommand("compare", "Convert with several schemes and tabulate size, PPL, KLD and speed");
   c->add_option("source", o->c.source, "checkpoint file or directory")->required();
   c->add_option("--schemes", o->c.schemes,
@@ -178,7 +178,7 @@ void add_compare(CLI::App& app, int& exit_code) {
   c->add_flag("--json", o->json_out, "print one JSON object (-o json)");
   c->callback([o, &exit_code] {
     if (o->c.schemes.empty()) o->c.schemes = {"f32", "f16", "bf16", "int8", "int4:g32", "int4:g128"};
-    exit_code = run(*o);
+    exit_code = run_compare(*o);
   });
 }
 

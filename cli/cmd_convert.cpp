@@ -28,7 +28,7 @@ std::string arch_help() {
   return s;
 }
 
-struct Opts {
+struct ConvertOpts {
   ConvertOptions c;
   std::string dtype, quant;
   bool json_out = false;
@@ -42,7 +42,7 @@ void refuse_beside_pipeline(const std::vector<const CLI::Option*>& options) {
                  "stage's scheme, overrides, allow_non_finite; a trim_vocab stage's spec; a calib_* stage's params)");
 }
 
-int run(Opts& o) {
+int run_convert(ConvertOpts& o) {
   set_current_input(o.c.source);
   o.c.progress = !o.json_out && ::isatty(STDERR_FILENO);
   const ConvertReport r = convert(o.c);
@@ -93,7 +93,7 @@ std::string calib_method_help() {
 }  // namespace
 
 void add_convert(CLI::App& app, int& exit_code) {
-  auto o = std::make_shared<Opts>();
+  auto o = std::make_shared<ConvertOpts>();
   auto* c = app.add_subcommand("convert", "Convert a checkpoint into a quantized per-block artifact");
   c->add_option("source", o->c.source, "checkpoint file, directory, or sharded index")->required();
   c->add_option("-o,--out", o->c.out, "output artifact directory (with --format gguf, hdf5 or zip: the file)")->required();
@@ -195,7 +195,7 @@ void add_convert(CLI::App& app, int& exit_code) {
                  "ids as the tokenizer's)");
     // An option given is used as given: --quant "" is an error, not f32.
     o->c.scheme = q->count() > 0 ? o->quant : dt->count() > 0 ? o->dtype : "f32";
-    exit_code = run(*o);
+    exit_code = run_convert(*o);
   });
 }
 

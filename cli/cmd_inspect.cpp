@@ -19,7 +19,7 @@ namespace sf::cli {
 
 namespace {
 
-struct Opts {
+struct InspectOpts {
   std::string path;
   bool json_out = false;
 };
@@ -153,7 +153,7 @@ json inspect_source(const std::string& path) {
           {"tensor_bytes", total}, {"tensors", tensors}};
 }
 
-int run(const Opts& o) {
+int run_inspect(const InspectOpts& o) {
   set_current_input(o.path);
   if (is_gguf_file(o.path)) {
     const json info = inspect_gguf(o.path);
@@ -210,11 +210,11 @@ int run(const Opts& o) {
 }  // namespace
 
 void add_inspect(CLI::App& app, int& exit_code) {
-  auto o = std::make_shared<Opts>();
+  auto o = std::make_shared<InspectOpts>();
   auto* c = app.add_subcommand("inspect", "Show architecture, hyper-parameters and tensors of a source or artifact");
   c->add_option("path", o->path, "checkpoint file, directory, artifact directory or GGUF file")->required();
   c->add_flag("--json", o->json_out, "print one JSON object");
-  c->callback([o, &exit_code] { exit_code = run(*o); });
+  c->callback([o, &exit_code] { exit_code = run_inspect(*o); });
 }
 
 }  // namespace sf::cli

@@ -17,7 +17,7 @@ namespace sf::cli {
 
 namespace {
 
-struct Opts {
+struct PackOpts {
   std::string in, out;
   bool force = false;
 };
@@ -37,7 +37,7 @@ json unsealed(json m) {
   return m;
 }
 
-int pack(const Opts& o) {
+int pack(const PackOpts& o) {
   set_current_input(o.in);
   const ArtifactReader& reader = reader_for(o.in);
   if (std::string(reader.name) != "shards")
@@ -58,7 +58,7 @@ int pack(const Opts& o) {
   return 0;
 }
 
-int unpack(const Opts& o) {
+int unpack(const PackOpts& o) {
   set_current_input(o.in);
   if (!is_zip_bundle(o.in)) fail_file(o.in, "is not a zip bundle of an artifact (a zip with a manifest.json entry)");
   require_intact(reader_for(o.in), o.in);
@@ -78,7 +78,7 @@ int unpack(const Opts& o) {
 }  // namespace
 
 void add_pack(CLI::App& app, int& exit_code) {
-  auto o = std::make_shared<Opts>();
+  auto o = std::make_shared<PackOpts>();
   auto* c = app.add_subcommand("pack", "Write an artifact directory as one zip bundle (what --format zip writes)");
   c->add_option("artifact", o->in, "artifact directory")->required();
   c->add_option("-o,--out", o->out, "the .zip file to write")->required();
@@ -87,7 +87,7 @@ void add_pack(CLI::App& app, int& exit_code) {
 }
 
 void add_unpack(CLI::App& app, int& exit_code) {
-  auto o = std::make_shared<Opts>();
+  auto o = std::make_shared<PackOpts>();
   auto* c = app.add_subcommand("unpack", "Write a zip bundle's files as an artifact directory");
   c->add_option("bundle", o->in, "zip bundle (--format zip, pack)")->required();
   c->add_option("-o,--out", o->out, "the artifact directory to write")->required();

@@ -23,7 +23,7 @@ namespace {
 // Past this the distribution is uniform to within float precision: a larger value is a typo.
 constexpr double kMaxTemp = 100.0;
 
-struct Opts {
+struct RunOpts {
   std::string dir, prompt, logits_file;
   std::vector<std::string> ids_text;  // --ids as given: "1,2,3" (or several values)
   std::vector<int> ids;
@@ -88,7 +88,7 @@ void check_ids(const std::vector<int>& ids, int64_t vocab) {
                  std::to_string(vocab - 1) + ")");
 }
 
-int run(const Opts& o) {
+int run_generation(const RunOpts& o) {
   set_current_input(o.dir);
   // Before loading: the artifact's files are mapped, so writing over one would crash the run (SIGBUS).
   check_report_path(o.logits_file, {o.dir});
@@ -162,7 +162,7 @@ int run(const Opts& o) {
 }  // namespace
 
 void add_run(CLI::App& app, int& exit_code) {
-  auto o = std::make_shared<Opts>();
+  auto o = std::make_shared<RunOpts>();
   auto* c = app.add_subcommand("run", "Generate text from a prompt with the reference executor");
   c->add_option("artifact", o->dir, "artifact (a directory or a file)")->required();
   auto* p = c->add_option("-p,--prompt", o->prompt, "prompt text (BOS is prepended for SentencePiece tokenizers)");
@@ -180,7 +180,7 @@ void add_run(CLI::App& app, int& exit_code) {
   c->callback([o, p, ids, &exit_code] {
     if (p->count() == 0 && ids->count() == 0) throw CLI::RequiredError("--prompt or --ids");
     if (ids->count() > 0) o->ids = parse_ids(o->ids_text);
-    exit_code = run(*o);
+    exit_code = run_generation(*o);
   });
 }
 

@@ -10,12 +10,12 @@
 namespace sf::cli {
 
 namespace {
-struct Opts {
+struct VerifyOpts {
   std::string dir;
   bool json_out = false;
 };
 
-int run(const Opts& o) {
+int run_verify(const VerifyOpts& o) {
   set_current_input(o.dir);
   const ArtifactReader& reader = reader_for(o.dir);
   auto problems = reader.verify(o.dir);
@@ -40,11 +40,11 @@ int run(const Opts& o) {
 }  // namespace
 
 void add_verify(CLI::App& app, int& exit_code) {
-  auto o = std::make_shared<Opts>();
+  auto o = std::make_shared<VerifyOpts>();
   auto* c = app.add_subcommand("verify", "Check an artifact's files against its manifest (sizes, sha256, structure) and open its tokenizer");
   c->add_option("artifact", o->dir, "artifact: a directory or a file (docs/cli.md)")->required();
   c->add_flag("--json", o->json_out, "print one JSON object");
-  c->callback([o, &exit_code] { exit_code = run(*o); });
+  c->callback([o, &exit_code] { exit_code = run_verify(*o); });
 }
 
 }  // namespace sf::cli

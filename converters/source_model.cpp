@@ -42,7 +42,7 @@ std::string LazyTensor::describe() const {
 }
 
 namespace {
-constexpr size_t kMaxDims = 64;
+constexpr size_t kMaxShapeDims = 64;
 // A view may repeat its storage's elements (stride 0), but not into an unbounded tensor.
 constexpr int64_t kMaxRepeatedElements = int64_t(1) << 26;
 constexpr size_t kChunkElements = size_t(4) << 20;
@@ -65,7 +65,7 @@ static uint64_t last_index(const LazyTensor& t, const std::string& what) {
 void LazyTensor::check_parts() const {
   const std::string where = describe() + ": tensor " + name;
   if (storage) fail(where + " has both a storage and parts");
-  if (shape.size() > kMaxDims) fail(where + " has more than " + std::to_string(kMaxDims) + " dimensions");
+  if (shape.size() > kMaxShapeDims) fail(where + " has more than " + std::to_string(kMaxShapeDims) + " dimensions");
   if (concat_axis >= shape.size())
     fail(where + " " + shape_string(shape) + " has no axis " + std::to_string(concat_axis));
   checked_mul(numel(), int64_t(sizeof(float)), where);  // the whole's f32 copy fits
@@ -90,7 +90,7 @@ void LazyTensor::check_bounds() const {
   if (!storage) fail("tensor " + name + " has no storage");
   const std::string where = storage->describe() + ": tensor " + name;
   if (shape.size() != strides.size()) fail(where + " has mismatched shape and strides");
-  if (shape.size() > kMaxDims) fail(where + " has more than " + std::to_string(kMaxDims) + " dimensions");
+  if (shape.size() > kMaxShapeDims) fail(where + " has more than " + std::to_string(kMaxShapeDims) + " dimensions");
   for (size_t i = 0; i < shape.size(); ++i)
     if (shape[i] < 0 || strides[i] < 0) fail(where + " has a negative shape or stride");
   if (offset < 0) fail(where + " has a negative storage offset");

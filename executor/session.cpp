@@ -43,7 +43,7 @@ size_t kv_cache_floats(const ExecModel& m, int64_t max_ctx, size_t slots) {
   return size_t(floats);
 }
 
-void grow(std::vector<float>& v, size_t n) {
+void grow_scratch(std::vector<float>& v, size_t n) {
   if (v.size() < n) v.resize(n);
 }
 
@@ -75,7 +75,7 @@ Session::Session(const ExecModel& model, int64_t max_ctx, ThreadPool* pool, size
   slots_.resize(slots);
   seen_.assign(slots, 0);
   reserve_rows(slots);
-  grow(logits_, slots * size_t(d.vocab_size));
+  grow_scratch(logits_, slots * size_t(d.vocab_size));
 }
 
 // Scratch for n rows: every buffer a call on n rows writes, so a call on at most that many rows
@@ -83,9 +83,9 @@ Session::Session(const ExecModel& model, int64_t max_ctx, ThreadPool* pool, size
 void Session::reserve_rows(size_t n) {
   const ModelDesc& d = m_.desc();
   const size_t D = size_t(d.d_model);
-  grow(x_, n * D);
+  grow_scratch(x_, n * D);
   exec_.reserve(n);
-  if (m_.pos_embed()) grow(pos_row_, D);
+  if (m_.pos_embed()) grow_scratch(pos_row_, D);
   if (row_slot_.size() < n) {
     row_slot_.resize(n);
     row_index_.resize(n);
@@ -181,7 +181,7 @@ const float* Session::run(const int32_t* tokens, size_t n, size_t first_logits) 
   if (first_logits >= n) return nullptr;
   if (stream) stream->enter(d.n_layers);
   const size_t rows = n - first_logits;
-  grow(logits_, rows * size_t(d.vocab_size));  // reserved for a decode step's rows already
+  grow_scratch(logits_, rows * size_t(d.vocab_size));  // reserved for a decode step's rows already
   float* xn = exec_.norm_scratch();
   kernels::norm(d.norm, &x_[first_logits * D], rows, D, m_.head_norm(), m_.head_norm_bias(), d.norm_eps, xn);
   kernels::matmul(m_.output(), nullptr, xn, rows, logits_.data(), pool_);

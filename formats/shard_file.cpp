@@ -11,7 +11,7 @@
 namespace sf {
 
 namespace {
-size_t align_up(size_t v) { return (v + kShardAlign - 1) / kShardAlign * kShardAlign; }
+size_t align_to_shard(size_t v) { return (v + kShardAlign - 1) / kShardAlign * kShardAlign; }
 void put_u32(std::vector<uint8_t>& b, size_t at, uint32_t v) {
   for (int i = 0; i < 4; ++i) b[at + i] = uint8_t(v >> (8 * i));
 }
@@ -40,7 +40,7 @@ std::vector<uint8_t> encode_shard(const std::string& unit, const std::vector<Enc
     json list = json::array();
     size_t off = data_start;
     for (const auto& t : tensors) {
-      off = align_up(off);
+      off = align_to_shard(off);
       json e = {{"name", t.name}, {"type", qtype_traits(t.type).name}, {"shape", t.shape},
                 {"offset", off}, {"nbytes", t.data.size()}};
       if (qtype_traits(t.type).grouped) e["group"] = t.group;
@@ -49,7 +49,7 @@ std::vector<uint8_t> encode_shard(const std::string& unit, const std::vector<Enc
     }
     return std::make_pair(json{{"unit", unit}, {"tensors", list}}.dump(), off);
   };
-  size_t data_start = align_up(16 + table(0).first.size() + 16 * tensors.size() + 64);
+  size_t data_start = align_to_shard(16 + table(0).first.size() + 16 * tensors.size() + 64);
   auto [header, end] = table(data_start);
   header.resize(data_start - 16, ' ');
   std::vector<uint8_t> out(end, 0);
@@ -59,7 +59,7 @@ std::vector<uint8_t> encode_shard(const std::string& unit, const std::vector<Enc
   std::memcpy(out.data() + 16, header.data(), header.size());
   size_t off = data_start;
   for (const auto& t : tensors) {
-    off = align_up(off);
+    off = align_to_shard(off);
     std::memcpy(out.data() + off, t.data.data(), t.data.size());
     off += t.data.size();
   }

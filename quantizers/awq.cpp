@@ -13,7 +13,7 @@ namespace sf {
 namespace {
 
 using RowMajorF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-constexpr size_t kRowChunk = 64;  // weight rows per task: fixed, so the sum's order is too
+constexpr size_t kAwqRowChunk = 64;  // weight rows per task: fixed, so the sum's order is too
 constexpr float kMinScale = 1e-4f, kMaxScale = 1e4f;
 
 struct Task {
@@ -59,8 +59,8 @@ std::vector<float> awq_search_scales(const std::vector<AwqLinear>& linears, size
   const Eigen::Map<const RowMajorF> X(stats.sample.data(), Eigen::Index(stats.sample_rows), Eigen::Index(cols));
   std::vector<Task> tasks;
   for (size_t l = 0; l < linears.size(); ++l)
-    for (size_t r0 = 0; r0 < linears[l].rows; r0 += kRowChunk)
-      tasks.push_back({l, r0, std::min(kRowChunk, linears[l].rows - r0)});
+    for (size_t r0 = 0; r0 < linears[l].rows; r0 += kAwqRowChunk)
+      tasks.push_back({l, r0, std::min(kAwqRowChunk, linears[l].rows - r0)});
 
   auto error_of = [&](const std::vector<float>& s) {
     std::vector<double> errs(tasks.size());

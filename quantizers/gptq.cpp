@@ -17,7 +17,7 @@ namespace {
 
 using MatrixXd = Eigen::MatrixXd;
 using RowMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-constexpr size_t kRowChunk = 32;  // weight rows per task: fixed, so the bits never depend on -t
+constexpr size_t kGptqRowChunk = 32;  // weight rows per task: fixed, so the bits never depend on -t
 constexpr int kDampRetries = 3;   // dampening x10 each time before giving up
 
 // R⁻¹ in place for an upper triangular R, by halves: [A B; 0 D]⁻¹ = [A⁻¹, -A⁻¹ B D⁻¹; 0, D⁻¹],
@@ -135,7 +135,7 @@ std::vector<uint8_t> encode_gptq(const std::string& tensor, const QuantGrid& gri
   }
 
   const size_t block = std::max<size_t>(params.gptq_block, 1);
-  const size_t chunks = (rows + kRowChunk - 1) / kRowChunk;
+  const size_t chunks = (rows + kGptqRowChunk - 1) / kGptqRowChunk;
   std::vector<uint8_t> out(rows * rb, 0);
   std::vector<char> chunk_failed(chunks, 0);
   pool.parallel_for(chunks, [&](size_t c0, size_t c1) {
@@ -143,7 +143,7 @@ std::vector<uint8_t> encode_gptq(const std::string& tensor, const QuantGrid& gri
     std::vector<GroupParams> ps;
     std::vector<int> codes;
     for (size_t ch = c0; ch < c1; ++ch) {
-      const size_t r0 = ch * kRowChunk, nr = std::min(kRowChunk, rows - r0);
+      const size_t r0 = ch * kGptqRowChunk, nr = std::min(kGptqRowChunk, rows - r0);
       W.resize(Eigen::Index(nr), Eigen::Index(cols));  // columns in processing order
       for (size_t r = 0; r < nr; ++r)
         for (size_t k = 0; k < cols; ++k) W(r, k) = dead[perm[k]] ? 0.0 : double(w[(r0 + r) * cols + perm[k]]);

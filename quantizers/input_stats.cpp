@@ -12,7 +12,7 @@ namespace sf {
 
 namespace {
 
-constexpr size_t kRowChunk = 256;  // input rows per rank-k update
+constexpr size_t kStatsRowChunk = 256;  // input rows per rank-k update
 constexpr size_t kGramTile = 64;   // Gram rows per task
 
 void run(ThreadPool* pool, size_t n, const std::function<void(size_t, size_t)>& fn) {
@@ -62,8 +62,8 @@ void InputStats::add(const float* x, size_t rows, ThreadPool* pool) {
     Eigen::Map<RowMajor> G(gram.data(), Eigen::Index(c), Eigen::Index(c));
     const size_t tiles = (c + kGramTile - 1) / kGramTile;
     Eigen::MatrixXd X;
-    for (size_t r0 = 0; r0 < rows; r0 += kRowChunk) {
-      const size_t n = std::min(kRowChunk, rows - r0);
+    for (size_t r0 = 0; r0 < rows; r0 += kStatsRowChunk) {
+      const size_t n = std::min(kStatsRowChunk, rows - r0);
       X = Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(
               x + r0 * c, Eigen::Index(n), Eigen::Index(c)).cast<double>();
       // The upper triangle only, tile by tile (each tile's shape depends on its index alone, so
@@ -93,8 +93,8 @@ void InputStats::add_pair(const float* x, const float* ref, size_t rows, ThreadP
   Eigen::Map<RowMajor> C(cross.data(), Eigen::Index(c), Eigen::Index(c));
   const size_t tiles = (c + kGramTile - 1) / kGramTile;
   Eigen::MatrixXd X, R;
-  for (size_t r0 = 0; r0 < rows; r0 += kRowChunk) {
-    const size_t n = std::min(kRowChunk, rows - r0);
+  for (size_t r0 = 0; r0 < rows; r0 += kStatsRowChunk) {
+    const size_t n = std::min(kStatsRowChunk, rows - r0);
     X = Eigen::Map<const RowMajorF>(x + r0 * c, Eigen::Index(n), Eigen::Index(c)).cast<double>();
     R = Eigen::Map<const RowMajorF>(ref + r0 * c, Eigen::Index(n), Eigen::Index(c)).cast<double>();
     // Not symmetric: every row tile of C in full, each tile's shape fixed by its index.
@@ -119,8 +119,8 @@ void InputStats::add_residual(const float* delta, const float* x, size_t rows, s
   Eigen::Map<RowMajor> E(resid_cross.data(), Eigen::Index(out), Eigen::Index(c));
   const size_t tiles = (out + kGramTile - 1) / kGramTile;
   Eigen::MatrixXd X, Dl;
-  for (size_t r0 = 0; r0 < rows; r0 += kRowChunk) {
-    const size_t n = std::min(kRowChunk, rows - r0);
+  for (size_t r0 = 0; r0 < rows; r0 += kStatsRowChunk) {
+    const size_t n = std::min(kStatsRowChunk, rows - r0);
     X = Eigen::Map<const RowMajorF>(x + r0 * c, Eigen::Index(n), Eigen::Index(c)).cast<double>();
     Dl = Eigen::Map<const RowMajorF>(delta + r0 * out, Eigen::Index(n), Eigen::Index(out)).cast<double>();
     run(pool, tiles, [&](size_t t0, size_t t1) {

@@ -12,7 +12,7 @@
 namespace sf {
 
 namespace {
-constexpr size_t kRowChunk = 64;  // weight rows per task: fixed, so the bits never depend on -t
+constexpr size_t kReferenceRowChunk = 64;  // weight rows per task: fixed, so the bits never depend on -t
 }
 
 bool reference_target(const float* w, size_t rows, size_t cols, const InputStats& stats, double damp,
@@ -43,11 +43,11 @@ bool reference_target(const float* w, size_t rows, size_t cols, const InputStats
                       .transpose() / n);
     if (!E.allFinite()) return false;
   }
-  const size_t chunks = (rows + kRowChunk - 1) / kRowChunk;
+  const size_t chunks = (rows + kReferenceRowChunk - 1) / kReferenceRowChunk;
   std::vector<char> bad(chunks, 0);
   pool.parallel_for(chunks, [&](size_t c0, size_t c1) {
     for (size_t ch = c0; ch < c1; ++ch) {
-      const size_t r0 = ch * kRowChunk, nr = std::min(kRowChunk, rows - r0);
+      const size_t r0 = ch * kReferenceRowChunk, nr = std::min(kReferenceRowChunk, rows - r0);
       const RowMajor Wc =
           Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(
               w + r0 * cols, Eigen::Index(nr), Eigen::Index(cols)).cast<double>();

@@ -17,15 +17,15 @@ namespace sf {
 namespace {
 
 // GPT2Config switches whose non-default values change the forward.
-const std::vector<UnmodelledKey> kUnmodelled = {
+const std::vector<UnmodelledKey> kGpt2Unmodelled = {
     {"scale_attn_weights", "true", "unscaled attention scores"},
     {"scale_attn_by_inverse_layer_idx", "false", "attention scaled by the inverse layer index"},
     {"add_cross_attention", "false", "cross-attention"},
 };
 
-ModelDesc hyperparams(const SourceModel& src) {
+ModelDesc gpt2_hyperparams(const SourceModel& src) {
   if (src.config_kind != "hf_config") fail(src.path + ": GPT-2 needs a config.json beside the checkpoint");
-  refuse_unmodelled(src, "gpt2", kUnmodelled);
+  refuse_unmodelled(src, "gpt2", kGpt2Unmodelled);
   // Both names are the tanh approximation of GELU (ACT2FN); "gelu" (erf) and others are not ours.
   const std::string act = config_string(src, "activation_function", "gelu_new");
   if (act != "gelu_new" && act != "gelu_pytorch_tanh")
@@ -102,7 +102,7 @@ ArchitectureMap variant(const char* name, const std::string& prefix) {
   return {"gpt2", name, {"GPT2LMHeadModel", "GPT2Model"}, keep(prefix + "h.{i}.attn.c_attn.weight"), rules(prefix),
           // The causal-mask buffers (persistent in older transformers): the executor masks itself.
           {keep(prefix + "h.{i}.attn.bias"), keep(prefix + "h.{i}.attn.masked_bias")},
-          hyperparams, "lm_head.weight", nullptr};
+          gpt2_hyperparams, "lm_head.weight", nullptr};
 }
 
 }  // namespace

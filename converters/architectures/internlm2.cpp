@@ -8,8 +8,8 @@ namespace sf {
 
 namespace {
 
-// rope_scaling is handled in hyperparams: its "dynamic" type changes nothing the executor runs.
-const std::vector<UnmodelledKey> kUnmodelled = {
+// rope_scaling is handled in internlm2_hyperparams: its "dynamic" type changes nothing the executor runs.
+const std::vector<UnmodelledKey> kInternlm2Unmodelled = {
     {"sliding_window", nullptr, "sliding-window attention"},
     {"partial_rotary_factor", "1", "partial rotary embedding"},
 };
@@ -32,9 +32,9 @@ void check_rope_scaling(const SourceModel& src, int64_t max_seq) {
          ": dynamic rope_scaling needs max_position_embeddings, the length up to which it is plain RoPE");
 }
 
-ModelDesc hyperparams(const SourceModel& src) {
+ModelDesc internlm2_hyperparams(const SourceModel& src) {
   if (src.config_kind != "hf_config") fail(src.path + ": InternLM2 needs a config.json beside the checkpoint");
-  refuse_unmodelled(src, "internlm2", kUnmodelled);
+  refuse_unmodelled(src, "internlm2", kInternlm2Unmodelled);
   ModelDesc m;
   m.family = "internlm2";
   m.vocab_size = config_int(src, "vocab_size", -1, "vocab_size");
@@ -93,7 +93,7 @@ std::vector<ArchitectureMap> internlm2_maps() {
        },
        // Non-persistent in the released code; older exports may still carry it.
        {"model.layers.{i}.attention.rotary_emb.inv_freq"},
-       hyperparams, "output.weight", nullptr},
+       internlm2_hyperparams, "output.weight", nullptr},
   };
 }
 

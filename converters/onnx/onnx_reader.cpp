@@ -18,12 +18,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr const char* kExtension = ".onnx";
+constexpr const char* kOnnxExtension = ".onnx";
 
 std::vector<std::string> onnx_in(const std::string& dir) {
   std::vector<std::string> found;
   for (const auto& p : directory_entries(dir))
-    if (std::error_code ec; p.extension() == kExtension && !fs::is_directory(p, ec)) found.push_back(p.string());
+    if (std::error_code ec; p.extension() == kOnnxExtension && !fs::is_directory(p, ec)) found.push_back(p.string());
   return found;
 }
 
@@ -50,7 +50,7 @@ void collect_initializers(onnx::GraphProto& g, int depth, ExternalFiles& externa
 bool onnx_probe(const std::string& path) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) return !onnx_in(path).empty();
-  return ends_with(path, kExtension) || looks_like_onnx(path);
+  return ends_with(path, kOnnxExtension) || looks_like_onnx(path);
 }
 
 std::unique_ptr<SourceModel> onnx_open(const std::string& path) {

@@ -14,7 +14,7 @@ namespace sf {
 
 namespace {
 
-constexpr size_t kMaxDims = 64;
+constexpr size_t kMaxOnnxDims = 64;
 
 // TensorProto.DataType values shardforge reads; others (strings, complex, the float8 kinds,
 // unsigned 16-64 bit) are refused by name.
@@ -23,7 +23,7 @@ struct OnnxDType {
   const char* name;
   DType type;
 };
-constexpr OnnxDType kDTypes[] = {
+constexpr OnnxDType kOnnxDTypes[] = {
     {onnx::TensorProto::FLOAT, "FLOAT", DType::F32},       {onnx::TensorProto::UINT8, "UINT8", DType::U8},
     {onnx::TensorProto::INT8, "INT8", DType::I8},          {onnx::TensorProto::INT16, "INT16", DType::I16},
     {onnx::TensorProto::INT32, "INT32", DType::I32},       {onnx::TensorProto::INT64, "INT64", DType::I64},
@@ -32,7 +32,7 @@ constexpr OnnxDType kDTypes[] = {
 };
 
 std::optional<DType> dtype_of(int onnx_type) {
-  for (const auto& d : kDTypes)
+  for (const auto& d : kOnnxDTypes)
     if (d.onnx == onnx_type) return d.type;
   return std::nullopt;
 }
@@ -163,7 +163,7 @@ LazyTensor onnx_initializer(onnx::TensorProto& t, ExternalFiles& external, const
          ErrorKind::Unsupported);
   }
   lt.dtype = *type;
-  if (size_t(t.dims_size()) > kMaxDims) fail(where + ": more than " + std::to_string(kMaxDims) + " dimensions");
+  if (size_t(t.dims_size()) > kMaxOnnxDims) fail(where + ": more than " + std::to_string(kMaxOnnxDims) + " dimensions");
   if (t.has_segment()) fail(where + ": segmented tensors are not supported", ErrorKind::Unsupported);
   uint64_t numel = 1;
   for (int64_t d : t.dims()) {

@@ -22,9 +22,9 @@ using pickle::Value;
 
 namespace {
 
-constexpr const char* kIndexName = "pytorch_model.bin.index.json";
+constexpr const char* kPytorchIndexName = "pytorch_model.bin.index.json";
 // File names a directory source may hold its checkpoint under, in order of preference.
-constexpr const char* kCheckpointNames[] = {kIndexName, "pytorch_model.bin", "consolidated.00.pth", "model.pt",
+constexpr const char* kCheckpointNames[] = {kPytorchIndexName, "pytorch_model.bin", "consolidated.00.pth", "model.pt",
                                             "model.pth"};
 // Keys under which trainers nest the state dict, tried in order.
 constexpr const char* kStateDictKeys[] = {"state_dict", "model_state_dict", "model", "module"};
@@ -97,7 +97,7 @@ void add_tensors(TorchCheckpoint& ck, SourceModel& m) {
 }
 
 // Picks the checkpoint inside a directory.
-std::string checkpoint_in_dir(const std::string& dir) {
+std::string pytorch_checkpoint_in_dir(const std::string& dir) {
   for (const char* name : kCheckpointNames)
     if (present(dir + "/" + name)) return dir + "/" + name;
   std::vector<std::string> found;
@@ -209,7 +209,7 @@ std::unique_ptr<SourceModel> pytorch_open(const std::string& path) {
   std::error_code ec;
   const bool is_dir = fs::is_directory(path, ec);
   const std::vector<std::string> parallel = is_dir ? model_parallel_files(path) : std::vector<std::string>{};
-  const std::string file = !parallel.empty() ? parallel[0] : is_dir ? checkpoint_in_dir(path) : path;
+  const std::string file = !parallel.empty() ? parallel[0] : is_dir ? pytorch_checkpoint_in_dir(path) : path;
   const std::string dir = parent_dir(file);
 
   std::vector<ModelParallelPart> parts;

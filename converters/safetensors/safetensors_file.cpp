@@ -18,21 +18,21 @@ namespace sf {
 
 namespace {
 
-constexpr size_t kMaxDims = 64;
+constexpr size_t kMaxSafetensorsDims = 64;
 
 // The safetensors dtype names shardforge reads; others (the F8 formats, unsigned 16-64 bit,
 // complex) are refused by name.
-struct DTypeName {
+struct SafetensorsDType {
   const char* name;
   DType type;
 };
-constexpr DTypeName kDTypes[] = {
+constexpr SafetensorsDType kSafetensorsDTypes[] = {
     {"F32", DType::F32}, {"F16", DType::F16}, {"BF16", DType::BF16}, {"F64", DType::F64}, {"I64", DType::I64},
     {"I32", DType::I32}, {"I16", DType::I16}, {"I8", DType::I8},     {"U8", DType::U8},   {"BOOL", DType::Bool},
 };
 
 std::optional<DType> dtype_from_name(const std::string& s) {
-  for (const auto& d : kDTypes)
+  for (const auto& d : kSafetensorsDTypes)
     if (s == d.name) return d.type;
   return std::nullopt;
 }
@@ -70,7 +70,7 @@ SafetensorsEntry parse_entry(const std::string& name, const json& v, uint64_t da
   if (!type) fail(where + ": dtype " + dt + " is not one shardforge reads", ErrorKind::Unsupported);
   e.dtype = *type;
   if (!v.contains("shape") || !v["shape"].is_array()) fail(where + ": shape is missing or not a list");
-  if (v["shape"].size() > kMaxDims) fail(where + ": shape has more than " + std::to_string(kMaxDims) + " dimensions");
+  if (v["shape"].size() > kMaxSafetensorsDims) fail(where + ": shape has more than " + std::to_string(kMaxSafetensorsDims) + " dimensions");
   uint64_t numel = 1;
   for (const auto& d : v["shape"]) {
     const uint64_t x = non_negative(d, where + ": a dimension of shape");

@@ -15,27 +15,27 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr const char* kIndexName = "model.safetensors.index.json";
+constexpr const char* kSafetensorsIndexName = "model.safetensors.index.json";
 constexpr const char* kSingleName = "model.safetensors";
-constexpr const char* kExtension = ".safetensors";
+constexpr const char* kSafetensorsExtension = ".safetensors";
 constexpr const char* kIndexSuffix = ".safetensors.index.json";
 
 std::vector<std::string> safetensors_in(const std::string& dir) {
   std::vector<std::string> found;
   for (const auto& p : directory_entries(dir))
-    if (std::error_code ec; p.extension() == kExtension && !fs::is_directory(p, ec)) found.push_back(p.string());
+    if (std::error_code ec; p.extension() == kSafetensorsExtension && !fs::is_directory(p, ec)) found.push_back(p.string());
   return found;
 }
 
 // Picks the checkpoint inside a directory: the index, else model.safetensors, else the one
 // *.safetensors file.
-std::string checkpoint_in_dir(const std::string& dir) {
-  for (const char* name : {kIndexName, kSingleName})
+std::string safetensors_checkpoint_in_dir(const std::string& dir) {
+  for (const char* name : {kSafetensorsIndexName, kSingleName})
     if (present(dir + "/" + name)) return dir + "/" + name;
   const auto found = safetensors_in(dir);
   if (found.size() == 1) return found[0];
   if (found.empty()) fail_file(dir, "directory holds no safetensors checkpoint");
-  fail_file(dir, "directory holds several .safetensors files and no " + std::string(kIndexName) + "; name one");
+  fail_file(dir, "directory holds several .safetensors files and no " + std::string(kSafetensorsIndexName) + "; name one");
 }
 
 // Hugging Face sharded checkpoint: weight_map names the shard holding each tensor, and each shard
@@ -58,8 +58,8 @@ void open_index(SourceModel& m, const std::string& file, const std::string& dir)
 bool safetensors_probe(const std::string& path) {
   std::error_code ec;
   if (fs::is_directory(path, ec))
-    return present(path + "/" + kIndexName) || present(path + "/" + kSingleName) || !safetensors_in(path).empty();
-  return ends_with(path, kExtension) || ends_with(path, kIndexSuffix) || looks_like_safetensors(path);
+    return present(path + "/" + kSafetensorsIndexName) || present(path + "/" + kSingleName) || !safetensors_in(path).empty();
+  return ends_with(path, kSafetensorsExtension) || ends_with(path, kIndexSuffix) || looks_like_safetensors(path);
 }
 
 std::unique_ptr<SourceModel> safetensors_open(const std::string& path) {
@@ -67,7 +67,7 @@ std::unique_ptr<SourceModel> safetensors_open(const std::string& path) {
   m->path = path;
   m->format = "safetensors";
   std::error_code ec;
-  const std::string file = fs::is_directory(path, ec) ? checkpoint_in_dir(path) : path;
+  const std::string file = fs::is_directory(path, ec) ? safetensors_checkpoint_in_dir(path) : path;
   const std::string dir = parent_dir(file);
   if (ends_with(file, ".index.json")) {
     open_index(*m, file, dir);

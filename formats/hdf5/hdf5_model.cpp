@@ -41,7 +41,7 @@ bool is_hdf5_file(const std::string& path) {
 namespace {
 
 constexpr size_t kMaxManifestBytes = size_t(16) << 20;
-constexpr uint64_t kMaxSideFileBytes = uint64_t(64) << 20;
+constexpr uint64_t kMaxStoredFileBytes = uint64_t(64) << 20;
 constexpr size_t kMaxSideFiles = 8;
 
 // What an opened container keeps alive: the reassembled tensors, and its tokenizer's files written
@@ -256,7 +256,7 @@ class Reader {
     for (const auto& f : listed) {
       if (!f.is_object()) fail_file(path_, "the manifest's files[] entry is not an object");
       const std::string name = check_artifact_file_name(f.value("path", json()), path_, "files[].path");
-      const int64_t n = json_int(f, "bytes", path_ + ": files[]", 0, int64_t(kMaxSideFileBytes));
+      const int64_t n = json_int(f, "bytes", path_ + ": files[]", 0, int64_t(kMaxStoredFileBytes));
       const bool keep_hash = hash_;
       hash_ = true;  // small, and tokenizers and the vocabulary map are always checked
       std::vector<uint8_t> b = read_dataset(g, name, where, h5::Elem::U8, {hsize_t(n)});

@@ -28,7 +28,7 @@
 namespace sf {
 namespace {
 
-std::string convert_fixture(const std::string& name, const std::string& scheme) {
+std::string convert_calib_fixture(const std::string& name, const std::string& scheme) {
   return test::convert_fixture(name, scheme, "sf-unit-calib-");
 }
 
@@ -71,7 +71,7 @@ TEST(BlockEntryPoint, ComputesWhatSessionComputesBitForBit) {
   const Case cases[] = {{"hf_gqa", "int4:g32", 12}, {"chatglm_6b", "f32", 12}, {"gpt2_hub", "q8_0", 12},
                         {"internlm2_bias", "int8", 12}, {"hf_gqa", "q4_0", 1500}};
   for (const auto& [name, scheme, ctx] : cases) {
-    const std::string out = convert_fixture(name, scheme);
+    const std::string out = convert_calib_fixture(name, scheme);
     if (out.empty()) GTEST_SKIP() << "fixture " << name << " missing (ctest generates it)";
     {
       const ExecModel m(out);
@@ -150,7 +150,7 @@ TEST(AwqFold, LeavesTheF32BlockUnchangedWhereTheRulesAllowAndChangesItWhereTheyR
   // hf_tied: LLaMA with n_kv == n_heads (all four groups fold); gpt2_hub: LayerNorm with bias and
   // a GELU FFN; chatglm_6b: the alpha residual; meta_params: grouped-query attention.
   for (const char* name : {"hf_tied", "gpt2_hub", "chatglm_6b", "meta_params"}) {
-    const std::string out = convert_fixture(name, "f32");
+    const std::string out = convert_calib_fixture(name, "f32");
     if (out.empty()) GTEST_SKIP() << "fixture " << name << " missing (ctest generates it)";
     {
       const ExecModel m(out);
@@ -217,7 +217,7 @@ void expect_close(const std::vector<double>& a, const std::vector<double>& b, co
 }
 
 TEST(AwqFold, RescaledStatisticsAreThoseOfTheFoldedBlocksInputs) {
-  const std::string out = convert_fixture("hf_tied", "f32");
+  const std::string out = convert_calib_fixture("hf_tied", "f32");
   if (out.empty()) GTEST_SKIP() << "fixture hf_tied missing (ctest generates it)";
   {
     const ExecModel m(out);

@@ -65,7 +65,7 @@ inline std::optional<Linear> as_linear(const Node& n, const OnnxGraph& g) {
 }
 
 // A linear layer with a bias: Gemm(x, W, b) (torch.onnx.export's addmm, as GPT-2's Conv1D computes
-// it), or MatMul(x, W) followed by Add(b). `output` is the value after the bias.
+// it), or MatMul(x, W) or Gemm(x, W) followed by Add(b) (shardforge's writer). `output` is the value after the bias.
 struct BiasedLinear {
   Linear linear;
   std::string bias, output;
@@ -90,8 +90,8 @@ inline std::optional<BiasedLinear> as_biased_linear(const Node& n, const OnnxGra
     const LazyTensor* t = g.initializer(v);
     return t && t->shape.size() == 1 && t->shape[0] == l.out;
   };
-  if (gemm) {
-    if (n.input_size() < 3 || !is_bias(n.input(2))) return std::nullopt;
+  if (gemm && n.input_size() >= 3 && !n.input(2).empty()) {
+    if (!is_bias(n.input(2))) return std::nullopt;
     b.bias = n.input(2);
     b.output = n.output(0);
     return b;
@@ -184,6 +184,9 @@ struct Gpt2Layer {
   LayerNormAt ln_1, ln_2;
   BiasedLinear c_attn, attn_proj, c_fc, mlp_proj;
   std::string q;  // the first third of c_attn's output (Reshaped to [.., heads, head_dim])
+  // q, k and v as separate projections (shardforge's writer), in that order; c_attn is then their
+  // concatenation, and empty here when the graph has the fused one.
+  std::vector<BiasedLinear> qkv;
 };
 
 // What the recovery found per ChatGLM2 block: query_key_value is the fused [q heads | k groups |
@@ -242,6 +245,10 @@ class Recovery {
   void run_llama(const json& hf_config);
   void run_gpt2(const json& hf_config);
   void run_chatglm2(const json& hf_config);
+  // ChatGLM2/3 as shardforge's writer gives it: LLaMA's shape (separate q, k, v and gate, up; the
+  // layers found by find_blocks) with RoPE over the first half of each head.
+  void run_chatglm2_separate(const json& hf_config, int64_t heads, int64_t groups, int64_t head_dim, int64_t rotary_dims);
+  void emit_glm2_separate(const json& config, const std::vector<std::vector<BiasedLinear>>& qkv_biased);
 
   [[noreturn]] void refuse(const std::string& what) const {
     fail(m_.path + ": not a graph shardforge recognises (" + shape_ + "): " + what, ErrorKind::Unsupported);
@@ -301,6 +308,9 @@ class Recovery {
   // rotary_dims] with both halves alike when `doubled_tables`), one [positions, rotary_dims / 2, 2]
   // table of (cos, sin) pairs, or the inverse frequencies.
   Rope rope(const Node& projection, const std::string& q, int64_t rotary_dims, bool doubled_tables) const;
+  // The dims a cos table [positions, dims / 2] (row 0 all ones) on q's path to the scores rotates;
+  // nullopt when there is none of that shape.
+  std::optional<int64_t> rotary_table_dims(const Node& projection) const;
   bool head_is_embedding() const;
   void emit(const json& config, bool rotate_half, bool tied);
 };

@@ -141,6 +141,21 @@ Recovery::Rope Recovery::rope(const Node& projection, const std::string& q, int6
   return r;
 }
 
+std::optional<int64_t> Recovery::rotary_table_dims(const Node& projection) const {
+  const auto scores = g_.find_forward(projection.output(0), [&](const Node& n, int) { return is_dynamic_matmul(n, g_); });
+  if (!scores.node) return std::nullopt;
+  for (const Node* n : g_.ancestors(scores.node->input(0), [&](const Node& n) { return &n == &projection; }, 512))
+    for (const auto& in : n->input()) {
+      if (projection.input_size() > 1 && in == projection.input(1)) continue;
+      const auto t = g_.float_tensor(in, kMaxRopeTableElements);
+      if (!t || t->shape.size() != 2 || t->shape[0] < 2 || t->shape[1] < 1) continue;
+      bool ones = true;
+      for (int64_t j = 0; j < t->shape[1]; ++j) ones &= t->values[size_t(j)] == 1.0f;
+      if (ones) return 2 * t->shape[1];
+    }
+  return std::nullopt;
+}
+
 bool Recovery::head_is_embedding() const {
   // torch.onnx.export gives a tied output projection its own transposed copy: the same bytes.
   // Compared a block of vocabulary rows at a time (a real vocabulary's f32 copies are gigabytes);
@@ -188,16 +203,21 @@ NormSignature Recovery::norm_signature() const {
 // A learned position embedding: the token embedding's output added to a Gather of another
 // [positions, d_model] initializer (by an arange of the sequence length, or by a position input).
 PositionSignature Recovery::find_position_embedding() {
-  const Node* tokens = token_gather_;
-  for (const Node* add : g_.consumers(tokens->output(0))) {
-    if (add->op_type() != "Add" || add->input_size() != 2) continue;
-    const std::string& other = add->input(0) == tokens->output(0) ? add->input(1) : add->input(0);
-    const Node* p = g_.producer(other);
-    if (!p || p->op_type() != "Gather" || p->input_size() != 2) continue;
-    const LazyTensor* t = g_.initializer(p->input(0));
-    if (t && t != g_.initializer(embed_) && t->shape.size() == 2 && t->shape[1] == d_model_ && t->shape[0] >= 1) {
-      pos_embed_ = p->input(0);
-      return PositionSignature::Learned;
+  // The token rows as gathered, or flattened to [tokens, d_model] first (shardforge's writer).
+  std::vector<std::string> rows = {token_gather_->output(0)};
+  for (const Node* r : g_.consumers(rows[0]))
+    if (r->op_type() == "Reshape" && r->input(0) == rows[0]) rows.push_back(r->output(0));
+  for (const std::string& tokens : rows) {
+    for (const Node* add : g_.consumers(tokens)) {
+      if (add->op_type() != "Add" || add->input_size() != 2) continue;
+      const std::string& other = add->input(0) == tokens ? add->input(1) : add->input(0);
+      const Node* p = g_.producer(other);
+      if (!p || p->op_type() != "Gather" || p->input_size() != 2) continue;
+      const LazyTensor* t = g_.initializer(p->input(0));
+      if (t && t != g_.initializer(embed_) && t->shape.size() == 2 && t->shape[1] == d_model_ && t->shape[0] >= 1) {
+        pos_embed_ = p->input(0);
+        return PositionSignature::Learned;
+      }
     }
   }
   return PositionSignature::None;
@@ -218,6 +238,8 @@ const Recovery::Family Recovery::kFamilies[] = {
     {"LLaMA", "a LLaMA-shaped decoder", NormSignature::Rms, PositionSignature::None, ProjectionSignature::Separate,
      &Recovery::run_llama},
     {"GPT-2", "a GPT-2-shaped decoder", NormSignature::Layer, PositionSignature::Learned, ProjectionSignature::Fused,
+     &Recovery::run_gpt2},
+    {"GPT-2", "a GPT-2-shaped decoder", NormSignature::Layer, PositionSignature::Learned, ProjectionSignature::Separate,
      &Recovery::run_gpt2},
     {"ChatGLM2/3", "a ChatGLM2-shaped decoder", NormSignature::Rms, PositionSignature::None, ProjectionSignature::Fused,
      &Recovery::run_chatglm2},

@@ -202,4 +202,110 @@ void Recovery::emit_glm2(const json& config) {
 }
 
 
+void Recovery::run_chatglm2_separate(const json& hf_config, int64_t heads, int64_t groups, int64_t head_dim,
+                                     int64_t rotary_dims) {
+  shape_ = "a ChatGLM2-shaped decoder";
+  if (rotary_dims * 2 != head_dim)
+    refuse("the rotary embedding turns " + std::to_string(rotary_dims) + " of each head's " + std::to_string(head_dim) +
+           " dims; LLaMA turns all, ChatGLM2 the first half");
+  // q, k and v all with biases (add_qkv_bias) or none; no other linear has one (add_bias_linear).
+  std::vector<std::vector<BiasedLinear>> qkv_biased;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& l = layers_[i];
+    const std::string block = "block " + std::to_string(i);
+    std::vector<BiasedLinear> biased;
+    for (const Linear* x : {&l.q, &l.k, &l.v})
+      if (const auto b = as_biased_linear(*x->node, g_)) biased.push_back(*b);
+    if (!biased.empty() && biased.size() != 3) refuse(block + "'s q, k and v are not all with a bias or all without");
+    if (i > 0 && biased.empty() != qkv_biased.front().empty()) refuse(block + "'s q, k and v biases differ from block 0's");
+    qkv_biased.push_back(std::move(biased));
+    refuse_bias(l.o, block + "'s dense");
+    refuse_bias(l.gate, block + "'s dense_h_to_4h");
+    refuse_bias(l.up, block + "'s dense_h_to_4h");
+    refuse_bias(l.down, block + "'s dense_4h_to_h");
+  }
+  const Layer& first = layers_.front();
+  json config = {{"architectures", {"ChatGLMModel"}},
+                 {"model_type", "chatglm"},
+                 {"hidden_size", d_model_},
+                 {"num_layers", int64_t(layers_.size())},
+                 {"padded_vocab_size", vocab_},
+                 {"ffn_hidden_size", first.gate.out},
+                 {"num_attention_heads", heads},
+                 {"multi_query_group_num", groups},
+                 {"kv_channels", head_dim},
+                 {"add_qkv_bias", !qkv_biased.front().empty()},
+                 {"add_bias_linear", false},
+                 {"multi_query_attention", true},
+                 {"rmsnorm", true},
+                 {"post_layer_norm", true},
+                 {"apply_residual_connection_post_layernorm", false},
+                 {"tie_word_embeddings", false}};
+  if (hf_config.is_object())
+    for (const char* k : kGlm2ConfigKeys)
+      if (hf_config.contains(k)) config[k] = hf_config[k];
+  if (!config.contains("layernorm_epsilon")) config["layernorm_epsilon"] = norm_eps(*g_.producer(first.q.node->input(0)));
+  const Rope r = rope(*first.q.node, first.q.node->output(0), rotary_dims, false);
+  if (r.rotate_half) refuse("the rotary embedding on q negates a half (rotate-half); ChatGLM2 rotates interleaved pairs");
+  if (!config.contains("rope_ratio")) {
+    if (!r.theta) refuse("no RoPE base (no rotary tables in the graph) and no config.json stating rope_ratio");
+    if (*r.theta != kGlm2RopeBase) config["rope_ratio"] = *r.theta / kGlm2RopeBase;
+  }
+  if (!config.contains("seq_length") && r.max_positions > 0) config["seq_length"] = r.max_positions;
+  emit_glm2_separate(config, qkv_biased);
+}
+
+void Recovery::emit_glm2_separate(const json& config, const std::vector<std::vector<BiasedLinear>>& qkv_biased) {
+  std::map<std::string, LazyTensor> out;
+  // A weight [out, in] as nn.Linear keeps it (a transposed view of a MatMul's [in, out]).
+  const auto as_linear_weight = [&](const Linear& l, const std::string& name) {
+    LazyTensor t = *g_.initializer(l.weight);
+    if (l.in_out) t.shape = {l.out, l.in}, t.strides = {1, l.out};
+    t.name = name;
+    return t;
+  };
+  const auto put = [&](LazyTensor t) {
+    const std::string name = t.name;
+    if (!out.emplace(name, std::move(t)).second) fail(m_.path + ": " + name + " is claimed twice");
+  };
+  const auto take = [&](const std::string& onnx_name, const std::string& name) {
+    LazyTensor t = *g_.initializer(onnx_name);
+    t.name = name;
+    put(std::move(t));
+  };
+  // The fused projections THUDM stores: their parts' rows one after another (read in place).
+  const auto stacked = [&](const std::string& name, std::vector<LazyTensor> parts) {
+    LazyTensor t;
+    t.name = name;
+    t.dtype = parts.front().dtype;
+    t.shape = parts.front().shape;
+    t.shape[0] = 0;
+    for (const auto& p : parts) t.shape[0] += p.shape[0];
+    t.parts = std::move(parts);
+    put(std::move(t));
+  };
+  take(embed_, "transformer.embedding.word_embeddings.weight");
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& l = layers_[i];
+    const Glm2Names& n = kGlm2Names;
+    const std::string qkv = with_layer(n.qkv, i), h_to_4h = with_layer(n.h_to_4h, i);
+    take(l.attn_norm, with_layer(n.attn_norm, i));
+    stacked(qkv, {as_linear_weight(l.q, qkv), as_linear_weight(l.k, qkv), as_linear_weight(l.v, qkv)});
+    if (!qkv_biased[i].empty()) {
+      std::vector<LazyTensor> biases;
+      for (const BiasedLinear& b : qkv_biased[i]) biases.push_back(*g_.initializer(b.bias));
+      stacked(with_layer(n.qkv_bias, i), biases);
+    }
+    put(as_linear_weight(l.o, with_layer(n.dense, i)));
+    take(l.ffn_norm, with_layer(n.ffn_norm, i));
+    stacked(h_to_4h, {as_linear_weight(l.gate, h_to_4h), as_linear_weight(l.up, h_to_4h)});
+    put(as_linear_weight(l.down, with_layer(n.down, i)));
+  }
+  take(final_norm_, "transformer.encoder.final_layernorm.weight");
+  put(as_linear_weight(head_, "transformer.output_layer.weight"));
+  m_.tensors = std::move(out);
+  m_.config = config;
+  m_.config_kind = "hf_config";
+}
+
 }  // namespace sf::onnx_recovery

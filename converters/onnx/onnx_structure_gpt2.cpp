@@ -141,25 +141,57 @@ std::vector<std::string> Recovery::qkv_parts(const std::string& qkv, const std::
 
 void Recovery::gpt2_attention(Gpt2Layer& layer, const std::string& block) {
   const std::string d = std::to_string(d_model_);
-  layer.c_attn = next_biased_linear(layer.ln_1.output, "fused QKV projection (a linear with bias) after " + block + "'s ln_1");
-  const Linear& qkv = layer.c_attn.linear;
-  if (qkv.in != d_model_ || qkv.out != 3 * d_model_)
-    refuse(block + "'s first linear after ln_1 is [" + std::to_string(qkv.in) + " -> " + std::to_string(qkv.out) +
-           "], not the fused QKV projection [" + d + " -> 3 × " + d + "]");
-  // The Split (or three Slices) into thirds; which third is q, k and v is read from where each
-  // goes: q and k meet in the scores MatMul (q first), v is the second input of the MatMul after
-  // the softmax.
-  const std::vector<std::string> parts = qkv_parts(layer.c_attn.output, block);
+  // shardforge's writer: q, k and v as three linears with biases reading ln_1's output, each
+  // [d -> d]; torch.onnx.export: one fused c_attn [d -> 3d] cut into thirds after.
+  for (const Node* c : g_.consumers(layer.ln_1.output))
+    if (c->input_size() > 0 && c->input(0) == layer.ln_1.output)
+      if (const auto b = as_biased_linear(*c, g_)) layer.qkv.push_back(*b);
+  if (layer.qkv.size() != 3) layer.qkv.clear();
+  std::vector<std::string> parts;
+  for (const BiasedLinear& b : layer.qkv) {
+    if (b.linear.in != d_model_ || b.linear.out != d_model_)
+      refuse(block + "'s three linears after ln_1 are not q, k and v projections [" + d + " -> " + d + "] each");
+    parts.push_back(b.output);
+  }
+  if (layer.qkv.empty()) {
+    layer.c_attn = next_biased_linear(layer.ln_1.output, "fused QKV projection (a linear with bias) after " + block + "'s ln_1");
+    const Linear& qkv = layer.c_attn.linear;
+    if (qkv.in != d_model_ || qkv.out != 3 * d_model_)
+      refuse(block + "'s first linear after ln_1 is [" + std::to_string(qkv.in) + " -> " + std::to_string(qkv.out) +
+             "], not the fused QKV projection [" + d + " -> 3 × " + d + "]");
+    // The Split (or three Slices) into thirds, which must be q | k | v in that order.
+    parts = qkv_parts(layer.c_attn.output, block);
+  }
+  // Which part is q, k and v is read from where each goes: q and k meet in the scores MatMul (q
+  // first), v is the second input of the MatMul after the softmax.
   std::vector<OnnxGraph::Hit> hits;
   for (int i = 0; i < 3; ++i)
-    hits.push_back(g_.find_forward(parts[i], [&](const Node& n, int) { return is_dynamic_matmul(n, g_); }));
+    hits.push_back(g_.find_forward(parts[size_t(i)], [&](const Node& n, int) { return is_dynamic_matmul(n, g_); }));
+  if (!layer.qkv.empty()) {  // separate projections come in any order: put them as q, k, v
+    std::vector<size_t> order = {0, 1, 2};
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      const auto is_q = [&](size_t i) { return hits[i].node && hits[i].input == 0; };
+      const auto with_q = [&](size_t i) {
+        for (size_t k = 0; k < 3; ++k)
+          if (is_q(k) && hits[i].node == hits[k].node) return true;
+        return false;
+      };
+      const auto rank = [&](size_t i) { return is_q(i) ? 0 : with_q(i) ? 1 : 2; };
+      return rank(a) < rank(b);
+    });
+    std::vector<BiasedLinear> qkv;
+    std::vector<std::string> p;
+    std::vector<OnnxGraph::Hit> h;
+    for (size_t i : order) qkv.push_back(layer.qkv[i]), p.push_back(parts[i]), h.push_back(hits[i]);
+    layer.qkv = qkv, parts = p, hits = h;
+  }
   if (!hits[0].node || hits[0].node != hits[1].node || hits[0].input != 0 || hits[1].input != 1 || !hits[2].node ||
       hits[2].node == hits[0].node || hits[2].input != 1)
-    refuse(block + "'s fused QKV projection is not split as q | k | v (the first part into the scores MatMul's first input, "
-                   "the second into its second, the third into the MatMul after the softmax)");
+    refuse(block + "'s " + (layer.qkv.empty() ? "fused QKV projection is not split as q | k | v" : "q, k and v projections do not reach the attention as q, k, v") +
+           " (the first part into the scores MatMul's first input, the second into its second, the third into the MatMul after the softmax)");
   layer.q = parts[0];
   layer.attn_proj = next_biased_linear(hits[2].node->output(0), "output projection (c_proj) after the attention of " + block);
-  check_gpt2_name(layer.c_attn.linear, Role::Qkv, block);
+  if (layer.qkv.empty()) check_gpt2_name(layer.c_attn.linear, Role::Qkv, block);
   check_gpt2_name(layer.attn_proj.linear, Role::O, block);
   if (layer.attn_proj.linear.in != d_model_ || layer.attn_proj.linear.out != d_model_)
     refuse(block + "'s attention output projection is not [" + d + " -> " + d + "]");
@@ -267,6 +299,26 @@ void Recovery::emit_gpt2(const json& config, bool tied) {
     t.name = name;
     if (!out.emplace(name, t).second) fail(m_.path + ": initializer " + onnx_name + " is claimed twice");
   };
+  // Separate q, k, v: c_attn [in, 3 × out] is their [in, out] views side by side, its bias theirs
+  // one after another (a LazyTensor of parts, read in place).
+  const auto concat_qkv = [&](const std::vector<BiasedLinear>& qkv, const std::string& w, const std::string& b) {
+    LazyTensor weight, bias;
+    weight.name = w, bias.name = b;
+    weight.concat_axis = 1, bias.concat_axis = 0;
+    for (const BiasedLinear& x : qkv) {
+      LazyTensor p = *g_.initializer(x.linear.weight);
+      if (!x.linear.in_out) p.shape = {x.linear.in, x.linear.out}, p.strides = {1, x.linear.in};
+      p.name = w;
+      weight.dtype = p.dtype;
+      weight.parts.push_back(p);
+      LazyTensor pb = *g_.initializer(x.bias);
+      pb.name = b;
+      bias.dtype = pb.dtype;
+      bias.parts.push_back(pb);
+    }
+    weight.shape = {d_model_, 3 * d_model_}, bias.shape = {3 * d_model_};
+    if (!out.emplace(w, weight).second || !out.emplace(b, bias).second) fail(m_.path + ": " + w + " is claimed twice");
+  };
   take(embed_, "wte.weight", nullptr, Layout::AsStored);
   take(pos_embed_, "wpe.weight", nullptr, Layout::AsStored);
   for (size_t i = 0; i < gpt2_layers_.size(); ++i) {
@@ -281,7 +333,8 @@ void Recovery::emit_gpt2(const json& config, bool tied) {
     };
     const Gpt2Names& n = kGpt2Names;
     norm(l.ln_1, n.ln_1, n.ln_1_bias);
-    conv(l.c_attn, n.c_attn, n.c_attn_bias);
+    if (l.qkv.empty()) conv(l.c_attn, n.c_attn, n.c_attn_bias);
+    else concat_qkv(l.qkv, with_layer(n.c_attn, i), with_layer(n.c_attn_bias, i));
     conv(l.attn_proj, n.attn_proj, n.attn_proj_bias);
     norm(l.ln_2, n.ln_2, n.ln_2_bias);
     conv(l.c_fc, n.c_fc, n.c_fc_bias);

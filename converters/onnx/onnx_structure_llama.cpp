@@ -208,6 +208,9 @@ void Recovery::run_llama(const json& hf_config) {
   if (!n_kv_heads) n_kv_heads = first.k.out / *head_dim;
   config["n_heads"] = *n_heads;
   if (!config.contains("n_kv_heads")) config["n_kv_heads"] = *n_kv_heads;
+  // A rotation of part of each head is not LLaMA's: ChatGLM2/3 as shardforge's writer gives it.
+  if (const auto dims = rotary_table_dims(*first.q.node); dims && *dims < *head_dim)
+    return run_chatglm2_separate(hf_config, *n_heads, config["n_kv_heads"].get<int64_t>(), *head_dim, *dims);
   if (!config.contains("norm_eps")) {
     const Node* norm = g_.producer(first.q.node->input(0));  // find_blocks found q as a consumer of this Mul
     config["norm_eps"] = norm_eps(*norm);

@@ -2,8 +2,10 @@
 subgraphs of every storage type (Cast of f16/bf16, DequantizeLinear per row and block-wise, the
 asymmetric minimum, rows gathered before dequantizing) are read as the weights they give. The f32
 model read back runs in our executor to onnxruntime's logits for the quantized graph (the real
-runtime decoding the same codes), describes the same model as the quantized artifact, and whole and
-`--split blocks` graphs read the same. Malformed dequantizations are refused in one line."""
+runtime decoding the same codes), describes the same model as the quantized artifact, requantizes
+to the same codes, and whole and `--split blocks` graphs read the same; GPT-2 and ChatGLM2, written
+with separate q, k, v projections, read back into their fused checkpoint tensors. Malformed
+dequantizations are refused in one line."""
 import json
 import os
 import shutil
@@ -20,9 +22,16 @@ CASES = [("hf_gqa", "f16", ()), ("hf_gqa", "bf16", ()), ("hf_gqa", "int8", ()), 
          ("hf_tied", "q8_0", ("--tensor-quant", "embed.weight=q8_0")),
          ("hf_tied", "int4:g32:asym", ("--tensor-quant", "embed.weight=int4:g32:asym"))]
 SPLIT = [("hf_gqa", "int4:g32:asym", ()), ("hf_tied", "int8", ("--tensor-quant", "embed.weight=int8"))]
+# GPT-2 and ChatGLM2 as the writer gives them: separate q, k, v (and gate, up) projections, read
+# back into the fused c_attn / query_key_value / dense_h_to_4h the checkpoints store.
+FAMILIES = [("gpt2_hub", "f32", ()), ("gpt2_hub", "int8", ()), ("gpt2_hub", "int4:g32:asym", ()),
+            ("chatglm2_6b", "f32", ()), ("chatglm2_6b", "bf16", ()), ("chatglm2_6b", "q4_0", ())]
+FAMILIES_SPLIT = [("gpt2_hub", "q8_0", ()), ("chatglm2_6b", "int4:g32", ())]
 if SANITIZED:  # the smallest subset: every pattern once (asymmetric 4-bit, gathered 8-bit rows, cast)
     CASES = [("hf_gqa", "bf16", ()), ("hf_gqa", "int4:g32:asym", ()), CASES[7]]
     SPLIT = SPLIT[1:]
+    FAMILIES = [FAMILIES[1], FAMILIES[5]]
+    FAMILIES_SPLIT = FAMILIES_SPLIT[1:]
 
 
 class OnnxRoundTrip(TempDirTest):
@@ -75,6 +84,31 @@ class OnnxRoundTrip(TempDirTest):
                 whole = self.check(fixture, quant, extra)
                 split = self.check(fixture, quant, extra, ("--split", "blocks"))
                 self.assertEqual(whole.tolist(), split.tolist())
+
+    def test_gpt2_and_chatglm2_read_back_from_separate_projections(self):
+        for fixture, quant, extra in FAMILIES:
+            with self.subTest(fixture=fixture, quant=quant):
+                self.check(fixture, quant, extra)
+        for fixture, quant, extra in FAMILIES_SPLIT:
+            with self.subTest(fixture=fixture, quant=quant, split=True):
+                whole = self.check(fixture, quant, extra)
+                split = self.check(fixture, quant, extra, ("--split", "blocks"))
+                self.assertEqual(whole.tolist(), split.tolist())
+
+    def test_requantizing_with_the_same_scheme_gives_the_same_codes(self):
+        # The decoded weights are exactly the dequantized codes, so quantizing them again with the
+        # scheme that made them finds the same scales and codes: the shards are byte for byte the
+        # artifact converted from the source.
+        for quant in ["int4:g32:asym"] if SANITIZED else ["int8", "int4:g32:asym", "q4_0"]:
+            with self.subTest(quant=quant):
+                onnx_dir = self.convert("hf_gqa", "onnx", quant)
+                again = onnx_dir + "_again"
+                sf("convert", onnx_dir, "-o", again, "--quant", quant)
+                direct = self.convert("hf_gqa", "shards", quant)
+                shards = [f for f in os.listdir(direct) if f.endswith(".shard") or f == "embedding.bin"]
+                self.assertGreater(len(shards), 2)
+                for f in shards:
+                    self.assertEqual(read_bytes(os.path.join(again, f)), read_bytes(os.path.join(direct, f)), f)
 
     def test_malformed_dequantizations_are_refused_in_one_line(self):
         import onnx  # Debian's python3-onnx: edits the written graph, external data left in place

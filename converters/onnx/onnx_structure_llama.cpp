@@ -236,6 +236,11 @@ void Recovery::run_llama(const json& hf_config) {
     expect(l.gate, d_model_, first.gate.out, "gate projection");
     expect(l.up, d_model_, first.gate.out, "up projection");
     expect(l.down, first.gate.out, d_model_, "down projection");
+    // LLaMA's linears have no biases: one left unread would change the logits without a word (an
+    // InternLM2 written with biases is such a graph).
+    for (const Linear* x : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down})
+      if (as_biased_linear(*x->node, g_))
+        refuse("block " + std::to_string(i) + "'s " + node_name(*x->node) + " is followed by a bias, which LLaMA's linears do not have");
   }
   emit(config, r.rotate_half, head_is_embedding());
 }

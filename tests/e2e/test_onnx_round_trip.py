@@ -14,23 +14,23 @@ import unittest
 from sftest import SANITIZED, TempDirTest, error_line, read_bytes, sf
 from test_onnx_writer import PROMPT, OnnxWriter, ensure_onnxruntime, onnx_run, rel
 
-# (fixture, --quant, extra convert arguments). hf_tied with a quantized embedding takes the rows
-# gathered before dequantizing for the lookup and the whole table for the tied head.
-CASES = [("hf_gqa", "f16", ()), ("hf_gqa", "bf16", ()), ("hf_gqa", "int8", ()), ("hf_gqa", "int4:g32", ()),
-         ("hf_gqa", "int4:g32:asym", ()), ("hf_gqa", "q8_0", ()), ("hf_gqa", "q4_0", ()),
+# (fixture, --quant, extra convert arguments), each pattern once or twice: bf16 (Cast), q4_0 (INT4
+# block-wise, ggml's nibble order), hf_tied with a quantized embedding (its rows gathered before
+# dequantizing for the lookup, the whole table for the tied head: int8 per row, q8_0 block-wise
+# INT8, the asymmetric 4-bit minimum), and grouped k/v at asymmetric int4 in SPLIT.
+CASES = [("hf_gqa", "bf16", ()), ("hf_gqa", "q4_0", ()),
          ("hf_tied", "int8", ("--tensor-quant", "embed.weight=int8")),
          ("hf_tied", "q8_0", ("--tensor-quant", "embed.weight=q8_0")),
          ("hf_tied", "int4:g32:asym", ("--tensor-quant", "embed.weight=int4:g32:asym"))]
 SPLIT = [("hf_gqa", "int4:g32:asym", ()), ("hf_tied", "int8", ("--tensor-quant", "embed.weight=int8"))]
 # GPT-2 and ChatGLM2 as the writer gives them: separate q, k, v (and gate, up) projections, read
 # back into the fused c_attn / query_key_value / dense_h_to_4h the checkpoints store.
-FAMILIES = [("gpt2_hub", "f32", ()), ("gpt2_hub", "int8", ()), ("gpt2_hub", "int4:g32:asym", ()),
-            ("chatglm2_6b", "f32", ()), ("chatglm2_6b", "bf16", ()), ("chatglm2_6b", "q4_0", ())]
+FAMILIES = [("gpt2_hub", "int8", ()), ("chatglm2_6b", "bf16", ())]
 FAMILIES_SPLIT = [("gpt2_hub", "q8_0", ()), ("chatglm2_6b", "int4:g32", ())]
-if SANITIZED:  # the smallest subset: every pattern once (asymmetric 4-bit, gathered 8-bit rows, cast)
-    CASES = [("hf_gqa", "bf16", ()), ("hf_gqa", "int4:g32:asym", ()), CASES[7]]
-    SPLIT = SPLIT[1:]
-    FAMILIES = [FAMILIES[1], FAMILIES[5]]
+if SANITIZED:  # the smallest subset: every pattern once (Cast, per-row gathered rows, asymmetric 4-bit)
+    CASES = [CASES[0], CASES[2]]
+    SPLIT = SPLIT[:1]
+    FAMILIES = FAMILIES[:1]
     FAMILIES_SPLIT = FAMILIES_SPLIT[1:]
 
 
@@ -43,6 +43,13 @@ class OnnxRoundTrip(TempDirTest):
         why = ensure_onnxruntime()
         if why:
             raise unittest.SkipTest(why)
+
+    def onnxruntime(self, model):
+        """onnxruntime's logits for the prompt, once per graph (node's start-up is most of a run)."""
+        cache = self.__dict__.setdefault("_ort", {})
+        if model not in cache:
+            cache[model] = onnx_run(model, PROMPT)[0]
+        return cache[model]
 
     def model_of(self, art):
         return json.loads(read_bytes(os.path.join(art, "manifest.json")))["model"]
@@ -61,7 +68,7 @@ class OnnxRoundTrip(TempDirTest):
         onnx_dir, back = self.read_back(fixture, quant, extra, split)
         # onnxruntime at "basic" dequantizes the codes to f32 and multiplies in f32: our executor on
         # the f32 weights read back computes the same products.
-        want, _, _ = onnx_run(os.path.join(onnx_dir, "model.onnx"), PROMPT)
+        want = self.onnxruntime(os.path.join(onnx_dir, "model.onnx"))
         got, _, _ = self.ours(back, 1)
         self.assertEqual(got.shape, want.shape)
         self.assertLess(rel(got, want), 1e-4)

@@ -88,7 +88,9 @@ class Folder {
     for (const auto& in : g.input())
       if (!inits.count(in.name())) graph_inputs_.insert(in.name());
     for (int i = 0; i < g.node_size(); ++i) {
-      for (const auto& o : g.node(i).output()) producer_[o] = i;
+      index_[&g.node(i)] = i;
+      for (const auto& o : g.node(i).output())
+        if (!o.empty()) producer_.emplace(o, i);  // a value made twice is refused by OnnxGraph after
       for (const auto& in : g.node(i).input()) consumers_[in].push_back(i);
     }
     removed_.assign(size_t(g.node_size()), false);
@@ -109,6 +111,7 @@ class Folder {
   std::map<std::string, const onnx::TensorProto*> protos_;
   std::set<std::string> graph_inputs_;
   std::map<std::string, int> producer_;
+  std::map<const Node*, int> index_;
   std::map<std::string, std::vector<int>> consumers_;
   std::vector<bool> removed_;
   std::map<int, Node> replacement_;  // a Gather of a decoded table, in place of a removed node
@@ -189,7 +192,7 @@ class Folder {
   void replace(const std::vector<const Node*>& chain, const std::string& last, const Operand& rows_of,
                const std::string& table_init, const LazyTensor& table) {
     const int last_node = producer_.at(last);
-    for (const Node* n : chain) removed_[size_t(producer_.at(n->output(0)))] = true;
+    for (const Node* n : chain) removed_[size_t(index_.at(n))] = true;
     if (rows_of.index.empty()) {
       LazyTensor t = table;
       t.name = last;
@@ -263,7 +266,7 @@ class Folder {
 
   void fold_dequantize(int i) {
     const Node& d = g_.node(i);
-    if (d.input_size() < 2 || d.output_size() < 1) return;
+    if (d.input_size() < 2 || d.output_size() != 1 || d.output(0).empty()) return;
     const auto q = operand(d.input(0), false);
     if (!q) return;  // not a weight's codes (activations quantized at run time are not read here)
     const int qt = proto_type(q->init);
@@ -304,7 +307,7 @@ class Folder {
     const auto readers = consumers_.find(last);
     if (block_attr && q->index.empty() && readers != consumers_.end() && readers->second.size() == 1) {
       const Node& add = g_.node(readers->second[0]);
-      if (add.op_type() == "Add" && add.input_size() == 2 && add.output_size() == 1) {
+      if (add.op_type() == "Add" && add.input_size() == 2 && add.output_size() == 1 && !add.output(0).empty()) {
         m = minimum(d, add.input(add.input(0) == last ? 1 : 0), rows, cols, G, block);
         if (m) {
           chain.push_back(&add);
@@ -350,7 +353,7 @@ class Folder {
   // A 16-bit weight cast to f32 is that weight (the pipeline converts it as it reads it).
   void fold_cast(int i) {
     const Node& c = g_.node(i);
-    if (c.input_size() != 1 || c.output_size() != 1 || attribute(c, "to") != kFloat) return;
+    if (c.input_size() != 1 || c.output_size() != 1 || c.output(0).empty() || attribute(c, "to") != kFloat) return;
     const auto w = operand(c.input(0), false);
     if (!w) return;
     const int t = proto_type(w->init);

@@ -11,7 +11,7 @@ import os
 import shutil
 import unittest
 
-from sftest import SANITIZED, TempDirTest, error_line, read_bytes, sf
+from sftest import SANITIZED, TempDirTest, error_line, read_bytes, release_only, sf
 from test_onnx_writer import PROMPT, OnnxWriter, ensure_onnxruntime, onnx_run, rel
 
 # (fixture, --quant, extra convert arguments), each pattern once or twice: bf16 (Cast), q4_0 (INT4
@@ -104,6 +104,24 @@ class OnnxRoundTrip(TempDirTest):
                 whole = self.check(fixture, quant, extra)
                 split = self.check(fixture, quant, extra, ("--split", "blocks"))
                 self.assertEqual(whole.tolist(), split.tolist())
+
+    @release_only
+    def test_odd_widths_read_back(self):
+        # ffn_dim 101: the down projection's 4-bit codes are packed across row boundaries and its last
+        # group holds 5 columns (the asymmetric minimum's Slice cuts the repeated groups to the row).
+        import torch
+        from llama_ref import Config, HFLlama
+        from make_fixtures import init_weights
+        m = HFLlama(Config(vocab_size=300, ffn_dim=101))
+        init_weights(m, 11)
+        src = self.path("odd_src")
+        os.makedirs(src)
+        torch.save(m.state_dict(), os.path.join(src, "pytorch_model.bin"))
+        with open(os.path.join(src, "config.json"), "w") as f:
+            json.dump(m.hf_config(), f)
+        for quant in ["int4:g32:asym", "q4_0"]:
+            with self.subTest(quant=quant):
+                self.check(src, quant, ())
 
     def test_internlm2_reads_back_as_llama_and_its_biases_are_refused(self):
         # InternLM2's written graph is LLaMA's (the same settings, so the same forward); with biases

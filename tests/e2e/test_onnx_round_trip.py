@@ -12,7 +12,9 @@ import shutil
 import unittest
 
 from sftest import SANITIZED, TempDirTest, error_line, read_bytes, release_only, sf
-from test_onnx_writer import PROMPT, OnnxWriter, ensure_onnxruntime, onnx_run, rel
+# The module, not its TestCase class: a class imported by name would be collected and run here too.
+import test_onnx_writer as writer
+from test_onnx_writer import PROMPT, ensure_onnxruntime, onnx_run, rel
 
 # (fixture, --quant, extra convert arguments), each pattern once or twice: bf16 (Cast), q4_0 (INT4
 # block-wise, ggml's nibble order), hf_tied with a quantized embedding (its rows gathered before
@@ -35,8 +37,8 @@ if SANITIZED:  # the smallest subset: every pattern once (Cast, per-row gathered
 
 
 class OnnxRoundTrip(TempDirTest):
-    convert = OnnxWriter.convert
-    ours = OnnxWriter.ours
+    convert = writer.OnnxWriter.convert
+    ours = writer.OnnxWriter.ours
 
     @classmethod
     def setUpClass(cls):

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "converters/onnx/onnx_dequant.h"
 #include "converters/onnx/onnx_graph.h"
 #include "converters/onnx/onnx_proto.h"
 #include "converters/onnx/onnx_split.h"
@@ -77,6 +78,7 @@ std::unique_ptr<SourceModel> onnx_open(const std::string& path) {
   if (units.empty()) m->files.push_back(file);
   for (const auto& u : units) m->files.push_back(u);
   for (const auto& p : external.paths()) m->files.push_back(p);
+  fold_dequantized_weights(*proto->mutable_graph(), initializers, file);
   const OnnxGraph graph(proto->graph(), initializers, file);
   const json hf_config = present(dir + "/config.json") ? read_json_file(dir + "/config.json") : json();
   recover_structure(*m, graph, hf_config);

@@ -31,7 +31,12 @@ constexpr OnnxDType kOnnxDTypes[] = {
     {onnx::TensorProto::DOUBLE, "DOUBLE", DType::F64},     {onnx::TensorProto::BFLOAT16, "BFLOAT16", DType::BF16},
 };
 
+// ONNX's 4-bit types (IR 10; Debian's onnx.proto predates them, so by number): two elements a
+// byte, the even element in the low nibble. Read as their packed bytes (onnx_tensors.h).
+constexpr int kOnnxUint4 = 21, kOnnxInt4 = 22;
+
 std::optional<DType> dtype_of(int onnx_type) {
+  if (onnx_type == kOnnxUint4 || onnx_type == kOnnxInt4) return DType::U8;
   for (const auto& d : kOnnxDTypes)
     if (d.onnx == onnx_type) return d.type;
   return std::nullopt;
@@ -113,6 +118,8 @@ uint64_t parse_u64(const std::string& s, const std::string& where) {
 
 }  // namespace
 
+bool is_packed_4bit(int onnx_type) { return onnx_type == kOnnxUint4 || onnx_type == kOnnxInt4; }
+
 ExternalFiles::ExternalFiles(std::string model_path) : model_path_(std::move(model_path)), dir_(parent_dir(model_path_)) {}
 
 std::shared_ptr<InputFile> ExternalFiles::open(const std::string& location, const std::string& tensor) {
@@ -171,6 +178,7 @@ LazyTensor onnx_initializer(onnx::TensorProto& t, ExternalFiles& external, const
     lt.shape.push_back(d);
     numel = checked_mul(numel, uint64_t(d), where + " " + shape_string(lt.shape));
   }
+  if (is_packed_4bit(t.data_type())) lt.shape = {int64_t(numel / 2 + numel % 2)}, numel = uint64_t(lt.shape[0]);
   int64_t stride = 1;
   lt.strides.assign(lt.shape.size(), 1);
   for (size_t i = lt.shape.size(); i-- > 0;) {

@@ -30,6 +30,11 @@ class ExternalFiles {
   std::vector<std::string> order_;
 };
 
+// INT4 / UINT4 initializers become 1-D U8 tensors of their packed bytes (ceil(elements / 2)), which
+// no weight is mistaken for; their element type and dims stay in the TensorProto, where the
+// DequantizeLinear folding (onnx_dequant.h) reads them.
+bool is_packed_4bit(int onnx_type);
+
 // Takes the tensor's bytes out of `t` (raw_data is swapped, not copied) into a LazyTensor; checks
 // that the bytes agree with dims x element size. Throws Error naming the model file and the tensor.
 LazyTensor onnx_initializer(onnx::TensorProto& t, ExternalFiles& external, const std::string& model_path);

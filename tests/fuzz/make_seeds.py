@@ -358,10 +358,13 @@ def convert_tiny(shardforge, work):
     subprocess.run([shardforge, "convert", src, "-o", trimmed, "--quant", "int8", "--threads", "1",
                     "--trim-vocab", "range:1-5,9-"], check=True, capture_output=True)
     arts["trim"] = trimmed
-    # ONNX outputs (docs/onnx.md): a whole graph and one graph per unit, over one data file.
-    for tag, extra in (("onnx", []), ("onnx_split", ["--split", "blocks"])):
+    # ONNX outputs (docs/onnx.md): a whole graph and one graph per unit, over one data file; and the
+    # asymmetric 4-bit pattern with an 8-bit embedding's rows gathered before dequantizing (the
+    # reader's DequantizeLinear folding, converters/onnx/onnx_dequant.cpp).
+    for tag, quant, extra in (("onnx", "int4:g32", []), ("onnx_split", "int4:g32", ["--split", "blocks"]),
+                              ("onnx_asym", "int4:g32:asym", ["--tensor-quant", "embed.weight=int8"])):
         out = os.path.join(work, "art_" + tag)
-        subprocess.run([shardforge, "convert", src, "-o", out, "--quant", "int4:g32", "--format", "onnx", "--threads", "1",
+        subprocess.run([shardforge, "convert", src, "-o", out, "--quant", quant, "--format", "onnx", "--threads", "1",
                         *extra], check=True, capture_output=True)
         arts[tag] = out
     return arts
@@ -778,7 +781,7 @@ def main():
 
     work = os.path.join(args.out, "work", "convert")
     arts = convert_tiny(args.shardforge, work)
-    onnx_written = {tag: read_dir(arts[tag]) for tag in ("onnx", "onnx_split")}  # work is removed below
+    onnx_written = {tag: read_dir(arts[tag]) for tag in ("onnx", "onnx_split", "onnx_asym")}  # work is removed below
     for scheme, art in arts.items():
         tag = scheme.replace(":", "_")
         files = read_dir(art)
@@ -833,7 +836,7 @@ def main():
     for name, files in onnx_dirs(os.path.join(args.out, "work", "onnx")).items():
         seeds.add("fuzz_onnx", name, pack_dir(files))
     # What the ONNX writer writes, as a source: a whole graph, and unit graphs read as their join.
-    for tag in ("onnx", "onnx_split"):
+    for tag in ("onnx", "onnx_split", "onnx_asym"):
         seeds.add("fuzz_onnx", "written_" + tag, pack_dir([f for f in onnx_written[tag] if f[0] != "manifest.json"]))
 
     print("fuzz seeds written to", args.out + ":", ", ".join(f"{t} {seeds.count.get(t, 0)}" for t in TARGETS))

@@ -301,11 +301,7 @@ class SensitivityPass {
     const UnitTensor& t = u.tensors[slot];
     UnitTensor enc;
     enc.spec = t.spec;
-    EncodedTensor& e = enc.encoded;
-    e.name = t.spec.name;
-    e.type = scheme.type;
-    e.group = scheme.group;
-    e.shape = t.spec.shape;
+    EncodedTensor& e = enc.start_encoding(scheme.type, scheme.group);
     const size_t rows = size_t(e.rows()), cols = size_t(e.cols()), rb = e.row_bytes();
     e.data.assign(rows * rb, 0);
     const auto& tr = qtype_traits(scheme.type);

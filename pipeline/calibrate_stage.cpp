@@ -235,11 +235,7 @@ class CalibrateStage : public Stage {
   bool encode_tensor(UnitTensor& t, const InputStats& stats, StageContext& ctx) {
     const Scheme* s = planned(t.spec.name);
     if (!s || !integer_type(s->type)) return false;
-    EncodedTensor& e = t.encoded;
-    e.name = t.spec.name;
-    e.type = s->type;
-    e.group = s->group;
-    e.shape = t.spec.shape;
+    EncodedTensor& e = t.start_encoding(s->type, s->group);
     e.data = encode_calibrated(info_.method, t.spec.name, t.values.data(), size_t(e.rows()), size_t(e.cols()), *s,
                                stats, params_, ctx.pool, warnings_);
     if (e.data.size() != size_t(e.rows()) * e.row_bytes())

@@ -112,11 +112,7 @@ class QuantizeStage : public Stage {
   // Encodes every row, then decodes it (pipeline/encode_check.h): the checks run in the parallel
   // pass over the rows, as a separate pass over the f32 values costs as much as reading them.
   void encode(UnitTensor& t, const Scheme& s, StageContext& ctx) const {
-    EncodedTensor& e = t.encoded;
-    e.name = t.spec.name;
-    e.type = s.type;
-    e.group = s.group;
-    e.shape = t.spec.shape;
+    EncodedTensor& e = t.start_encoding(s.type, s.group);
     const size_t rows = size_t(e.rows()), cols = size_t(e.cols()), rb = e.row_bytes();
     e.data.assign(rows * rb, 0);
     const auto& tr = qtype_traits(s.type);

@@ -12,6 +12,15 @@ Unit Unit::make(const ModelDesc& desc, UnitKind kind, int64_t index) {
   return u;
 }
 
+EncodedTensor& UnitTensor::start_encoding(QType type, size_t group) {
+  encoded.name = spec.name;
+  encoded.type = type;
+  encoded.group = group;
+  encoded.shape = spec.shape;
+  encoded.data.clear();
+  return encoded;
+}
+
 EncodedUnit Unit::take_encoded() {
   EncodedUnit e;
   e.kind = kind;

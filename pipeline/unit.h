@@ -15,6 +15,10 @@ struct UnitTensor {
   std::vector<float> values;  // row-major f32, filled by "load"
   EncodedTensor encoded;      // filled by "quantize"
   bool has_values = false, has_encoded = false;
+
+  // Names `encoded` after this tensor with its shape, in `type` (groups of `group`), with no bytes
+  // yet; returns it for the caller to fill with rows x row_bytes bytes.
+  EncodedTensor& start_encoding(QType type, size_t group);
 };
 
 struct Unit {

@@ -259,6 +259,15 @@ class Recovery {
       refuse("the output projection is [" + std::to_string(head_.in) + " -> " + std::to_string(head_.out) +
              "], not [d_model " + std::to_string(d_model_) + " -> vocab " + std::to_string(vocab_) + "]");
   }
+  // Puts initializer onnx_name into `out` as tensor `name`; a linear's weight as [out, in] (a
+  // transposed view where the graph holds [in, out]). One initializer claimed twice is refused.
+  void take_out_in(std::map<std::string, LazyTensor>& out, const std::string& onnx_name, const std::string& name,
+                   const Linear* linear) const {
+    LazyTensor t = *g_.initializer(onnx_name);
+    if (linear && linear->in_out) t.shape = {linear->out, linear->in}, t.strides = {1, linear->out};
+    t.name = name;
+    if (!out.emplace(name, t).second) fail(m_.path + ": initializer " + onnx_name + " is claimed twice");
+  }
   NormSignature norm_signature() const;
   ProjectionSignature projection_signature() const;
   PositionSignature find_position_embedding();

@@ -176,10 +176,7 @@ constexpr Glm2Names kGlm2Names = {"transformer.encoder.layers.{i}.input_layernor
 void Recovery::emit_glm2(const json& config) {
   std::map<std::string, LazyTensor> out;
   const auto take = [&](const std::string& onnx_name, const std::string& name, const Linear* linear) {
-    LazyTensor t = *g_.initializer(onnx_name);
-    if (linear && linear->in_out) t.shape = {linear->out, linear->in}, t.strides = {1, linear->out};
-    t.name = name;
-    if (!out.emplace(name, t).second) fail(m_.path + ": initializer " + onnx_name + " is claimed twice");
+    take_out_in(out, onnx_name, name, linear);
   };
   take(embed_, "transformer.embedding.word_embeddings.weight", nullptr);
   for (size_t i = 0; i < glm2_layers_.size(); ++i) {

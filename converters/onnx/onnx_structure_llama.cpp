@@ -159,10 +159,7 @@ void Recovery::emit(const json& config, bool rotate_half, bool tied) {
   const Names& names = rotate_half ? kHfNames : kMetaNames;
   std::map<std::string, LazyTensor> out;
   const auto take = [&](const std::string& onnx_name, const std::string& name, const Linear* linear) {
-    LazyTensor t = *g_.initializer(onnx_name);
-    if (linear && linear->in_out) t.shape = {linear->out, linear->in}, t.strides = {1, linear->out};
-    t.name = name;
-    if (!out.emplace(name, t).second) fail(m_.path + ": initializer " + onnx_name + " is claimed twice");
+    take_out_in(out, onnx_name, name, linear);
   };
   take(embed_, names.embed, nullptr);
   for (size_t i = 0; i < layers_.size(); ++i) {

@@ -268,6 +268,23 @@ class Recovery {
     t.name = name;
     if (!out.emplace(name, t).second) fail(m_.path + ": initializer " + onnx_name + " is claimed twice");
   }
+  // The config.json THUDM's ChatGLM2/3 code reads, as far as it is fixed for the family: the rest
+  // (heads, groups, eps, rope) is recovered from the graph or taken from a config beside it.
+  json glm2_config(int64_t layers, int64_t ffn_hidden, bool qkv_bias) const {
+    return {{"architectures", {"ChatGLMModel"}},
+            {"model_type", "chatglm"},
+            {"hidden_size", d_model_},
+            {"num_layers", layers},
+            {"padded_vocab_size", vocab_},
+            {"ffn_hidden_size", ffn_hidden},
+            {"add_qkv_bias", qkv_bias},
+            {"add_bias_linear", false},
+            {"multi_query_attention", true},
+            {"rmsnorm", true},
+            {"post_layer_norm", true},
+            {"apply_residual_connection_post_layernorm", false},
+            {"tie_word_embeddings", false}};
+  }
   NormSignature norm_signature() const;
   ProjectionSignature projection_signature() const;
   PositionSignature find_position_embedding();

@@ -114,19 +114,7 @@ void Recovery::run_chatglm2(const json& hf_config) {
         l.qkv_bias.empty() != first.qkv_bias.empty())
       refuse("block " + std::to_string(i) + "'s projections differ from block 0's in width or bias");
   }
-  json config = {{"architectures", {"ChatGLMModel"}},
-                 {"model_type", "chatglm"},
-                 {"hidden_size", d_model_},
-                 {"num_layers", int64_t(glm2_layers_.size())},
-                 {"padded_vocab_size", vocab_},
-                 {"ffn_hidden_size", first.h_to_4h.out / 2},
-                 {"add_qkv_bias", !first.qkv_bias.empty()},
-                 {"add_bias_linear", false},
-                 {"multi_query_attention", true},
-                 {"rmsnorm", true},
-                 {"post_layer_norm", true},
-                 {"apply_residual_connection_post_layernorm", false},
-                 {"tie_word_embeddings", false}};
+  json config = glm2_config(int64_t(glm2_layers_.size()), first.h_to_4h.out / 2, !first.qkv_bias.empty());
   // Heads and groups from the Reshapes of q and k to [.., heads, kv_channels].
   const auto [heads, head_dim] = heads_after(first.q, first.q_width);
   const auto [groups, kv_dim] = heads_after(first.k, first.kv_width);
@@ -222,22 +210,10 @@ void Recovery::run_chatglm2_separate(const json& hf_config, int64_t heads, int64
     refuse_bias(l.down, block + "'s dense_4h_to_h");
   }
   const Layer& first = layers_.front();
-  json config = {{"architectures", {"ChatGLMModel"}},
-                 {"model_type", "chatglm"},
-                 {"hidden_size", d_model_},
-                 {"num_layers", int64_t(layers_.size())},
-                 {"padded_vocab_size", vocab_},
-                 {"ffn_hidden_size", first.gate.out},
-                 {"num_attention_heads", heads},
-                 {"multi_query_group_num", groups},
-                 {"kv_channels", head_dim},
-                 {"add_qkv_bias", !qkv_biased.front().empty()},
-                 {"add_bias_linear", false},
-                 {"multi_query_attention", true},
-                 {"rmsnorm", true},
-                 {"post_layer_norm", true},
-                 {"apply_residual_connection_post_layernorm", false},
-                 {"tie_word_embeddings", false}};
+  json config = glm2_config(int64_t(layers_.size()), first.gate.out, !qkv_biased.front().empty());
+  config["num_attention_heads"] = heads;
+  config["multi_query_group_num"] = groups;
+  config["kv_channels"] = head_dim;
   if (hf_config.is_object())
     for (const char* k : kGlm2ConfigKeys)
       if (hf_config.contains(k)) config[k] = hf_config[k];

@@ -111,16 +111,7 @@ class OnnxRoundTrip(TempDirTest):
     def test_odd_widths_read_back(self):
         # ffn_dim 101: the down projection's 4-bit codes are packed across row boundaries and its last
         # group holds 5 columns (the asymmetric minimum's Slice cuts the repeated groups to the row).
-        import torch
-        from llama_ref import Config, HFLlama
-        from make_fixtures import init_weights
-        m = HFLlama(Config(vocab_size=300, ffn_dim=101))
-        init_weights(m, 11)
-        src = self.path("odd_src")
-        os.makedirs(src)
-        torch.save(m.state_dict(), os.path.join(src, "pytorch_model.bin"))
-        with open(os.path.join(src, "config.json"), "w") as f:
-            json.dump(m.hf_config(), f)
+        src = writer.odd_width_source(self.path("odd_src"))
         for quant in ["int4:g32:asym", "q4_0"]:
             with self.subTest(quant=quant):
                 self.check(src, quant, ())

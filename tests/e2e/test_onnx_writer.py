@@ -107,6 +107,21 @@ def rel(a, b):
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
+
+def odd_width_source(src):
+    """An HF LLaMA checkpoint in directory src with ffn_dim 101 (odd rows of 4-bit codes, a last
+    group of 5 at g32); returns src."""
+    import torch
+    from llama_ref import Config, HFLlama
+    from make_fixtures import init_weights
+    m = HFLlama(Config(vocab_size=300, ffn_dim=101))
+    init_weights(m, 11)
+    os.makedirs(src)
+    torch.save(m.state_dict(), os.path.join(src, "pytorch_model.bin"))
+    with open(os.path.join(src, "config.json"), "w") as f:
+        json.dump(m.hf_config(), f)
+    return src
+
 class OnnxWriter(TempDirTest):
     @classmethod
     def setUpClass(cls):
@@ -188,16 +203,7 @@ class OnnxWriter(TempDirTest):
     def test_odd_widths_repack_int4_codes_across_rows(self):
         # ffn_dim 101: the down projection's rows have an odd number of 4-bit codes, which ONNX packs
         # across row boundaries, and a last group of 5.
-        import torch
-        from llama_ref import Config, HFLlama
-        from make_fixtures import init_weights
-        m = HFLlama(Config(vocab_size=300, ffn_dim=101))
-        init_weights(m, 11)
-        src = self.path("odd_src")
-        os.makedirs(src)
-        torch.save(m.state_dict(), os.path.join(src, "pytorch_model.bin"))
-        with open(os.path.join(src, "config.json"), "w") as f:
-            json.dump(m.hf_config(), f)
+        src = odd_width_source(self.path("odd_src"))
         self.quantized_close_to_the_executor(src, ["int8", "int4:g32", "int4:g32:asym"])
 
     def test_stored_codes_decode_to_the_weights_within_a_step(self):

@@ -8,14 +8,9 @@
 # Usage: bench/calib_evidence.sh [-t THREADS] [--models sample,stories] [--schemes int4:g128,int4:g32,q4_0]
 #                                [--methods mse,awq,gptq] [--out DIR] [--json FILE]
 #
-# Settings (fixed here so runs compare):
-#   sample:      samples/jargon-llama; calibration samples/calib.txt; evaluation samples/heldout.txt,
-#                --ctx 128, all windows; every other option at its default.
-#   stories:     ../shared/models/stories260K/stories260K.pt --tokenizer ../shared/models/stories260K/tok512.model;
-#                evaluation ../shared/corpus/tinystories_valid_head.txt --ctx 256 --chunks 200 (f32: 3.9174);
-#                calibration: the bytes of that file from offset 600000 on (tail -c +600001). The 200
-#                evaluation windows lie in the first 600000 bytes, so the two texts are disjoint.
-#                Skipped, with a message, when ../shared is absent.
+# Settings (fixed in bench/lib/calib_models.sh so runs compare): sample on samples/calib.txt /
+# samples/heldout.txt at --ctx 128; stories260K (from ../shared, skipped when absent) calibrated and
+# evaluated on disjoint parts of tinystories_valid_head.txt at --ctx 256, 200 windows.
 #   --out DIR    keep the artifacts there (default: a temporary directory, removed)
 #   SHARDFORGE   binary (default: build/shardforge; built with scripts/setup.sh build when missing)
 # A full run (2 models x 3 schemes x 5 artifacts) takes about 15 minutes on 2 cores.
@@ -47,46 +42,23 @@ WORK=$OUT
 use_work_dir sf-calib-evidence
 RESULTS=$WORK/results.tsv  # model, scheme, method, ppl, bits per weight, file bytes
 : >"$RESULTS"
-SHARED=../shared
-STORIES_TEXT=$SHARED/corpus/tinystories_valid_head.txt
-
-# One row per model: name, source, tokenizer (or -), calibration text, evaluation text, eval options.
-declare -A SRC TOK CALIB TEXT EVAL DESC
-SRC[sample]=samples/jargon-llama TOK[sample]=- CALIB[sample]=samples/calib.txt TEXT[sample]=samples/heldout.txt
-EVAL[sample]="--ctx 128"
-DESC[sample]="calibration samples/calib.txt, evaluation samples/heldout.txt at --ctx 128 (all windows), other options default"
-SRC[stories]=$SHARED/models/stories260K/stories260K.pt TOK[stories]=$SHARED/models/stories260K/tok512.model
-CALIB[stories]=$WORK/stories_calib.txt TEXT[stories]=$STORIES_TEXT EVAL[stories]="--ctx 256 --chunks 200"
-DESC[stories]="evaluation $STORIES_TEXT at --ctx 256 --chunks 200 (its first 600000 bytes); calibration the same file from byte 600000 on (tail -c +600001): disjoint texts"
+. bench/lib/calib_models.sh
 
 convert() {  # MODEL NAME ARGS...: convert MODEL's source to WORK/MODEL/NAME
-  local model=$1 name=$2
-  shift 2
-  local tok=()
-  [ "${TOK[$model]}" != - ] && tok=(--tokenizer "${TOK[$model]}")
-  "$SF" convert "${SRC[$model]}" "${tok[@]}" -o "$WORK/$model/$name" --force -t "$T" "$@" \
-    >/dev/null 2>"$WORK/err" || { note "$model convert $name $*: $(tail -n1 "$WORK/err")"; return 1; }
+  local model=$1
+  shift
+  convert_model "$model" "${SRC[$model]}" "$@"
 }
 measure() {  # MODEL SCHEME METHOD NAME: perplexity and size of WORK/MODEL/NAME into RESULTS
   local model=$1 scheme=$2 method=$3 a=$WORK/$1/$4 ppl bpw
-  # shellcheck disable=SC2086  # EVAL holds several options
-  ppl=$("$SF" eval ppl "$a" --text "${TEXT[$model]}" ${EVAL[$model]} -t "$T" --json 2>"$WORK/err" |
-    $PY -c 'import json,sys; print(json.load(sys.stdin)["ppl"])') || { note "$model eval $4: $(tail -n1 "$WORK/err")"; ppl=""; }
+  ppl=$(model_ppl "$model" "$4")
   bpw=$("$SF" inspect "$a" --json | $PY -c 'import json,sys; d=json.load(sys.stdin); print(d["summary"]["bits_per_weight"], d["file_bytes"])')
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$model" "$scheme" "$method" "$ppl" ${bpw:-"" ""} >>"$RESULTS"
   note "$model $scheme $method: ppl $ppl"
 }
 
 for model in ${MODELS//,/ }; do
-  [ -n "${SRC[$model]:-}" ] || die "unknown model $model (sample, stories)"
-  if [ "$model" = stories ]; then
-    if [ ! -r "${SRC[stories]}" ] || [ ! -r "$STORIES_TEXT" ]; then
-      echo "stories260K: skipped ($SHARED/models/stories260K or $STORIES_TEXT not present)"
-      continue
-    fi
-    mkdir -p "$WORK/stories"
-    tail -c +600001 "$STORIES_TEXT" >"${CALIB[stories]}"
-  fi
+  prepare_model "$model" || continue
   echo "$model: ${SRC[$model]}; ${DESC[$model]}; threads $T"
   convert "$model" f32 --dtype f32 && measure "$model" - f32 f32
   for scheme in ${SCHEMES//,/ }; do

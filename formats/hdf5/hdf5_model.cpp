@@ -19,6 +19,7 @@
 #include "formats/hdf5/hdf5_layout.h"
 #include "formats/hdf5/hdf5_util.h"
 #include "formats/manifest.h"
+#include "formats/temp_files.h"
 #include "formats/vocab_map.h"
 
 namespace sf {
@@ -44,16 +45,22 @@ constexpr size_t kMaxManifestBytes = size_t(16) << 20;
 constexpr uint64_t kMaxStoredFileBytes = uint64_t(64) << 20;
 constexpr size_t kMaxSideFiles = 8;
 
-// What an opened container keeps alive: the reassembled tensors, and its tokenizer's files written
-// to a private temporary directory for the tokenizer readers (which read files).
+// What an opened container keeps alive: the reassembled tensors, in a mapped temporary file (so
+// low-memory execution can release and re-read them, and opening takes one tensor's memory), and its
+// tokenizer's files, written to a private temporary directory for the tokenizer readers (which read
+// files).
 struct Held {
-  std::vector<std::vector<uint8_t>> tensors;
-  std::string dir;
-  std::vector<std::string> paths;
-  ~Held() {
-    for (const auto& p : paths) ::unlink(p.c_str());
-    if (!dir.empty()) ::rmdir(dir.c_str());
-  }
+  MappedTempStore tensors{"hdf5"};
+  PrivateTempFiles files{"hdf5"};
+};
+
+// A tensor reassembled into Held::tensors, given its view once the store is mapped.
+struct StoredTensor {
+  std::string name;
+  QType type;
+  size_t group;
+  std::vector<int64_t> shape;
+  uint64_t offset, bytes;
 };
 
 class Reader {
@@ -92,9 +99,12 @@ class Reader {
       else units[name] = where;
       const std::vector<TensorSpec> specs = unit_tensors(desc_, kind, index);
       uint64_t datasets = 0;
-      for (const auto& spec : specs) datasets += read_tensor(g, where, spec, *held, views);
+      for (const auto& spec : specs) datasets += read_tensor(g, where, spec, *held);
       expect_links(g, datasets, where);
     }
+    held->tensors.map();
+    for (const auto& t : stored_)
+      views[t.name] = make_view(path_, t.name, t.type, t.group, t.shape, held->tensors.at(t.offset), size_t(t.bytes));
     if (manifest_.value("units", json()) != units)
       fail_file(path_, "the manifest's units are not the groups the model's layout has");
     const json listed = manifest_.value("files", json::array());
@@ -109,7 +119,7 @@ class Reader {
     m["container"] = "hdf5";
     m["files"] = json::array({{{"path", fs::path(path_).filename().string()}, {"bytes", size_}}});
     if (!keep_) return std::nullopt;
-    return Artifact(path_, std::move(m), desc_, std::move(views), held, std::move(tokenizer), map);
+    return Artifact(path_, std::move(m), desc_, std::move(views), held, std::move(tokenizer), map, /*mapped=*/true);
   }
 
  private:
@@ -208,8 +218,7 @@ class Reader {
   }
 
   // Reassembles one canonical tensor from its datasets; returns how many datasets it has.
-  uint64_t read_tensor(hid_t g, const std::string& where, const TensorSpec& spec, Held& held,
-                       std::map<std::string, TensorView>& views) {
+  uint64_t read_tensor(hid_t g, const std::string& where, const TensorSpec& spec, Held& held) {
     const std::string what = where + "/" + spec.name;
     hard_link(g, spec.name, what);
     Id d = h5::check(H5Oopen(g, spec.name.c_str(), H5P_DEFAULT), H5Oclose, path_, "cannot open " + what);
@@ -238,11 +247,10 @@ class Reader {
     }
     if (hash_ && (!tensor_sha || *tensor_sha != sha256_hex(bytes.data(), bytes.size())))
       fail_file(path_, what + ": the reassembled tensor's sha256 differs from its tensor_sha256 attribute");
-    const TensorView view = make_view(path_, spec.name, *type, g_size, spec.shape, bytes.data(), bytes.size());
-    if (keep_) {
-      held.tensors.push_back(std::move(bytes));  // the buffer moves with the vector: the view stays valid
-      views[spec.name] = view;
-    }
+    make_view(path_, spec.name, *type, g_size, spec.shape, bytes.data(), bytes.size());  // checks it
+    if (keep_)
+      stored_.push_back({spec.name, *type, g_size, spec.shape, held.tensors.append(bytes.data(), bytes.size()),
+                         uint64_t(bytes.size())});
     return parts.size();
   }
 
@@ -275,10 +283,6 @@ class Reader {
     if (!t.is_object() || !t.contains("kind") || !t["kind"].is_string() || !t.contains("files") ||
         !t["files"].is_array() || t["files"].empty() || t["files"].size() > 4)
       fail_file(path_, "the manifest's tokenizer entry is malformed");
-    const char* tmp = std::getenv("TMPDIR");
-    std::string pattern = std::string(tmp && *tmp ? tmp : "/tmp") + "/shardforge-h5-XXXXXX";
-    if (!::mkdtemp(pattern.data())) fail_file(pattern, "cannot create a temporary directory for the HDF5 file's tokenizer");
-    held.dir = pattern;
     ArtifactTokenizer out;
     out.kind = t["kind"].get<std::string>();
     for (const auto& f : t["files"]) {
@@ -287,13 +291,7 @@ class Reader {
       const auto it = files.find(name);
       if (it == files.end() || f.value("sha256", json()) != json(sha256_hex(it->second.data(), it->second.size())))
         fail_file(path_, "tokenizer file " + name + " is not in /files with the manifest's sha256");
-      const std::string p = held.dir + "/" + name;
-      const int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-      if (fd < 0) fail_file(p, "cannot create (the same file named twice?)");
-      held.paths.push_back(p);
-      const bool ok = ::write(fd, it->second.data(), it->second.size()) == ssize_t(it->second.size());
-      ::close(fd);
-      if (!ok) fail_file(p, "cannot write the HDF5 file's tokenizer file (disk full?)");
+      const std::string p = held.files.add(name, it->second.data(), it->second.size());
       out.paths.push_back(p);
       out.sha256.push_back(f["sha256"].get<std::string>());
     }
@@ -317,6 +315,7 @@ class Reader {
   std::string path_;
   bool hash_, keep_;
   uint64_t size_ = 0, read_bytes_ = 0;
+  std::vector<StoredTensor> stored_;
   Id file_, root_;
   json manifest_;
   ModelDesc desc_;

@@ -3,8 +3,11 @@
 // are opened, each through a hard link (soft and external links are refused, so no link is ever
 // followed out of the file or around a cycle); every dataset's type, dimensions and storage are
 // checked against the model the manifest describes before anything is allocated, and datasets with
-// filters, external or virtual storage are refused. Tensors are reassembled from their datasets
-// into memory the Artifact owns: opening reads every tensor (memory = the tensor bytes).
+// filters, external or virtual storage are refused. Tensors are reassembled from their datasets, one
+// at a time, into a mapped temporary file without a name (formats/temp_files.h) that the Artifact
+// owns: opening reads every tensor once and takes one tensor's memory, and the views are file maps
+// that low-memory execution (--resident-blocks) can release and re-read. The temporary file needs
+// the tensors' bytes of free space under $TMPDIR (or /tmp).
 #include <string>
 #include <vector>
 

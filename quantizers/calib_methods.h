@@ -26,11 +26,17 @@ GroupParams mse_fit_group(const QuantGrid& grid, const float* w, const double* i
                           const std::vector<float>& ratios, double* err = nullptr);
 
 // Refits one row's group parameters (scales; int4_asym's mins too) for its fixed codes by least
-// squares on the row's output error (t - q)ᵀ H (t - q): H a full cols x cols matrix (row-major), or,
-// when H is null, the diagonal `diag`. Values are rounded as the row stores them; the parameters
-// change only when that lowers the error (returns whether they did). `inv` is left as it was.
+// squares on the row's output error (t - q)ᵀ H (t - q): H a full, symmetric cols x cols matrix
+// (row-major), or, when H is null, the diagonal `diag`. Values are rounded as the row stores them;
+// the parameters change only when that lowers the error (returns whether they did). `inv` is left
+// as it was.
 bool refine_group_params(const QuantGrid& grid, const float* t, const double* H, const double* diag,
                          GroupParams* ps, const int* codes);
+// refine_group_params with the full H for `rows` rows (row r: t + r·cols, ps + r·groups(),
+// codes + r·cols), sharing the passes over H among them; each row's result is bit for bit the one
+// refine_group_params gives it alone. Returns how many rows changed.
+size_t refine_group_params_rows(const QuantGrid& grid, const float* t, size_t rows, const double* H,
+                                GroupParams* ps, const int* codes);
 
 // Whole tensors, rows x grid.row_bytes() bytes.
 std::vector<uint8_t> encode_mse(const QuantGrid& grid, const float* w, size_t rows, const std::vector<double>& imp,

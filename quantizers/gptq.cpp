@@ -20,9 +20,14 @@ using RowMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::R
 constexpr size_t kGptqRowChunk = 32;  // weight rows per task: fixed, so the bits never depend on -t
 constexpr int kDampRetries = 3;   // dampening x10 each time before giving up
 
+constexpr Eigen::Index kInvertChunk = 64;  // rows / columns per task of the inverse's products
+
 // R⁻¹ in place for an upper triangular R, by halves: [A B; 0 D]⁻¹ = [A⁻¹, -A⁻¹ B D⁻¹; 0, D⁻¹],
-// with triangular products, a third of the work of solving against the identity.
-void invert_upper(Eigen::Ref<MatrixXd> R) {
+// with triangular products, a third of the work of solving against the identity. The products
+// run on the pool in fixed chunks of B's columns (then rows); each column (row) of a triangular
+// product comes out of Eigen with the same bits whatever the chunk, so the inverse is the one a
+// single-threaded product gives.
+void invert_upper(Eigen::Ref<MatrixXd> R, ThreadPool& pool) {
   const Eigen::Index n = R.rows();
   if (n <= 64) {
     MatrixXd inv = MatrixXd::Identity(n, n);
@@ -30,11 +35,25 @@ void invert_upper(Eigen::Ref<MatrixXd> R) {
     R = inv;
     return;
   }
-  const Eigen::Index h = n / 2;
-  invert_upper(R.topLeftCorner(h, h));
-  invert_upper(R.bottomRightCorner(n - h, n - h));
-  MatrixXd B = -(R.topLeftCorner(h, h).triangularView<Eigen::Upper>() * R.topRightCorner(h, n - h));
-  R.topRightCorner(h, n - h) = B * R.bottomRightCorner(n - h, n - h).triangularView<Eigen::Upper>();
+  const Eigen::Index h = n / 2, m = n - h;
+  invert_upper(R.topLeftCorner(h, h), pool);
+  invert_upper(R.bottomRightCorner(m, m), pool);
+  MatrixXd B(h, m);
+  auto chunked = [&](Eigen::Index total, const std::function<void(Eigen::Index, Eigen::Index)>& fn) {
+    const size_t chunks = size_t((total + kInvertChunk - 1) / kInvertChunk);
+    pool.parallel_for(chunks, [&](size_t c0, size_t c1) {
+      for (size_t c = c0; c < c1; ++c) {
+        const Eigen::Index b = Eigen::Index(c) * kInvertChunk;
+        fn(b, std::min(kInvertChunk, total - b));
+      }
+    });
+  };
+  const auto A_inv = R.topLeftCorner(h, h).triangularView<Eigen::Upper>();
+  const auto D_inv = R.bottomRightCorner(m, m).triangularView<Eigen::Upper>();
+  chunked(m, [&](Eigen::Index b, Eigen::Index w) {
+    B.middleCols(b, w) = -(A_inv * R.topRightCorner(h, m).middleCols(b, w));
+  });
+  chunked(h, [&](Eigen::Index b, Eigen::Index w) { R.topRightCorner(h, m).middleRows(b, w) = B.middleRows(b, w) * D_inv; });
 }
 
 // Replaces M = J P (H + damp I) Pᵀ J (the permuted, dampened Hessian in reversed order, J the
@@ -43,12 +62,12 @@ void invert_upper(Eigen::Ref<MatrixXd> R) {
 // inverse is (R⁻¹)ᵀ R⁻¹ and U = R⁻¹: one factorisation and one triangular inverse, no explicit
 // inverse, all in place (one n x n matrix, a 2816-channel Hessian is 63 MB). Transposed so that
 // the sweep's reads of U's rows are contiguous columns.
-bool inverse_cholesky_upper_t(MatrixXd& M) {
+bool inverse_cholesky_upper_t(MatrixXd& M, ThreadPool& pool) {
   Eigen::LLT<Eigen::Ref<MatrixXd>> llt(M);
   if (llt.info() != Eigen::Success) return false;
   M.triangularView<Eigen::StrictlyUpper>().setZero();
   M.reverseInPlace();
-  invert_upper(M);
+  invert_upper(M, pool);
   M.transposeInPlace();
   return M.allFinite() && (M.diagonal().array() > 0).all();
 }
@@ -118,7 +137,7 @@ std::vector<uint8_t> encode_gptq(const std::string& tensor, const QuantGrid& gri
   bool factored = false;
   for (int attempt = 0; attempt <= kDampRetries && !factored; ++attempt, damp *= 10) {
     load_reversed(damp);
-    factored = inverse_cholesky_upper_t(Ut);
+    factored = inverse_cholesky_upper_t(Ut, pool);
   }
   if (!factored) return fall_back("could not factor the Hessian even with dampening raised 1000x");
 
@@ -185,13 +204,11 @@ std::vector<uint8_t> encode_gptq(const std::string& tensor, const QuantGrid& gri
         if (tail)
           W.rightCols(Eigen::Index(tail)).noalias() -= Err * Ut.block(i0 + nb, i0, tail, nb).transpose();
       }
-      for (size_t r = 0; r < nr; ++r) {
-        for (size_t g = 0; g < G; ++g)
-          if (!std::isfinite(ps[r * G + g].scale) || !std::isfinite(ps[r * G + g].min)) chunk_failed[ch] = 1;
-        if (params.gptq_refine)
-          refine_group_params(grid, &w[(r0 + r) * cols], Hn.data(), nullptr, &ps[r * G], &codes[r * cols]);
-        grid.pack_row(&ps[r * G], &codes[r * cols], &out[(r0 + r) * rb]);
-      }
+      for (size_t i = 0; i < nr * G; ++i)
+        if (!std::isfinite(ps[i].scale) || !std::isfinite(ps[i].min)) chunk_failed[ch] = 1;
+      if (params.gptq_refine)
+        refine_group_params_rows(grid, &w[r0 * cols], nr, Hn.data(), ps.data(), codes.data());
+      for (size_t r = 0; r < nr; ++r) grid.pack_row(&ps[r * G], &codes[r * cols], &out[(r0 + r) * rb]);
     }
   });
   if (std::find(chunk_failed.begin(), chunk_failed.end(), 1) != chunk_failed.end())

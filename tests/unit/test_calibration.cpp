@@ -6,6 +6,7 @@
 
 #include <Eigen/Dense>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -14,6 +15,7 @@
 #include "core/thread_pool.h"
 #include "quantizers/calib_methods.h"
 #include "quantizers/calibration.h"
+#include "quantizers/hessian_rows.h"
 #include "quantizers/quant_grid.h"
 
 namespace sf {
@@ -597,6 +599,36 @@ double reference_output_error(const std::vector<float>& w, const std::vector<flo
   return e;
 }
 
+// The reference target's solves and GPTQ's triangular inverse run in chunks of 64 columns on the
+// pool: with widths over two chunks at the top of the inverse's recursion, the bytes are the same
+// with one thread or three, with cross and drift statistics.
+TEST(Calibration, ReferenceTargetAndGptqBitIdenticalWithOneOrThreeThreads) {
+  const size_t cols = 150, rows = 70;
+  const PairedRows p = paired_rows(200, cols, 91);
+  const std::vector<float> w = normal(rows * cols, 92, 0.1f), delta = normal(200 * rows, 93, 0.01f);
+  ThreadPool one(1), three(3);
+  auto stats = [&](ThreadPool& pool) {
+    InputStats st;
+    st.reset(cols, true, 0, true);
+    st.add_pair(p.x.data(), p.r.data(), p.rows, &pool);
+    st.add_residual(delta.data(), p.x.data(), p.rows, rows, &pool);
+    return st;
+  };
+  const InputStats s1 = stats(one), s3 = stats(three);
+  std::vector<float> t1, t3;
+  EXPECT_TRUE(reference_target(w.data(), rows, cols, s1, 0.01, t1, one));
+  EXPECT_TRUE(reference_target(w.data(), rows, cols, s3, 0.01, t3, three));
+  EXPECT_EQ(t1, t3);
+  EXPECT_NE(t1, w);
+  for (const Scheme& s : {sch(QType::Int4Asym, 32), sch(QType::Q4_0)}) {
+    std::vector<std::string> w1, w3;
+    EXPECT_EQ(encode_calibrated(CalibMethod::Gptq, "t", w.data(), rows, cols, s, s1, {}, one, w1),
+              encode_calibrated(CalibMethod::Gptq, "t", w.data(), rows, cols, s, s3, {}, three, w3))
+        << s.name();
+    EXPECT_TRUE(w1.empty()) << s.name();
+  }
+}
+
 TEST(InputStats, AddPairCrossMatchesADirectLoopWhateverThePoolOrSplit) {
   const size_t c = 70, rows = 300;  // more than one row chunk and one tile
   const PairedRows p = paired_rows(rows, c, 71);
@@ -800,6 +832,72 @@ TEST(Refine, MatchesDenseLeastSquaresAndNeverRaisesTheError) {
       }
   EXPECT_EQ(checked, 4 * 2 * 6);
   EXPECT_GT(improved, checked / 2);  // clip 0.8 leaves room: most rows must actually move
+}
+
+// Sizes across the kernel's tiles (256 columns, 128 inner indices, 4 rows, 8 columns): each sum
+// must be the plain loop's, bit for bit, whatever the rows taken together or the inner range.
+TEST(HessianRows, EverySumIsThePlainLoopInOrder) {
+  const size_t n = 300, R = 7;
+  const std::vector<float> a = normal(n * n, 301), x = normal(R * n, 302);
+  std::vector<double> H(n * n), X(R * n);
+  for (size_t i = 0; i < n; ++i)
+    for (size_t j = 0; j <= i; ++j) H[i * n + j] = H[j * n + i] = a[i * n + j];
+  for (size_t k = 0; k < R * n; ++k) X[k] = k % 5 == 0 ? 0.0 : x[k];  // zeros for skip_zero
+  H[7 * n + 9] = H[9 * n + 7] = INFINITY;  // skipped terms must not bring in inf * 0
+  X[0 * n + 7] = 0;
+  X[0 * n + 9] = 0;
+  for (bool skip : {false, true})
+    for (auto [jb, je] : {std::pair<size_t, size_t>{0, n}, {5, 133}, {129, 300}}) {
+      std::vector<double> S(R * n, 0.0), S1(R * n, 0.0);
+      add_rows_times_symmetric(H.data(), n, X.data(), R, jb, je, skip, S.data());
+      for (size_t r = 0; r < R; ++r)  // one row at a time gives the same bits
+        add_rows_times_symmetric(H.data(), n, X.data() + r * n, 1, jb, je, skip, S1.data() + r * n);
+      EXPECT_EQ(std::memcmp(S.data(), S1.data(), S.size() * sizeof(double)), 0);  // bits, NaNs included
+      for (size_t r = 0; r < R; ++r)
+        for (size_t i = 0; i < n; ++i) {
+          double s = 0;
+          for (size_t j = jb; j < je; ++j) {
+            if (skip && X[r * n + j] == 0) continue;
+            s += H[i * n + j] * X[r * n + j];
+          }
+          if (std::isnan(s)) {
+            EXPECT_TRUE(std::isnan(S[r * n + i]));
+          } else {
+            ASSERT_EQ(S[r * n + i], s) << "row " << r << " col " << i << " j [" << jb << ", " << je << ") skip " << skip;
+          }
+        }
+    }
+}
+
+TEST(Refine, RowsTogetherGiveEachRowsOwnResult) {
+  const size_t cols = 72, rows = 9;  // ragged groups of 16 and 32; more rows than a register block
+  const InputStats st = correlated_stats(cols, 256, 84);
+  std::vector<double> H(cols * cols);
+  for (size_t i = 0; i < cols * cols; ++i) H[i] = st.gram[i] / double(st.tokens);
+  for (const Scheme& s : {sch(QType::Int4Sym, 16), sch(QType::Int4Asym, 32), sch(QType::Q4_0), sch(QType::Int8)}) {
+    const QuantGrid grid(s, cols);
+    const size_t G = grid.groups();
+    const std::vector<float> t = normal(rows * cols, 85, 0.1f);
+    std::vector<GroupParams> ps(rows * G);
+    std::vector<int> codes(rows * cols);
+    for (size_t r = 0; r < rows; ++r)
+      for (size_t g = 0; g < G; ++g) {
+        const size_t b = grid.group_begin(g), e = grid.group_end(g);
+        ps[r * G + g] = grid.fit(&t[r * cols + b], e - b, r % 3 == 0 ? 1.0f : 0.8f);
+        for (size_t j = b; j < e; ++j) codes[r * cols + j] = grid.code(t[r * cols + j], ps[r * G + g]);
+      }
+    std::vector<GroupParams> alone = ps, together = ps;
+    size_t changed = 0;
+    for (size_t r = 0; r < rows; ++r)
+      changed += refine_group_params(grid, &t[r * cols], H.data(), nullptr, &alone[r * G], &codes[r * cols]);
+    EXPECT_EQ(refine_group_params_rows(grid, t.data(), rows, H.data(), together.data(), codes.data()), changed)
+        << s.name();
+    EXPECT_GT(changed, 0u) << s.name();
+    for (size_t i = 0; i < rows * G; ++i) {
+      EXPECT_EQ(together[i].scale, alone[i].scale) << s.name() << " " << i;
+      EXPECT_EQ(together[i].min, alone[i].min) << s.name() << " " << i;
+    }
+  }
 }
 
 TEST(Refine, ExactlyRepresentableTargetsAreLeftAlone) {

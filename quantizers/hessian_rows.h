@@ -10,8 +10,7 @@ namespace sf {
 
 // S[r·n + i] += Σ_{j ∈ [jb, je)} H[j·n + i] · X[r·n + j] for rows r < R and every i < n, each sum
 // in ascending j (S's previous value first). H is n x n and symmetric, so this is Σ_j H[i][j] X[r][j].
-// With skip_zero, terms whose X is 0 are left out (as a loop that skips them would); S must then
-// hold no -0 (a sum started at +0 never is one).
+// With skip_zero, terms whose X is 0 are left out (as a loop that skips them would).
 void add_rows_times_symmetric(const double* H, size_t n, const double* X, size_t R, size_t jb, size_t je,
                               bool skip_zero, double* S);
 

@@ -60,10 +60,6 @@ ExecModel::ExecModel(const std::string& dir, int64_t resident_blocks) : artifact
   }
   if (resident_blocks < 0) fail_usage("--resident-blocks must be 0 (all) or more");
   if (resident_blocks > 0 && resident_blocks < m.n_layers) {
-    if (!artifact_.views_are_mapped())
-      fail_file(dir, "its reader holds the tensors in memory it filled itself, so --resident-blocks cannot stream "
-                     "them; convert to --format shards, zip or gguf to run it in low memory",
-                ErrorKind::Unsupported);
     stream_ = std::make_unique<UnitStream>(*this, resident_blocks);
   }
 }

@@ -13,8 +13,8 @@
 // Several sessions of one model may call it from several threads (each unit is then released by
 // whichever leaves it, and read in again by the next that needs it): always correct, but the
 // memory bound holds for one thread, so evaluators run a streamed model's windows one at a time.
-// Only mapped artifacts can be streamed (Artifact::views_are_mapped): memory a reader filled
-// itself would be zeroed by MADV_DONTNEED.
+// Every artifact reader hands out views into read-only file maps (formats/artifact.h), so every
+// artifact streams; memory a reader filled itself would be zeroed by MADV_DONTNEED.
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>

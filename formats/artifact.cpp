@@ -119,9 +119,9 @@ Artifact::Artifact(std::shared_ptr<const ArtifactFiles> files) : dir_(files->whe
 
 Artifact::Artifact(std::string path, json manifest, ModelDesc desc, std::map<std::string, TensorView> views,
                    std::shared_ptr<const void> keep, ArtifactTokenizer tokenizer,
-                   std::shared_ptr<const VocabMap> vocab_map, bool mapped)
+                   std::shared_ptr<const VocabMap> vocab_map)
     : dir_(std::move(path)), manifest_(std::move(manifest)), desc_(std::move(desc)), tokenizer_(std::move(tokenizer)),
-      views_(std::move(views)), vocab_map_(std::move(vocab_map)), keep_(std::move(keep)), mapped_(mapped) {
+      views_(std::move(views)), vocab_map_(std::move(vocab_map)), keep_(std::move(keep)) {
   check_tensors();
 }
 

@@ -28,14 +28,14 @@ class Artifact {
   explicit Artifact(const std::string& dir);  // maps files and checks structure; no hashing
   // The same over any container of the artifact's files (a zip bundle: formats/zip_bundle.h).
   explicit Artifact(std::shared_ptr<const ArtifactFiles> files);
-  // A model another reader mapped and validated (a GGUF file: formats/gguf/gguf_model.h), under
-  // `path`: its manifest-like description, and views into memory `keep` owns. Every canonical
-  // tensor must be there with its shape, as for a directory.
-  // `mapped`: the views point into read-only file maps (which low-memory execution may release
-  // and re-read, executor/unit_stream.h), not into memory the reader filled.
+  // A model another reader mapped and validated (a GGUF file: formats/gguf/gguf_model.h; an HDF5
+  // file's tensors reassembled into a mapped temporary file), under `path`: its manifest-like
+  // description, and views into read-only file maps `keep` owns. Every canonical tensor must be
+  // there with its shape, as for a directory. The views must be file maps, never memory the reader
+  // filled: low-memory execution releases their pages and reads them again (executor/unit_stream.h).
   Artifact(std::string path, json manifest, ModelDesc desc, std::map<std::string, TensorView> views,
            std::shared_ptr<const void> keep, ArtifactTokenizer tokenizer = {},
-           std::shared_ptr<const VocabMap> vocab_map = nullptr, bool mapped = false);
+           std::shared_ptr<const VocabMap> vocab_map = nullptr);
 
   const std::string& dir() const { return dir_; }
   const json& manifest() const { return manifest_; }
@@ -47,7 +47,6 @@ class Artifact {
   // tokenizer's.
   const VocabMap* vocab_map() const { return vocab_map_.get(); }
   uint64_t file_bytes() const;         // all files listed in the manifest
-  bool views_are_mapped() const { return mapped_; }
 
  private:
   void read_tokenizer_entry(const std::string& mpath);
@@ -61,7 +60,6 @@ class Artifact {
   std::map<std::string, TensorView> views_;
   std::shared_ptr<const VocabMap> vocab_map_;
   std::shared_ptr<const void> keep_;
-  bool mapped_ = true;
   void check_tensors() const;
 };
 

@@ -109,9 +109,10 @@ bool refine_diag(const QuantGrid& grid, const float* t, const double* diag, Grou
   return true;
 }
 
-// Rows [0, R) of a pass with the full H (row r: t + r·cols, ps + r·G, codes + r·cols).
+// Rows [0, R) of a pass with the full H (row r: t + r·cols, ps + r·G, codes + r·cols); returns how
+// many rows took their fresh parameters.
 size_t refine_full_pass(const QuantGrid& grid, const float* t, size_t R, const double* H, GroupParams* ps,
-                        const int* codes, char* changed) {
+                        const int* codes) {
   const size_t cols = grid.cols(), G = grid.groups(), K = unknowns(grid);
   std::vector<double> V(R * cols), X(R * cols, 0.0), P(R * cols);
   for (size_t r = 0; r < R; ++r) scale_basis(grid, codes + r * cols, &V[r * cols]);
@@ -144,7 +145,6 @@ size_t refine_full_pass(const QuantGrid& grid, const float* t, size_t R, const d
   std::vector<std::vector<GroupParams>> fresh(R);
   std::vector<double> D;
   for (size_t r = 0; r < R; ++r) {
-    changed[r] = 0;
     if (!solve_fresh(grid, N[r], rhs[r], ps + r * G, fresh[r])) continue;
     live.push_back(r);
     const GroupParams* both[] = {ps + r * G, fresh[r].data()};
@@ -168,7 +168,6 @@ size_t refine_full_pass(const QuantGrid& grid, const float* t, size_t R, const d
     if (!(after < before)) continue;
     const size_t r = live[a];
     adopt(grid, fresh[r], ps + r * G);
-    changed[r] = 1;
     ++n_changed;
   }
   return n_changed;
@@ -180,11 +179,10 @@ size_t refine_group_params_rows(const QuantGrid& grid, const float* t, size_t ro
                                 GroupParams* ps, const int* codes) {
   const size_t cols = grid.cols(), G = grid.groups(), K = unknowns(grid);
   const size_t per = std::max<size_t>(1, kRefineNormalBytes / std::max<size_t>(K * K * sizeof(double), 1));
-  std::vector<char> changed(std::min(rows, per));
   size_t n = 0;
   for (size_t r0 = 0; r0 < rows; r0 += per) {
     const size_t R = std::min(per, rows - r0);
-    n += refine_full_pass(grid, t + r0 * cols, R, H, ps + r0 * G, codes + r0 * cols, changed.data());
+    n += refine_full_pass(grid, t + r0 * cols, R, H, ps + r0 * G, codes + r0 * cols);
   }
   return n;
 }
@@ -192,9 +190,7 @@ size_t refine_group_params_rows(const QuantGrid& grid, const float* t, size_t ro
 bool refine_group_params(const QuantGrid& grid, const float* t, const double* H, const double* diag,
                          GroupParams* ps, const int* codes) {
   if (!H) return refine_diag(grid, t, diag, ps, codes);
-  char changed = 0;
-  refine_full_pass(grid, t, 1, H, ps, codes, &changed);
-  return changed != 0;
+  return refine_full_pass(grid, t, 1, H, ps, codes) != 0;
 }
 
 }  // namespace sf

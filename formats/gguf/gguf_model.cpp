@@ -268,7 +268,7 @@ Artifact open_gguf_model(const std::string& path) {
       manifest["pipeline"] = *p;  // shown as found; nothing executes it
     }
   }
-  return Artifact(path, std::move(manifest), desc, std::move(views), keep, std::move(tokenizer), nullptr, /*mapped=*/true);
+  return Artifact(path, std::move(manifest), desc, std::move(views), keep, std::move(tokenizer), nullptr);
 }
 
 }  // namespace sf

@@ -119,7 +119,7 @@ class Reader {
     m["container"] = "hdf5";
     m["files"] = json::array({{{"path", fs::path(path_).filename().string()}, {"bytes", size_}}});
     if (!keep_) return std::nullopt;
-    return Artifact(path_, std::move(m), desc_, std::move(views), held, std::move(tokenizer), map, /*mapped=*/true);
+    return Artifact(path_, std::move(m), desc_, std::move(views), held, std::move(tokenizer), map);
   }
 
  private:

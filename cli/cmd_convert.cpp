@@ -72,6 +72,12 @@ int run_convert(ConvertOpts& o) {
                 << rep["sequences"].get<size_t>() << " sequences (" << rep["tokens_used"].get<size_t>()
                 << " tokens), " << fmt("%.1f", rep["seconds"].get<double>()) << " s, peak memory "
                 << human_bytes(rep["peak_rss_bytes"].get<uint64_t>()) << "\n";
+  for (const auto& [stage, rep] : r.stage_reports.items())
+    if (const json& t = rep.value("scale_tuning", json()); !t.is_null())
+      std::cout << stage << ": scale tuning, " << t["steps"].get<int>() << " steps over " << t["groups"].get<size_t>()
+                << " scale groups: KL to the unquantized model " << fmt("%.5f", t["kl_before"].get<double>()) << " -> "
+                << fmt("%.5f", t["kl_after"].get<double>()) << (t["kept"].get<bool>() ? " (kept)" : " (not lower: not kept)")
+                << "\n";
   if (const json& b = r.bit_budget; !b.is_null())
     std::cout << "bit budget: target " << fmt("%g", b["target_bpw"].get<double>()) << ", achieved "
               << fmt("%.4f", b["achieved_bpw"].get<double>()) << " bits/weight; sensitivity pass on "
@@ -118,6 +124,10 @@ void add_convert(CLI::App& app, int& exit_code) {
   auto* cc = c->add_option("--calib-ctx", o->c.calib_ctx,
                            "tokens per calibration sequence (default " + std::to_string(kDefaultCalibCtx) +
                                ", at most the model's stated context)");
+  auto* ts = c->add_option("--calib-tune-steps", o->c.calib_tune_steps,
+                           "after --calib-method, tune every scale group's scale end to end for N steps: the KL "
+                           "divergence of the model's next-token distributions to the unquantized model's on --calib "
+                           "(codes and size unchanged; kept only where it lowers that divergence)");
   auto* tb = c->add_option("--target-bpw", o->c.target_bpw,
                            "mixed precision: choose each tensor's scheme so the artifact takes at most X bits per "
                            "weight with the least loss, measured on --calib (--tensor-quant fixes tensors; not with "
@@ -141,8 +151,11 @@ void add_convert(CLI::App& app, int& exit_code) {
   add_threads_option(c, o->c.threads);
   c->add_flag("--force", o->c.force, "replace OUT only if it is an existing artifact (with --format gguf / zip: an existing GGUF file / zip bundle)");
   c->add_flag("--json", o->json_out, "print a JSON report");
-  c->callback([o, dt, q, tq, nf, pl, tv, cal, cm, ct, cc, tb, bm, &exit_code] {
-    if (pl->count() > 0) refuse_beside_pipeline({q, dt, tq, nf, tv, cal, cm, ct, cc, tb, bm});
+  c->callback([o, dt, q, tq, nf, pl, tv, cal, cm, ct, cc, ts, tb, bm, &exit_code] {
+    if (pl->count() > 0) refuse_beside_pipeline({q, dt, tq, nf, tv, cal, cm, ct, cc, ts, tb, bm});
+    if (ts->count() > 0 && cm->count() == 0) fail_usage("--calib-tune-steps needs --calib-method");
+    if (ts->count() > 0 && !(o->c.calib_tune_steps >= 1 && o->c.calib_tune_steps <= 100000))
+      fail_usage("--calib-tune-steps must be from 1 to 100000, not " + ts->as<std::string>());
     if (bm->count() > 0) {
       if (tb->count() == 0) fail_usage("--bpw-measure applies to --target-bpw only");
       if (!budget_measure_from_name(o->c.bpw_measure))

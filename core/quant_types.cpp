@@ -209,6 +209,17 @@ float q4a_dot(const uint8_t* r, const float* x, size_t cols, size_t group) {
   return s;
 }
 
+// Scale groups and their rescaling (QTypeTraits::rescale_group): f16 fields at `at`, rounded.
+void scale_f16(uint8_t* at, float f) { store_u16(at, f32_to_f16(f16_to_f32(load_u16(at)) * f)); }
+size_t i8_width(size_t cols, size_t) { return cols; }
+void i8_rescale(uint8_t* r, size_t, size_t, size_t, float f) { store_f32(r, load_f32(r) * f); }
+size_t q4_width(size_t, size_t group) { return group; }
+void q4s_rescale(uint8_t* r, size_t, size_t, size_t g, float f) { scale_f16(r + 2 * g, f); }
+void q4a_rescale(uint8_t* r, size_t cols, size_t group, size_t g, float f) {
+  scale_f16(r + 2 * g, f);
+  scale_f16(r + 2 * n_groups(cols, group) + 2 * g, f);
+}
+
 // ---- ggml-compatible blocks of 32: a row is ceil(cols/32) blocks; a last block past the row's
 // end is quantized as if padded with zeros (ggml itself needs cols % 32 == 0, where the bytes are
 // identical to its reference quantizer's). ----
@@ -290,15 +301,19 @@ float q40_dot(const uint8_t* r, const float* x, size_t cols, size_t) {
   return s;
 }
 
+size_t block_width(size_t, size_t) { return kBlock; }
+void q80_rescale(uint8_t* r, size_t, size_t, size_t g, float f) { scale_f16(r + 34 * g, f); }
+void q40_rescale(uint8_t* r, size_t, size_t, size_t g, float f) { scale_f16(r + 18 * g, f); }
+
 constexpr std::array<QTypeTraits, 8> kTraits = {{
-    {QType::F32, "f32", false, f32_bytes, f32_quant, f32_dequant, f32_dot},
-    {QType::F16, "f16", false, half_bytes, F16::quant, F16::dequant, F16::dot},
-    {QType::BF16, "bf16", false, half_bytes, BF16::quant, BF16::dequant, BF16::dot},
-    {QType::Int8, "int8", false, i8_bytes, i8_quant, i8_dequant, i8_dot},
-    {QType::Int4Sym, "int4_sym", true, q4s_bytes, q4s_quant, q4s_dequant, q4s_dot},
-    {QType::Int4Asym, "int4_asym", true, q4a_bytes, q4a_quant, q4a_dequant, q4a_dot},
-    {QType::Q8_0, "q8_0", false, q80_bytes, q80_quant, q80_dequant, q80_dot},
-    {QType::Q4_0, "q4_0", false, q40_bytes, q40_quant, q40_dequant, q40_dot},
+    {QType::F32, "f32", false, f32_bytes, f32_quant, f32_dequant, f32_dot, nullptr, nullptr},
+    {QType::F16, "f16", false, half_bytes, F16::quant, F16::dequant, F16::dot, nullptr, nullptr},
+    {QType::BF16, "bf16", false, half_bytes, BF16::quant, BF16::dequant, BF16::dot, nullptr, nullptr},
+    {QType::Int8, "int8", false, i8_bytes, i8_quant, i8_dequant, i8_dot, i8_width, i8_rescale},
+    {QType::Int4Sym, "int4_sym", true, q4s_bytes, q4s_quant, q4s_dequant, q4s_dot, q4_width, q4s_rescale},
+    {QType::Int4Asym, "int4_asym", true, q4a_bytes, q4a_quant, q4a_dequant, q4a_dot, q4_width, q4a_rescale},
+    {QType::Q8_0, "q8_0", false, q80_bytes, q80_quant, q80_dequant, q80_dot, block_width, q80_rescale},
+    {QType::Q4_0, "q4_0", false, q40_bytes, q40_quant, q40_dequant, q40_dot, block_width, q40_rescale},
 }};
 
 }  // namespace

@@ -20,6 +20,12 @@ struct QTypeTraits {
   void (*quantize_row)(const float* x, size_t cols, size_t group, uint8_t* out);
   void (*dequantize_row)(const uint8_t* row, size_t cols, size_t group, float* out);
   float (*dot_row)(const uint8_t* row, const float* x, size_t cols, size_t group);
+  // Integer types: a row's values come in scale groups of scale_width(cols, group) columns (the
+  // last may be shorter), and rescale_group multiplies every value of group g by f through the
+  // group's scale fields alone (codes unchanged; stored scales are rounded to their width).
+  // Float types have neither (null).
+  size_t (*scale_width)(size_t cols, size_t group);
+  void (*rescale_group)(uint8_t* row, size_t cols, size_t group, size_t g, float f);
 };
 
 const QTypeTraits& qtype_traits(QType t);

@@ -20,6 +20,7 @@
 #include "pipeline/calib_run.h"
 #include "pipeline/calibrate_stage.h"
 #include "pipeline/encode_check.h"
+#include "quantizers/scale_tune.h"
 #include "validators/speed.h"
 
 namespace sf {
@@ -82,6 +83,12 @@ class CalibrateStage : public Stage {
       const json& v = typed(p, me, key, &json::is_boolean, "true or false");
       return v.is_boolean() ? v.get<bool>() : dflt;
     };
+    tune_.steps = int(count("tune_steps", 0));
+    if (tune_.steps > kMaxTuneSteps)
+      fail_usage(me + " stage: 'tune_steps' must be from 0 to " + std::to_string(kMaxTuneSteps) + ", not " +
+                 std::to_string(tune_.steps));
+    tune_.lr = real("tune_lr", tune_.lr, 1e-6, 1.0);
+    tune_.batch = size_t(bounded("tune_batch", int64_t(tune_.batch), 4096));
     params_.gptq_act_order = flag("gptq_act_order", params_.gptq_act_order);
     params_.gptq_clip = flag("gptq_clip", params_.gptq_clip);
     params_.gptq_refine = flag("gptq_refine", params_.gptq_refine);
@@ -101,7 +108,9 @@ class CalibrateStage : public Stage {
             {"gptq_damp", params_.gptq_damp},      {"gptq_act_order", params_.gptq_act_order},
             {"gptq_block", params_.gptq_block},    {"gptq_clip", params_.gptq_clip},
             {"gptq_refine", params_.gptq_refine},  {"reference", reference_},
-            {"sequential", sequential_},           {"drift", drift_}};
+            {"sequential", sequential_},           {"drift", drift_},
+            {"tune_steps", tune_.steps},           {"tune_lr", tune_.lr},
+            {"tune_batch", tune_.batch}};
   }
 
   void plan(CanonicalModel& model, const PlanContext& ctx) override {
@@ -110,6 +119,10 @@ class CalibrateStage : public Stage {
     if (tokens_ < ctx_)
       fail_usage(name() + " stage: 'tokens' (--calib-tokens) " + std::to_string(tokens_) +
                  " is fewer than one calibration sequence of " + std::to_string(ctx_) + " tokens ('ctx', --calib-ctx)");
+    if (tune_.steps > 0)
+      if (const char* why = backprop_unsupported(model.desc))
+        fail_usage(name() + " stage: 'tune_steps' (--calib-tune-steps): scale tuning does not support " + model.family +
+                   " models (" + why + ")");
     ctx.inputs.push_back(spec_.file);
     data_ = read_calib_data(spec_, ctx.tokenizer, model.desc, tokens_, ctx_);
     if (!expected_sha_.empty() && expected_sha_ != data_.sha256)
@@ -120,7 +133,8 @@ class CalibrateStage : public Stage {
     // Refused, before anything is written, when they would not fit.
     const ModelDesc& d = model.desc;
     // Two streams with the reference; AWQ's fold check keeps the f32 block's output beside the one.
-    const double streams = reference_ || info_.method == CalibMethod::Awq ? 2.0 : 1.0, D = double(d.d_model), qd = double(d.n_heads * d.head_dim),
+    const double streams = (reference_ || tuning() || info_.method == CalibMethod::Awq ? 2.0 : 1.0) + (tuning() ? 1.0 : 0.0),
+                 D = double(d.d_model), qd = double(d.n_heads * d.head_dim),
                  kvd = double(d.n_kv_heads * d.head_dim), F = double(d.ffn_dim);
     const double chunk = double(std::max<size_t>(kChunkRows / data_.ctx, 1) * data_.ctx);
     const double per_row = (streams * D + 2 * D + 2 * qd + 4 * kvd + 2 * F) * sizeof(float) + 5 * sizeof(int64_t);
@@ -163,6 +177,21 @@ class CalibrateStage : public Stage {
     peak_rss_ = peak_rss_bytes();
   }
 
+  // With tuning every block and the head wait for it: the head's unit brings the last of what it
+  // needs, and the blocks' encodings change.
+  bool take(Unit& u) override {
+    if (!tuning() || u.kind == UnitKind::Embedding) return false;
+    held_.push_back(std::move(u));
+    return true;
+  }
+  std::vector<Unit> release(StageContext&) override { return std::move(held_); }
+
+  json tuning_entry() const {
+    if (!tuning()) return nullptr;
+    return {{"steps", tune_.steps}, {"groups", tuned_.groups}, {"kl_before", tuned_.kl_before},
+            {"kl_after", tuned_.kl_after}, {"kept", tuned_.kept}};
+  }
+
   void finish(FormatWriter&, json& manifest) override {
     manifest["calibration"] = {{"stage", name()},
                                {"sequences", data_.n_seq},
@@ -172,11 +201,13 @@ class CalibrateStage : public Stage {
                                {"awq_skipped", skipped_},
                                {"awq_folds", {{"kept", awq_kept_}, {"declined", awq_declined_}}},
                                {"warnings", warnings_}};
+    if (tuning()) manifest["calibration"]["scale_tuning"] = tuning_entry();
   }
   json report() const override {
     return {{"stage", name()}, {"seconds", seconds_}, {"peak_rss_bytes", peak_rss_}, {"sequences", data_.n_seq},
             {"tokens_used", data_.n_seq * data_.ctx}, {"calibrated_tensors", calibrated_}, {"awq_skipped", skipped_},
-            {"awq_folds", {{"kept", awq_kept_}, {"declined", awq_declined_}}}, {"warnings", warnings_}};
+            {"awq_folds", {{"kept", awq_kept_}, {"declined", awq_declined_}}}, {"warnings", warnings_},
+            {"scale_tuning", tuning_entry()}};
   }
 
  private:
@@ -222,7 +253,12 @@ class CalibrateStage : public Stage {
       }
     };
     fill(x_, true);
-    if (reference_) fill(x_ref_, false);
+    if (keep_reference()) fill(x_ref_, false);
+    if (tuning()) {
+      x0_ = x_;
+      // A tied output projection is the embedding: the tuned model's head reads it in f32.
+      if (desc_.tied_embeddings) emb_f32_ = e->values;
+    }
   }
 
   // Encodes t with its planned scheme when that is an integer type; returns whether it did.
@@ -314,7 +350,7 @@ class CalibrateStage : public Stage {
     }
     // The streams the next block is calibrated on: the unquantized one through the f32 weights,
     // the quantized one through the encoded weights where there are some.
-    if (reference_) run(named, x_ref_.data(), 0, data_.n_seq, ctx, nullptr, false);
+    if (keep_reference()) run(named, x_ref_.data(), 0, data_.n_seq, ctx, nullptr, false);
     run(named, x_.data(), 0, data_.n_seq, ctx, nullptr, true);
     for (auto& [name, t] : named)
       if (t->has_encoded) {
@@ -432,8 +468,72 @@ class CalibrateStage : public Stage {
     run_block_on_sequences(desc_, w, data_.tokens.data() + s0 * data_.ctx, x, n_seq, data_.ctx, &ctx.pool, tap);
   }
 
+  bool tuning() const { return tune_.steps > 0; }
+  // The unquantized stream: for the reference target, and as scale tuning's reference.
+  bool keep_reference() const { return reference_ || tuning(); }
+
+  static Named named_of(Unit& u) {
+    const std::string prefix = block_prefix(u.index);
+    Named named;
+    for (auto& t : u.tensors) named.emplace_back(t.spec.name.substr(prefix.size()), &t);
+    return named;
+  }
+
+  // End-to-end scale tuning of the kept blocks' encodings against the reference stream's output
+  // distributions; when the tuned scales are kept, X_N is recomputed through them for the head.
+  void tune(Unit& head, StageContext& ctx) {
+    UnitTensor* norm = find(head, TensorRole::NormWeight);
+    UnitTensor* bias = find(head, TensorRole::NormBias);
+    UnitTensor* out = find(head, TensorRole::Output);
+    if (!norm) fail("calibration stage: the head has no norm");
+    for (UnitTensor* t : {norm, bias, out})
+      if (t) need_values(*t);
+    const float* out_w = out ? out->values.data() : emb_f32_.data();
+    if (!out && emb_f32_.size() != size_t(desc_.vocab_size * desc_.d_model))
+      fail("calibration stage: no output projection for scale tuning");
+    ScaleTuneModel m{desc_, data_.ctx, data_.n_seq, x0_.data(), x_ref_.data(), norm->values.data(),
+                     bias ? bias->values.data() : nullptr, out_w, {}};
+    for (Unit& u : held_) {
+      if (u.kind != UnitKind::Block) continue;
+      Named named = named_of(u);
+      TuneBlock b;
+      b.f32 = block_weights_f32([&](const std::string& n) -> const float* {
+        for (auto& [name, t] : named)
+          if (name == n && t->has_values) return t->values.data();
+        return nullptr;
+      });
+      for (size_t i = 0; i < kBlockLinears; ++i)
+        for (auto& [name, t] : named)
+          if (name == std::string(block_linear_name(BlockLinear(i))) + ".weight" && t->has_encoded) b.encoded[i] = &t->encoded;
+      m.blocks.push_back(b);
+    }
+    tuned_ = tune_scales(m, tune_, ctx.pool);
+    if (!tuned_.kept) return;
+    x_ = x0_;
+    for (Unit& u : held_) {
+      if (u.kind != UnitKind::Block) continue;
+      // A scale multiplied past f16's range would decode to inf: refused, as quantize refuses it.
+      std::vector<float> row;
+      for (auto& t : u.tensors) {
+        if (!t.has_encoded) continue;
+        const EncodedTensor& e = t.encoded;
+        row.resize(size_t(e.cols()));
+        for (int64_t r = 0; r < e.rows(); ++r) {
+          qtype_traits(e.type).dequantize_row(&e.data[size_t(r) * e.row_bytes()], row.size(), e.group, row.data());
+          if (!all_finite(row.data(), row.size()))
+            fail("scale tuning: " + e.name + " row " + std::to_string(r) + " decodes to non-finite values after tuning");
+        }
+      }
+      run(named_of(u), x_.data(), 0, data_.n_seq, ctx, nullptr, true);
+    }
+    check_activations("scale tuning");
+  }
+
   // The untied output projection, on the head norm of X_N.
   void head(Unit& u, StageContext& ctx) {
+    if (tuning()) tune(u, ctx);
+    std::vector<float>().swap(x0_);
+    std::vector<float>().swap(emb_f32_);
     UnitTensor* out = find(u, TensorRole::Output);
     UnitTensor* norm = find(u, TensorRole::NormWeight);
     UnitTensor* bias = find(u, TensorRole::NormBias);
@@ -472,6 +572,12 @@ class CalibrateStage : public Stage {
   }
 
   const CalibMethodInfo& info_;
+  ScaleTuneParams tune_{0};
+  ScaleTuneResult tuned_;
+  std::vector<Unit> held_;      // with tuning: the blocks and the head, until release()
+  std::vector<float> x0_;       // with tuning: the first block's input
+  std::vector<float> emb_f32_;  // with tuning and a tied output: the embedding in f32
+  static constexpr int64_t kMaxTuneSteps = 100000;
   CalibSpec spec_;
   std::string expected_sha_;
   int64_t tokens_ = 0, ctx_given_ = 0, ctx_ = 0;
@@ -512,7 +618,7 @@ const std::vector<std::string>& calibrate_stage_params() {
   static const std::vector<std::string> p = {"calib",    "file_sha256", "tokens",    "ctx",
                                              "clip_steps", "min_clip",  "awq_grid",  "gptq_damp",
                                              "gptq_act_order", "gptq_block", "gptq_clip", "gptq_refine",
-                                             "reference", "sequential", "drift"};
+                                             "reference", "sequential", "drift", "tune_steps", "tune_lr", "tune_batch"};
   return p;
 }
 

@@ -39,6 +39,7 @@ json default_pipeline(const ConvertOptions& opt) {
     json calib = {{"calib", opt.calib}};
     if (opt.calib_tokens > 0) calib["tokens"] = opt.calib_tokens;
     if (opt.calib_ctx > 0) calib["ctx"] = opt.calib_ctx;
+    if (opt.calib_tune_steps > 0) calib["tune_steps"] = opt.calib_tune_steps;
     stages.push_back({{"name", calibrate_stage_name(*method)}, {"params", calib}});
   }
   stages.push_back({{"name", "quantize"}, {"params", quantize}});
@@ -218,12 +219,24 @@ ConvertReport convert(const ConvertOptions& opt) {
   {
     std::unique_ptr<Progress> bar;
     if (opt.progress) bar = std::make_unique<Progress>("convert", order.size());
+    // Unit through stages [first, end); a stage that takes it stops it there until its release.
+    auto run_from = [&](size_t first, Unit& unit) {
+      for (size_t i = first; i < stages.size(); ++i) {
+        stages[i]->process(unit, ctx);
+        if (stages[i]->take(unit)) return;
+      }
+      if (bar) bar->step(unit.name());
+    };
     for (const auto& [kind, index] : order) {
       interrupt.check();
       Unit unit = Unit::make(model.desc, kind, index);
-      for (auto& s : stages) s->process(unit, ctx);
-      if (bar) bar->step(unit.name());
+      run_from(0, unit);
     }
+    for (size_t i = 0; i < stages.size(); ++i)
+      for (Unit& unit : stages[i]->release(ctx)) {
+        interrupt.check();
+        run_from(i + 1, unit);
+      }
   }
   for (size_t i = 0; i < tok_src.files.size(); ++i) writer->add_file(tok_src.kind->artifact_names[i], tok_src.files[i]);
   for (auto& s : stages) s->finish(*writer, manifest);

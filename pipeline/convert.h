@@ -26,6 +26,7 @@ struct ConvertOptions {
   // quantize (pipeline/calibrate_stage.h); tokens / ctx 0 take the stage's defaults.
   std::string calib, calib_method;
   int64_t calib_tokens = 0, calib_ctx = 0;
+  int64_t calib_tune_steps = 0;  // > 0: the calibration stage's tune_steps (quantizers/scale_tune.h)
   // --target-bpw X (> 0; needs calib): each tensor the policy leaves free gets the scheme a
   // sensitivity pass on the calibration data chooses (pipeline/bit_budget_plan.h), so the artifact
   // takes at most X bits per weight. calib_tokens / calib_ctx apply to the pass too.

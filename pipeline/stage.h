@@ -56,6 +56,12 @@ class Stage {
   // Once the writer exists, before the first unit: the quantize stage's plan.
   virtual void use_plan(const QuantPlan&) {}
   virtual void process(Unit& unit, StageContext& ctx) = 0;
+  // A stage that needs every unit before it can finish any (end-to-end scale tuning) keeps them:
+  // after process(), take() may move the unit into the stage and return true; the stages after it
+  // then see it only when release() gives the kept units back, in streaming order, after the last
+  // unit has been processed.
+  virtual bool take(Unit& /*unit*/) { return false; }
+  virtual std::vector<Unit> release(StageContext&) { return {}; }
   // After the last unit: what the stage made besides units (a file through the writer, its
   // manifest entry).
   virtual void finish(FormatWriter&, json& /*manifest*/) {}

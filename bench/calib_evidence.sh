@@ -3,29 +3,31 @@
 # and every calibration method (`shardforge convert --calib FILE --calib-method M`), one markdown table
 # per model with the best method, how much of RTN's loss it recovers, (RTN - best) / (RTN - f32), and the
 # bits per weight of RTN and of every calibrated artifact (`inspect --json`), which must be equal:
-# calibration changes the codes, not the size. A method worse than RTN is flagged.
+# calibration changes the codes, not the size. A method worse than RTN is flagged. A method M+tune is M
+# followed by end-to-end scale tuning (--calib-method M --calib-tune-steps N).
 #
 # Usage: bench/calib_evidence.sh [-t THREADS] [--models sample,stories] [--schemes int4:g128,int4:g32,q4_0]
-#                                [--methods mse,awq,gptq] [--out DIR] [--json FILE]
+#                                [--methods mse,awq,gptq,gptq+tune] [--tune-steps 100] [--out DIR] [--json FILE]
 #
 # Settings (fixed in bench/lib/calib_models.sh so runs compare): sample on samples/calib.txt /
 # samples/heldout.txt at --ctx 128; stories260K (from ../shared, skipped when absent) calibrated and
 # evaluated on disjoint parts of tinystories_valid_head.txt at --ctx 256, 200 windows.
 #   --out DIR    keep the artifacts there (default: a temporary directory, removed)
 #   SHARDFORGE   binary (default: build/shardforge; built with scripts/setup.sh build when missing)
-# A full run (2 models x 3 schemes x 5 artifacts) takes about 15 minutes on 2 cores.
+# A full run (2 models x 3 schemes x 6 artifacts) takes about 35 minutes on 2 cores, most of it the tuning.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=lib/common.sh
 . bench/lib/common.sh
 
-T=2 MODELS=sample,stories SCHEMES=int4:g128,int4:g32,q4_0 METHODS=mse,awq,gptq OUT="" JSON=""
+T=2 MODELS=sample,stories SCHEMES=int4:g128,int4:g32,q4_0 METHODS=mse,awq,gptq,gptq+tune TUNE_STEPS=100 OUT="" JSON=""
 while [ $# -gt 0 ]; do
   case $1 in
     -t) T=${2:?}; shift 2 ;;
     --models) MODELS=${2:?}; shift 2 ;;
     --schemes) SCHEMES=${2:?}; shift 2 ;;
     --methods) METHODS=${2:?}; shift 2 ;;
+    --tune-steps) TUNE_STEPS=${2:?}; shift 2 ;;
     --out) OUT=${2:?}; shift 2 ;;
     --json) JSON=${2:?}; shift 2 ;;
     -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -65,8 +67,10 @@ for model in ${MODELS//,/ }; do
     s=${scheme//:/_}
     convert "$model" "${s}_rtn" --quant "$scheme" && measure "$model" "$scheme" rtn "${s}_rtn"
     for m in ${METHODS//,/ }; do
-      convert "$model" "${s}_$m" --quant "$scheme" --calib "${CALIB[$model]}" --calib-method "$m" &&
-        measure "$model" "$scheme" "$m" "${s}_$m"
+      tune=()
+      [ "${m%+tune}" != "$m" ] && tune=(--calib-tune-steps "$TUNE_STEPS")
+      convert "$model" "${s}_${m/+/_}" --quant "$scheme" --calib "${CALIB[$model]}" --calib-method "${m%+tune}" \
+        "${tune[@]}" && measure "$model" "$scheme" "$m" "${s}_${m/+/_}"
     done
   done
 done

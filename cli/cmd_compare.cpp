@@ -149,7 +149,7 @@ void add_compare(CLI::App& app, int& exit_code) {
   c->add_option("source", o->c.source, "checkpoint file or directory")->required();
   c->add_option("--schemes", o->c.schemes,
                 "comma-separated schemes; the first is the reference; SCHEME+METHOD (int4:g128+gptq, q4_0+awq) "
-                "converts with calibration on --calib")
+                "converts with calibration on --calib, SCHEME+METHOD+tune (q4_0+gptq+tune) adds scale tuning")
       ->delimiter(',')
       ->default_str("f32,f16,bf16,int8,int4:g32,int4:g128");
   c->add_option("--text", o->c.text, "UTF-8 evaluation text")->required();
@@ -162,6 +162,10 @@ void add_compare(CLI::App& app, int& exit_code) {
       ->check(CLI::PositiveNumber);
   c->add_option("--calib-ctx", o->c.calib_ctx, "tokens per calibration sequence (as convert --calib-ctx)")
       ->check(CLI::Range(int64_t(2), kMaxCalibCtx));
+  c->add_option("--calib-tune-steps", o->c.calib_tune_steps,
+                "scale tuning steps for the SCHEME+METHOD+tune schemes (as convert --calib-tune-steps; default " +
+                    std::to_string(kDefaultCompareTuneSteps) + ")")
+      ->check(CLI::Range(int64_t(1), int64_t(100000)));
   c->add_option("--keep", o->c.keep_dir, "keep the artifacts in this directory (one per scheme)");
   c->add_option("--format", o->c.format, "what each scheme is converted to and run from: shards (the default) or "
                                          "another format the executor runs (as convert --format)");

@@ -193,7 +193,7 @@ void check_keep_targets(const CompareOptions& opt, const FormatEntry& format) {
 }  // namespace
 
 std::string CompareScheme::canonical() const {
-  return parse_scheme(scheme).name() + (method.empty() ? "" : "+" + method);
+  return parse_scheme(scheme).name() + (method.empty() ? "" : "+" + method) + (tune ? "+tune" : "");
 }
 
 CompareScheme parse_compare_scheme(const std::string& label) {
@@ -203,6 +203,12 @@ CompareScheme parse_compare_scheme(const std::string& label) {
   parse_scheme(cs.scheme);
   if (plus == std::string::npos) return cs;
   cs.method = label.substr(plus + 1);
+  if (const size_t t = cs.method.find('+'); t != std::string::npos) {
+    if (cs.method.substr(t) != "+tune")
+      fail_usage("--schemes: " + label + ": after SCHEME+METHOD only +tune may follow, not '" + cs.method.substr(t) + "'");
+    cs.method.resize(t);
+    cs.tune = true;
+  }
   if (!calib_method_from_name(cs.method))
     fail_usage("--schemes: " + label + ": unknown calibration method '" + cs.method + "' (known: " +
                calib_method_names() + ")");
@@ -255,6 +261,7 @@ std::vector<CompareRow> compare_schemes(CompareOptions& opt) {
       c.calib = opt.calib;
       c.calib_tokens = opt.calib_tokens;
       c.calib_ctx = opt.calib_ctx;
+      if (cs.tune) c.calib_tune_steps = opt.calib_tune_steps;
     }
     c.tokenizer = in.tokenizer;
     c.trim_vocab = opt.trim_vocab;

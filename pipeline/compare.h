@@ -9,6 +9,8 @@
 
 namespace sf {
 
+inline constexpr int64_t kDefaultCompareTuneSteps = 100;
+
 struct CompareOptions {
   std::string source, text, tokenizer, keep_dir;  // keep_dir empty: artifacts go to a temporary directory
   std::string format = "shards";                  // --format: what each scheme is converted to (a runnable one)
@@ -17,10 +19,12 @@ struct CompareOptions {
   std::vector<std::string> reports;
   std::vector<std::string> report_inputs;  // set by compare_schemes: what no report may be or lie in
   // The first is the reference. SCHEME+METHOD (int4:g128+gptq, q4_0+awq) is a calibrated
-  // conversion (convert --calib-method METHOD) on `calib`; the row keeps the label as given.
+  // conversion (convert --calib-method METHOD) on `calib`, SCHEME+METHOD+tune one followed by scale
+  // tuning (convert --calib-tune-steps calib_tune_steps); the row keeps the label as given.
   std::vector<std::string> schemes;
   std::string calib;                              // --calib FILE | ids:FILE for the +METHOD schemes
   int64_t calib_tokens = 0, calib_ctx = 0;        // 0: convert's defaults
+  int64_t calib_tune_steps = kDefaultCompareTuneSteps;
   std::string trim_vocab;                         // --trim-vocab SPEC for every conversion; the text is mapped
   int64_t ctx = 0, chunks = -1, bench_tokens = 32, bench_reps = 5;
   size_t threads = 0;
@@ -48,7 +52,8 @@ std::vector<CompareRow> compare_schemes(CompareOptions& opt);
 // scheme or an unknown method.
 struct CompareScheme {
   std::string scheme, method;
-  std::string canonical() const;  // the scheme's canonical spelling, "+method" when calibrated
+  bool tune = false;              // "+tune" after the method
+  std::string canonical() const;  // the scheme's canonical spelling, "+method[+tune]" when calibrated
 };
 CompareScheme parse_compare_scheme(const std::string& label);
 inline constexpr int64_t kDefaultCompareCtx = 256;

@@ -88,6 +88,13 @@ class ScaleTuning(TempDirTest):
         for f in files:
             self.assertEqual(read_bytes(os.path.join(outs[0], f)), read_bytes(os.path.join(outs[1], f)), f)
 
+    def test_compare_rows_keep_the_tuned_label(self):
+        r = sf_json("compare", SAMPLE, "--schemes", "f32,q4_0+gptq,q4_0+gptq+tune", "--text", CALIB, "--ctx", CTX,
+                    "--chunks", 4, "--bench-tokens", 0, "--calib", CALIB, *SMALL, "--calib-tune-steps", STEPS, "--json")
+        self.assertEqual([row["scheme"] for row in r["rows"]], ["f32", "q4_0+gptq", "q4_0+gptq+tune"])
+        p = sf("compare", SAMPLE, "--schemes", "f32,q4_0+gptq+more", "--text", CALIB, "--calib", CALIB, check=False)
+        error_line(self, p, 2, "q4_0+gptq+more", "+tune")
+
     def test_usage_errors(self):
         out = self.path("x")
         for args, needle in [

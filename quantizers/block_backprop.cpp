@@ -98,13 +98,13 @@ void rope(float* v, size_t ctx, size_t heads, size_t hd, const std::vector<doubl
     }
 }
 
-// Causal softmax of S (ctx x ctx) scaled, in place: row i over columns 0..i.
-void causal_softmax(MatR& s) {
+// Causal softmax of scale * S (S: ctx x ctx), in place: row i over columns 0..i.
+void causal_softmax(MatR& s, float scale) {
   for (Eigen::Index i = 0; i < s.rows(); ++i) {
     float mx = -std::numeric_limits<float>::infinity();
-    for (Eigen::Index j = 0; j <= i; ++j) mx = std::max(mx, s(i, j));
+    for (Eigen::Index j = 0; j <= i; ++j) mx = std::max(mx, s(i, j) * scale);
     float sum = 0;
-    for (Eigen::Index j = 0; j <= i; ++j) sum += (s(i, j) = std::exp(s(i, j) - mx));
+    for (Eigen::Index j = 0; j <= i; ++j) sum += (s(i, j) = std::exp(s(i, j) * scale - mx));
     for (Eigen::Index j = 0; j <= i; ++j) s(i, j) /= sum;
     for (Eigen::Index j = i + 1; j < s.cols(); ++j) s(i, j) = 0;
   }
@@ -173,8 +173,8 @@ void BlockBackprop::forward(const BlockWeightsF32& w, float* x, size_t n_seq) {
       const CStrided Q(&q_[r0 * qd + h * hd], Eigen::Index(ctx_), Eigen::Index(hd), Eigen::OuterStride<>(Eigen::Index(qd)));
       const CStrided K(&k_[r0 * kvd + kh * hd], Eigen::Index(ctx_), Eigen::Index(hd), Eigen::OuterStride<>(Eigen::Index(kvd)));
       const CStrided V(&v_[r0 * kvd + kh * hd], Eigen::Index(ctx_), Eigen::Index(hd), Eigen::OuterStride<>(Eigen::Index(kvd)));
-      s.noalias() = (Q * K.transpose()) * scale;
-      causal_softmax(s);
+      s.noalias() = Q * K.transpose();  // a plain product: Eigen's GEMM path (a scaled one is not)
+      causal_softmax(s, scale);
       Strided(&att_[r0 * qd + h * hd], Eigen::Index(ctx_), Eigen::Index(hd), Eigen::OuterStride<>(Eigen::Index(qd))).noalias() = s * V;
     }
   }
@@ -228,15 +228,15 @@ void BlockBackprop::backward(const BlockWeightsF32& w, float* dx, BlockLinearGra
       const size_t kh = h / (H / KV);
       const CStrided Q(&q_[r0 * qd + h * hd], T, E, stride_q), K(&k_[r0 * kvd + kh * hd], T, E, stride_kv),
           V(&v_[r0 * kvd + kh * hd], T, E, stride_kv), dO(&datt[r0 * qd + h * hd], T, E, stride_q);
-      p.noalias() = (Q * K.transpose()) * scale;
-      causal_softmax(p);
+      p.noalias() = Q * K.transpose();
+      causal_softmax(p, scale);
       dp.noalias() = dO * V.transpose();
       Strided(&dv[r0 * kvd + kh * hd], T, E, stride_kv).noalias() += p.transpose() * dO;
       // dS = P (dP - rowsum(dP P)); masked entries have P = 0.
       const Eigen::VectorXf rows = (dp.array() * p.array()).rowwise().sum();
-      dp = (p.array() * (dp.colwise() - rows).array()).matrix();
-      Strided(&dq[r0 * qd + h * hd], T, E, stride_q).noalias() = (dp * K) * scale;
-      Strided(&dk[r0 * kvd + kh * hd], T, E, stride_kv).noalias() += (dp.transpose() * Q) * scale;
+      dp = (p.array() * (dp.colwise() - rows).array() * scale).matrix();  // with the scores' scale
+      Strided(&dq[r0 * qd + h * hd], T, E, stride_q).noalias() = dp * K;
+      Strided(&dk[r0 * kvd + kh * hd], T, E, stride_kv).noalias() += dp.transpose() * Q;
     }
     rope(&dq[r0 * qd], ctx_, H, hd, freqs_, -1.0f);
     rope(&dk[r0 * kvd], ctx_, KV, hd, freqs_, -1.0f);

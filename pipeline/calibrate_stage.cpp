@@ -20,6 +20,7 @@
 #include "pipeline/calib_run.h"
 #include "pipeline/calibrate_stage.h"
 #include "pipeline/encode_check.h"
+#include "formats/temp_files.h"
 #include "quantizers/scale_tune.h"
 #include "validators/speed.h"
 
@@ -179,12 +180,31 @@ class CalibrateStage : public Stage {
 
   // With tuning every block and the head wait for it: the head's unit brings the last of what it
   // needs, and the blocks' encodings change.
+  // A block's encodings go to a temporary file, mapped when the head arrives, so holding the model
+  // takes the kernel's page cache, not the process's memory; its norms (d_model floats each) stay.
   bool take(Unit& u) override {
     if (!tuning() || u.kind == UnitKind::Embedding) return false;
     held_.push_back(std::move(u));
+    Held& h = held_spill_.emplace_back();
+    if (held_.back().kind != UnitKind::Block) return true;
+    if (!store_) store_ = std::make_unique<MappedTempStore>("scale tuning");
+    for (size_t i = 0; i < held_.back().tensors.size(); ++i) {
+      EncodedTensor& e = held_.back().tensors[i].encoded;
+      if (!held_.back().tensors[i].has_encoded) continue;
+      h.spilled.push_back({i, store_->append(e.data.data(), e.data.size()), e.data.size()});
+      std::vector<uint8_t>().swap(e.data);
+    }
     return true;
   }
-  std::vector<Unit> release(StageContext&) override { return std::move(held_); }
+  std::optional<Unit> release(StageContext&) override {
+    if (released_ == held_.size()) {
+      held_.clear(), held_spill_.clear(), store_.reset();
+      return std::nullopt;
+    }
+    const size_t k = released_++;
+    restore(k);
+    return std::move(held_[k]);
+  }
 
   json tuning_entry() const {
     if (!tuning()) return nullptr;
@@ -479,6 +499,40 @@ class CalibrateStage : public Stage {
     return named;
   }
 
+  // The linear index (BlockLinear) of a block tensor, by its name after "blocks.N.".
+  static std::optional<size_t> linear_index(const std::string& name) {
+    for (size_t i = 0; i < kBlockLinears; ++i)
+      if (name == std::string(block_linear_name(BlockLinear(i))) + ".weight") return i;
+    return std::nullopt;
+  }
+
+  // Held unit k's encodings back from the store, with the tuned factors when they were kept.
+  void restore(size_t k) {
+    Unit& u = held_[k];
+    const std::string prefix = block_prefix(u.index);
+    for (const Spill& sp : held_spill_[k].spilled) {
+      UnitTensor& t = u.tensors[sp.tensor];
+      EncodedTensor& e = t.encoded;
+      const uint8_t* at = store_->at(sp.offset);
+      e.data.assign(at, at + sp.bytes);
+      const auto li = linear_index(t.spec.name.substr(prefix.size()));
+      if (!tuned_.kept || !li || tuned_.factors.size() <= block_ordinal_[k] || tuned_.factors[block_ordinal_[k]][*li].empty())
+        continue;
+      apply_scale_factors(e.type, e.group, size_t(e.rows()), size_t(e.cols()), tuned_.factors[block_ordinal_[k]][*li],
+                          e.data.data());
+      // A scale multiplied past its type's range would decode to inf: refused, as quantize refuses it.
+      std::vector<float> row(size_t(e.cols()));
+      for (int64_t r = 0; r < e.rows(); ++r) {
+        qtype_traits(e.type).dequantize_row(&e.data[size_t(r) * e.row_bytes()], row.size(), e.group, row.data());
+        if (!all_finite(row.data(), row.size()))
+          fail("scale tuning: " + e.name + " row " + std::to_string(r) + " decodes to non-finite values after tuning");
+      }
+    }
+  }
+  void drop(size_t k) {
+    for (const Spill& sp : held_spill_[k].spilled) std::vector<uint8_t>().swap(held_[k].tensors[sp.tensor].encoded.data);
+  }
+
   // End-to-end scale tuning of the kept blocks' encodings against the reference stream's output
   // distributions; when the tuned scales are kept, X_N is recomputed through them for the head.
   void tune(Unit& head, StageContext& ctx) {
@@ -491,40 +545,37 @@ class CalibrateStage : public Stage {
     const float* out_w = out ? out->values.data() : emb_f32_.data();
     if (!out && emb_f32_.size() != size_t(desc_.vocab_size * desc_.d_model))
       fail("calibration stage: no output projection for scale tuning");
+    if (store_) store_->map();
     ScaleTuneModel m{desc_, data_.ctx, data_.n_seq, x0_.data(), x_ref_.data(), norm->values.data(),
                      bias ? bias->values.data() : nullptr, out_w, {}};
-    for (Unit& u : held_) {
+    for (size_t k = 0; k < held_.size(); ++k) {
+      Unit& u = held_[k];
+      block_ordinal_.push_back(m.blocks.size());
       if (u.kind != UnitKind::Block) continue;
-      Named named = named_of(u);
+      const std::string prefix = block_prefix(u.index);
       TuneBlock b;
       b.f32 = block_weights_f32([&](const std::string& n) -> const float* {
-        for (auto& [name, t] : named)
-          if (name == n && t->has_values) return t->values.data();
+        for (auto& t : u.tensors)
+          if (t.spec.name == prefix + n && t.has_values) return t.values.data();
         return nullptr;
       });
-      for (size_t i = 0; i < kBlockLinears; ++i)
-        for (auto& [name, t] : named)
-          if (name == std::string(block_linear_name(BlockLinear(i))) + ".weight" && t->has_encoded) b.encoded[i] = &t->encoded;
+      for (const Spill& sp : held_spill_[k].spilled) {
+        const UnitTensor& t = u.tensors[sp.tensor];
+        const auto li = linear_index(t.spec.name.substr(prefix.size()));
+        if (!li) continue;
+        const EncodedTensor& e = t.encoded;
+        b.encoded[*li] = {e.name, e.type, e.group, size_t(e.rows()), size_t(e.cols()), store_->at(sp.offset)};
+      }
       m.blocks.push_back(b);
     }
     tuned_ = tune_scales(m, tune_, ctx.pool);
     if (!tuned_.kept) return;
     x_ = x0_;
-    for (Unit& u : held_) {
-      if (u.kind != UnitKind::Block) continue;
-      // A scale multiplied past f16's range would decode to inf: refused, as quantize refuses it.
-      std::vector<float> row;
-      for (auto& t : u.tensors) {
-        if (!t.has_encoded) continue;
-        const EncodedTensor& e = t.encoded;
-        row.resize(size_t(e.cols()));
-        for (int64_t r = 0; r < e.rows(); ++r) {
-          qtype_traits(e.type).dequantize_row(&e.data[size_t(r) * e.row_bytes()], row.size(), e.group, row.data());
-          if (!all_finite(row.data(), row.size()))
-            fail("scale tuning: " + e.name + " row " + std::to_string(r) + " decodes to non-finite values after tuning");
-        }
-      }
-      run(named_of(u), x_.data(), 0, data_.n_seq, ctx, nullptr, true);
+    for (size_t k = 0; k < held_.size(); ++k) {
+      if (held_[k].kind != UnitKind::Block) continue;
+      restore(k);
+      run(named_of(held_[k]), x_.data(), 0, data_.n_seq, ctx, nullptr, true);
+      drop(k);
     }
     check_activations("scale tuning");
   }
@@ -575,6 +626,18 @@ class CalibrateStage : public Stage {
   ScaleTuneParams tune_{0};
   ScaleTuneResult tuned_;
   std::vector<Unit> held_;      // with tuning: the blocks and the head, until release()
+  struct Spill {
+    size_t tensor;  // in the unit
+    uint64_t offset;
+    size_t bytes;
+  };
+  struct Held {
+    std::vector<Spill> spilled;  // the encodings moved to store_
+  };
+  std::vector<Held> held_spill_;  // one per held_ unit
+  std::unique_ptr<MappedTempStore> store_;
+  std::vector<size_t> block_ordinal_;  // of each held_ unit among the tuned blocks
+  size_t released_ = 0;
   std::vector<float> x0_;       // with tuning: the first block's input
   std::vector<float> emb_f32_;  // with tuning and a tied output: the embedding in f32
   static constexpr int64_t kMaxTuneSteps = 100000;

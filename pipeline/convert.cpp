@@ -233,9 +233,9 @@ ConvertReport convert(const ConvertOptions& opt) {
       run_from(0, unit);
     }
     for (size_t i = 0; i < stages.size(); ++i)
-      for (Unit& unit : stages[i]->release(ctx)) {
+      while (std::optional<Unit> unit = stages[i]->release(ctx)) {
         interrupt.check();
-        run_from(i + 1, unit);
+        run_from(i + 1, *unit);
       }
   }
   for (size_t i = 0; i < tok_src.files.size(); ++i) writer->add_file(tok_src.kind->artifact_names[i], tok_src.files[i]);

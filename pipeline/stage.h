@@ -5,6 +5,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -58,10 +59,10 @@ class Stage {
   virtual void process(Unit& unit, StageContext& ctx) = 0;
   // A stage that needs every unit before it can finish any (end-to-end scale tuning) keeps them:
   // after process(), take() may move the unit into the stage and return true; the stages after it
-  // then see it only when release() gives the kept units back, in streaming order, after the last
-  // unit has been processed.
+  // then see it only when release() gives the kept units back, one per call in streaming order
+  // (nullopt when none is left), after the last unit has been processed.
   virtual bool take(Unit& /*unit*/) { return false; }
-  virtual std::vector<Unit> release(StageContext&) { return {}; }
+  virtual std::optional<Unit> release(StageContext&) { return std::nullopt; }
   // After the last unit: what the stage made besides units (a file through the writer, its
   // manifest entry).
   virtual void finish(FormatWriter&, json& /*manifest*/) {}

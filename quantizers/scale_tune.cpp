@@ -13,8 +13,8 @@ namespace {
 
 // One tuned linear: a theta per scale group (row-major: rows x groups per row) with Adam's moments.
 struct TunedLinear {
-  EncodedTensor* enc = nullptr;
-  size_t rows = 0, cols = 0, width = 0, per_row = 0;
+  const EncodedLinear* enc = nullptr;
+  size_t rows = 0, cols = 0, width = 0, per_row = 0, row_bytes = 0;
   size_t offset = 0;  // of its first group among all the tuned groups
   std::vector<float> theta, m, v;
 };
@@ -30,19 +30,20 @@ struct Worker {
 
 class Tuner {
  public:
-  Tuner(ScaleTuneModel& m, const ScaleTuneParams& p, ThreadPool& pool) : m_(m), p_(p), pool_(pool) {
+  Tuner(const ScaleTuneModel& m, const ScaleTuneParams& p, ThreadPool& pool) : m_(m), p_(p), pool_(pool) {
     const ModelDesc& d = m.desc;
     if (const char* why = backprop_unsupported(d)) fail(std::string("scale tuning: models with ") + why + " are not supported");
     D_ = size_t(d.d_model), V_ = size_t(d.vocab_size);
     for (auto& b : m.blocks) {
       std::array<TunedLinear, kBlockLinears> ls;
       for (size_t i = 0; i < kBlockLinears; ++i) {
-        EncodedTensor* e = b.encoded[i];
-        if (!e) continue;
+        const EncodedLinear* e = &b.encoded[i];
+        if (!e->bytes) continue;
         const QTypeTraits& tr = qtype_traits(e->type);
         if (!tr.rescale_group) fail("scale tuning: " + e->name + " is not an integer encoding");
         TunedLinear& l = ls[i];
-        l.enc = e, l.rows = size_t(e->rows()), l.cols = size_t(e->cols());
+        l.enc = e, l.rows = e->rows, l.cols = e->cols;
+        l.row_bytes = tr.row_bytes(l.cols, e->group);
         l.width = tr.scale_width(l.cols, e->group);
         l.per_row = (l.cols + l.width - 1) / l.width;
         l.theta.assign(l.rows * l.per_row, 0.0f), l.m = l.theta, l.v = l.theta;
@@ -73,27 +74,18 @@ class Tuner {
       for (size_t j = 0; j < B; ++j) batch[j] = order[(size_t(step) * B + j) % order.size()];
       train_step(batch, step + 1);
     }
-    // The tuned factors as the encodings store them, checked on every sequence.
-    std::vector<std::vector<uint8_t>> saved;
-    for (auto& ls : linears_)
-      for (auto& l : ls) {
-        if (!l.enc) continue;
-        saved.push_back(l.enc->data);
-        const QTypeTraits& tr = qtype_traits(l.enc->type);
-        const size_t rb = l.enc->row_bytes();
-        for (size_t row = 0; row < l.rows; ++row)
-          for (size_t g = 0; g < l.per_row; ++g)
-            tr.rescale_group(&l.enc->data[row * rb], l.cols, l.enc->group, g, std::exp(l.theta[row * l.per_row + g]));
-        std::fill(l.theta.begin(), l.theta.end(), 0.0f);
-      }
+    // The tuned factors as the encodings will store them (rescale_group on the rows' bytes),
+    // checked on every sequence.
+    stored_ = true;
     r.kl_after = kl_all();
     r.kept = r.kl_after < r.kl_before;
-    if (!r.kept) {
-      size_t k = 0;
-      for (auto& ls : linears_)
-        for (auto& l : ls)
-          if (l.enc) l.enc->data = std::move(saved[k++]);
-    }
+    if (r.kept)
+      for (auto& ls : linears_) {
+        r.factors.emplace_back();
+        for (size_t i = 0; i < kBlockLinears; ++i)
+          if (ls[i].enc)
+            for (float t : ls[i].theta) r.factors.back()[i].push_back(std::exp(t));
+      }
     return r;
   }
 
@@ -107,11 +99,19 @@ class Tuner {
       const QTypeTraits& tr = qtype_traits(l.enc->type);
       std::vector<float>& out = wk.w[i];
       out.resize(l.rows * l.cols);
-      const size_t rb = l.enc->row_bytes();
+      std::vector<uint8_t> bytes(l.row_bytes);
       for (size_t row = 0; row < l.rows; ++row) {
         float* o = &out[row * l.cols];
-        tr.dequantize_row(&l.enc->data[row * rb], l.cols, l.enc->group, o);
-        for (size_t c = 0; c < l.cols; ++c) o[c] *= std::exp(l.theta[row * l.per_row + c / l.width]);
+        const float* theta = &l.theta[row * l.per_row];
+        const uint8_t* src = l.enc->bytes + row * l.row_bytes;
+        if (stored_) {  // the stored scales: rounded as their type rounds them
+          std::copy_n(src, l.row_bytes, bytes.data());
+          for (size_t g = 0; g < l.per_row; ++g) tr.rescale_group(bytes.data(), l.cols, l.enc->group, g, std::exp(theta[g]));
+          tr.dequantize_row(bytes.data(), l.cols, l.enc->group, o);
+        } else {
+          tr.dequantize_row(src, l.cols, l.enc->group, o);
+          for (size_t c = 0; c < l.cols; ++c) o[c] *= std::exp(theta[c / l.width]);
+        }
       }
       w.w[i] = out.data();
     }
@@ -196,8 +196,9 @@ class Tuner {
         }
   }
 
-  ScaleTuneModel& m_;
+  const ScaleTuneModel& m_;
   const ScaleTuneParams& p_;
+  bool stored_ = false;  // weights() as the encodings will store them, not with exact factors
   ThreadPool& pool_;
   size_t D_ = 0, V_ = 0, groups_ = 0;
   std::vector<std::array<TunedLinear, kBlockLinears>> linears_;
@@ -205,7 +206,17 @@ class Tuner {
 
 }  // namespace
 
-ScaleTuneResult tune_scales(ScaleTuneModel& m, const ScaleTuneParams& p, ThreadPool& pool) {
+void apply_scale_factors(QType type, size_t group, size_t rows, size_t cols, const std::vector<float>& factors,
+                         uint8_t* bytes) {
+  const QTypeTraits& tr = qtype_traits(type);
+  if (!tr.rescale_group) fail(std::string("scale tuning: ") + tr.name + " has no scales to tune");
+  const size_t width = tr.scale_width(cols, group), per_row = (cols + width - 1) / width, rb = tr.row_bytes(cols, group);
+  if (factors.size() != rows * per_row) fail("scale tuning: factors do not match the encoding");
+  for (size_t r = 0; r < rows; ++r)
+    for (size_t g = 0; g < per_row; ++g) tr.rescale_group(bytes + r * rb, cols, group, g, factors[r * per_row + g]);
+}
+
+ScaleTuneResult tune_scales(const ScaleTuneModel& m, const ScaleTuneParams& p, ThreadPool& pool) {
   if (m.ctx == 0 || m.n_seq == 0 || !m.x0 || !m.ref_final || !m.head_norm || !m.out_w)
     fail("scale tuning: no calibration sequences or no head");
   return Tuner(m, p, pool).run();

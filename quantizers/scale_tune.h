@@ -9,6 +9,8 @@
 // the calibration sequences, with the scales as stored, is lower than before.
 #include <array>
 #include <cstddef>
+#include <cstdint>
+#include <string>
 #include <vector>
 
 #include "core/model_desc.h"
@@ -25,11 +27,20 @@ struct ScaleTuneParams {
   double max_factor = 2;   // each factor stays within [1 / max_factor, max_factor]
 };
 
+// An encoded linear as calibration left it: its layout, and its rows wherever they live (a mapped
+// temporary file while the stage holds the model).
+struct EncodedLinear {
+  std::string name;
+  QType type = QType::F32;
+  size_t group = 0, rows = 0, cols = 0;
+  const uint8_t* bytes = nullptr;  // rows x row_bytes
+};
+
 // One block as the tuner sees it: f32 norms and biases (and any linear left unencoded) in f32,
-// and the encoded linears whose scales are tuned (null: absent, or its f32 values are in f32.w).
+// and the encoded linears whose scales are tuned (empty bytes: absent, or its values are in f32.w).
 struct TuneBlock {
   BlockWeightsF32 f32;
-  std::array<EncodedTensor*, kBlockLinears> encoded{};
+  std::array<EncodedLinear, kBlockLinears> encoded{};
 };
 
 struct ScaleTuneModel {
@@ -44,12 +55,17 @@ struct ScaleTuneModel {
 struct ScaleTuneResult {
   double kl_before = 0, kl_after = 0;  // mean KL on all the calibration sequences
   size_t groups = 0;                   // scale groups tuned
-  bool kept = false;                   // the tuned scales were written into the encodings
+  bool kept = false;                   // kl_after (with the scales as stored) is below kl_before
+  // When kept: [block][linear] each scale group's factor, row-major (rows x groups per row).
+  std::vector<std::array<std::vector<float>, kBlockLinears>> factors;
 };
 
-// Tunes the encodings of m.blocks in place (left unchanged when not kept). The sequences of a
-// batch run on the pool, each with state of its own, and their gradients are summed in sequence
-// order: the bytes do not depend on the thread count.
-ScaleTuneResult tune_scales(ScaleTuneModel& m, const ScaleTuneParams& p, ThreadPool& pool);
+// Tunes the scales of m.blocks' encodings (read only). The sequences of a batch run on the pool,
+// each with state of its own, and their gradients are summed in sequence order: the factors do
+// not depend on the thread count.
+ScaleTuneResult tune_scales(const ScaleTuneModel& m, const ScaleTuneParams& p, ThreadPool& pool);
+// Writes factors (from ScaleTuneResult) into an encoding's stored scales.
+void apply_scale_factors(QType type, size_t group, size_t rows, size_t cols, const std::vector<float>& factors,
+                         uint8_t* bytes);
 
 }  // namespace sf

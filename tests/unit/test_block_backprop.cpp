@@ -258,13 +258,23 @@ TEST(ScaleTune, LowersTheKlThroughScalesAloneWhateverTheThreads) {
     for (size_t b = 0; b < blocks.size(); ++b) {
       TuneBlock tb;
       tb.f32 = blocks[b].f32();
-      for (size_t i = 0; i < kBlockLinears; ++i) tb.encoded[i] = &enc[b][i];
+      for (size_t i = 0; i < kBlockLinears; ++i) {
+        const EncodedTensor& e = enc[b][i];
+        tb.encoded[i] = {e.name, e.type, e.group, size_t(e.rows()), size_t(e.cols()), e.data.data()};
+      }
       m.blocks.push_back(tb);
     }
     ScaleTuneParams p;
     p.steps = 40, p.lr = 1e-2, p.batch = 2;
     ThreadPool pool(threads);
-    return tune_scales(m, p, pool);
+    const ScaleTuneResult r = tune_scales(m, p, pool);
+    if (r.kept)
+      for (size_t b = 0; b < blocks.size(); ++b)
+        for (size_t i = 0; i < kBlockLinears; ++i) {
+          EncodedTensor& e = enc[b][i];
+          apply_scale_factors(e.type, e.group, size_t(e.rows()), size_t(e.cols()), r.factors[b][i], e.data.data());
+        }
+    return r;
   };
   std::vector<std::vector<EncodedTensor>> one = {encode(blocks[0]), encode(blocks[1])}, three = one;
   const auto before = one;

@@ -13,7 +13,9 @@
 #
 # Settings (environment):
 #   SHARDFORGE    shardforge binary                              (default: build/shardforge)
-#   METHODS       shardforge calibration methods                 (default: "mse awq gptq")
+#   METHODS       shardforge calibration methods; M+tune adds     (default: "mse awq gptq gptq+tune")
+#                 --calib-tune-steps TUNE_STEPS
+#   TUNE_STEPS    scale tuning steps for M+tune                  (default: 100)
 #   CALIB_TOKENS  calibration tokens (both tools)                (default: 16384)
 #   CTX           calibration and evaluation window              (default: 128)
 #   CHUNKS        evaluation windows (-1: all the text holds)    (default: -1)
@@ -31,7 +33,7 @@ SF=${SHARDFORGE:-build/shardforge}
 [ -x "$SF" ] || die "$SF: not found (build shardforge, or set SHARDFORGE)"
 [ -r "$CALIB" ] || die "$CALIB: no such calibration text"
 [ -r "$TEXT" ] || die "$TEXT: no such evaluation text"
-METHODS=${METHODS-mse awq gptq} CALIB_TOKENS=${CALIB_TOKENS:-16384} CTX=${CTX:-128} CHUNKS=${CHUNKS:--1} T=${T:-2}
+METHODS=${METHODS-mse awq gptq gptq+tune} TUNE_STEPS=${TUNE_STEPS:-100} CALIB_TOKENS=${CALIB_TOKENS:-16384} CTX=${CTX:-128} CHUNKS=${CHUNKS:--1} T=${T:-2}
 use_work_dir sf-calib-vs-llamacpp
 TOK_ARGS=()
 [ -n "$TOKENIZER" ] && TOK_ARGS=(--tokenizer "$TOKENIZER")
@@ -51,8 +53,11 @@ printf 'f32\tshardforge\tf32\n' >>"$ROWS"
 convert q4_0_rtn --quant q4_0
 printf 'q4_0_rtn\tshardforge\tq4_0, round to nearest\n' >>"$ROWS"
 for m in $METHODS; do
-  convert "q4_0_$m" --quant q4_0 --calib "$CALIB" --calib-method "$m" --calib-tokens "$CALIB_TOKENS" --calib-ctx "$CTX"
-  printf 'q4_0_%s\tshardforge\tq4_0, --calib-method %s\n' "$m" "$m" >>"$ROWS"
+  tune=() how="--calib-method ${m%+tune}"
+  [ "${m%+tune}" != "$m" ] && tune=(--calib-tune-steps "$TUNE_STEPS") how+=" --calib-tune-steps $TUNE_STEPS"
+  convert "q4_0_${m/+/_}" --quant q4_0 --calib "$CALIB" --calib-method "${m%+tune}" "${tune[@]}" \
+    --calib-tokens "$CALIB_TOKENS" --calib-ctx "$CTX"
+  printf 'q4_0_%s\tshardforge\tq4_0, %s\n' "${m/+/_}" "$how" >>"$ROWS"
 done
 
 # --- llama.cpp: q4_0 from the same f32 file, without and with an importance matrix of the same text.

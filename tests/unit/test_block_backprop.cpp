@@ -8,6 +8,7 @@
 #include <random>
 
 #include "executor/block.h"
+#include "f32_block_views.h"
 #include "formats/shard_file.h"
 #include "core/thread_pool.h"
 #include "quantizers/block_backprop.h"
@@ -56,22 +57,7 @@ struct RandomBlock {
   BlockWeightsF32 f32() {
     return block_weights_f32([this](const std::string& n) { return values.count(n) ? values[n].data() : nullptr; });
   }
-  LayerWeights exec() {
-    views.clear();
-    views.reserve(values.size());
-    LayerWeights w;
-    for (auto& [n, v] : values) {
-      TensorView t;
-      t.name = n;
-      t.shape = shapes[n];
-      t.data = reinterpret_cast<const uint8_t*>(v.data());
-      t.nbytes = v.size() * sizeof(float);
-      t.row_bytes = size_t(t.shape.back()) * sizeof(float);
-      views.push_back(t);
-      w.*layer_slot(n) = &views.back();
-    }
-    return w;
-  }
+  LayerWeights exec() { return f32_block_views(values, shapes, views); }
 };
 
 std::vector<float> random_rows(size_t n, unsigned seed) {

@@ -19,6 +19,7 @@
 #include "core/error.h"
 #include "core/fs_util.h"
 #include "executor/block.h"
+#include "f32_block_views.h"
 #include "executor/kernels.h"
 #include "executor/session.h"
 #include "pipeline/awq_fold.h"
@@ -111,22 +112,7 @@ struct OwnedBlock {
       shapes[n] = v.shape;
     }
   }
-  LayerWeights weights() {
-    views.clear();
-    views.reserve(values.size());
-    LayerWeights w;
-    for (auto& [n, v] : values) {
-      TensorView t;
-      t.name = n;
-      t.shape = shapes[n];
-      t.data = reinterpret_cast<const uint8_t*>(v.data());
-      t.nbytes = v.size() * sizeof(float);
-      t.row_bytes = size_t(t.shape.back()) * sizeof(float);
-      views.push_back(t);
-      w.*layer_slot(n) = &views.back();
-    }
-    return w;
-  }
+  LayerWeights weights() { return f32_block_views(values, shapes, views); }
   BlockValues lookup() {
     return [this](const std::string& n) { return values.count(n) ? &values[n] : nullptr; };
   }

@@ -84,10 +84,13 @@ class CalibrateStage : public Stage {
       const json& v = typed(p, me, key, &json::is_boolean, "true or false");
       return v.is_boolean() ? v.get<bool>() : dflt;
     };
-    tune_.steps = int(count("tune_steps", 0));
-    if (tune_.steps > kMaxTuneSteps)
-      fail_usage(me + " stage: 'tune_steps' must be from 0 to " + std::to_string(kMaxTuneSteps) + ", not " +
-                 std::to_string(tune_.steps));
+    // 0 (no tuning) is what every manifest records without tuning, so a recorded pipeline replays.
+    if (const json& v = typed(p, me, "tune_steps", &json::is_number_integer, "an integer"); !v.is_null()) {
+      if (v.get<int64_t>() < 0 || v.get<int64_t>() > kMaxTuneSteps)
+        fail_usage(me + " stage: 'tune_steps' must be from 0 to " + std::to_string(kMaxTuneSteps) + ", not " +
+                   std::to_string(v.get<int64_t>()));
+      tune_.steps = int(v.get<int64_t>());
+    }
     tune_.lr = real("tune_lr", tune_.lr, 1e-6, 1.0);
     tune_.batch = size_t(bounded("tune_batch", int64_t(tune_.batch), 4096));
     params_.gptq_act_order = flag("gptq_act_order", params_.gptq_act_order);

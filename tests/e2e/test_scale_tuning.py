@@ -12,7 +12,7 @@ import json
 
 from family_refs import EXPECT
 from sftest import (ROOT, SAMPLE, SANITIZED, TempDirTest, error_line, fixture, read_bytes, read_json,
-                    release_only, sf, sf_json)
+                    release_only, sf, sf_json, write_json)
 
 CALIB = os.path.join(ROOT, "samples", "calib.txt")
 TOKENS, CTX = (256, 64) if SANITIZED else (2048, 128)
@@ -106,6 +106,37 @@ class ScaleTuning(TempDirTest):
                 p = sf("convert", SAMPLE, "-o", out, *args, check=False)
                 error_line(self, p, 2, needle)
                 self.assertFalse(os.path.exists(out))
+
+    def test_pipeline_values_are_checked_and_a_recorded_pipeline_replays(self):
+        out = self.path("x")
+        spec = self.path("p.json")
+
+        def pipeline(params):
+            write_json(spec, {"stages": [{"name": "load"},
+                                         {"name": "calib_gptq", "params": {"calib": CALIB, "tokens": TOKENS, "ctx": CTX,
+                                                                           **params}},
+                                         {"name": "quantize", "params": {"scheme": "q4_0"}}, {"name": "write"}]})
+        for params, needle in [({"tune_steps": -1}, "'tune_steps' must be from 0 to 100000"),
+                               ({"tune_steps": 100001}, "'tune_steps' must be from 0 to 100000"),
+                               ({"tune_steps": 2, "tune_lr": 0}, "'tune_lr' must be in"),
+                               ({"tune_steps": 2, "tune_batch": 0}, "'tune_batch' must be a positive integer")]:
+            with self.subTest(params=params):
+                pipeline(params)
+                error_line(self, sf("convert", SAMPLE, "-o", out, "--pipeline", spec, check=False), 2, "calib_gptq",
+                           needle)
+                self.assertFalse(os.path.exists(out))
+        # An untuned conversion's manifest records tune_steps 0; its pipeline converts again, to the same bytes.
+        first = self.convert("first", "--quant", "q4_0", "--calib", CALIB, "--calib-method", "gptq", *SMALL)
+        recorded = read_json(os.path.join(first, "manifest.json"))["pipeline"]
+        stage = [s for s in recorded["stages"] if s["name"] == "calib_gptq"][0]
+        self.assertEqual(stage["params"]["tune_steps"], 0)
+        stage["params"]["calib"] = CALIB
+        write_json(spec, recorded)
+        again = self.path("again")
+        sf("convert", SAMPLE, "-o", again, "--pipeline", spec)
+        for f in sorted(os.listdir(first)):
+            if f.endswith(".shard"):
+                self.assertEqual(read_bytes(os.path.join(first, f)), read_bytes(os.path.join(again, f)), f)
 
     def test_a_family_the_backward_pass_does_not_cover_is_refused_before_writing(self):
         src = fixture("chatglm_6b")
